@@ -1,0 +1,63 @@
+"""Data sources: Parquet history (offline), the raw transaction stream (Kafka) and push sources
+that the stream job writes computed features through.
+
+Paths come from ``RTML_DATA_DIR``; ``RTML_OFFLINE_STORE=spark`` swaps the Parquet file sources for
+Spark sources over the same files, so the same definitions serve data beyond one machine.
+"""
+
+from datetime import timedelta
+
+from feast import FileSource, KafkaSource, PushSource
+from feast.data_format import JsonFormat
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+from rtml.config import settings
+
+_S = settings()
+DATA_DIR = _S.data_dir
+
+
+def parquet_source(name: str, relative_path: str, description: str, timestamp_field: str = "event_timestamp"):
+    """A Parquet batch source under the data dir (a file or a folder of part files)."""
+    path = str(DATA_DIR / relative_path)
+    if _S.offline_store == "spark":
+        return SparkSource(
+            name=name, path=path, file_format="parquet", timestamp_field=timestamp_field, description=description
+        )
+    return FileSource(name=name, path=path, timestamp_field=timestamp_field, description=description)
+
+
+users_source = parquet_source("users", "users.parquet", "User profile snapshots from the card-issuing system.")
+merchants_source = parquet_source("merchants", "merchants.parquet", "Merchant profile snapshots from acquiring.")
+transactions_history = parquet_source(
+    "transactions_history", "transactions", "Raw card transactions, as they arrived on the stream."
+)
+
+transactions_stream = KafkaSource(
+    name="transactions_stream",
+    timestamp_field="event_timestamp",
+    kafka_bootstrap_servers=_S.kafka_bootstrap,
+    topic=_S.topics.transactions,
+    message_format=JsonFormat(
+        schema_json=(
+            "transaction_id string, user_id bigint, merchant_id bigint, amount double, currency string, "
+            "country string, channel string, event_timestamp timestamp"
+        )
+    ),
+    batch_source=transactions_history,
+    watermark_delay_threshold=timedelta(minutes=5),
+    description="Raw card transactions (JSON, keyed by user_id).",
+    owner="payments-platform@rtml.dev",
+)
+
+user_txn_push = PushSource(
+    name="user_txn_push",
+    batch_source=parquet_source("user_txn_features", "user_txn_features", "User aggregates computed by the stream job."),
+)
+
+merchant_txn_push = PushSource(
+    name="merchant_txn_push",
+    batch_source=parquet_source(
+        "merchant_txn_features", "merchant_txn_features", "Merchant aggregates computed by the stream job."
+    ),
+)

@@ -1,0 +1,70 @@
+"""The `rtml` command: one subcommand per stage.
+
+Each subcommand lives in the module named below, which defines ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported only when their subcommand runs, so `rtml --help`
+stays instant and a missing heavy dependency only affects the stage that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from rtml.errors import UserFacingError
+
+# name -> (module, one-line help). Add a stage by adding a line.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("infra.commands.up", "Start the local stack (Kafka, Redis) or reuse what already runs."),
+    "down": ("infra.commands.down", "Stop what `rtml up` started (by pid)."),
+    "status": ("infra.commands.status", "Show what runs: broker, Redis, their pids and addresses."),
+    "apply": ("rtml.commands.apply", "Register the feature repo (`feast apply` with rtml's settings)."),
+    "materialize": ("rtml.commands.materialize", "Load the latest offline feature values into Redis (full or incremental)."),
+    "features": ("rtml.commands.features", "Print online features for some users or merchants."),
+    "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtml", description="Real-time ML serving on Feast, Kafka, Spark and BentoML.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    # Split global options from the subcommand and its own arguments.
+    idx = next((i for i, a in enumerate(argv) if a in COMMANDS), None)
+    if idx is None:
+        top.parse_args(argv)  # handles --help and errors
+        top.print_help()
+        return 2
+    global_args = top.parse_args(argv[:idx])
+    name = argv[idx]
+    module_name, help_text = COMMANDS[name]
+    logging.basicConfig(
+        level=logging.DEBUG if global_args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"rtml {name}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[idx + 1 :])
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"rtml {name}: interrupted", file=sys.stderr)
+        return 130
+    except UserFacingError as exc:
+        print(f"rtml {name}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""One place for runtime configuration: defaults for the local stack, overridable by environment variables.
+
+Every component reads its settings from :func:`settings`. Feature definitions live in the Feast
+repo (``feature_repo/``); everything that differs between machines comes from ``RTML_*`` variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FEATURE_REPO = REPO_ROOT / "feature_repo"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topic names."""
+
+    transactions: str = "transactions"
+    transactions_dlq: str = "transactions_dlq"
+    labels: str = "labels"
+    predictions: str = "predictions"
+    alerts: str = "alerts"
+
+    def all(self) -> list[str]:
+        return [self.transactions, self.transactions_dlq, self.labels, self.predictions, self.alerts]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. Build with :func:`settings`; never mutate."""
+
+    state_dir: Path
+    data_dir: Path
+    kafka_bootstrap: str
+    kafka_external: bool
+    redis_url: str
+    redis_external: bool
+    spark_master: str
+    offline_store: str
+    topics: Topics = field(default_factory=Topics)
+
+    @property
+    def redis_host_port(self) -> tuple[str, int]:
+        """Host and port parsed from ``redis_url`` (``redis://host:port/db``)."""
+        rest = self.redis_url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        host, _, port = rest.partition(":")
+        return host or "127.0.0.1", int(port or 6379)
+
+    @property
+    def redis_db(self) -> int:
+        tail = self.redis_url.split("://", 1)[-1].split("/", 1)
+        return int(tail[1]) if len(tail) > 1 and tail[1] else 0
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        first = self.kafka_bootstrap.split(",")[0]
+        host, _, port = first.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+    @property
+    def feast_redis_connection(self) -> str:
+        """Redis connection string in Feast's format (``host:port,db=N``)."""
+        host, port = self.redis_host_port
+        return f"{host}:{port},db={self.redis_db}"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.state_dir / "registry.db"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and logs of services started by ``rtml up``."""
+        return self.state_dir / "run"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Downloaded jars (Kafka broker, Spark connector); shared by all state dirs."""
+        return Path(_env("RTML_CACHE_DIR", str(REPO_ROOT / ".cache")))
+
+
+@lru_cache(maxsize=None)
+def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
+    env = dict(env_key)
+    state_dir = Path(env.get("RTML_STATE_DIR") or REPO_ROOT / ".rtml").resolve()
+    return Settings(
+        state_dir=state_dir,
+        data_dir=Path(env.get("RTML_DATA_DIR") or state_dir / "data").resolve(),
+        kafka_bootstrap=env.get("RTML_KAFKA_BOOTSTRAP") or f"127.0.0.1:{env.get('RTML_KAFKA_PORT') or 9092}",
+        kafka_external=bool(env.get("RTML_KAFKA_BOOTSTRAP")),
+        redis_url=env.get("RTML_REDIS_URL") or f"redis://127.0.0.1:{env.get('RTML_REDIS_PORT') or 6379}/0",
+        redis_external=bool(env.get("RTML_REDIS_URL")),
+        spark_master=env.get("RTML_SPARK_MASTER") or "local[*]",
+        offline_store=env.get("RTML_OFFLINE_STORE") or "duckdb",
+    )
+
+
+def settings() -> Settings:
+    """Current settings, from ``RTML_*`` environment variables over the local defaults."""
+    keys = sorted((k, v) for k, v in os.environ.items() if k.startswith("RTML_"))
+    return _settings_for(tuple(keys))
