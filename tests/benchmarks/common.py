@@ -1,0 +1,68 @@
+"""Shared pieces of the benchmarks: percentiles, machine facts, and writing one JSON per benchmark.
+
+Each benchmark is a module ``tests/benchmarks/bench_<name>.py`` with a ``main() -> dict`` that
+measures, calls :func:`write_result` and returns the result. ``make bench`` runs them all and
+``tests/benchmarks/report.py`` renders ``BENCHMARKS.md`` from the JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def percentiles(values_s: list[float] | np.ndarray, scale: float = 1.0) -> dict[str, float]:
+    """Median, p90, p99 and max of ``values_s`` times ``scale``."""
+    arr = np.asarray(values_s, dtype=float) * scale
+    if arr.size == 0:
+        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p90": float(np.percentile(arr, 90)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+        "n": int(arr.size),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """What the benchmark ran on."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_gb, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "commit": commit,
+    }
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """Write ``results/<name>.json`` with the measured figures, the machine and the time of the run."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    payload = {**result, "machine": machine(), "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return path
