@@ -21,7 +21,7 @@ transaction_request = RequestSource(
 @on_demand_feature_view(
     sources=[transaction_request, user_profile, merchant_profile, user_txn_aggregates],
     schema=[
-        Field(name="amount", dtype=Float64),
+        Field(name="txn_amount", dtype=Float64),
         Field(name="amount_to_mean_24h", dtype=Float64),
         Field(name="amount_to_credit_limit", dtype=Float64),
         Field(name="is_foreign", dtype=Int64),
@@ -40,7 +40,7 @@ def transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
 def compute_transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
     """Vectorised (lists in, lists out) body of :func:`transaction_context`, importable by the service."""
     out: dict[str, list] = {
-        "amount": [],
+        "txn_amount": [],
         "amount_to_mean_24h": [],
         "amount_to_credit_limit": [],
         "is_foreign": [],
@@ -56,7 +56,7 @@ def compute_transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
     )
     for amount, country, mean_24h, limit, home, m_country in rows:
         amount = float(amount)
-        out["amount"].append(amount)
+        out["txn_amount"].append(amount)
         out["amount_to_mean_24h"].append(amount / mean_24h if mean_24h else 1.0)
         out["amount_to_credit_limit"].append(amount / limit if limit else 0.0)
         out["is_foreign"].append(int(bool(home) and country != home))
