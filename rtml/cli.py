@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "apply": ("rtml.commands.apply", "Register the feature repo (`feast apply` with rtml's settings)."),
     "materialize": ("rtml.commands.materialize", "Load the latest offline feature values into Redis (full or incremental)."),
     "features": ("rtml.commands.features", "Print online features for some users or merchants."),
+    "train": ("training.commands.train", "Build a point-in-time training set, train XGBoost, evaluate, register (gated promotion)."),
+    "models": ("training.commands.models", "Model registry: list, promote TAG, rollback, history."),
     "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
 }
 
