@@ -1,0 +1,24 @@
+"""`rtml status`: each service, its address, pid and whether it answers. Exit code 1 if one is down."""
+
+from __future__ import annotations
+
+import argparse
+
+from infra.commands import quiet_client_logs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet_client_logs()
+    from infra.stack import status
+    from rtml.config import settings
+
+    services = status()
+    s = settings()
+    print(f"state dir: {s.state_dir}")
+    for service in services:
+        print(service.line())
+    return 0 if all(service.answers for service in services) else 1

@@ -1,0 +1,212 @@
+"""A local `redis-server` for Feast's online store (no persistence), started by `rtml up` when none answers.
+
+Files for the current settings: data dir ``state_dir/redis/``, pid ``run_dir/redis.pid``, log ``run_dir/redis.log``.
+Tests that need Redis to go away mid-test use :func:`stop_redis` / :func:`start_redis`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.proc import owned_pid, port_open, stop_pid, tail, wait_until, write_pid
+from rtml.config import Settings, settings
+from rtml.errors import UserFacingError
+
+APT_PACKAGE = "redis-server"
+
+
+@dataclass(frozen=True)
+class RedisPaths:
+    data: Path
+    pid_file: Path
+    log_file: Path
+
+    @classmethod
+    def of(cls, s: Settings) -> RedisPaths:
+        return cls(data=s.state_dir / "redis", pid_file=s.run_dir / "redis.pid", log_file=s.run_dir / "redis.log")
+
+
+@dataclass(frozen=True)
+class StartResult:
+    address: str
+    pid: int | None
+    started: bool  # True if this call launched the process
+    managed: bool  # True if rtml owns the process (pid file), so `rtml down` stops it
+    external: bool
+
+
+def answers_ping(url: str | None = None, timeout_s: float = 1.0) -> bool:
+    """True if a Redis server answers PING at ``url`` within ``timeout_s`` (an auth error counts as Redis)."""
+    import redis
+
+    url = url or settings().redis_url
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry_on_timeout=False
+    )
+    try:
+        return bool(client.ping())
+    except redis.exceptions.AuthenticationError:
+        return True
+    except redis.exceptions.ResponseError as exc:
+        return "NOAUTH" in str(exc)
+    except (redis.exceptions.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def running_pid(s: Settings | None = None) -> int | None:
+    """Pid of the redis-server that rtml started for these settings, if it runs."""
+    s = s or settings()
+    return owned_pid(RedisPaths.of(s).pid_file, "redis-server", f":{s.redis_host_port[1]}")
+
+
+def is_running(s: Settings | None = None) -> bool:
+    return running_pid(s) is not None
+
+
+def redis_server_binary(progress: bool = True) -> str:
+    """Path of `redis-server`, installing the Debian package with apt-get when it is missing."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    hint = f"install it (`apt-get install {APT_PACKAGE}`) or set RTML_REDIS_URL to a running Redis"
+    if apt is None or os.geteuid() != 0:
+        raise UserFacingError(f"`redis-server` not found on PATH; {hint}.")
+    if progress:
+        print(
+            f"redis: `redis-server` missing, installing the Debian package {APT_PACKAGE} with apt-get ...", flush=True
+        )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "--no-install-recommends", APT_PACKAGE]):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise UserFacingError(f"`{' '.join(cmd)}` failed ({done.stderr.strip()[-300:]}); {hint}.")
+    # The package starts a system service on 6379; rtml runs its own instance, so stop that one.
+    subprocess.run(["service", "redis-server", "stop"], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    found = shutil.which("redis-server")
+    if not found:
+        raise UserFacingError(f"`redis-server` still not found after installing {APT_PACKAGE}; {hint}.")
+    return found
+
+
+def start(progress: bool = True, timeout_s: float = 15.0) -> StartResult:
+    """Start redis-server for the current settings unless a Redis already answers at ``redis_url``."""
+    s = settings()
+    say = print if progress else (lambda *a, **k: None)
+    host, port = s.redis_host_port
+    if s.redis_external:
+        if not answers_ping(s.redis_url, timeout_s=2.0):
+            raise UserFacingError(
+                f"no Redis answers at RTML_REDIS_URL={s.redis_url}; start it or unset RTML_REDIS_URL."
+            )
+        say(f"redis: using external Redis at {s.redis_url}")
+        return StartResult(s.redis_url, None, started=False, managed=False, external=True)
+
+    pid = running_pid(s)
+    if answers_ping(s.redis_url):
+        if pid is not None:
+            say(f"redis: already running at {s.redis_url} (pid {pid})")
+        else:
+            say(f"redis: reusing the Redis that already answers at {s.redis_url} (not started by rtml)")
+        return StartResult(s.redis_url, pid, started=False, managed=pid is not None, external=False)
+    if pid is not None:  # ours but not answering (just starting, or wedged)
+        if wait_until(lambda: answers_ping(s.redis_url), timeout_s, interval_s=0.1):
+            say(f"redis: already running at {s.redis_url} (pid {pid})")
+            return StartResult(s.redis_url, pid, started=False, managed=True, external=False)
+        raise UserFacingError(
+            f"redis-server (pid {pid}) runs but does not answer PING at {s.redis_url}; "
+            f"see {RedisPaths.of(s).log_file} or run `rtml down`."
+        )
+    if port_open(host, port):
+        raise UserFacingError(
+            f"port {port} is taken by a process that does not answer Redis PING; stop it or choose another port "
+            "with RTML_REDIS_PORT."
+        )
+
+    binary = redis_server_binary(progress)
+    paths = RedisPaths.of(s)
+    paths.data.mkdir(parents=True, exist_ok=True)
+    paths.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(paths.data),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "no",
+        "--logfile",
+        str(paths.log_file),
+        "--loglevel",
+        "warning",
+    ]
+    say(f"redis: starting redis-server at {s.redis_url} (log: {paths.log_file})", flush=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=paths.data,
+    )
+    write_pid(paths.pid_file, proc.pid)
+    started_at = time.monotonic()
+    while not answers_ping(s.redis_url, timeout_s=0.5):
+        if proc.poll() is not None:
+            paths.pid_file.unlink(missing_ok=True)
+            raise UserFacingError(
+                f"redis-server exited with code {proc.returncode} during startup; see {paths.log_file}:\n"
+                f"{tail(paths.log_file, 10)}"
+            )
+        if time.monotonic() - started_at > timeout_s:
+            stop_pid(proc.pid, timeout_s=5)
+            proc.poll()
+            paths.pid_file.unlink(missing_ok=True)
+            raise UserFacingError(f"redis-server did not answer PING within {timeout_s:g} s; see {paths.log_file}")
+        time.sleep(0.05)
+    say(f"redis: ready in {time.monotonic() - started_at:.1f} s (pid {proc.pid})")
+    return StartResult(s.redis_url, proc.pid, started=True, managed=True, external=False)
+
+
+def stop(progress: bool = True, timeout_s: float = 10.0, s: Settings | None = None) -> bool:
+    """Stop the redis-server that rtml started for these settings (by pid). True if one was stopped."""
+    s = s or settings()
+    paths = RedisPaths.of(s)
+    pid = running_pid(s)
+    if pid is None:
+        paths.pid_file.unlink(missing_ok=True)
+        return False
+    killed = stop_pid(pid, timeout_s=timeout_s)
+    paths.pid_file.unlink(missing_ok=True)
+    if progress:
+        print(f"redis: stopped pid {pid}{' (killed after SIGTERM timeout)' if killed else ''}")
+    return True
+
+
+def stop_redis() -> None:
+    """Stop rtml's Redis for the current settings (for tests of Redis outages); it must have been started by rtml."""
+    s = settings()
+    if s.redis_external or running_pid(s) is None:
+        raise UserFacingError(f"the Redis at {s.redis_url} was not started by rtml, so rtml will not stop it.")
+    stop(progress=False)
+    wait_until(lambda: not answers_ping(s.redis_url, timeout_s=0.2), 5.0, interval_s=0.05)
+
+
+def start_redis() -> StartResult:
+    """Start rtml's Redis again after :func:`stop_redis` (no-op if it answers); returns when it answers PING."""
+    return start(progress=False)

@@ -1,0 +1,121 @@
+"""The local stack as a whole: `up` (Redis, Kafka broker + topics, Spark's Kafka connector jars), `down`, `status`.
+
+Everything follows :func:`rtml.config.settings`; services named by RTML_KAFKA_BOOTSTRAP / RTML_REDIS_URL are
+external and never started or stopped. `down` stops only what `up` started (pid files under ``run_dir``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra import kafka_broker, redis_server, spark_deps
+from infra.redis_server import start_redis, stop_redis  # noqa: F401  (re-exported for tests)
+from rtml.config import Settings, settings
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str
+    address: str
+    pid: int | None
+    started: bool  # launched by this `up` call
+    managed: bool  # owned by rtml (pid file): `down` stops it
+    external: bool  # named by RTML_KAFKA_BOOTSTRAP / RTML_REDIS_URL
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    kafka: ServiceInfo
+    redis: ServiceInfo
+    spark_kafka_jars: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def started(self) -> list[str]:
+        """Names of the services this call launched."""
+        return [s.name for s in (self.kafka, self.redis) if s.started]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    address: str
+    pid: int | None
+    answers: bool
+    managed: bool
+    external: bool
+
+    def line(self) -> str:
+        if self.external:
+            owner = "external"
+        elif self.managed:
+            owner = f"pid {self.pid}"
+        else:
+            owner = "not started by rtml" if self.answers else "not running"
+        return f"{self.name:<6} {self.address:<28} {owner:<22} {'answers' if self.answers else 'DOWN'}"
+
+
+def up(progress: bool = True, spark_jars: bool = True) -> StackInfo:
+    """Start (or reuse) Redis and the Kafka broker, create the topics, pre-resolve Spark's Kafka connector."""
+    started_at = time.monotonic()
+    kafka_broker.preflight()
+    if spark_jars:
+        spark_deps.preflight()
+    r = redis_server.start(progress=progress)
+    try:
+        k = kafka_broker.start(progress=progress)
+        jars = spark_deps.connector_jars(progress=progress) if spark_jars else []
+    except BaseException:
+        if r.started:  # leave nothing half-started behind
+            redis_server.stop(progress=progress)
+        raise
+    info = StackInfo(
+        kafka=ServiceInfo("kafka", k.address, k.pid, k.started, k.managed, k.external),
+        redis=ServiceInfo("redis", r.address, r.pid, r.started, r.managed, r.external),
+        spark_kafka_jars=jars,
+        seconds=time.monotonic() - started_at,
+    )
+    if progress:
+        if jars:
+            print(f"spark: Kafka connector ready ({len(jars)} jars in {jars[0].parent})")
+        print(f"stack up in {info.seconds:.1f} s: kafka {k.address}, redis {r.address}")
+    return info
+
+
+def down(progress: bool = True, s: Settings | None = None) -> list[str]:
+    """Stop what `up` started for ``s`` (default: current settings), by pid; returns the names of stopped services."""
+    stopped = []
+    if kafka_broker.stop(progress=progress, s=s):
+        stopped.append("kafka")
+    if redis_server.stop(progress=progress, s=s):
+        stopped.append("redis")
+    if progress and not stopped:
+        print("nothing to stop (no service started by `rtml up` runs for these settings)")
+    return stopped
+
+
+def status() -> list[ServiceStatus]:
+    """State of each service for the current settings (bounded: a few seconds at most)."""
+    s = settings()
+    kafka_pid = None if s.kafka_external else kafka_broker.running_pid(s)
+    redis_pid = None if s.redis_external else redis_server.running_pid(s)
+    return [
+        ServiceStatus(
+            "kafka",
+            s.kafka_bootstrap,
+            kafka_pid,
+            kafka_broker.is_ready(s.kafka_bootstrap, timeout_s=2.0),
+            managed=kafka_pid is not None,
+            external=s.kafka_external,
+        ),
+        ServiceStatus(
+            "redis",
+            s.redis_url,
+            redis_pid,
+            redis_server.answers_ping(s.redis_url),
+            managed=redis_pid is not None,
+            external=s.redis_external,
+        ),
+    ]

@@ -1,0 +1,70 @@
+"""Shared fixtures for tests against the real local stack (Kafka broker, redis-server).
+
+- ``stack`` (session): starts Kafka and Redis for the current settings if they do not answer (`infra.stack.up`),
+  yields the :class:`rtml.config.Settings`, and at the end stops only what it started (by pid).
+- ``redis_client``: a ``redis.Redis`` for ``settings().redis_url`` (no automatic flushdb).
+- ``kafka_topic``: factory creating unique, empty topics for a test: ``kafka_topic("txns", partitions=3) -> name``.
+
+Run against your own ports with e.g. ``RTML_KAFKA_PORT=19092 RTML_REDIS_PORT=16379 RTML_STATE_DIR=.rtml-me``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+# Spark workers must run the venv's interpreter, and bind to loopback (no DNS/network surprises).
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator:
+    """The running local stack (started here if needed); yields the Settings it runs for."""
+    from infra import kafka_broker, redis_server
+    from infra.stack import up
+    from rtml.config import settings
+
+    s = settings()
+    info = up(progress=False)
+    try:
+        yield s
+    finally:
+        # Stop only what this session started, for the settings it started it with
+        # (a test may have restarted Redis with start_redis(): that one is ours too).
+        if info.kafka.started:
+            kafka_broker.stop(progress=False, s=s)
+        if info.redis.started:
+            redis_server.stop(progress=False, s=s)
+
+
+@pytest.fixture
+def redis_client(stack):
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def kafka_topic(stack, request) -> Callable[..., str]:
+    """Factory for fresh topics named after the test: ``kafka_topic(prefix="t", partitions=3) -> str``."""
+    from rtml.kafka import ensure_topics
+
+    test = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)[:80]
+
+    def make(prefix: str = "t", partitions: int = 3) -> str:
+        name = f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
+        ensure_topics([name], partitions=partitions, bootstrap=stack.kafka_bootstrap)
+        return name
+
+    return make
