@@ -32,20 +32,13 @@ transaction_request = RequestSource(
     description="Transaction amount against the holder's habits, and cross-border flags.",
     tags={"kind": "on_demand", "team": "risk"},
 )
-def transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Ratios and flags; missing inputs give neutral values (ratio 1.0 / 0.0, flag 0)."""
-    return compute_transaction_context(inputs)
+def transaction_context(inputs: dict) -> dict:
+    """Ratios and flags; missing inputs give neutral values (ratio 1.0 / 0.0, flag 0).
 
-
-def compute_transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Vectorised (lists in, lists out) body of :func:`transaction_context`, importable by the service."""
-    out: dict[str, list] = {
-        "txn_amount": [],
-        "amount_to_mean_24h": [],
-        "amount_to_credit_limit": [],
-        "is_foreign": [],
-        "merchant_foreign": [],
-    }
+    Self-contained on purpose: Feast re-creates this function from its source text (registry), so it
+    may not call module-level helpers or use names like ``Any`` in annotations.
+    """
+    out = {"txn_amount": [], "amount_to_mean_24h": [], "amount_to_credit_limit": [], "is_foreign": [], "merchant_foreign": []}
     rows = zip(
         inputs["amount"],
         inputs["country"],
@@ -62,3 +55,8 @@ def compute_transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
         out["is_foreign"].append(int(bool(home) and country != home))
         out["merchant_foreign"].append(int(bool(m_country) and m_country != country))
     return out
+
+
+def compute_transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Vectorised (lists in, lists out) body of :func:`transaction_context`, importable by the service."""
+    return transaction_context.feature_transformation.udf(inputs)

@@ -8,7 +8,7 @@ Spark sources over the same files, so the same definitions serve data beyond one
 from datetime import timedelta
 
 from feast import FileSource, KafkaSource, PushSource
-from feast.data_format import JsonFormat
+from feast.data_format import JsonFormat, ParquetFormat
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
 from rtml.config import settings
@@ -24,7 +24,10 @@ def parquet_source(name: str, relative_path: str, description: str, timestamp_fi
         return SparkSource(
             name=name, path=path, file_format="parquet", timestamp_field=timestamp_field, description=description
         )
-    return FileSource(name=name, path=path, timestamp_field=timestamp_field, description=description)
+    # file_format is explicit: Feast's duckdb store reads a folder only when the format is declared.
+    return FileSource(
+        name=name, path=path, file_format=ParquetFormat(), timestamp_field=timestamp_field, description=description
+    )
 
 
 users_source = parquet_source("users", "users.parquet", "User profile snapshots from the card-issuing system.")
