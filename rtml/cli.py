@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.commands.train", "Build a point-in-time training set, train XGBoost, evaluate, register (gated promotion)."),
     "models": ("training.commands.models", "Model registry: list, promote TAG, rollback, history."),
     "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
+    "serve": ("bentos.commands.serve", "Run the online prediction service (BentoML); --detach waits for readiness."),
 }
 
 
