@@ -27,3 +27,7 @@ __all__ = [
 ]
 
 simulate = simulate_history  # the name COMMON.md announced
+
+from streaming.simulation.live import iter_live_batches, iter_live_events, live_events_frame  # noqa: E402
+
+__all__ += ["iter_live_batches", "iter_live_events", "live_events_frame"]

@@ -65,12 +65,60 @@ CARD_TESTING_CATEGORIES: tuple[str, ...] = ("digital_goods", "online_retail", "e
 # Relative transaction intensity per UTC hour (the user base is European): quiet nights,
 # lunch and evening peaks. Fraud is flatter and relatively more frequent at night.
 HOUR_WEIGHTS = np.array(
-    [0.16, 0.09, 0.06, 0.05, 0.06, 0.12, 0.30, 0.60, 0.90, 1.00, 1.05, 1.15,
-     1.40, 1.30, 1.05, 1.00, 1.05, 1.20, 1.40, 1.50, 1.30, 1.00, 0.62, 0.32]
+    [
+        0.16,
+        0.09,
+        0.06,
+        0.05,
+        0.06,
+        0.12,
+        0.30,
+        0.60,
+        0.90,
+        1.00,
+        1.05,
+        1.15,
+        1.40,
+        1.30,
+        1.05,
+        1.00,
+        1.05,
+        1.20,
+        1.40,
+        1.50,
+        1.30,
+        1.00,
+        0.62,
+        0.32,
+    ]
 )
 FRAUD_HOUR_WEIGHTS = np.array(
-    [0.9, 0.9, 0.9, 0.8, 0.7, 0.6, 0.6, 0.7, 0.8, 0.9, 1.0, 1.0,
-     1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.1, 1.1, 1.1, 1.1, 1.0, 1.0]
+    [
+        0.9,
+        0.9,
+        0.9,
+        0.8,
+        0.7,
+        0.6,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        1.1,
+        1.1,
+        1.1,
+        1.1,
+        1.0,
+        1.0,
+    ]
 )
 # Monday..Sunday multipliers of a user's daily rate.
 WEEKDAY_FACTOR = np.array([0.95, 0.97, 1.0, 1.02, 1.15, 1.12, 0.80])

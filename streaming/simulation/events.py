@@ -92,7 +92,9 @@ def legit_attributes(
     return channel, country, round_amount(np.exp(log_amount))
 
 
-def legit_events(pop: Population, rng: np.random.Generator, ts_us: np.ndarray, user: np.ndarray) -> tuple[Events, np.ndarray]:
+def legit_events(
+    pop: Population, rng: np.random.Generator, ts_us: np.ndarray, user: np.ndarray
+) -> tuple[Events, np.ndarray]:
     """Legit transactions at given times and users; also returns the (channel, z) draws for re-derivation."""
     merchant = legit_merchants(pop, rng, user)
     u_channel = rng.random(user.size)

@@ -167,7 +167,9 @@ def simulate_history(
         carry = events.take(np.flatnonzero(~inside)) if day + 1 < days else Events.empty()
         events = events.take(np.flatnonzero(inside)).sorted()
         ids = T.transaction_ids(f"h{seed}-", written, len(events))
-        table = T.transactions_table(events, ids, pop.users.user_id, pop.merchants.merchant_id)
+        table = T.transactions_table(
+            events, ids, pop.users.user_id[events.user], pop.merchants.merchant_id[events.merchant]
+        )
         day_name = datetime.fromtimestamp(day_start // US, UTC).strftime("%Y%m%d")
         T.write_parquet(table, txn_dir / f"part-{day_name}.parquet")
         lrng = np.random.default_rng([seed, STREAM_LABELS, day])

@@ -83,12 +83,13 @@ def transaction_ids(prefix: str, first: int, n: int, width: int = 9) -> pa.Array
 
 
 def transactions_table(ev: Events, ids: pa.Array, user_ids: np.ndarray, merchant_ids: np.ndarray) -> pa.Table:
+    """Rows of ``ev``; ``user_ids``/``merchant_ids`` are the id columns already resolved per row."""
     n = len(ev)
     return pa.Table.from_arrays(
         [
             ids,
-            pa.array(user_ids[ev.user], pa.int64()),
-            pa.array(merchant_ids[ev.merchant], pa.int64()),
+            pa.array(user_ids, pa.int64()),
+            pa.array(merchant_ids, pa.int64()),
             pa.array(ev.amount, pa.float64()),
             lookup(_CURRENCY, np.zeros(n, dtype=np.int64)),
             lookup(_COUNTRIES, ev.country),

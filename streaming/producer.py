@@ -1,0 +1,256 @@
+"""Live producer: the simulator's live stream sent to Kafka, paced to a target rate.
+
+Transactions go to ``settings().topics.transactions`` (key = user_id, value = JSON per
+``streaming/schemas.py``, Kafka timestamp = event time in ms). Each transaction's label goes to the
+labels topic (key = transaction_id, Kafka timestamp = label time) once the event clock reaches its
+``label_timestamp`` (delays are scaled by ``label_delay_scale`` in live mode). Event ``i`` is due at
+``start + i / rate``; sends are paced against that schedule, so falling behind shows as lag.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from rtml.config import settings
+from streaming.simulation import catalog as C
+from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, LiveBatch, iso_utc, iter_live_batches
+from streaming.simulation.scenarios import Scenario, to_us
+
+log = logging.getLogger(__name__)
+
+PACE_TICK_S = 0.01  # pacing granularity: events due within the same 10 ms go out together
+
+
+@dataclass
+class StreamReport:
+    """What :func:`stream_live` sent and how fast."""
+
+    topic: str
+    labels_topic: str | None
+    events: int
+    fraud: int
+    labels_sent: int
+    labels_flushed_early: int
+    labels_dropped: int
+    target_rate: float
+    achieved_rate: float
+    elapsed_s: float
+    max_lag_s: float
+    first_event: str | None
+    last_event: str | None
+    scenarios: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def transaction_values(batch: LiveBatch) -> list[bytes]:
+    """JSON values of a batch, byte-for-byte what goes on the wire (no per-row json.dumps)."""
+    ev = batch.events
+    countries = [C.COUNTRIES[i] for i in ev.country.tolist()]
+    channels = [C.CHANNELS[i] for i in ev.channel.tolist()]
+    rows = zip(
+        batch.transaction_ids,
+        batch.user_ids.tolist(),
+        batch.merchant_ids.tolist(),
+        ev.amount.tolist(),
+        countries,
+        channels,
+        iso_utc(ev.ts_us),
+    )
+    fmt = (
+        '{"transaction_id":"%s","user_id":%d,"merchant_id":%d,"amount":%r,"currency":"'
+        + C.CURRENCY
+        + '","country":"%s","channel":"%s","event_timestamp":"%s"}'
+    )
+    return [(fmt % row).encode() for row in rows]
+
+
+def label_values(batch: LiveBatch) -> list[bytes]:
+    ev = batch.events
+    rows = zip(
+        batch.transaction_ids,
+        batch.user_ids.tolist(),
+        batch.merchant_ids.tolist(),
+        iso_utc(ev.ts_us),
+        iso_utc(batch.label_ts_us),
+        ev.is_fraud.tolist(),
+    )
+    fmt = (
+        '{"transaction_id":"%s","user_id":%d,"merchant_id":%d,"event_timestamp":"%s",'
+        '"label_timestamp":"%s","is_fraud":%d}'
+    )
+    return [(fmt % row).encode() for row in rows]
+
+
+def stream_live(
+    rate_per_s: float,
+    duration_s: float | None = None,
+    max_events: int | None = None,
+    seed: int = 42,
+    n_users: int = 2000,
+    n_merchants: int = 300,
+    scenario: Scenario | list[Scenario] | None = None,
+    topic: str | None = None,
+    labels_topic: str | None = None,
+    start_time: datetime | None = None,
+    label_delay_scale: float = DEFAULT_LABEL_DELAY_SCALE,
+    send_labels: bool = True,
+    label_tail: str = "flush",
+    pace: bool = True,
+    progress: bool = True,
+    bootstrap: str | None = None,
+    create_topics: bool = True,
+) -> StreamReport:
+    """Send the live stream (same arguments as :func:`streaming.simulation.live.iter_live_batches`) to Kafka.
+
+    ``label_tail`` decides what happens to labels not yet due when the transactions end:
+    ``flush`` sends them right away (label_timestamp stays in the future), ``wait`` keeps pacing until
+    the last is due, ``drop`` discards them. ``pace=False`` sends as fast as possible (max-rate tests).
+    """
+    from tqdm.auto import tqdm
+
+    from rtml.kafka import check_broker, ensure_topics, make_producer
+
+    if duration_s is None and max_events is None:
+        raise ValueError("give duration_s or max_events")
+    if label_tail not in ("flush", "wait", "drop"):
+        raise ValueError("label_tail must be flush, wait or drop")
+    s = settings()
+    topic = topic or s.topics.transactions
+    labels_topic = (labels_topic or s.topics.labels) if send_labels else None
+    bootstrap = bootstrap or s.kafka_bootstrap
+    check_broker(bootstrap)
+    if create_topics:
+        ensure_topics([t for t in (topic, labels_topic) if t], bootstrap=bootstrap)
+    start = start_time or datetime.now(UTC)
+    start_us = to_us(start)
+    producer = make_producer(
+        bootstrap,
+        key_serializer=None,
+        value_serializer=None,
+        linger_ms=20,
+        batch_size=1024 * 1024,
+        metrics_enabled=False,
+        max_in_flight_requests_per_connection=5,
+    )
+    total = int(
+        min(x for x in (max_events, None if duration_s is None else round(duration_s * rate_per_s)) if x is not None)
+    )
+    bar = tqdm(total=total, desc="live", unit="evt", disable=not progress)
+    labels: list[tuple[int, int, bytes, bytes]] = []  # heap of (label_us, seq, key, value)
+    sent = fraud = labels_sent = 0
+    max_lag = 0.0
+    first_ts = last_ts = None
+    t0 = time.perf_counter()
+
+    def event_clock_us() -> int:
+        return start_us + int((time.perf_counter() - t0) * 1e6)
+
+    def send_due_labels(now_us: int) -> int:
+        n = 0
+        while labels and labels[0][0] <= now_us:
+            label_us, _seq, key, value = heapq.heappop(labels)
+            producer.send(labels_topic, value=value, key=key, timestamp_ms=label_us // 1000)
+            n += 1
+        return n
+
+    try:
+        for batch in iter_live_batches(
+            rate_per_s,
+            max_events=max_events,
+            duration_s=duration_s,
+            seed=seed,
+            n_users=n_users,
+            n_merchants=n_merchants,
+            start_time=start,
+            scenario=scenario,
+            label_delay_scale=label_delay_scale,
+        ):
+            values = transaction_values(batch)
+            keys = [str(u).encode() for u in batch.user_ids.tolist()]
+            ts_ms = (batch.events.ts_us // 1000).tolist()
+            if labels_topic:
+                lvals = label_values(batch)
+                tkeys = [t.encode() for t in batch.transaction_ids]
+                for i, (lus, lv) in enumerate(zip(batch.label_ts_us.tolist(), lvals)):
+                    heapq.heappush(labels, (lus, batch.first + i, tkeys[i], lv))
+            # groups of events due in the same pacing tick
+            offsets_s = (batch.events.ts_us - start_us) / 1e6
+            ticks = np.floor(offsets_s / PACE_TICK_S).astype(np.int64)
+            bounds = np.flatnonzero(np.diff(ticks)) + 1
+            for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(values)]):
+                due = offsets_s[lo]
+                if pace:
+                    ahead = due - (time.perf_counter() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                    else:
+                        max_lag = max(max_lag, float(-ahead))
+                for i in range(lo, hi):
+                    producer.send(topic, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
+                if labels_topic:
+                    labels_sent += send_due_labels(event_clock_us() if pace else int(batch.events.ts_us[hi - 1]))
+            sent += len(values)
+            fraud += int(batch.events.is_fraud.sum())
+            first_ts = first_ts or iso_utc(batch.events.ts_us[:1])[0]
+            last_ts = iso_utc(batch.events.ts_us[-1:])[0]
+            bar.update(len(values))
+        producer.flush(timeout=60)
+        elapsed = time.perf_counter() - t0
+        flushed_early = dropped = 0
+        if labels_topic and labels:
+            if label_tail == "wait":
+                while labels:
+                    wait_s = (labels[0][0] - event_clock_us()) / 1e6
+                    if wait_s > 0:
+                        time.sleep(min(wait_s, 0.5))
+                    labels_sent += send_due_labels(event_clock_us())
+            elif label_tail == "flush":
+                flushed_early = len(labels)
+                labels_sent += send_due_labels(2**62)
+            else:
+                dropped = len(labels)
+                labels.clear()
+        producer.flush(timeout=60)
+    finally:
+        bar.close()
+        producer.close(timeout=10)
+    return StreamReport(
+        topic=topic,
+        labels_topic=labels_topic,
+        events=sent,
+        fraud=fraud,
+        labels_sent=labels_sent,
+        labels_flushed_early=flushed_early,
+        labels_dropped=dropped,
+        target_rate=float(rate_per_s),
+        achieved_rate=sent / elapsed if elapsed > 0 else float("nan"),
+        elapsed_s=round(elapsed, 3),
+        max_lag_s=round(max_lag, 3),
+        first_event=first_ts,
+        last_event=last_ts,
+        scenarios=[
+            {"name": sc.name, "starts_at": sc.starts_at.isoformat(), "strength": sc.strength}
+            for sc in _scenarios(scenario)
+        ],
+    )
+
+
+def _scenarios(scenario: Scenario | list[Scenario] | None) -> list[Scenario]:
+    from streaming.simulation.scenarios import as_list
+
+    return as_list(scenario)
+
+
+def decode_transaction(value: bytes) -> dict[str, Any]:
+    """Parse a transactions-topic value (for checks and consumers)."""
+    return json.loads(value)
