@@ -65,6 +65,7 @@ def transaction_values(batch: LiveBatch) -> list[bytes]:
         countries,
         channels,
         iso_utc(ev.ts_us),
+        strict=True,
     )
     fmt = (
         '{"transaction_id":"%s","user_id":%d,"merchant_id":%d,"amount":%r,"currency":"'
@@ -83,6 +84,7 @@ def label_values(batch: LiveBatch) -> list[bytes]:
         iso_utc(ev.ts_us),
         iso_utc(batch.label_ts_us),
         ev.is_fraud.tolist(),
+        strict=True,
     )
     fmt = (
         '{"transaction_id":"%s","user_id":%d,"merchant_id":%d,"event_timestamp":"%s",'
@@ -140,6 +142,7 @@ def stream_live(
         linger_ms=20,
         batch_size=1024 * 1024,
         metrics_enabled=False,
+        enable_idempotence=False,  # acks=1 (make_producer's default) excludes it; say so instead of a warning
         max_in_flight_requests_per_connection=5,
     )
     total = int(
@@ -181,13 +184,13 @@ def stream_live(
             if labels_topic:
                 lvals = label_values(batch)
                 tkeys = [t.encode() for t in batch.transaction_ids]
-                for i, (lus, lv) in enumerate(zip(batch.label_ts_us.tolist(), lvals)):
+                for i, (lus, lv) in enumerate(zip(batch.label_ts_us.tolist(), lvals, strict=True)):
                     heapq.heappush(labels, (lus, batch.first + i, tkeys[i], lv))
             # groups of events due in the same pacing tick
             offsets_s = (batch.events.ts_us - start_us) / 1e6
             ticks = np.floor(offsets_s / PACE_TICK_S).astype(np.int64)
             bounds = np.flatnonzero(np.diff(ticks)) + 1
-            for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(values)]):
+            for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(values)], strict=True):
                 due = offsets_s[lo]
                 if pace:
                     ahead = due - (time.perf_counter() - t0)

@@ -183,6 +183,7 @@ def batch_records(batch: LiveBatch, with_labels: bool = False) -> list[dict]:
         countries,
         channels,
         ts,
+        strict=True,
     )
     for tid, uid, mid, amount, country, channel, t in cols:
         rows.append(
@@ -198,7 +199,7 @@ def batch_records(batch: LiveBatch, with_labels: bool = False) -> list[dict]:
             }
         )
     if with_labels:
-        for row, fraud, lt in zip(rows, ev.is_fraud.tolist(), iso_utc(batch.label_ts_us)):
+        for row, fraud, lt in zip(rows, ev.is_fraud.tolist(), iso_utc(batch.label_ts_us), strict=True):
             row["is_fraud"] = fraud
             row["label_timestamp"] = lt
     return rows
