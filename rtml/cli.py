@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("training.commands.models", "Model registry: list, promote TAG, rollback, history."),
     "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
     "serve": ("bentos.commands.serve", "Run the online prediction service (BentoML); --detach waits for readiness."),
+    "monitor": ("monitoring.commands.monitor", "Watch predictions for drift and decay: Prometheus metrics, alerts, retraining trigger."),
 }
 
 

@@ -1,0 +1,172 @@
+"""Drift statistics of one window against the production model's reference sample.
+
+The statistics are Evidently's own drift tests (``evidently.legacy.calculations.stattests``, the
+functions behind ``ValueDrift`` / ``DataDriftPreset``), called directly per column: a full
+``Report`` costs seconds per window, these cost milliseconds. The HTML ``Report`` is rendered only
+for drifted windows and the latest one (:mod:`monitoring.reports`), with the same method and
+threshold per column, so the report and the gauges agree.
+
+Defaults fit windows of thousands of rows: Evidently's K-S / chi-square p-value tests flag almost
+every column at n=5000 (tiny, irrelevant shifts are "significant"), so continuous columns use the
+normed Wasserstein distance and discrete ones (<= ``discrete_max_unique`` values in the reference)
+the Jensen-Shannon distance, both with Evidently's default threshold 0.1. Any registered Evidently
+method name (``psi``, ``ks``, ``kl_div``, ...) can be configured globally or per feature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from evidently.legacy.calculations.stattests import StatTest
+from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+from evidently.legacy.core import ColumnType
+
+SCORE_COLUMN = "score"
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """How a window is compared with the reference."""
+
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    threshold: float | None = None  # None: each method's Evidently default
+    per_feature_method: dict[str, str] = field(default_factory=dict)
+    per_feature_threshold: dict[str, float] = field(default_factory=dict)
+    score_method: str = "wasserstein"
+    score_threshold: float | None = None
+    drift_share: float = 0.3  # share of drifted features above which the window counts as drifted
+    discrete_max_unique: int = 5
+    min_rows: int = 50  # non-missing rows a column needs in the window to be tested
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """Drift of one column in one window."""
+
+    column: str
+    method: str
+    threshold: float
+    score: float  # nan when the column had too few non-missing values
+    detected: bool
+    missing_rate: float
+    n: int  # non-missing rows in the window
+
+    @property
+    def tested(self) -> bool:
+        return not math.isnan(self.score)
+
+
+@dataclass(frozen=True)
+class WindowDrift:
+    """Result of one window."""
+
+    window_id: int
+    start: float  # event time (epoch s) of the first and last row
+    end: float
+    n_rows: int
+    features: dict[str, ColumnDrift]
+    prediction: ColumnDrift
+    drift_share: float  # drifted / tested features
+    dataset_drift: bool  # drift_share >= config.drift_share
+    eval_seconds: float = 0.0
+
+    @property
+    def drifted_features(self) -> list[str]:
+        """Drifted features, the most drifted (score / threshold) first."""
+        drifted = [c for c in self.features.values() if c.detected]
+        drifted.sort(key=lambda c: -_severity(c))
+        return [c.column for c in drifted]
+
+    @property
+    def any_drift(self) -> bool:
+        return bool(self.drifted_features) or self.prediction.detected
+
+
+def _severity(c: ColumnDrift) -> float:
+    return c.score / c.threshold if c.threshold else c.score
+
+
+@dataclass(frozen=True)
+class _RefColumn:
+    name: str
+    values: pd.Series  # non-missing reference values
+    kind: ColumnType
+    stattest: StatTest
+    threshold: float
+
+
+class DriftDetector:
+    """Compares windows with one reference sample; the reference side is prepared once."""
+
+    def __init__(self, reference: pd.DataFrame, features: list[str], config: DriftConfig | None = None) -> None:
+        self.config = config or DriftConfig()
+        absent = [c for c in [*features, SCORE_COLUMN] if c not in reference.columns]
+        if absent:
+            raise ValueError(f"reference sample lacks columns {absent}")
+        if len(reference) == 0:
+            raise ValueError("reference sample is empty")
+        self.features = list(features)
+        self.reference = reference
+        self._columns = {f: self._prepare(f, self.config.per_feature_method.get(f)) for f in self.features}
+        self._score = self._prepare(SCORE_COLUMN, self.config.score_method, self.config.score_threshold)
+
+    def _prepare(self, name: str, method: str | None, threshold: float | None = None) -> _RefColumn:
+        values = pd.to_numeric(self.reference[name], errors="coerce").astype(float).dropna().reset_index(drop=True)
+        discrete = values.nunique() <= self.config.discrete_max_unique
+        kind = ColumnType.Categorical if discrete else ColumnType.Numerical
+        if method is None:
+            method = self.config.cat_method if discrete else self.config.num_method
+        stattest = get_registered_stattest(method, kind)
+        if threshold is None:
+            threshold = self.config.per_feature_threshold.get(name, self.config.threshold)
+        return _RefColumn(name, values, kind, stattest, stattest.default_threshold if threshold is None else threshold)
+
+    def methods(self) -> dict[str, tuple[str, float]]:
+        """Column -> (Evidently method name, threshold), features and ``score``."""
+        cols = [*self._columns.values(), self._score]
+        return {c.name: (c.stattest.name, c.threshold) for c in cols}
+
+    def categorical_columns(self) -> dict[str, bool]:
+        """Column -> True when it is tested as discrete/categorical."""
+        cols = [*self._columns.values(), self._score]
+        return {c.name: c.kind == ColumnType.Categorical for c in cols}
+
+    def _test(self, ref: _RefColumn, current: np.ndarray) -> ColumnDrift:
+        n_total = len(current)
+        present = current[~np.isnan(current)]
+        missing = 1.0 - len(present) / n_total if n_total else 0.0
+        if len(present) < self.config.min_rows or len(ref.values) == 0:
+            return ColumnDrift(ref.name, ref.stattest.name, ref.threshold, math.nan, False, missing, len(present))
+        result = ref.stattest(ref.values, pd.Series(present), ref.kind, ref.threshold)
+        score = float(result.drift_score)
+        return ColumnDrift(ref.name, ref.stattest.name, ref.threshold, score, bool(result.drifted), missing, len(present))
+
+    def evaluate(
+        self, window: pd.DataFrame | np.ndarray, start: float = 0.0, end: float = 0.0, window_id: int = 0
+    ) -> WindowDrift:
+        """Drift of ``window`` (DataFrame with the features + ``score``, or a float matrix in
+        ``features + [score]`` column order; missing values as NaN)."""
+        if isinstance(window, pd.DataFrame):
+            # Absent columns become all-missing (missing_rate 1.0, not tested).
+            cols = [*self.features, SCORE_COLUMN]
+            matrix = window.reindex(columns=cols).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        else:
+            matrix = np.asarray(window, dtype=float)
+        features = {f: self._test(ref, matrix[:, i]) for i, (f, ref) in enumerate(self._columns.items())}
+        prediction = self._test(self._score, matrix[:, len(self.features)])
+        tested = [c for c in features.values() if c.tested]
+        share = sum(c.detected for c in tested) / len(tested) if tested else 0.0
+        return WindowDrift(
+            window_id=window_id,
+            start=start,
+            end=end,
+            n_rows=len(matrix),
+            features=features,
+            prediction=prediction,
+            drift_share=share,
+            dataset_drift=share >= self.config.drift_share and bool(tested),
+        )

@@ -1,0 +1,64 @@
+"""Rolling model performance from predictions joined with late labels by transaction_id."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+
+@dataclass(frozen=True)
+class Performance:
+    precision: float
+    recall: float
+    pr_auc: float
+    n: int
+    positives: int
+
+
+class PerformanceTracker:
+    """Keeps the scores of recent predictions until their label arrives (bounded), and the last
+    ``window`` labelled (score, label) pairs. A label that arrives before its prediction waits too."""
+
+    def __init__(self, window: int = 5000, threshold: float = 0.5, max_pending: int = 200_000) -> None:
+        self.window = window
+        self.threshold = threshold
+        self.max_pending = max_pending
+        self._scores: OrderedDict[str, float] = OrderedDict()
+        self._early_labels: OrderedDict[str, int] = OrderedDict()
+        self.pairs: deque[tuple[float, int]] = deque(maxlen=window)
+
+    def add_prediction(self, transaction_id: str, score: float) -> None:
+        label = self._early_labels.pop(transaction_id, None) if self._early_labels else None
+        if label is not None:
+            self.pairs.append((score, label))
+            return
+        self._scores[transaction_id] = score
+        if len(self._scores) > self.max_pending:
+            self._scores.popitem(last=False)
+
+    def add_label(self, transaction_id: str, is_fraud: int) -> None:
+        score = self._scores.pop(transaction_id, None)
+        if score is not None:
+            self.pairs.append((score, is_fraud))
+            return
+        self._early_labels[transaction_id] = is_fraud
+        if len(self._early_labels) > self.max_pending:
+            self._early_labels.popitem(last=False)
+
+    def metrics(self) -> Performance | None:
+        """Precision/recall at ``threshold`` and PR-AUC (average precision); None without labels of both classes."""
+        if not self.pairs:
+            return None
+        arr = np.asarray(self.pairs, dtype=float)
+        scores, labels = arr[:, 0], arr[:, 1].astype(int)
+        positives = int(labels.sum())
+        if positives == 0 or positives == len(labels):
+            return None
+        flagged = scores >= self.threshold
+        tp = int((flagged & (labels == 1)).sum())
+        precision = tp / int(flagged.sum()) if flagged.any() else 0.0
+        recall = tp / positives
+        return Performance(precision, recall, float(average_precision_score(labels, scores)), len(labels), positives)
