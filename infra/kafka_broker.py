@@ -173,7 +173,10 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=2
 num.recovery.threads.per.data.dir=1
-log.retention.hours=168
+# Keep events whatever their timestamp: the simulator replays history with old event times, and time-based
+# retention (judged on record timestamps) would delete those segments within minutes. Bounded by size instead.
+log.retention.ms=-1
+log.retention.bytes=1073741824
 log.segment.bytes=134217728
 """
 

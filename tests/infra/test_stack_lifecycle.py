@@ -123,4 +123,6 @@ def test_generated_broker_config(own_env):
     assert props["num.partitions"] == "3"
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["auto.create.topics.enable"] == "true"
+    # Replayed history carries old record timestamps: time-based retention would delete it within minutes.
+    assert props["log.retention.ms"] == "-1"
     assert Path(props["log.dirs"]).is_relative_to(s.state_dir)
