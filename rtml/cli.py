@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.commands.train", "Build a point-in-time training set, train XGBoost, evaluate, register (gated promotion)."),
     "models": ("training.commands.models", "Model registry: list, promote TAG, rollback, history."),
     "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
+    "stream": ("streaming.commands.stream", "Run the Kafka -> Spark -> Feast (Redis + Parquet) stream feature job."),
+    "backfill": ("streaming.commands.backfill", "Recompute stream features from historical events (Spark batch) and re-materialize Redis."),
     "serve": ("bentos.commands.serve", "Run the online prediction service (BentoML); --detach waits for readiness."),
     "monitor": ("monitoring.commands.monitor", "Watch predictions for drift and decay: Prometheus metrics, alerts, retraining trigger."),
 }

@@ -1,0 +1,118 @@
+"""What the stream job computes, read from the Feast registry (the only definition of the features).
+
+Each :class:`ViewSpec` is one StreamFeatureView: its entity join key, its aggregations (function,
+column, window) and the Feast dtype of every output column. The Kafka topic, bootstrap servers and
+watermark delay come from the registry's KafkaSource ``transactions_stream``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from rtml.config import settings
+
+STREAM_SOURCE_NAME = "transactions_stream"
+SUPPORTED_FUNCTIONS = ("count", "sum", "mean", "max", "count_distinct", "seconds_since_previous")
+INT_FUNCTIONS = ("count", "count_distinct")
+DEFAULT_WATERMARK = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class AggSpec:
+    """One aggregation: ``function`` over ``column`` for events in (t - window, t]."""
+
+    name: str
+    function: str
+    column: str
+    window_us: int
+
+    @property
+    def is_int(self) -> bool:
+        return self.function in INT_FUNCTIONS
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One stream feature view: what to compute and where it goes."""
+
+    name: str
+    join_key: str
+    aggs: tuple[AggSpec, ...]
+    offline_path: str
+    feature_names: tuple[str, ...]  # every feature Feast lists for the view, in Feast's order
+
+    @property
+    def max_window_us(self) -> int:
+        return max(a.window_us for a in self.aggs)
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        """Event columns the aggregations read (besides the key and the event time)."""
+        cols = []
+        for a in self.aggs:
+            if a.function != "seconds_since_previous" and a.column not in cols:
+                cols.append(a.column)
+        return tuple(cols)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Everything the stream job needs from the registry."""
+
+    views: tuple[ViewSpec, ...]
+    topic: str
+    bootstrap: str
+    watermark_delay_us: int
+
+    def view(self, name: str) -> ViewSpec:
+        return next(v for v in self.views if v.name == name)
+
+
+def _window_us(window: timedelta | None) -> int:
+    if window is None:
+        raise ValueError("stream aggregations need a time_window")
+    return int(window / timedelta(microseconds=1))
+
+
+def view_spec(view) -> ViewSpec:
+    """A :class:`ViewSpec` from a Feast ``StreamFeatureView``."""
+    if len(view.entity_columns) != 1:
+        raise ValueError(f"{view.name}: exactly one entity join key supported")
+    join_key = view.entity_columns[0].name
+    aggs = []
+    for agg in view.aggregations:
+        if agg.function not in SUPPORTED_FUNCTIONS:
+            raise ValueError(f"{view.name}.{agg.name}: unsupported aggregation function {agg.function!r}")
+        aggs.append(AggSpec(name=agg.name or f"{agg.function}_{agg.column}", function=agg.function,
+                            column=agg.column, window_us=_window_us(agg.time_window)))
+    path = getattr(view.batch_source, "path", None) or str(settings().data_dir / view.name)
+    return ViewSpec(
+        name=view.name,
+        join_key=join_key,
+        aggs=tuple(aggs),
+        offline_path=path,
+        feature_names=tuple(f.name for f in view.features),
+    )
+
+
+def load_stream_spec(store=None) -> StreamSpec:
+    """Read the stream feature views and the Kafka source from the registry (settings as fallback)."""
+    if store is None:
+        from rtml.feast_store import get_store
+
+        store = get_store()
+    views = tuple(sorted((view_spec(v) for v in store.list_stream_feature_views()), key=lambda v: v.name))
+    if not views:
+        raise ValueError("no StreamFeatureView in the registry: run `rtml apply` first")
+    s = settings()
+    topic, bootstrap, delay = s.topics.transactions, s.kafka_bootstrap, DEFAULT_WATERMARK
+    try:
+        source = store.get_data_source(STREAM_SOURCE_NAME)
+        options = source.kafka_options
+        topic = options.topic or topic
+        bootstrap = options.kafka_bootstrap_servers or bootstrap
+        delay = options.watermark_delay_threshold or delay
+    except Exception:  # noqa: BLE001 - no Kafka source registered: settings are the fallback
+        pass
+    return StreamSpec(views=views, topic=topic, bootstrap=bootstrap, watermark_delay_us=_window_us(delay))

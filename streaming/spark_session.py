@@ -1,0 +1,58 @@
+"""The Spark session of the stream and backfill jobs (Kafka connector jars from the local cache)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from rtml.errors import UserFacingError
+
+
+def connector_jars() -> list[str]:
+    """spark-sql-kafka-0-10 and its dependencies, already resolved into the local cache (no download here).
+
+    ``RTML_SPARK_JARS`` (comma-separated paths) overrides the cache, e.g. for a cluster image.
+    """
+    override = os.environ.get("RTML_SPARK_JARS")
+    if override:
+        return [p for p in override.split(",") if p]
+    try:
+        from infra.spark_deps import connector_jars as cached_jars
+    except ImportError as exc:  # pragma: no cover - infra not installed
+        raise UserFacingError("infra.spark_deps is missing: cannot locate the Spark Kafka connector jars") from exc
+    return [str(p) for p in cached_jars()]
+
+
+def build_session(app_name: str, master: str | None = None, shuffle_partitions: int = 2, kafka: bool = True,
+                  extra_conf: dict[str, str] | None = None):
+    """A SparkSession in UTC with the venv's Python, UI off and few shuffle partitions."""
+    from rtml.config import settings
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(master or settings().spark_master)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.memory", os.environ.get("RTML_SPARK_DRIVER_MEMORY", "2g"))
+        .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
+    )
+    if kafka:
+        jars = connector_jars()
+        missing = [j for j in jars if not Path(j).exists()]
+        if missing:
+            raise UserFacingError(f"Spark Kafka connector jars missing: {missing[:3]} (run `rtml up` to fetch them)")
+        builder = builder.config("spark.jars", ",".join(jars))
+    for key, value in (extra_conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,153 @@
+"""Helpers of the stream tests: crafted events, Kafka publishing, a brute-force oracle of the aggregates."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def make_events(rng: np.random.Generator, n: int, users: list[int], merchants: list[int], start: datetime,
+                span: timedelta, ties: int = 5) -> list[dict]:
+    """``n`` valid transactions of ``users`` at ``merchants`` between start and start+span, sorted by time,
+    with some exact timestamp ties and cent amounts."""
+    offsets = np.sort(rng.integers(0, int(span / timedelta(microseconds=1)), size=n))
+    events = []
+    for i, off in enumerate(offsets.tolist()):
+        events.append(
+            {
+                "transaction_id": uuid.uuid4().hex,
+                "user_id": int(rng.choice(users)),
+                "merchant_id": int(rng.choice(merchants)),
+                "amount": round(float(rng.gamma(2.0, 30.0)) + 0.01, 2),
+                "currency": "EUR",
+                "country": "DE",
+                "channel": "online",
+                "event_timestamp": start + timedelta(microseconds=off),
+            }
+        )
+    for j in range(min(ties, n - 1)):  # same user, same instant as its predecessor
+        k = int(rng.integers(1, n))
+        events[k]["event_timestamp"] = events[k - 1]["event_timestamp"]
+        events[k]["user_id"] = events[k - 1]["user_id"]
+    return events
+
+
+def wire(event: dict) -> dict:
+    out = dict(event)
+    out["event_timestamp"] = iso(event["event_timestamp"])
+    return out
+
+
+def publish(topic: str, events: list[dict], raw: list[bytes] | None = None) -> None:
+    """Send events (JSON per the wire format, key user_id, timestamp = event time) and raw byte records."""
+    from rtml.kafka import make_producer
+
+    producer = make_producer()
+    for e in events:
+        producer.send(topic, key=e["user_id"], value=wire(e),
+                      timestamp_ms=int(e["event_timestamp"].timestamp() * 1000))
+    producer.flush()
+    producer.close()
+    if raw:
+        from kafka import KafkaProducer
+
+        from rtml.config import settings
+
+        p = KafkaProducer(bootstrap_servers=settings().kafka_bootstrap.split(","))
+        for value in raw:
+            p.send(topic, value=value)
+        p.flush()
+        p.close()
+
+
+def oracle(events: list[dict], key: str, aggregations: list[tuple[str, str, str, timedelta]],
+           as_of: str = "latest") -> dict[tuple[int, datetime], dict]:
+    """Brute force: for every event (or each key's latest event), loop over the key's events in (t - W, t].
+
+    ``aggregations``: (name, function, column, window). Returns {(key, t): {name: value}}.
+    """
+    by_key: dict[int, list[dict]] = defaultdict(list)
+    for e in events:
+        by_key[e[key]].append(e)
+    out = {}
+    for k, evs in by_key.items():
+        times = sorted({e["event_timestamp"] for e in evs})
+        if as_of == "latest":
+            times = [times[-1]]
+        for t in times:
+            row = {}
+            for name, function, column, window in aggregations:
+                inside = [e for e in evs if t - window < e["event_timestamp"] <= t]
+                if function == "count":
+                    row[name] = len(inside)
+                elif function == "sum":
+                    row[name] = sum(e[column] for e in inside)
+                elif function == "mean":
+                    row[name] = sum(e[column] for e in inside) / len(inside)
+                elif function == "max":
+                    row[name] = max(e[column] for e in inside)
+                elif function == "count_distinct":
+                    row[name] = len({e[column] for e in inside})
+                elif function == "seconds_since_previous":
+                    before = [e["event_timestamp"] for e in evs if e["event_timestamp"] < t]
+                    prev = max(before) if before else None
+                    row[name] = (t - prev).total_seconds() if prev is not None and t - prev < window else None
+                else:
+                    raise AssertionError(function)
+            out[(k, t)] = row
+    return out
+
+
+def view_aggregations(spec) -> list[tuple[str, str, str, timedelta]]:
+    return [(a.name, a.function, a.column, timedelta(microseconds=a.window_us)) for a in spec.aggs]
+
+
+def assert_rows_equal(expected: dict, actual: dict, what: str) -> None:
+    """Counts exact, money to the cent (and within 1e-6 relative), nulls as nulls."""
+    assert set(expected) == set(actual), f"{what}: keys differ: {set(expected) ^ set(actual)}"
+    for k in expected:
+        for name, want in expected[k].items():
+            got = actual[k][name]
+            if want is None:
+                assert got is None or (isinstance(got, float) and np.isnan(got)), f"{what} {k} {name}: {got} != None"
+            elif isinstance(want, int):
+                assert got == want, f"{what} {k} {name}: {got} != {want}"
+            else:
+                assert got is not None and abs(got - want) < 5e-3 and abs(got - want) <= 1e-9 * max(1, abs(want)), \
+                    f"{what} {k} {name}: {got} != {want}"
+
+
+def read_dlq(topic: str, expect: int, timeout_s: float = 30.0) -> list[dict]:
+    """Messages of a dead-letter topic (read from the start) until ``expect`` arrived or timeout."""
+    import time
+
+    from rtml.kafka import make_consumer
+
+    consumer = make_consumer([topic], group_id=None)
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend(json.loads(r.value) for r in records)
+    finally:
+        consumer.close()
+    return out
+
+
+def read_offline(folder) -> pd.DataFrame:
+    import glob
+
+    files = sorted(glob.glob(f"{folder}/*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
