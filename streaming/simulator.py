@@ -28,6 +28,11 @@ __all__ = [
 
 simulate = simulate_history  # the name COMMON.md announced
 
-from streaming.simulation.live import iter_live_batches, iter_live_events, live_events_frame  # noqa: E402
+from streaming.simulation.live import (  # noqa: E402
+    iter_live_batches,
+    iter_live_events,
+    live_events_frame,
+    natural_rate_per_s,
+)
 
-__all__ += ["iter_live_batches", "iter_live_events", "live_events_frame"]
+__all__ += ["iter_live_batches", "iter_live_events", "live_events_frame", "natural_rate_per_s"]

@@ -122,7 +122,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:<13}{path}")
     if args.live:
         from streaming.producer import stream_live
-        from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE
+        from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, natural_rate_per_s
+
+        natural = natural_rate_per_s(args.users, args.merchants, args.seed)
+        if args.rate > 10 * natural and not args.json:
+            print(
+                f"note: at {args.rate:g} events/s each of the {args.users:,} users transacts ~{args.rate / natural:,.0f}x "
+                f"as often as in the history (habit rate of this population: {natural:.3g}/s); "
+                "use more --users for history-like per-user windows"
+            )
 
         report = stream_live(
             args.rate,

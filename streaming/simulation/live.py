@@ -52,6 +52,17 @@ class LiveBatch:
         return len(self.events)
 
 
+def natural_rate_per_s(n_users: int = 2000, n_merchants: int = 300, seed: int = 42) -> float:
+    """Events/s at which each user transacts at its history habit (sum of daily rates / 86400).
+
+    The live stream draws users in proportion to their habits at whatever rate is asked, so a rate
+    ``k`` times this makes every user ``k`` times as active as in the history (window counts grow
+    accordingly); use more users for realistic per-user features at high rates.
+    """
+    pop = make_population(n_users, n_merchants, seed)
+    return float(pop.users.daily_rate.sum() / 86400)
+
+
 def chunk_size(rate_per_s: float) -> int:
     """Events per generation chunk: about a quarter second of stream, 1..MAX_CHUNK (depends on rate only)."""
     return int(min(MAX_CHUNK, max(1, round(rate_per_s / 4))))
