@@ -65,7 +65,9 @@ class AlertSink:
     def send(self, alert: Alert) -> None:
         msg = alert.message()
         self.sent.append(alert)
-        log.warning("ALERT %s [%s] %s (report: %s)", alert.alert, alert.severity, alert.summary, alert.report_path or "-")
+        log.warning(
+            "ALERT %s [%s] %s (report: %s)", alert.alert, alert.severity, alert.summary, alert.report_path or "-"
+        )
         if self.metrics is not None:
             self.metrics.alerts_total.labels(alert=alert.alert, severity=alert.severity).inc()
         if self.producer is not None:

@@ -143,7 +143,9 @@ class DriftDetector:
             return ColumnDrift(ref.name, ref.stattest.name, ref.threshold, math.nan, False, missing, len(present))
         result = ref.stattest(ref.values, pd.Series(present), ref.kind, ref.threshold)
         score = float(result.drift_score)
-        return ColumnDrift(ref.name, ref.stattest.name, ref.threshold, score, bool(result.drifted), missing, len(present))
+        return ColumnDrift(
+            ref.name, ref.stattest.name, ref.threshold, score, bool(result.drifted), missing, len(present)
+        )
 
     def evaluate(
         self, window: pd.DataFrame | np.ndarray, start: float = 0.0, end: float = 0.0, window_id: int = 0

@@ -122,7 +122,9 @@ class Monitor:
                 self.metrics.drift_threshold.labels(feature=name).set(threshold)
         log.info(
             "reference: model %s, %d rows, %d features; methods %s",
-            ref.model, len(ref.frame), len(ref.features),
+            ref.model,
+            len(ref.frame),
+            len(ref.features),
             sorted({m for m, _t in self.detector.methods().values()}),
         )
 
@@ -180,9 +182,15 @@ class Monitor:
         drifted = result.drifted_features
         log.info(
             "window %d: %d rows, drift share %.2f (%d/%d features%s), score drift %.3f%s, eval %.0f ms",
-            result.window_id, result.n_rows, result.drift_share, len(drifted),
-            sum(c.tested for c in result.features.values()), f": {', '.join(drifted[:5])}" if drifted else "",
-            result.prediction.score, " DRIFT" if result.prediction.detected else "", eval_s * 1000,
+            result.window_id,
+            result.n_rows,
+            result.drift_share,
+            len(drifted),
+            sum(c.tested for c in result.features.values()),
+            f": {', '.join(drifted[:5])}" if drifted else "",
+            result.prediction.score,
+            " DRIFT" if result.prediction.detected else "",
+            eval_s * 1000,
         )
         return result
 
@@ -202,6 +210,12 @@ class Monitor:
         m.last_window_timestamp.set(self.clock())
 
     def _performance_verdict(self, perf: Performance | None) -> tuple[bool, str]:
+        low, detail = self._performance_check(perf)
+        self.metrics.performance_low.set(1.0 if low else 0.0)
+        return low, detail
+
+    def _performance_check(self, perf: Performance | None) -> tuple[bool, str]:
+        self.metrics.pr_auc_floor.set(self.pr_auc_floor())
         if perf is None:
             return False, ""
         m = self.metrics
@@ -225,7 +239,12 @@ class Monitor:
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=columns)
         methods = self.detector.methods()
         categorical = [c for c, col in self.detector.categorical_columns().items() if col]
-        meta = {"model": self.reference.model, "window_id": str(r.window_id), "window_start": iso(r.start), "window_end": iso(r.end)}
+        meta = {
+            "model": self.reference.model,
+            "window_id": str(r.window_id),
+            "window_start": iso(r.start),
+            "window_end": iso(r.end),
+        }
         path = self.reports.drift_path(r.window_id, r.end) if r.any_drift else self.reports.latest_path
         try:
             render_report(self.reference.frame, frame, methods, categorical, self.config.drift.drift_share, path, meta)
@@ -262,16 +281,28 @@ class Monitor:
             self._send(PREDICTION_DRIFT, action, (summary, details, "warning"), report)
         action = self.alerts.update(PERFORMANCE_DECAY, perf_low, self.clock())
         if action:
-            summary = f"model performance decayed: {perf_detail} on the last {perf.n if perf else 0} labelled predictions"
+            summary = (
+                f"model performance decayed: {perf_detail} on the last {perf.n if perf else 0} labelled predictions"
+            )
             details = {"model": self.reference.model, "pr_auc_floor": self.pr_auc_floor(), "min_recall": cfg.min_recall}
             if perf is not None:
-                details.update(precision=perf.precision, recall=perf.recall, pr_auc=perf.pr_auc, labelled=perf.n, positives=perf.positives)
+                details.update(
+                    precision=perf.precision,
+                    recall=perf.recall,
+                    pr_auc=perf.pr_auc,
+                    labelled=perf.n,
+                    positives=perf.positives,
+                )
             self._send(PERFORMANCE_DECAY, action, (summary, details, "critical"), report)
 
     def _feature_alert(self, r: WindowDrift, drifted: list[str]) -> tuple[str, dict[str, Any], str]:
         tested = sum(c.tested for c in r.features.values())
-        top = ", ".join(f"{f} ({r.features[f].method} {r.features[f].score:.3g} >= {r.features[f].threshold})" for f in drifted[:5])
-        summary = f"{len(drifted)} of {tested} features drifted (share {r.drift_share:.2f}) in window {r.window_id}: {top}"
+        top = ", ".join(
+            f"{f} ({r.features[f].method} {r.features[f].score:.3g} >= {r.features[f].threshold})" for f in drifted[:5]
+        )
+        summary = (
+            f"{len(drifted)} of {tested} features drifted (share {r.drift_share:.2f}) in window {r.window_id}: {top}"
+        )
         details = {
             **self._window_details(r),
             "drifted_features": {f: _col(r.features[f]) for f in drifted},
@@ -440,7 +471,11 @@ class Monitor:
         if self.malformed <= 10 or self.malformed % 1000 == 0:
             log.warning(
                 "skipping malformed %s message (partition %s offset %s): %s [%d so far]",
-                topic, rec.partition, rec.offset, exc, self.malformed,
+                topic,
+                rec.partition,
+                rec.offset,
+                exc,
+                self.malformed,
             )
 
     def _export_lag(self, consumer) -> None:

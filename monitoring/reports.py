@@ -32,7 +32,9 @@ def render_report(
 
     columns = list(methods)
     numerical = [c for c in columns if c not in categorical]
-    definition = DataDefinition(numerical_columns=numerical, categorical_columns=[c for c in columns if c in categorical])
+    definition = DataDefinition(
+        numerical_columns=numerical, categorical_columns=[c for c in columns if c in categorical]
+    )
     preset = DataDriftPreset(
         columns=columns,
         drift_share=drift_share,

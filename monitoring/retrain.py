@@ -125,7 +125,11 @@ class RetrainController:
             reasons.append("schedule")
         if not reasons or not cfg.enabled:
             return None
-        detail = f"drift share {drift_share:.2f} > {cfg.drift_share} for {self.consecutive} window(s)" if "drift" in reasons else ""
+        detail = (
+            f"drift share {drift_share:.2f} > {cfg.drift_share} for {self.consecutive} window(s)"
+            if "drift" in reasons
+            else ""
+        )
         if "performance" in reasons:
             detail = (detail + "; " if detail else "") + "performance below its floor"
         if "schedule" in reasons:
@@ -141,7 +145,9 @@ class RetrainController:
         if self.metrics is not None:
             self.metrics.retrain_decisions.labels(decision=decision.decision).inc()
         log.info("retraining decision: %s (%s) %s", decision.decision, ",".join(reasons), decision.detail)
-        self._record({"event": "decision", "decision": decision.decision, "reasons": reasons, "detail": decision.detail})
+        self._record(
+            {"event": "decision", "decision": decision.decision, "reasons": reasons, "detail": decision.detail}
+        )
         return decision
 
     def _start(self, reasons: list[str], detail: str, now: float) -> Decision:
@@ -151,8 +157,12 @@ class RetrainController:
         try:
             with open(log_path, "ab") as out:
                 self.process = subprocess.Popen(
-                    self.config.command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=env, start_new_session=True,
+                    self.config.command,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
                 )
         except OSError as exc:
             return Decision("failed", reasons, f"{detail}; could not start {self.config.command}: {exc}", now)

@@ -99,8 +99,13 @@ def _iso(ts: float) -> str:
 
 
 def prediction_messages(
-    frame: pd.DataFrame, start_ts: float, rate_per_s: float = 100.0, features: list[str] | None = None,
-    model_version: str = "synthetic", threshold: float = 0.5, id_prefix: str | None = None,
+    frame: pd.DataFrame,
+    start_ts: float,
+    rate_per_s: float = 100.0,
+    features: list[str] | None = None,
+    model_version: str = "synthetic",
+    threshold: float = 0.5,
+    id_prefix: str | None = None,
 ) -> list[dict[str, Any]]:
     """PREDICTION_FIELDS messages for the rows of ``frame`` (NaN features listed as missing)."""
     features = features or [c for c in frame.columns if c not in ("score", "is_fraud")]
@@ -131,7 +136,9 @@ def prediction_messages(
     return out
 
 
-def label_messages(predictions: list[dict[str, Any]], frame: pd.DataFrame, delay_s: float = 3600.0) -> list[dict[str, Any]]:
+def label_messages(
+    predictions: list[dict[str, Any]], frame: pd.DataFrame, delay_s: float = 3600.0
+) -> list[dict[str, Any]]:
     """LABEL_FIELDS messages for ``predictions`` (same order as ``frame``)."""
     out = []
     for msg, is_fraud in zip(predictions, frame["is_fraud"].to_numpy(), strict=True):

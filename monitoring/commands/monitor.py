@@ -35,12 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("drift")
     d.add_argument("--num-method", default="wasserstein", help="Evidently drift method of continuous features")
     d.add_argument("--cat-method", default="jensenshannon", help="Evidently drift method of discrete features")
-    d.add_argument("--threshold", type=float, default=None, help="drift threshold of every feature (default: the method's)")
+    d.add_argument(
+        "--threshold", type=float, default=None, help="drift threshold of every feature (default: the method's)"
+    )
     d.add_argument("--feature-method", type=lambda s: _kv(s), default={}, help="per feature: name=method,...")
     d.add_argument("--feature-threshold", type=lambda s: _kv(s, float), default={}, help="per feature: name=value,...")
     d.add_argument("--score-method", default="wasserstein", help="drift method of the prediction score")
     d.add_argument("--score-threshold", type=float, default=None)
-    d.add_argument("--drift-share", type=float, default=0.3, help="share of drifted features that makes a window drifted")
+    d.add_argument(
+        "--drift-share", type=float, default=0.3, help="share of drifted features that makes a window drifted"
+    )
     d.add_argument("--alert-min-features", type=int, default=1, help="drifted features that count for FeatureDrift")
     d.add_argument("--alert-windows", type=int, default=1, help="consecutive such windows before FeatureDrift fires")
     p = parser.add_argument_group("performance (needs labels)")
@@ -49,9 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--min-pr-auc", type=float, default=None, help="default: 0.7 x the model's offline PR-AUC, or 0.2")
     p.add_argument("--min-recall", type=float, default=None)
     r = parser.add_argument_group("retraining")
-    r.add_argument("--retrain-command", default=None, help="command to run (default $RTML_RETRAIN_COMMAND or `rtml train`)")
+    r.add_argument(
+        "--retrain-command", default=None, help="command to run (default $RTML_RETRAIN_COMMAND or `rtml train`)"
+    )
     r.add_argument("--retrain-drift-share", type=float, default=0.3, help="drift share above which a window counts")
-    r.add_argument("--retrain-windows", type=int, default=3, help="consecutive counting windows that trigger retraining")
+    r.add_argument(
+        "--retrain-windows", type=int, default=3, help="consecutive counting windows that trigger retraining"
+    )
     r.add_argument("--retrain-every-hours", type=float, default=None, help="also retrain on this schedule")
     r.add_argument("--retrain-cooldown-minutes", type=float, default=360.0)
     r.add_argument("--no-retrain", action="store_true", help="decide and count, but never start retraining")
@@ -64,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-reports", action="store_true")
     o.add_argument("--check-crcs", action="store_true", help="verify Kafka record CRCs (pure Python: ~7x slower)")
     o.add_argument("--max-windows", type=int, default=None, help="stop after N windows")
-    o.add_argument("--exit-when-idle", type=float, default=None, metavar="S", help="stop after S seconds without messages")
+    o.add_argument(
+        "--exit-when-idle", type=float, default=None, metavar="S", help="stop after S seconds without messages"
+    )
 
 
 def build_config(args: argparse.Namespace):
@@ -138,24 +148,38 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(f"cannot serve metrics on port {args.metrics_port}: {exc} (use --metrics-port)") from None
     producer = make_producer()
     try:
-        monitor = Monitor(config, state_dir=cfg.state_dir, metrics=metrics, sink=AlertSink(producer, topics.alerts, metrics=metrics))
+        monitor = Monitor(
+            config, state_dir=cfg.state_dir, metrics=metrics, sink=AlertSink(producer, topics.alerts, metrics=metrics)
+        )
     except (StatTestNotFoundError, ValueError) as exc:
         raise UserFacingError(f"bad drift configuration: {exc}") from None
     subscribed = [topics.predictions] + ([] if args.no_labels else [topics.labels])
     consumer = make_consumer(
-        subscribed, args.group, check_crcs=args.check_crcs, max_poll_records=5000,
-        fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
+        subscribed,
+        args.group,
+        check_crcs=args.check_crcs,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log.info(
         "monitoring %s (group %s) against model %s; metrics on :%d/metrics; reports in %s",
-        ", ".join(subscribed), args.group, monitor.reference.model, args.metrics_port, monitor.reports.directory,
+        ", ".join(subscribed),
+        args.group,
+        monitor.reference.model,
+        args.metrics_port,
+        monitor.reports.directory,
     )
     try:
         windows = monitor.run(
-            consumer, topics.predictions, None if args.no_labels else topics.labels, stop,
-            max_windows=args.max_windows, idle_exit_s=args.exit_when_idle,
+            consumer,
+            topics.predictions,
+            None if args.no_labels else topics.labels,
+            stop,
+            max_windows=args.max_windows,
+            idle_exit_s=args.exit_when_idle,
         )
     except KeyboardInterrupt:
         windows = len(monitor.results)
