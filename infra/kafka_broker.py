@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra import maven
-from infra.proc import owned_pid, port_open, require_tool, stop_pid, tail, wait_until, write_pid
+from infra.proc import file_lock, owned_pid, port_open, require_tool, stop_pid, tail, wait_until, write_pid
 from rtml.config import REPO_ROOT, Settings, settings
 from rtml.errors import UserFacingError
 
@@ -268,6 +268,11 @@ class StartResult:
 
 def start(progress: bool = True, timeout_s: float | None = None) -> StartResult:
     """Start the broker for the current settings, or reuse one that already answers; create the topics."""
+    with file_lock(settings().run_dir / "kafka.lock"):
+        return _start(progress, timeout_s)
+
+
+def _start(progress: bool, timeout_s: float | None) -> StartResult:
     from rtml.kafka import ensure_topics
 
     s = settings()

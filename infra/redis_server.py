@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.proc import owned_pid, port_open, stop_pid, tail, wait_until, write_pid
+from infra.proc import file_lock, owned_pid, port_open, stop_pid, tail, wait_until, write_pid
 from rtml.config import Settings, settings
 from rtml.errors import UserFacingError
 
@@ -98,6 +98,11 @@ def redis_server_binary(progress: bool = True) -> str:
 
 def start(progress: bool = True, timeout_s: float = 15.0) -> StartResult:
     """Start redis-server for the current settings unless a Redis already answers at ``redis_url``."""
+    with file_lock(settings().run_dir / "redis.lock"):
+        return _start(progress, timeout_s)
+
+
+def _start(progress: bool, timeout_s: float) -> StartResult:
     s = settings()
     say = print if progress else (lambda *a, **k: None)
     host, port = s.redis_host_port

@@ -21,4 +21,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"state dir: {s.state_dir}")
     for service in services:
         print(service.line())
+    from infra import maven, spark_deps
+
+    folder = spark_deps.connector_dir(resolve=False)
+    print(
+        f"spark  Kafka connector jars      {'cached in ' + str(folder) if maven.is_resolved(folder) else 'not resolved yet (rtml up)'}"
+    )
     return 0 if all(service.answers for service in services) else 1

@@ -126,3 +126,17 @@ def test_generated_broker_config(own_env):
     # Replayed history carries old record timestamps: time-based retention would delete it within minutes.
     assert props["log.retention.ms"] == "-1"
     assert Path(props["log.dirs"]).is_relative_to(s.state_dir)
+
+
+def test_concurrent_ups_start_one_broker_and_one_redis(own_env):
+    """Two `rtml up` at the same moment: one starts the services, the other waits and reuses them."""
+    procs = [
+        subprocess.Popen([*RTML, "up", "--no-spark-jars"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    stdout = "".join(out for out, _ in outputs)
+    assert stdout.count("kafka: starting") == 1 and stdout.count("redis: starting") == 1
+    assert stdout.count("kafka: already running") == 1 and stdout.count("redis: already running") == 1
+    assert kafka_broker.is_running(own_env) and redis_server.is_running(own_env)
