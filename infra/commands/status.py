@@ -13,18 +13,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     quiet_client_logs()
+    from infra import maven, spark_deps
     from infra.stack import status
     from rtml.config import settings
 
     services = status()
-    s = settings()
-    print(f"state dir: {s.state_dir}")
+    print(f"state dir: {settings().state_dir}")
     for service in services:
         print(service.line())
-    from infra import maven, spark_deps
-
     folder = spark_deps.connector_dir(resolve=False)
-    print(
-        f"spark  Kafka connector jars      {'cached in ' + str(folder) if maven.is_resolved(folder) else 'not resolved yet (rtml up)'}"
-    )
+    jars = f"cached in {folder}" if maven.is_resolved(folder) else "not resolved yet (run `rtml up`)"
+    print(f"{'spark':<6} {'Kafka connector jars':<28} {jars}")
     return 0 if all(service.answers for service in services) else 1
