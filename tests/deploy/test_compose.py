@@ -177,6 +177,7 @@ def test_prometheus_mounts_alerts_and_its_config_loads_them(services):
     mounts = {v.split(":")[1]: v.split(":")[0] for v in volumes if v.startswith(".")}
     config = yaml.safe_load((INFRA / mounts["/etc/prometheus/prometheus.yml"]).read_text())
     for rule_file in config.get("rule_files", []):
+        rule_file = rule_file if rule_file.startswith("/") else f"/etc/prometheus/{rule_file}"
         assert rule_file in mounts, f"prometheus.yml loads {rule_file}, which is not mounted"
     assert mounts["/etc/prometheus/alerts.yml"] == "./prometheus/alerts.yml"
 

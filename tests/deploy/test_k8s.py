@@ -101,6 +101,9 @@ def test_stream_job_runs_rtml_stream_through_spark_main():
     assert (REPO_ROOT / main_file.removeprefix("local:///app/")).exists(), main_file
     assert spec["arguments"][0] == "stream"
     assert "--master" not in spec["arguments"], "the operator sets the master"
+    # rtml's session builder sets the master from RTML_SPARK_MASTER: it must be the cluster, not local[*].
+    driver_env = {e["name"]: e["value"] for e in spec["driver"]["env"]}
+    assert driver_env["RTML_SPARK_MASTER"].startswith("k8s://https://")
     import pyspark
 
     assert spec["sparkVersion"] == pyspark.__version__
