@@ -16,14 +16,14 @@ for v in "${!SPARK_JAVA_OPT_@}"; do executor_java_opts+=("${!v}"); done
 case "${1:-}" in
   driver)
     shift
-    exec /usr/bin/tini -s -- "$SPARK_HOME/bin/spark-submit" \
+    exec tini -s -- "$SPARK_HOME/bin/spark-submit" \
       --conf "spark.driver.bindAddress=${SPARK_DRIVER_BIND_ADDRESS}" \
       --conf "spark.executorEnv.SPARK_DRIVER_POD_IP=${SPARK_DRIVER_BIND_ADDRESS}" \
       --deploy-mode client "$@"
     ;;
   executor)
     shift
-    exec /usr/bin/tini -s -- java "${executor_java_opts[@]}" \
+    exec tini -s -- java "${executor_java_opts[@]}" \
       -Xms"${SPARK_EXECUTOR_MEMORY}" -Xmx"${SPARK_EXECUTOR_MEMORY}" \
       -cp "$SPARK_CLASSPATH${SPARK_DIST_CLASSPATH:+:$SPARK_DIST_CLASSPATH}" \
       org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend \
@@ -36,6 +36,6 @@ case "${1:-}" in
       --podName "${SPARK_EXECUTOR_POD_NAME}"
     ;;
   *)
-    exec /usr/bin/tini -s -- "$@"
+    exec tini -s -- "$@"
     ;;
 esac
