@@ -130,3 +130,15 @@ def test_dashboard_structure():
     titles = " ".join(p["title"] for p in board["panels"]).lower()
     for topic in ("latency", "error", "freshness", "drift", "lag", "dead-letter", "precision"):
         assert topic in titles, topic
+
+
+@needs_alerts
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_compose_prometheus_config_passes_promtool(tmp_path):
+    """As mounted in the container: prometheus.yml with alerts.yml beside it."""
+    shutil.copy(INFRA / "docker" / "prometheus-compose.yml", tmp_path / "prometheus.yml")
+    shutil.copy(ALERTS, tmp_path / "alerts.yml")
+    done = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 1 rule files found" in done.stdout + done.stderr
