@@ -105,7 +105,7 @@ class FastRedis:
                     loop.create_connection(lambda: _Protocol(self), self.host, self.port),
                     self.connect_timeout_s,
                 )
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 raise RedisUnavailable(
                     f"Redis at {self.host}:{self.port} unreachable ({exc.__class__.__name__}: {exc or 'timeout'})"
                 ) from None

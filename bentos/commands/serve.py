@@ -8,6 +8,7 @@ service by its pid file.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -67,6 +68,7 @@ def wait_ready(url: str, timeout: float, proc: subprocess.Popen | None = None) -
     """``ready`` when ``/readyz`` answers 200, ``alive`` when only ``/livez`` does by the deadline."""
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     deadline = time.monotonic() + timeout
     alive = False
     while time.monotonic() < deadline:
@@ -115,69 +117,70 @@ def start_detached(service: str, host: str, port: int, workers: int = 1, model: 
 
 
 def stop(port: int, timeout: float = 15.0) -> bool:
-    """Stop the detached service on ``port`` (its whole process group). True if something was stopped."""
+    """Stop the detached service on ``port``: the `bentoml serve` process and its workers (which BentoML
+    puts in process groups of their own), by pid. True if something was stopped."""
     pf = pid_file(port)
     if not pf.exists():
         return False
     pid = int(pf.read_text().strip() or 0)
     stopped = False
     if pid and _alive(pid):
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        family = [pid, *descendants(pid)]
+        _signal_all(family, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _group_alive(pid):
+        while time.monotonic() < deadline and any(_alive(p) for p in family):
             time.sleep(0.1)
-        if _group_alive(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _signal_all([p for p in family if _alive(p)], signal.SIGKILL)
         stopped = True
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     pf.unlink(missing_ok=True)
     return stopped
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of all live descendants of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return False
+    try:  # reap it if it is our zombie child
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    try:  # a zombie child of ours counts as dead
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
-
-
-def _group_alive(pgid: int) -> bool:
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return _alive(pgid) or _group_has_members(pgid)
-
-
-def _group_has_members(pgid: int) -> bool:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return state != "Z"
 
 
 def _tail(path: Path, n: int = 20) -> str:
