@@ -5,8 +5,10 @@
 #
 #   docker build -f infra/docker/rtml.Dockerfile -t rtml:latest .        # from the repository root
 #
-# It also works as a Spark-on-Kubernetes image (SparkApplication in infra/k8s/): the entrypoint
-# understands the operator's `driver` / `executor` commands and passes anything else through.
+# Runs as uid 185, gid 0 (as the official Spark images); the prediction service container runs with the
+# same uid so both can write the shared state volume. It also works as a Spark-on-Kubernetes image
+# (SparkApplication in infra/k8s/): the entrypoint understands the operator's `driver` / `executor`
+# commands and passes anything else through.
 FROM python:3.11-slim-bookworm
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -42,8 +44,11 @@ COPY infra/ infra/
 RUN pip install -q --no-deps -e . \
  && python -c "from infra.spark_deps import connector_dir; print(connector_dir())" \
  && install -m 0755 infra/docker/spark-entrypoint.sh /opt/entrypoint.sh \
- && useradd --uid 185 --gid 0 --home-dir /app --no-create-home spark \
- && mkdir -p /var/lib/rtml && chown -R 185:0 /var/lib/rtml /opt/rtml/cache && chmod -R g+w /var/lib/rtml
+ && useradd --uid 185 --gid 0 --create-home --home-dir /home/spark spark \
+ && mkdir -p /var/lib/rtml \
+ && chown -R 185:0 /app /var/lib/rtml /opt/rtml/cache && chmod -R g+w /app /var/lib/rtml /opt/rtml/cache
+# numba (stream aggregates) caches compiled kernels; keep that cache somewhere writable.
+ENV NUMBA_CACHE_DIR=/tmp/numba-cache
 
 USER 185
 VOLUME ["/var/lib/rtml"]

@@ -202,3 +202,26 @@ def test_grafana_provisioning_matches_mounts(services):
     assert datasource["url"] == "http://prometheus:9090" and 9090 in _published(services["prometheus"])
     home = _env(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == f"{path}/{DASHBOARD.name}"
+
+
+def test_prediction_service_reads_the_registry_on_the_shared_volume(services, monkeypatch):
+    """BENTOML_HOME of the Bento container is where rtml's registry puts the model store for that state dir."""
+    env = _env(services["fraud-scoring"])
+    monkeypatch.delenv("BENTOML_HOME", raising=False)
+    monkeypatch.setenv("RTML_STATE_DIR", env["RTML_STATE_DIR"])
+    from rtml.config import settings as current
+
+    assert env["BENTOML_HOME"] == str(current().state_dir / "bentoml")
+    assert services["fraud-scoring"]["user"].split(":")[0] == "185"  # the rtml image's uid
+    dockerfile = (INFRA / "docker" / "rtml.Dockerfile").read_text()
+    assert "USER 185" in dockerfile
+
+
+def test_dockerfile_copies_every_project_package():
+    import tomllib
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    dockerfile = (INFRA / "docker" / "rtml.Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (?!--)(\S+)/ ", dockerfile, flags=re.M))
+    assert set(packages) | {"feature_repo"} <= copied

@@ -299,3 +299,11 @@ def test_images_are_set_by_kustomize():
     images = {c["image"] for _o, t in pod_specs() for c in t["spec"]["containers"]}
     images.add(one("SparkApplication", "rtml-stream")["spec"]["image"])
     assert {i for i in images if ":" not in i} <= managed
+
+
+def test_prediction_service_uses_the_registry_on_the_shared_volume():
+    deployment = one("Deployment", "fraud-scoring")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["BENTOML_HOME"] == _config()["RTML_STATE_DIR"] + "/bentoml"  # training.registry's model store
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 185  # the rtml image's uid
