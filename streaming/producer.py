@@ -145,6 +145,7 @@ def stream_live(
         enable_idempotence=False,  # acks=1 (make_producer's default) excludes it; say so instead of a warning
         max_in_flight_requests_per_connection=5,
     )
+    user_partition = _user_partitions(producer, topic, n_users)
     total = int(
         min(x for x in (max_events, None if duration_s is None else round(duration_s * rate_per_s)) if x is not None)
     )
@@ -179,7 +180,9 @@ def stream_live(
             label_delay_scale=label_delay_scale,
         ):
             values = transaction_values(batch)
-            keys = [str(u).encode() for u in batch.user_ids.tolist()]
+            uids = batch.user_ids.tolist()
+            keys = [str(u).encode() for u in uids]
+            parts = user_partition[batch.user_ids].tolist()
             ts_ms = (batch.events.ts_us // 1000).tolist()
             if labels_topic:
                 lvals = label_values(batch)
@@ -199,7 +202,7 @@ def stream_live(
                     else:
                         max_lag = max(max_lag, float(-ahead))
                 for i in range(lo, hi):
-                    producer.send(topic, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
+                    producer.send(topic, value=values[i], key=keys[i], partition=parts[i], timestamp_ms=ts_ms[i])
                 if labels_topic:
                     labels_sent += send_due_labels(event_clock_us() if pace else int(batch.events.ts_us[hi - 1]))
             sent += len(values)
@@ -246,6 +249,20 @@ def stream_live(
             for sc in _scenarios(scenario)
         ],
     )
+
+
+def _user_partitions(producer, topic: str, n_users: int) -> np.ndarray:
+    """Partition of each user id (index = user_id), exactly as kafka-python's DefaultPartitioner picks it.
+
+    Computing it once per user instead of per message saves the pure-Python murmur2 on the hot path.
+    """
+    from kafka.partitioner.default import murmur2
+
+    partitions = sorted(producer.partitions_for(topic))
+    table = np.zeros(n_users + 1, dtype=np.int64)
+    for uid in range(1, n_users + 1):
+        table[uid] = partitions[(murmur2(str(uid).encode()) & 0x7FFFFFFF) % len(partitions)]
+    return table
 
 
 def _scenarios(scenario: Scenario | list[Scenario] | None) -> list[Scenario]:

@@ -49,6 +49,11 @@ def test_stream_live_sends_paced_keyed_events_with_event_time_and_labels(kafka_t
 
     records = _consume_all(topic, n)
     assert len(records) == n
+    # same partition as kafka-python's default partitioner would pick for the key (per-user ordering)
+    from kafka.partitioner.default import murmur2
+
+    n_parts = len({r.partition for r in records} | {0, 1, 2})  # kafka_topic() makes 3 partitions
+    assert all(r.partition == (murmur2(r.key) & 0x7FFFFFFF) % n_parts for r in records)
     by_id = {json.loads(r.value)["transaction_id"]: r for r in records}
     assert len(by_id) == n
     for row in expected.itertuples():
