@@ -96,7 +96,9 @@ class PredictionLog:
         while not self._stop.is_set():
             try:
                 check_broker(self.bootstrap, timeout_s=0.5)
-                self._producer = make_producer(self.bootstrap, max_block_ms=2000, retries=2, delivery_timeout_ms=10_000)
+                self._producer = make_producer(
+                    self.bootstrap, max_block_ms=2000, retries=2, request_timeout_ms=5000, delivery_timeout_ms=12_000
+                )
                 self.connected = True
                 log.info("prediction log connected to %s (topic %s)", self.bootstrap, self.topic)
                 return

@@ -115,14 +115,14 @@ class FraudScorer:
         """Start-up objects never need scanning again: keeps gen-2 GC pauses off the request path."""
         gc.collect()
         gc.freeze()
-        if os.environ.get("RTML_SERVING_PROFILE"):  # TEMP
+        if os.environ.get("RTML_SERVING_PROFILE"):  # developer option: cProfile the worker, dumped at shutdown
             import cProfile
             self._prof = cProfile.Profile()
             self._prof.enable()
 
     @bentoml.on_shutdown
     def _close(self) -> None:
-        if getattr(self, "_prof", None):  # TEMP
+        if getattr(self, "_prof", None):
             self._prof.disable()
             self._prof.dump_stats(os.environ["RTML_SERVING_PROFILE"])
         self.prediction_log.stop()

@@ -26,7 +26,7 @@ MERCHANT_BASE = 9_200_000
 N_USERS = 20
 N_MERCHANTS = 8
 # Users with a profile but no stream aggregates, and merchants without aggregates: partly missing rows.
-USERS_WITHOUT_AGGREGATES = (USER_BASE + N_USERS,)
+USERS_WITHOUT_AGGREGATES = (USER_BASE + N_USERS + 1,)
 UNKNOWN_USER = 9_199_999
 UNKNOWN_MERCHANT = 9_299_999
 

@@ -1,0 +1,268 @@
+"""The prediction service over real HTTP (`bentoml serve`), real Redis (features written through Feast)
+and real Kafka (prediction log)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from streaming.schemas import PREDICTION_FIELDS
+from tests.serving.conftest import (
+    MERCHANT_BASE,
+    N_MERCHANTS,
+    N_USERS,
+    UNKNOWN_MERCHANT,
+    UNKNOWN_USER,
+    USER_BASE,
+    USERS_WITHOUT_AGGREGATES,
+)
+
+pytestmark = pytest.mark.integration
+
+COUNTRIES = ["DE", "FR", "NL", "US"]
+
+
+def txn(user: int, merchant: int, amount: float, country: str, **extra) -> dict:
+    return {
+        "transaction_id": f"t-{uuid.uuid4().hex[:12]}",
+        "user_id": user,
+        "merchant_id": merchant,
+        "amount": amount,
+        "currency": "EUR",
+        "country": country,
+        "channel": "web",
+        "timestamp": pd.Timestamp.now(tz="UTC").isoformat().replace("+00:00", "Z"),
+        **extra,
+    }
+
+
+def known_transactions(n: int = 24, seed: int = 3) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [
+        txn(
+            USER_BASE + 1 + int(rng.integers(0, N_USERS)),
+            MERCHANT_BASE + 1 + int(rng.integers(0, N_MERCHANTS - 1)),  # merchants with aggregates
+            float(np.round(rng.gamma(2.0, 60.0), 2)),
+            str(rng.choice(COUNTRIES)),
+        )
+        for _ in range(n)
+    ]
+
+
+def model_and_booster(tag: str):
+    from training import registry
+
+    model = registry.get_model(tag)
+    return model.info.metadata, registry.load_booster(model)
+
+
+def score_rows(booster, features: list[str], X: pd.DataFrame) -> np.ndarray:
+    import xgboost as xgb
+
+    return booster.predict(xgb.DMatrix(X[features].astype("float32"), feature_names=features, missing=np.nan))
+
+
+def post(url: str, path: str, body, client: httpx.Client | None = None) -> httpx.Response:
+    c = client or httpx
+    return c.post(f"{url}{path}", json=body, timeout=10)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_score_equals_the_registry_model_on_offline_features(serving):
+    """For known entities: the served score == the registry booster on Feast's offline (point-in-time) features."""
+    from rtml.feast_store import get_store
+
+    meta, booster = model_and_booster(serving.model_tag)
+    features = list(meta["features"])
+    txns = known_transactions()
+    served = [post(serving.url, "/predict", t) for t in txns]
+    assert all(r.status_code == 200 for r in served), [r.text for r in served if r.status_code != 200][:2]
+    served = [r.json() for r in served]
+    assert all(s["missing_features"] == [] for s in served)
+
+    store = get_store()
+    entity_df = pd.DataFrame(
+        {
+            "user_id": [t["user_id"] for t in txns],
+            "merchant_id": [t["merchant_id"] for t in txns],
+            "amount": [t["amount"] for t in txns],
+            "country": [t["country"] for t in txns],
+            "event_timestamp": serving.now + pd.Timedelta(minutes=1),
+            "row": np.arange(len(txns)),
+        }
+    )
+    offline = (
+        store.get_historical_features(
+            entity_df=entity_df, features=store.get_feature_service(meta["feature_service"]), full_feature_names=False
+        )
+        .to_df()
+        .sort_values("row")
+        .reset_index(drop=True)
+    )
+    assert len(offline) == len(txns)
+    expected = score_rows(booster, features, offline)
+    got = np.array([s["score"] for s in served])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert len(set(np.round(got, 6))) > 3, "scores should vary with the features"
+    threshold = float(meta["threshold"])
+    assert [s["decision"] for s in served] == ["fraud" if x >= threshold else "legit" for x in got]
+    assert all(s["model_version"] == serving.model_tag.split(":")[1] for s in served)
+    # Feature age: now minus the oldest row used (the profile snapshot, 3 days old).
+    for s in served:
+        assert 3 * 86400 <= s["feature_age_seconds"] < 3 * 86400 + 600
+
+
+def online_expected(serving, txns: list[dict]) -> np.ndarray:
+    """The registry booster on Feast's own online features (get_online_features with the feature service)."""
+    from rtml.feast_store import get_store
+
+    meta, booster = model_and_booster(serving.model_tag)
+    store = get_store()
+    rows = [{k: t[k] for k in ("user_id", "merchant_id", "amount", "country")} for t in txns]
+    online = store.get_online_features(features=store.get_feature_service(meta["feature_service"]), entity_rows=rows).to_dict()
+    X = pd.DataFrame({f: [np.nan if v is None else v for v in online[f]] for f in meta["features"]})
+    return score_rows(booster, list(meta["features"]), X)
+
+
+def test_unknown_and_partly_known_entities_get_defaults_and_are_listed(serving):
+    meta, _ = model_and_booster(serving.model_tag)
+    user_aggs = [r.split(":")[1] for r in meta["feature_refs"] if r.startswith("user_txn_aggregates:")]
+    cases = [
+        (txn(UNKNOWN_USER, UNKNOWN_MERCHANT, 50.0, "DE"), None),
+        (txn(UNKNOWN_USER, MERCHANT_BASE + 1, 75.0, "FR"), {"account_age_days", "credit_limit", "home_country", *user_aggs}),
+        (txn(USERS_WITHOUT_AGGREGATES[0], MERCHANT_BASE + 1, 20.0, "DE"), set(user_aggs)),
+        (txn(USER_BASE + 1, MERCHANT_BASE + N_MERCHANTS, 20.0, "DE"), {"merchant_txn_count_1h", "merchant_amount_mean_1h"}),
+    ]
+    responses = [post(serving.url, "/predict", t) for t, _ in cases]
+    assert [r.status_code for r in responses] == [200] * len(cases)
+    body = [r.json() for r in responses]
+    stored = set(body[0]["missing_features"])
+    assert {"account_age_days", "risk_tier", "merchant_txn_count_1h", "txn_mean_24h"} <= stored
+    for (_, expected_missing), b in zip(cases[1:], body[1:], strict=True):
+        assert set(b["missing_features"]) == expected_missing
+    # Scores equal the model on what Feast itself serves online for these rows (nulls -> NaN = defaults).
+    np.testing.assert_allclose([b["score"] for b in body], online_expected(serving, [t for t, _ in cases]), atol=1e-6)
+    assert body[0]["feature_age_seconds"] is None
+
+
+def test_batch_equals_single_predictions(serving):
+    txns = known_transactions(10, seed=5) + [txn(UNKNOWN_USER, UNKNOWN_MERCHANT, 10.0, "US")]
+    batch = post(serving.url, "/predict_batch", {"transactions": txns})
+    assert batch.status_code == 200, batch.text
+    preds = batch.json()["predictions"]
+    singles = [post(serving.url, "/predict", t).json() for t in txns]
+    assert [p["transaction_id"] for p in preds] == [t["transaction_id"] for t in txns]
+    np.testing.assert_allclose([p["score"] for p in preds], [s["score"] for s in singles], atol=1e-6)
+    assert [p["missing_features"] for p in preds] == [s["missing_features"] for s in singles]
+    assert len({p["request_id"] for p in preds}) == len(txns)
+
+
+def _bad_requests() -> list[tuple[str, str, object, str]]:
+    good = txn(USER_BASE + 1, MERCHANT_BASE + 1, 10.0, "DE")
+    without_amount = {k: v for k, v in good.items() if k != "amount"}
+    from bentos.schemas import MAX_BATCH
+
+    return [
+        ("missing field", "/predict", without_amount, "amount"),
+        ("wrong type", "/predict", {**good, "user_id": "abc"}, "user_id"),
+        ("numeric string id", "/predict", {**good, "merchant_id": "12"}, "merchant_id"),
+        ("negative amount", "/predict", {**good, "amount": -5.0}, "amount"),
+        ("zero amount", "/predict", {**good, "amount": 0}, "amount"),
+        ("string amount", "/predict", {**good, "amount": "10"}, "amount"),
+        ("bad timestamp", "/predict", {**good, "timestamp": "yesterday"}, "timestamp"),
+        ("empty transaction id", "/predict", {**good, "transaction_id": ""}, "transaction_id"),
+        ("batch too large", "/predict_batch", {"transactions": [good] * (MAX_BATCH + 1)}, "transactions"),
+        ("empty batch", "/predict_batch", {"transactions": []}, "transactions"),
+        ("bad item in batch", "/predict_batch", {"transactions": [good, {**good, "country": 5}]}, "country"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_requests(), ids=lambda c: c[0])
+def test_validation_errors_are_4xx_naming_the_field(serving, case):
+    _, path, body, field = case
+    r = post(serving.url, path, body)
+    assert 400 <= r.status_code < 500, r.text
+    detail = r.json()
+    locs = [loc for d in detail["detail"] for loc in d["loc"]]
+    assert field in locs, detail
+
+
+def test_malformed_json_is_a_4xx(serving):
+    r = httpx.post(f"{serving.url}/predict", content=b'{"user_id": 1,', headers={"content-type": "application/json"}, timeout=10)
+    assert 400 <= r.status_code < 500
+
+
+def test_health_readiness_and_metrics(serving):
+    assert httpx.get(f"{serving.url}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{serving.url}/readyz", timeout=5).status_code == 200
+    post(serving.url, "/predict", txn(UNKNOWN_USER, MERCHANT_BASE + 1, 12.0, "DE"))
+    text = httpx.get(f"{serving.url}/metrics", timeout=5).text
+    for stage in ("feature_fetch", "on_demand", "predict"):
+        assert f'rtml_serving_stage_seconds_count{{stage="{stage}"}}' in text
+    for name in (
+        'rtml_serving_missing_features_total{feature="account_age_days"}',
+        "rtml_serving_feature_age_seconds_count",
+        "rtml_serving_score_count",
+        "rtml_serving_redis_errors_total",
+        "rtml_serving_prediction_log_dropped_total",
+        "bentoml_service_request_duration_seconds",  # BentoML's own request metrics
+    ):
+        assert name in text, name
+
+
+def read_predictions(request_ids: set[str], timeout_s: float = 30.0) -> dict[str, dict]:
+    """Messages of the ``predictions`` topic with these request ids (key = request id)."""
+    from rtml.config import settings
+    from rtml.kafka import make_consumer
+
+    consumer = make_consumer([settings().topics.predictions], group_id=None, consumer_timeout_ms=500)
+    found: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and len(found) < len(request_ids):
+            for msg in consumer:
+                key = msg.key.decode() if msg.key else None
+                if key in request_ids:
+                    found[key] = json.loads(msg.value)
+    finally:
+        consumer.close()
+    return found
+
+
+def test_prediction_log_messages_arrive_complete(serving):
+    meta, _ = model_and_booster(serving.model_tag)
+    txns = known_transactions(5, seed=9) + [txn(UNKNOWN_USER, UNKNOWN_MERCHANT, 99.0, "FR")]
+    responses = {}
+    for t in txns:
+        body = post(serving.url, "/predict", t).json()
+        responses[body["request_id"]] = (t, body)
+    found = read_predictions(set(responses))
+    assert set(found) == set(responses)
+    for rid, record in found.items():
+        t, body = responses[rid]
+        assert list(record) == list(PREDICTION_FIELDS)
+        for name, typ in PREDICTION_FIELDS.items():
+            if name == "feature_age_seconds" and body["feature_age_seconds"] is None:
+                assert record[name] is None
+            else:
+                assert isinstance(record[name], typ), (name, record[name])
+        assert record["transaction_id"] == t["transaction_id"]
+        assert (record["user_id"], record["merchant_id"]) == (t["user_id"], t["merchant_id"])
+        assert record["score"] == body["score"] and record["decision"] == body["decision"]
+        assert record["model_name"] == "fraud_model" and record["model_version"] == body["model_version"]
+        assert list(record["features"]) == list(meta["features"])
+        assert record["features"]["txn_amount"] == pytest.approx(t["amount"])
+        assert record["missing_features"] == body["missing_features"]
+        assert pd.Timestamp(record["prediction_timestamp"]).tzinfo is not None
+    unknown = next(r for r in found.values() if r["user_id"] == UNKNOWN_USER)
+    assert unknown["features"]["account_age_days"] is None  # NaN default is logged as null
+    assert not any(isinstance(v, float) and math.isnan(v) for r in found.values() for v in r["features"].values())
