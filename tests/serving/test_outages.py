@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.serving.conftest import MERCHANT_BASE, UNKNOWN_USER, USER_BASE, free_port, load_online
-from tests.serving.test_service import model_and_booster, read_predictions, score_rows, txn
+from tests.serving.test_service import read_predictions, score_rows, txn
 
 pytestmark = pytest.mark.integration
 
