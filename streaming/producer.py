@@ -46,6 +46,7 @@ class StreamReport:
     max_lag_s: float
     first_event: str | None
     last_event: str | None
+    interrupted: bool
     scenarios: list[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,8 +123,6 @@ def stream_live(
 
     from rtml.kafka import check_broker, ensure_topics, make_producer
 
-    if duration_s is None and max_events is None:
-        raise ValueError("give duration_s or max_events")
     if label_tail not in ("flush", "wait", "drop"):
         raise ValueError("label_tail must be flush, wait or drop")
     s = settings()
@@ -146,14 +145,13 @@ def stream_live(
         max_in_flight_requests_per_connection=5,
     )
     user_partition = _user_partitions(producer, topic, n_users)
-    total = int(
-        min(x for x in (max_events, None if duration_s is None else round(duration_s * rate_per_s)) if x is not None)
-    )
+    limits = [x for x in (max_events, None if duration_s is None else round(duration_s * rate_per_s)) if x is not None]
+    total = int(min(limits)) if limits else None  # None: until interrupted (Ctrl-C ends it cleanly)
     bar = tqdm(total=total, desc="live", unit="evt", disable=not progress)
     labels: list[tuple[int, int, bytes, bytes]] = []  # heap of (label_us, seq, key, value)
     sent = fraud = labels_sent = 0
     max_lag = 0.0
-    first_ts = last_ts = None
+    last_us = None
     t0 = time.perf_counter()
 
     def event_clock_us() -> int:
@@ -167,49 +165,54 @@ def stream_live(
             n += 1
         return n
 
+    interrupted = False
     try:
-        for batch in iter_live_batches(
-            rate_per_s,
-            max_events=max_events,
-            duration_s=duration_s,
-            seed=seed,
-            n_users=n_users,
-            n_merchants=n_merchants,
-            start_time=start,
-            scenario=scenario,
-            label_delay_scale=label_delay_scale,
-        ):
-            values = transaction_values(batch)
-            uids = batch.user_ids.tolist()
-            keys = [str(u).encode() for u in uids]
-            parts = user_partition[batch.user_ids].tolist()
-            ts_ms = (batch.events.ts_us // 1000).tolist()
-            if labels_topic:
-                lvals = label_values(batch)
-                tkeys = [t.encode() for t in batch.transaction_ids]
-                for i, (lus, lv) in enumerate(zip(batch.label_ts_us.tolist(), lvals, strict=True)):
-                    heapq.heappush(labels, (lus, batch.first + i, tkeys[i], lv))
-            # groups of events due in the same pacing tick
-            offsets_s = (batch.events.ts_us - start_us) / 1e6
-            ticks = np.floor(offsets_s / PACE_TICK_S).astype(np.int64)
-            bounds = np.flatnonzero(np.diff(ticks)) + 1
-            for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(values)], strict=True):
-                due = offsets_s[lo]
-                if pace:
-                    ahead = due - (time.perf_counter() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                    else:
-                        max_lag = max(max_lag, float(-ahead))
-                for i in range(lo, hi):
-                    producer.send(topic, value=values[i], key=keys[i], partition=parts[i], timestamp_ms=ts_ms[i])
+        try:
+            for batch in iter_live_batches(
+                rate_per_s,
+                max_events=max_events,
+                duration_s=duration_s,
+                seed=seed,
+                n_users=n_users,
+                n_merchants=n_merchants,
+                start_time=start,
+                scenario=scenario,
+                label_delay_scale=label_delay_scale,
+            ):
+                values = transaction_values(batch)
+                uids = batch.user_ids.tolist()
+                keys = [str(u).encode() for u in uids]
+                parts = user_partition[batch.user_ids].tolist()
+                ts_ms = (batch.events.ts_us // 1000).tolist()
                 if labels_topic:
-                    labels_sent += send_due_labels(event_clock_us() if pace else int(batch.events.ts_us[hi - 1]))
-            sent += len(values)
-            fraud += int(batch.events.is_fraud.sum())
-            first_ts = first_ts or iso_utc(batch.events.ts_us[:1])[0]
-            last_ts = iso_utc(batch.events.ts_us[-1:])[0]
-            bar.update(len(values))
+                    lvals = label_values(batch)
+                    tkeys = [t.encode() for t in batch.transaction_ids]
+                    label_us = batch.label_ts_us.tolist()
+                fraud_cum = np.concatenate([[0], np.cumsum(batch.events.is_fraud)]).tolist()
+                # groups of events due in the same pacing tick
+                offsets_s = (batch.events.ts_us - start_us) / 1e6
+                ticks = np.floor(offsets_s / PACE_TICK_S).astype(np.int64)
+                bounds = np.flatnonzero(np.diff(ticks)) + 1
+                for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(values)], strict=True):
+                    due = offsets_s[lo]
+                    if pace:
+                        ahead = due - (time.perf_counter() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
+                        else:
+                            max_lag = max(max_lag, float(-ahead))
+                    for i in range(lo, hi):
+                        producer.send(topic, value=values[i], key=keys[i], partition=parts[i], timestamp_ms=ts_ms[i])
+                    if labels_topic:  # labels only for transactions actually sent
+                        for i in range(lo, hi):
+                            heapq.heappush(labels, (label_us[i], batch.first + i, tkeys[i], lvals[i]))
+                        labels_sent += send_due_labels(event_clock_us() if pace else int(batch.events.ts_us[hi - 1]))
+                    sent += hi - lo
+                    fraud += fraud_cum[hi] - fraud_cum[lo]
+                    last_us = int(batch.events.ts_us[hi - 1])
+                    bar.update(hi - lo)
+        except KeyboardInterrupt:
+            interrupted = True  # stop sending, but flush what was sent and report it
         producer.flush(timeout=60)
         elapsed = time.perf_counter() - t0
         flushed_early = dropped = 0
@@ -242,8 +245,9 @@ def stream_live(
         achieved_rate=sent / elapsed if elapsed > 0 else float("nan"),
         elapsed_s=round(elapsed, 3),
         max_lag_s=round(max_lag, 3),
-        first_event=first_ts,
-        last_event=last_ts,
+        first_event=iso_utc(np.array([start_us]))[0] if sent else None,
+        last_event=iso_utc(np.array([last_us]))[0] if sent else None,
+        interrupted=interrupted,
         scenarios=[
             {"name": sc.name, "starts_at": sc.starts_at.isoformat(), "strength": sc.strength}
             for sc in _scenarios(scenario)

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live = parser.add_argument_group("live stream (Kafka)")
     live.add_argument("--live", action="store_true", help="stream live transactions to Kafka (after the history)")
     live.add_argument("--rate", type=float, default=20.0, help="target events per second (default 20)")
-    live.add_argument("--duration", type=float, default=60.0, help="seconds to stream (default 60)")
+    live.add_argument("--duration", type=float, default=60.0, help="seconds to stream; 0 = until Ctrl-C (default 60)")
     live.add_argument("--max-events", type=int, help="stop after this many events (overrides --duration if smaller)")
     live.add_argument("--topic", help="transactions topic (default: settings().topics.transactions)")
     live.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True, help="send delayed labels")
@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     for name, value in (("--users", args.users), ("--merchants", args.merchants), ("--days", args.days)):
         if value < 1:
             raise UserFacingError(f"{name} must be >= 1")
-    if args.rate <= 0 or args.duration <= 0:
-        raise UserFacingError("--rate and --duration must be > 0")
+    if args.rate <= 0 or args.duration < 0:
+        raise UserFacingError("--rate must be > 0 and --duration >= 0")
     if args.scenario_at and not args.scenario:
         raise UserFacingError("--scenario-at needs --scenario NAME")
     progress = not args.no_progress
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
         report = stream_live(
             args.rate,
-            duration_s=args.duration,
+            duration_s=args.duration or None,
             max_events=args.max_events,
             seed=args.seed,
             n_users=args.users,
@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
                 f"live: {report.events:,} events to '{report.topic}' ({report.fraud:,} fraud), "
                 f"target {report.target_rate:,.0f}/s, achieved {report.achieved_rate:,.0f}/s, "
                 f"max lag {report.max_lag_s:.3f} s, {report.first_event} .. {report.last_event}"
+                + (" (interrupted)" if report.interrupted else "")
             )
             if report.labels_topic:
                 print(

@@ -8,7 +8,7 @@ depend on how many days are generated after it.
 
 from __future__ import annotations
 
-import shutil
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +34,7 @@ from streaming.simulation.population import Population, make_population
 
 DAY_US = 86400 * US
 STREAM_LEGIT, STREAM_FRAUD, STREAM_LABELS, STREAM_PROFILES = 1, 2, 4, 5
+PART_NAME = re.compile(r"part-\d{8}\.parquet")
 PROFILE_UPDATE_SHARE = 0.1  # users with a second profile snapshot inside the history (credit limit change)
 
 
@@ -133,7 +134,8 @@ def simulate_history(
     """Generate ``days`` days of history from ``start`` and write the Parquet layout under ``data_dir``.
 
     Same arguments (explicit ``start``) -> byte-identical files. ``data_dir`` defaults to
-    ``settings().data_dir``. Existing ``transactions/`` part files there are replaced.
+    ``settings().data_dir``. Existing ``transactions/part-YYYYMMDD.parquet`` files there are replaced
+    (other files in that folder are left alone).
     """
     from rtml.config import settings
 
@@ -147,9 +149,10 @@ def simulate_history(
     out = Path(data_dir) if data_dir is not None else settings().data_dir
     out.mkdir(parents=True, exist_ok=True)
     txn_dir = out / "transactions"
-    if txn_dir.exists():
-        shutil.rmtree(txn_dir)
-    txn_dir.mkdir(parents=True)
+    txn_dir.mkdir(parents=True, exist_ok=True)
+    for old in txn_dir.glob("part-*.parquet"):  # only our own day parts; files others put there stay
+        if PART_NAME.fullmatch(old.name):
+            old.unlink()
 
     pop = make_population(n_users, n_merchants, seed)
     users_table = profiles_users(pop, start_us, days)

@@ -178,3 +178,14 @@ def test_bad_arguments_are_rejected(tmp_path):
         simulate_history(start=START, days=0, data_dir=tmp_path, progress=False)
     with pytest.raises(ValueError):
         simulate_history(start=START, days=1, n_users=0, data_dir=tmp_path, progress=False)
+
+
+def test_rerun_replaces_old_day_parts_and_keeps_foreign_files(tmp_path):
+    simulate_history(data_dir=tmp_path, **{**SMALL, "days": 3})
+    foreign = tmp_path / "transactions" / "stream-batch-0001.parquet"
+    foreign.write_bytes(b"not ours")
+    simulate_history(data_dir=tmp_path, **{**SMALL, "days": 2})
+    names = sorted(p.name for p in (tmp_path / "transactions").iterdir())
+    days = [(START + timedelta(days=d)).strftime("%Y%m%d") for d in range(2)]
+    assert names == sorted([f"part-{d}.parquet" for d in days] + [foreign.name])
+    assert foreign.read_bytes() == b"not ours"
