@@ -23,7 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--data-dir", help="output folder (default: settings().data_dir, RTML_DATA_DIR)")
     live = parser.add_argument_group("live stream (Kafka)")
     live.add_argument("--live", action="store_true", help="stream live transactions to Kafka (after the history)")
-    live.add_argument("--rate", type=float, default=20.0, help="target events per second (default 20)")
+    live.add_argument(
+        "--rate",
+        type=_rate,
+        default=20.0,
+        help="target events per second, or 'natural': the population's habit rate, so per-user windows look "
+        "like the history (users * ~7/day / 86400) (default 20)",
+    )
     live.add_argument("--duration", type=float, default=60.0, help="seconds to stream; 0 = until Ctrl-C (default 60)")
     live.add_argument("--max-events", type=int, help="stop after this many events (overrides --duration if smaller)")
     live.add_argument("--topic", help="transactions topic (default: settings().topics.transactions)")
@@ -47,6 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--scenario-strength", type=float, default=1.0, help="scenario strength (default 1.0)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _rate(text: str) -> float | str:
+    if text == "natural":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'natural'") from None
 
 
 def _parse_time(text: str, what: str) -> datetime:
@@ -81,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     for name, value in (("--users", args.users), ("--merchants", args.merchants), ("--days", args.days)):
         if value < 1:
             raise UserFacingError(f"{name} must be >= 1")
-    if args.rate <= 0 or args.duration < 0:
+    if (args.rate != "natural" and args.rate <= 0) or args.duration < 0:
         raise UserFacingError("--rate must be > 0 and --duration >= 0")
     if args.scenario_at and not args.scenario:
         raise UserFacingError("--scenario-at needs --scenario NAME")
@@ -125,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, natural_rate_per_s
 
         natural = natural_rate_per_s(args.users, args.merchants, args.seed)
-        if args.rate > 10 * natural and not args.json:
+        if args.rate == "natural":
+            args.rate = natural
+        elif args.rate > 10 * natural and not args.json:
             print(
                 f"note: at {args.rate:g} events/s each of the {args.users:,} users transacts ~{args.rate / natural:,.0f}x "
                 f"as often as in the history (habit rate of this population: {natural:.3g}/s); "
