@@ -9,8 +9,12 @@ threshold per column, so the report and the gauges agree.
 Defaults fit windows of thousands of rows: Evidently's K-S / chi-square p-value tests flag almost
 every column at n=5000 (tiny, irrelevant shifts are "significant"), so continuous columns use the
 normed Wasserstein distance and discrete ones (<= ``discrete_max_unique`` values in the reference)
-the Jensen-Shannon distance, both with Evidently's default threshold 0.1. Any registered Evidently
-method name (``psi``, ``ks``, ``kl_div``, ...) can be configured globally or per feature.
+the Jensen-Shannon distance, with Evidently's default threshold 0.1. The Wasserstein distance of two
+samples of the same distribution is not 0 but ~ sqrt(1/n_ref + 1/n_window) (sampling noise; measured
+mean 0.035, max 0.107 over 40 no-drift windows of 2000 rows vs 5000 reference rows), so unless a
+threshold is configured the Wasserstein threshold is ``max(0.1, noise_margin * sqrt(1/n_ref + 1/n_window))``.
+Any registered Evidently method name (``psi``, ``ks``, ``kl_div``, ...) and threshold can be
+configured globally or per feature; a configured threshold is used as is.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class DriftConfig:
     score_threshold: float | None = None
     drift_share: float = 0.3  # share of drifted features above which the window counts as drifted
     discrete_max_unique: int = 5
-    min_rows: int = 50  # non-missing rows a column needs in the window to be tested
+    min_rows: int = 50
+    noise_margin: float = 6.0  # auto Wasserstein threshold = max(default, margin * sqrt(1/n_ref + 1/n_cur))  # non-missing rows a column needs in the window to be tested
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ class _RefColumn:
     kind: ColumnType
     stattest: StatTest
     threshold: float
+    auto: bool  # threshold grows with the sampling noise of small samples
 
 
 class DriftDetector:
@@ -121,14 +127,23 @@ class DriftDetector:
         if method is None:
             method = self.config.cat_method if discrete else self.config.num_method
         stattest = get_registered_stattest(method, kind)
-        if threshold is None:
+        if threshold is None and name != SCORE_COLUMN:
             threshold = self.config.per_feature_threshold.get(name, self.config.threshold)
-        return _RefColumn(name, values, kind, stattest, stattest.default_threshold if threshold is None else threshold)
+        auto = threshold is None and stattest.name == "wasserstein"
+        return _RefColumn(
+            name, values, kind, stattest, stattest.default_threshold if threshold is None else threshold, auto
+        )
 
-    def methods(self) -> dict[str, tuple[str, float]]:
-        """Column -> (Evidently method name, threshold), features and ``score``."""
+    def threshold_for(self, ref: _RefColumn, n_current: int) -> float:
+        if not ref.auto or n_current == 0 or len(ref.values) == 0:
+            return ref.threshold
+        noise = math.sqrt(1.0 / len(ref.values) + 1.0 / n_current)
+        return max(ref.threshold, self.config.noise_margin * noise)
+
+    def methods(self, n_current: int | None = None) -> dict[str, tuple[str, float]]:
+        """Column -> (Evidently method name, threshold for a window of ``n_current`` rows), features and ``score``."""
         cols = [*self._columns.values(), self._score]
-        return {c.name: (c.stattest.name, c.threshold) for c in cols}
+        return {c.name: (c.stattest.name, self.threshold_for(c, n_current or 0)) for c in cols}
 
     def categorical_columns(self) -> dict[str, bool]:
         """Column -> True when it is tested as discrete/categorical."""
@@ -139,13 +154,12 @@ class DriftDetector:
         n_total = len(current)
         present = current[~np.isnan(current)]
         missing = 1.0 - len(present) / n_total if n_total else 0.0
+        threshold = self.threshold_for(ref, len(present))
         if len(present) < self.config.min_rows or len(ref.values) == 0:
-            return ColumnDrift(ref.name, ref.stattest.name, ref.threshold, math.nan, False, missing, len(present))
-        result = ref.stattest(ref.values, pd.Series(present), ref.kind, ref.threshold)
+            return ColumnDrift(ref.name, ref.stattest.name, threshold, math.nan, False, missing, len(present))
+        result = ref.stattest(ref.values, pd.Series(present), ref.kind, threshold)
         score = float(result.drift_score)
-        return ColumnDrift(
-            ref.name, ref.stattest.name, ref.threshold, score, bool(result.drifted), missing, len(present)
-        )
+        return ColumnDrift(ref.name, ref.stattest.name, threshold, score, bool(result.drifted), missing, len(present))
 
     def evaluate(
         self, window: pd.DataFrame | np.ndarray, start: float = 0.0, end: float = 0.0, window_id: int = 0

@@ -100,6 +100,7 @@ class Monitor:
             self.performance.pairs.append((float(score), int(label)))
         self.results: list[WindowDrift] = []
         self.malformed = 0
+        self._labels_seen = -1
         self._last_reference_check = clock()
 
     # ------------------------------------------------------------------ reference
@@ -117,9 +118,6 @@ class Monitor:
         self.metrics.drift_detected.clear()
         self.metrics.missing_value_rate.clear()
         self.metrics.drift_threshold.clear()
-        for name, (_method, threshold) in self.detector.methods().items():
-            if name != SCORE_COLUMN:
-                self.metrics.drift_threshold.labels(feature=name).set(threshold)
         log.info(
             "reference: model %s, %d rows, %d features; methods %s",
             ref.model,
@@ -169,14 +167,13 @@ class Monitor:
         self.results.append(result)
         del self.results[:-100]
         self._export(result)
-        perf = self.performance.metrics()
-        perf_low, perf_detail = self._performance_verdict(perf)
 
         report = ""
         if self.config.render_reports and (result.any_drift or self.reports.latest_due(self.clock())):
             report = self._render(rows, result)
 
-        self._alerts(result, perf, perf_low, perf_detail, report)
+        self._alerts(result, report)
+        perf_low = self.update_performance(report)
         self._retrain(result, perf_low)
         self._save_state()
         drifted = result.drifted_features
@@ -200,6 +197,7 @@ class Monitor:
             m.drift_score.labels(feature=name).set(c.score)
             m.drift_detected.labels(feature=name).set(1.0 if c.detected else 0.0)
             m.missing_value_rate.labels(feature=name).set(c.missing_rate)
+            m.drift_threshold.labels(feature=name).set(c.threshold)
         m.drift_share.set(r.drift_share)
         m.dataset_drift.set(1.0 if r.dataset_drift else 0.0)
         m.prediction_drift_score.set(r.prediction.score)
@@ -209,10 +207,28 @@ class Monitor:
         m.windows_total.inc()
         m.last_window_timestamp.set(self.clock())
 
-    def _performance_verdict(self, perf: Performance | None) -> tuple[bool, str]:
+    def update_performance(self, report: str = "") -> bool:
+        """Recompute the rolling performance from the labels joined so far, export it, fire or resolve
+        PerformanceDecay; returns whether performance is below its floor."""
+        perf = self.performance.metrics()
         low, detail = self._performance_check(perf)
         self.metrics.performance_low.set(1.0 if low else 0.0)
-        return low, detail
+        action = self.alerts.update(PERFORMANCE_DECAY, low, self.clock())
+        if action:
+            cfg = self.config
+            summary = f"model performance decayed: {detail} on the last {perf.n if perf else 0} labelled predictions"
+            details = {"model": self.reference.model, "pr_auc_floor": self.pr_auc_floor(), "min_recall": cfg.min_recall}
+            if perf is not None:
+                details.update(
+                    precision=perf.precision,
+                    recall=perf.recall,
+                    pr_auc=perf.pr_auc,
+                    labelled=perf.n,
+                    positives=perf.positives,
+                )
+            self._send(PERFORMANCE_DECAY, action, (summary, details, "critical"), report)
+        self._labels_seen = self.performance.labelled
+        return low
 
     def _performance_check(self, perf: Performance | None) -> tuple[bool, str]:
         self.metrics.pr_auc_floor.set(self.pr_auc_floor())
@@ -237,7 +253,8 @@ class Monitor:
     def _render(self, rows: np.ndarray | pd.DataFrame, r: WindowDrift) -> str:
         columns = [*self.detector.features, SCORE_COLUMN]
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=columns)
-        methods = self.detector.methods()
+        cols = [*r.features.values(), r.prediction]
+        methods = {c.column: (c.method, c.threshold) for c in cols}
         categorical = [c for c, col in self.detector.categorical_columns().items() if col]
         meta = {
             "model": self.reference.model,
@@ -265,7 +282,7 @@ class Monitor:
         self.reports.mark_latest(self.clock())
         return str(path)
 
-    def _alerts(self, r: WindowDrift, perf: Performance | None, perf_low: bool, perf_detail: str, report: str) -> None:
+    def _alerts(self, r: WindowDrift, report: str) -> None:
         cfg = self.config
         drifted = r.drifted_features
         self.feature_streak = self.feature_streak + 1 if len(drifted) >= cfg.alert_min_features else 0
@@ -279,21 +296,6 @@ class Monitor:
             summary = f"model score drifted: {c.method} {c.score:.3f} >= {c.threshold} (window {r.window_id}, {r.n_rows} rows)"
             details = {**self._window_details(r), "score": _col(c)}
             self._send(PREDICTION_DRIFT, action, (summary, details, "warning"), report)
-        action = self.alerts.update(PERFORMANCE_DECAY, perf_low, self.clock())
-        if action:
-            summary = (
-                f"model performance decayed: {perf_detail} on the last {perf.n if perf else 0} labelled predictions"
-            )
-            details = {"model": self.reference.model, "pr_auc_floor": self.pr_auc_floor(), "min_recall": cfg.min_recall}
-            if perf is not None:
-                details.update(
-                    precision=perf.precision,
-                    recall=perf.recall,
-                    pr_auc=perf.pr_auc,
-                    labelled=perf.n,
-                    positives=perf.positives,
-                )
-            self._send(PERFORMANCE_DECAY, action, (summary, details, "critical"), report)
 
     def _feature_alert(self, r: WindowDrift, drifted: list[str]) -> tuple[str, dict[str, Any], str]:
         tested = sum(c.tested for c in r.features.values())
@@ -415,8 +417,12 @@ class Monitor:
             batch = consumer.poll(timeout_ms=500, max_records=5000)
             now = time.monotonic()
             for tp, records in batch.items():
+                if max_windows is not None and windows >= max_windows:
+                    break  # the rest of the batch is not committed: read again after a restart
                 if tp.topic == predictions_topic:
                     for rec in records:
+                        if max_windows is not None and windows >= max_windows:
+                            break
                         try:
                             row, txn = decode(rec.value)
                         except MalformedMessage as exc:
@@ -449,12 +455,16 @@ class Monitor:
                 self.metrics.events_per_second.set(events / (now - last_stats))
                 events, last_stats = 0, now
                 self._export_lag(consumer)
+                if self.performance.labelled != self._labels_seen:
+                    self.update_performance()
                 self.maybe_check_reference()
                 if self.retrain.poll() == 0:
                     self.reload_reference()
                 if decode.__self__ is not self.decoder:
                     decode = self.decoder.decode
                     windower = Windower(self.config.window)
+            if batch:
+                continue
             idle = time.monotonic() - last_msg
             if idle_flush_s is not None and idle >= idle_flush_s and len(windower):
                 window = windower.flush()
@@ -463,6 +473,8 @@ class Monitor:
             if idle_exit_s is not None and idle >= idle_exit_s:
                 break
         self._export_lag(consumer)
+        if self.performance.labelled != self._labels_seen:
+            self.update_performance()
         return windows
 
     def _malformed(self, topic: str, rec, exc: Exception) -> None:

@@ -29,11 +29,13 @@ class PerformanceTracker:
         self._scores: OrderedDict[str, float] = OrderedDict()
         self._early_labels: OrderedDict[str, int] = OrderedDict()
         self.pairs: deque[tuple[float, int]] = deque(maxlen=window)
+        self.labelled = 0  # pairs joined so far (ever)
 
     def add_prediction(self, transaction_id: str, score: float) -> None:
         label = self._early_labels.pop(transaction_id, None) if self._early_labels else None
         if label is not None:
             self.pairs.append((score, label))
+            self.labelled += 1
             return
         self._scores[transaction_id] = score
         if len(self._scores) > self.max_pending:
@@ -43,6 +45,7 @@ class PerformanceTracker:
         score = self._scores.pop(transaction_id, None)
         if score is not None:
             self.pairs.append((score, is_fraud))
+            self.labelled += 1
             return
         self._early_labels[transaction_id] = is_fraud
         if len(self._early_labels) > self.max_pending:

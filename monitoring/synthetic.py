@@ -84,7 +84,7 @@ def feature_frame(
     for name in features:
         if name not in cols:
             cols[name] = rng.gamma(2.0, 2.0, n)
-    logit = -4.0 + 1.2 * np.log(cols["amount_to_mean_24h"]) + 1.5 * cols["is_foreign"] + 0.6 * cols["risk_tier"]
+    logit = -5.0 + 2.0 * np.log(cols["amount_to_mean_24h"]) + 2.0 * cols["is_foreign"] + 0.8 * cols["risk_tier"]
     score = 1.0 / (1.0 + np.exp(-(logit + rng.normal(0.0, 0.3, n))))
     label_logit = rng.normal(-3.5, 1.0, n) if concept_drift else logit
     is_fraud = (rng.random(n) < 1.0 / (1.0 + np.exp(-label_logit))).astype(int)
