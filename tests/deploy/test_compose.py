@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from importlib import resources
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -77,7 +77,7 @@ def test_rtml_env_vars_are_read_by_the_code(services):
 
 def test_rtml_env_points_at_the_compose_services(services, monkeypatch):
     env = _env(services["stream"])
-    for var in [v for v in __import__("os").environ if v.startswith("RTML_")]:
+    for var in [v for v in os.environ if v.startswith("RTML_")]:
         monkeypatch.delenv(var)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
