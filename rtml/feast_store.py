@@ -35,10 +35,17 @@ def repo_config():
     return config
 
 
+def _forget_definition_modules() -> None:
+    """Drop cached imports of the repo's modules, so definitions see the current settings (paths, bootstrap)."""
+    for path in FEATURE_REPO.glob("*.py"):
+        sys.modules.pop(path.stem, None)
+
+
 @contextlib.contextmanager
 def _repo_on_path():
     """Feast imports definition modules by file name and chdirs into the repo; undo both afterwards."""
     cwd = os.getcwd()
+    _forget_definition_modules()
     sys.path.insert(0, str(FEATURE_REPO))
     try:
         yield
