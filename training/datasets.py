@@ -66,7 +66,9 @@ def to_utc(value: TimeLike) -> pd.Timestamp | None:
 
 def _read_parquet(path: Path, what: str, columns: list[str] | None = None) -> pd.DataFrame:
     if not path.exists():
-        raise UserFacingError(f"{what} not found at {path}; generate history first (`rtml simulate`) or set RTML_DATA_DIR")
+        raise UserFacingError(
+            f"{what} not found at {path}; generate history first (`rtml simulate`) or set RTML_DATA_DIR"
+        )
     return pd.read_parquet(path, columns=columns)
 
 
@@ -83,7 +85,9 @@ def load_labels(cutoff: TimeLike = None, data_dir: Path | None = None) -> pd.Dat
     return labels
 
 
-def entity_frame(start: TimeLike = None, end: TimeLike = None, cutoff: TimeLike = None, data_dir: Path | None = None) -> pd.DataFrame:
+def entity_frame(
+    start: TimeLike = None, end: TimeLike = None, cutoff: TimeLike = None, data_dir: Path | None = None
+) -> pd.DataFrame:
     """Labelled transactions with event time in ``[start, end)`` and label known at ``cutoff``.
 
     Columns: transaction_id, user_id, merchant_id, event_timestamp (= txn time - 1 µs, the entity
@@ -118,7 +122,8 @@ def entity_frame(start: TimeLike = None, end: TimeLike = None, cutoff: TimeLike 
         )
     df = df.drop_duplicates("transaction_id").sort_values(["txn_timestamp", "transaction_id"], kind="stable")
     df["txn_timestamp"] = df["txn_timestamp"].astype("datetime64[us, UTC]")
-    df["event_timestamp"] = df["txn_timestamp"] - ENTITY_OFFSET
+    df["label_timestamp"] = df["label_timestamp"].astype("datetime64[us, UTC]")
+    df["event_timestamp"] = (df["txn_timestamp"] - ENTITY_OFFSET).astype("datetime64[us, UTC]")
     df[LABEL] = df[LABEL].astype("int64")
     return df[[*ID_COLUMNS, LABEL, *REQUEST_COLUMNS]].reset_index(drop=True)
 

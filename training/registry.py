@@ -151,11 +151,12 @@ def code_version() -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Plain Python types for BentoML metadata (NaN floats are kept: YAML stores them as .nan)."""
+    """Plain Python types for BentoML metadata, which rejects None: None dict values are dropped and
+    None list items become "". NaN floats are kept (YAML stores them as .nan)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [("" if v is None else _jsonable(v)) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, datetime | pd.Timestamp):
@@ -205,7 +206,9 @@ def get_model(tag: str) -> bentoml.Model:
     try:
         return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
-        raise UserFacingError(f"no model {tag!r} in the store {bentoml_home() / 'models'}; see `rtml models list`") from None
+        raise UserFacingError(
+            f"no model {tag!r} in the store {bentoml_home() / 'models'}; see `rtml models list`"
+        ) from None
 
 
 def load_booster(model: bentoml.Model) -> xgb.Booster:
@@ -338,7 +341,9 @@ def _now() -> str:
 # ---------------------------------------------------------------- a quick model for tests
 
 
-def synthetic_feature_frame(n_rows: int, seed: int = 0, features: list[str] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+def synthetic_feature_frame(
+    n_rows: int, seed: int = 0, features: list[str] | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Synthetic rows with the service's features and a fraud label driven by amount ratios and foreign flags."""
     features = features or ref_names(service_feature_refs())
     rng = np.random.default_rng(seed)

@@ -119,17 +119,20 @@ def make_history(n_users: int = 150, n_merchants: int = 30, days: int = 12, seed
         {
             "user_id": user,
             "merchant_id": rng.integers(1, n_merchants + 1, n_legit),
-            "amount": np.round(typical[user] * rng.lognormal(0, 0.4, n_legit), 2),
+            "amount": np.round(typical[user] * rng.lognormal(0, 0.6, n_legit), 2),
             "offset_us": rng.integers(0, span_us, n_legit),
             "is_fraud": 0,
         }
     )
-    home = dict(zip(users.user_id, users.home_country, strict=True))
-    legit["country"] = [home[u] if r > 0.05 else FOREIGN[0] for u, r in zip(legit.user_id, rng.random(n_legit), strict=True)]
-    # fraud bursts: 2-4 quick, large, foreign payments at risky merchants
+    home_of = dict(zip(users.user_id, users.home_country, strict=True))
+    legit["country"] = [
+        home_of[u] if r > 0.08 else FOREIGN[int(r * 100) % len(FOREIGN)]
+        for u, r in zip(legit.user_id, rng.random(n_legit), strict=True)
+    ]
+    # fraud bursts: 2-4 quick, larger payments, mostly foreign, mostly at risky merchants
     n_bursts = max(4, int(n_legit * 0.012))
     parts = []
-    for b in range(n_bursts):
+    for _ in range(n_bursts):
         size = int(rng.integers(2, 5))
         start = int(rng.integers(0, span_us - 3_600_000_000))
         u = int(rng.integers(1, n_users + 1))
@@ -137,11 +140,14 @@ def make_history(n_users: int = 150, n_merchants: int = 30, days: int = 12, seed
             pd.DataFrame(
                 {
                     "user_id": u,
-                    "merchant_id": rng.choice(risky, size),
-                    "amount": np.round(typical[u] * rng.uniform(4, 12, size), 2),
-                    "offset_us": start + np.cumsum(rng.integers(20_000_000, 240_000_000, size)),
+                    "merchant_id": np.where(
+                        rng.random(size) < 0.7, rng.choice(risky, size), rng.integers(1, n_merchants + 1, size)
+                    ),
+                    "amount": np.round(typical[u] * rng.uniform(1.2, 8, size), 2),
+                    "offset_us": start + np.cumsum(rng.integers(20_000_000, 900_000_000, size)),
                     "is_fraud": 1,
-                    "country": rng.choice(FOREIGN, size),
+                    # most fraud is cross-border, some is not (so no single flag gives it away)
+                    "country": np.where(rng.random(size) < 0.6, rng.choice(FOREIGN, size), home_of[u]),
                 }
             )
         )

@@ -32,7 +32,13 @@ def oracle_join(
         left["__ets"] = left["__ets"].astype("datetime64[us, UTC]")
         right["__fts"] = right["__fts"].astype("datetime64[us, UTC]")
         m = pd.merge_asof(
-            left, right, left_on="__ets", right_on="__fts", by=keys, direction="backward", allow_exact_matches=allow_exact
+            left,
+            right,
+            left_on="__ets",
+            right_on="__fts",
+            by=keys,
+            direction="backward",
+            allow_exact_matches=allow_exact,
         )
         if ttl is not None:
             stale = m["__fts"] < m["__ets"] - pd.Timedelta(ttl)

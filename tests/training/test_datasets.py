@@ -179,9 +179,7 @@ def test_edge_cases_match_the_oracle_and_hand_expectations(crafted, join):
 
 def test_oracle_disagrees_with_a_leaky_join(crafted):
     """The oracle can fail: a join that ignores the TTL gives different cells on these edge cases."""
-    leaky = oracle_join(
-        _entities(), [(crafted["user_rows"], ["user_id"], USER_AGGS, None)]
-    )
+    leaky = oracle_join(_entities(), [(crafted["user_rows"], ["user_id"], USER_AGGS, None)])
     assert mismatches(leaky, _oracle(crafted), ["txn_sum_10m"]) == {"txn_sum_10m": 1}
 
 

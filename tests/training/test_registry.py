@@ -19,8 +19,20 @@ def test_test_model_has_contract_metadata(state_dir):
     assert str(model.tag) == tag
     assert model.path.startswith(str(state_dir / "bentoml"))
     meta = model.info.metadata
-    for key in ("feature_service", "features", "feature_refs", "threshold", "training_set_hash", "manifest",
-                "metrics", "params", "code_version", "created_at", "defaults", "request_fields"):
+    for key in (
+        "feature_service",
+        "features",
+        "feature_refs",
+        "threshold",
+        "training_set_hash",
+        "manifest",
+        "metrics",
+        "params",
+        "code_version",
+        "created_at",
+        "defaults",
+        "request_fields",
+    ):
         assert key in meta, key
     assert meta["feature_service"] == "fraud_model_v1"
     assert [r.split(":")[1] for r in meta["feature_refs"]] == meta["features"]

@@ -1,15 +1,73 @@
-"""`rtml train` (work in progress: the training pipeline lands in the next commits)."""
+"""`rtml train`: point-in-time training set -> XGBoost search -> evaluation report -> registry, with a
+promotion gate (the new model becomes production only if it beats the current one on the same holdout)."""
 
 from __future__ import annotations
 
 import argparse
 
-from rtml.errors import UserFacingError
+from training.gate import DEFAULT_MARGIN
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--start", help="first transaction time (ISO-8601, UTC); default: all history")
+    parser.add_argument("--end", help="transactions before this time (ISO-8601, UTC)")
+    parser.add_argument("--cutoff", help="use only labels known at this time (label_timestamp <= cutoff); default: now")
+    parser.add_argument(
+        "--join",
+        choices=["feast", "fast"],
+        default="feast",
+        help="feast: Feast get_historical_features (offline store from RTML_OFFLINE_STORE); "
+        "fast: training.pit_join (same result, duckdb ASOF JOIN)",
+    )
+    parser.add_argument("--trials", type=int, default=4, help="hyperparameter configurations to try (default 4)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help=f"PR-AUC margin over production needed to promote (default RTML_PROMOTION_MARGIN or {DEFAULT_MARGIN})",
+    )
+    parser.add_argument("--no-promote", action="store_true", help="register only; never promote")
+    parser.add_argument("--training-set", help="reuse a saved training set folder instead of building one")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UserFacingError("rtml train is not implemented yet")
+    import logging
+    from datetime import UTC, datetime
+
+    logging.getLogger("feast").setLevel(logging.WARNING)
+
+    from training.pipeline import train
+
+    cutoff = args.cutoff or datetime.now(UTC).isoformat()
+    out = train(
+        start=args.start,
+        end=args.end,
+        cutoff=cutoff,
+        join=args.join,
+        trials=args.trials,
+        seed=args.seed,
+        margin=args.margin,
+        auto_promote=not args.no_promote,
+        training_set=args.training_set,
+    )
+    m = out.evaluation.metrics
+    print(
+        f"training set: {out.training_set.path} ({out.training_set.manifest['rows']} rows, "
+        f"label rate {out.training_set.manifest['label_rate']:.4f})"
+    )
+    print(f"model: {out.tag}")
+    print(
+        f"holdout: PR-AUC {m['pr_auc']:.4f}  ROC-AUC {m['roc_auc']:.4f}  recall@1%FPR {m['recall_at_1pct_fpr']:.4f}  "
+        f"base rate {m['base_rate']:.4f}  threshold {out.evaluation.threshold:.4f}"
+    )
+    print(f"report: {out.report}")
+    for failed in out.evaluation.failed_checks():
+        print(f"check failed: {failed}")
+    if out.promoted:
+        print(f"PROMOTED to production: {out.decision.reason}")
+    elif out.decision.promote:
+        print(f"not promoted (--no-promote); the gate would promote: {out.decision.reason}")
+    else:
+        print(f"NOT promoted: {out.decision.reason}")
+    return 0
