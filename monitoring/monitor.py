@@ -403,12 +403,25 @@ class Monitor:
         if idle_flush_s is None and timed:
             idle_flush_s = self.config.window.seconds
 
+        committed: dict[Any, int] = {}
+
+        def commit_safe() -> None:
+            """Commit what no unfinished window depends on: every partition when the window buffer is
+            empty, else the labels partitions only."""
+            offsets = {tp: off for tp, off in processed.items() if committed.get(tp) != off}
+            if len(windower):
+                offsets = {tp: off for tp, off in offsets.items() if tp.topic != predictions_topic}
+            if offsets and self.config.commit_every_window:
+                consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+                committed.update(offsets)
+
         def close(window: Window) -> None:
             nonlocal windows, windower, decode
             self.process_window(window.rows, window.start, window.end)
             windows += 1
             if self.config.commit_every_window and processed:
                 consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in processed.items()})
+                committed.update(processed)
             if decode.__self__ is not self.decoder:  # new reference: rows in progress have the old layout
                 decode = self.decoder.decode
                 windower = Windower(self.config.window)
@@ -455,6 +468,7 @@ class Monitor:
                 self.metrics.events_per_second.set(events / (now - last_stats))
                 events, last_stats = 0, now
                 self._export_lag(consumer)
+                commit_safe()
                 if self.performance.labelled != self._labels_seen:
                     self.update_performance()
                 self.maybe_check_reference()
@@ -472,6 +486,7 @@ class Monitor:
                     close(window)
             if idle_exit_s is not None and idle >= idle_exit_s:
                 break
+        commit_safe()
         self._export_lag(consumer)
         if self.performance.labelled != self._labels_seen:
             self.update_performance()

@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("output")
     o.add_argument("--metrics-port", type=int, default=9109)
     o.add_argument("--group", default="rtml-monitor", help="Kafka consumer group")
+    o.add_argument("--predictions-topic", default=None, help="default: settings().topics.predictions")
+    o.add_argument("--labels-topic", default=None, help="default: settings().topics.labels")
+    o.add_argument("--alerts-topic", default=None, help="default: settings().topics.alerts")
     o.add_argument("--no-labels", action="store_true", help="do not consume the labels topic")
     o.add_argument("--reports-keep", type=int, default=20, help="drifted-window reports kept")
     o.add_argument("--latest-report-minutes", type=float, default=5.0, help="rewrite latest.html at most this often")
@@ -139,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = settings()
     config = build_config(args)
     check_broker()
-    topics = cfg.topics
-    ensure_topics([topics.predictions, topics.labels, topics.alerts])
+    predictions = args.predictions_topic or cfg.topics.predictions
+    labels = args.labels_topic or cfg.topics.labels
+    alerts = args.alerts_topic or cfg.topics.alerts
+    ensure_topics([predictions, labels, alerts])
     metrics = MonitorMetrics()
     try:
         server = metrics.serve(args.metrics_port)
@@ -149,11 +154,11 @@ def run(args: argparse.Namespace) -> int:
     producer = make_producer()
     try:
         monitor = Monitor(
-            config, state_dir=cfg.state_dir, metrics=metrics, sink=AlertSink(producer, topics.alerts, metrics=metrics)
+            config, state_dir=cfg.state_dir, metrics=metrics, sink=AlertSink(producer, alerts, metrics=metrics)
         )
     except (StatTestNotFoundError, ValueError) as exc:
         raise UserFacingError(f"bad drift configuration: {exc}") from None
-    subscribed = [topics.predictions] + ([] if args.no_labels else [topics.labels])
+    subscribed = [predictions] + ([] if args.no_labels else [labels])
     consumer = make_consumer(
         subscribed,
         args.group,
@@ -175,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         windows = monitor.run(
             consumer,
-            topics.predictions,
-            None if args.no_labels else topics.labels,
+            predictions,
+            None if args.no_labels else labels,
             stop,
             max_windows=args.max_windows,
             idle_exit_s=args.exit_when_idle,

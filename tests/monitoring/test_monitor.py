@@ -190,11 +190,14 @@ def test_malformed_messages_are_counted_and_skipped(tmp_path, reference):
     assert mon.malformed == 6
     assert mon.metrics.value("rtml_monitor_malformed_total", {"topic": "predictions"}) == 4
     assert mon.metrics.value("rtml_monitor_malformed_total", {"topic": "labels"}) == 2
-    # the window was committed up to the message that completed it (the last good one)
     from kafka.structs import TopicPartition
 
-    committed = consumer.commits[-1][TopicPartition("predictions", 0)]
-    assert committed == mixed.index(good[-1]) + 1
+    tp = TopicPartition("predictions", 0)
+    # the window was committed up to the message that completed it (the last good one) ...
+    assert consumer.commits[0][tp] == mixed.index(good[-1]) + 1
+    # ... and the trailing malformed ones once no window depended on them
+    assert consumer.commits[-1][tp] == len(mixed)
+    assert consumer.commits[-1][TopicPartition("labels", 0)] == 2
 
 
 def test_retraining_fires_once_and_respects_its_cooldown(tmp_path, reference):
