@@ -11,6 +11,11 @@ import numpy as np
 import pandas as pd
 
 
+def fresh_id_base() -> int:
+    """Entity ids nobody used before (Redis keeps values across test runs)."""
+    return (uuid.uuid4().int % 10**9 + 1) * 1000
+
+
 def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from streaming.online_writer import PipelinedOnlineWriter
-from tests.streaming.helpers import make_events, oracle, publish, read_offline, view_aggregations, assert_rows_equal
+from tests.streaming.helpers import fresh_id_base, make_events, oracle, publish, read_offline, view_aggregations, assert_rows_equal
 from tests.streaming.test_stream_online import online_values
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def test_stream_and_backfill_agree(stream_job, feast_store, spark, tmp_path, red
     from streaming.backfill import run_backfill
 
     rng = np.random.default_rng(11)
-    base = int(rng.integers(1, 10**9)) * 1000
+    base = fresh_id_base()  # Redis is shared between runs: new entity ids every run
     users, merchants = [base + i for i in range(5)], [base + 100 + i for i in range(3)]
     start = datetime.now(UTC) - timedelta(hours=20)
     events = make_events(rng, 240, users, merchants, start, timedelta(hours=18))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from tests.streaming.helpers import assert_rows_equal, make_events, oracle, publish, view_aggregations
+from tests.streaming.helpers import fresh_id_base, assert_rows_equal, make_events, oracle, publish, view_aggregations
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ def online_values(store, spec, keys: list[int]) -> dict:
 
 def test_online_values_equal_bruteforce_oracle(stream_job, feast_store):
     rng = np.random.default_rng(7)
-    base = int(rng.integers(1, 10**9)) * 1000  # fresh entity ids: Redis is shared between tests
+    base = fresh_id_base()  # Redis is shared between runs: new entity ids every run
     users = [base + i for i in range(6)]
     merchants = [base + 100 + i for i in range(4)]
     start = datetime.now(UTC) - timedelta(hours=30)
