@@ -278,3 +278,105 @@ def _scenarios(scenario: Scenario | list[Scenario] | None) -> list[Scenario]:
 def decode_transaction(value: bytes) -> dict[str, Any]:
     """Parse a transactions-topic value (for checks and consumers)."""
     return json.loads(value)
+
+
+@dataclass
+class ReplayReport:
+    """What :func:`replay_history` sent."""
+
+    topic: str
+    events: int
+    files: int
+    achieved_rate: float
+    elapsed_s: float
+    first_event: str | None
+    last_event: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def history_values(table) -> tuple[list[bytes], list[bytes], list[int]]:
+    """(values, keys, Kafka timestamps in ms) of a transactions table in the simulator's Parquet layout."""
+    ts_us = table["event_timestamp"].cast("int64").to_numpy()
+    fmt = (
+        '{"transaction_id":"%s","user_id":%d,"merchant_id":%d,"amount":%r,"currency":"%s",'
+        '"country":"%s","channel":"%s","event_timestamp":"%s"}'
+    )
+    uids = table["user_id"].to_pylist()
+    rows = zip(
+        table["transaction_id"].to_pylist(),
+        uids,
+        table["merchant_id"].to_pylist(),
+        table["amount"].to_pylist(),
+        table["currency"].to_pylist(),
+        table["country"].to_pylist(),
+        table["channel"].to_pylist(),
+        iso_utc(ts_us),
+        strict=True,
+    )
+    return [(fmt % r).encode() for r in rows], [str(u).encode() for u in uids], (ts_us // 1000).tolist()
+
+
+def replay_history(
+    data_dir: str | None = None,
+    topic: str | None = None,
+    rate_per_s: float | None = None,
+    progress: bool = True,
+    bootstrap: str | None = None,
+) -> ReplayReport:
+    """Send the history's ``transactions/`` (in file and time order) to Kafka with their original event times.
+
+    Same wire format, key and Kafka timestamp as the live stream; ``rate_per_s`` paces it (None = as
+    fast as possible). The broker must keep old timestamps (rtml's broker does).
+    """
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    from rtml.kafka import check_broker, ensure_topics, make_producer
+
+    s = settings()
+    topic = topic or s.topics.transactions
+    bootstrap = bootstrap or s.kafka_bootstrap
+    folder = Path(data_dir or s.data_dir) / "transactions"
+    files = sorted(folder.glob("part-*.parquet"))
+    if not files:
+        from rtml.errors import UserFacingError
+
+        raise UserFacingError(f"no history in {folder}: run `rtml simulate` first")
+    check_broker(bootstrap)
+    ensure_topics([topic], bootstrap=bootstrap)
+    producer = make_producer(
+        bootstrap, key_serializer=None, value_serializer=None, linger_ms=20, batch_size=1024 * 1024,
+        metrics_enabled=False, enable_idempotence=False,
+    )  # fmt: skip
+    total = sum(pq.read_metadata(f).num_rows for f in files)
+    bar = tqdm(total=total, desc="replay", unit="evt", disable=not progress)
+    sent = 0
+    first = last = None
+    t0 = time.perf_counter()
+    try:
+        for path in files:
+            table = pq.read_table(path)
+            values, keys, ts_ms = history_values(table)
+            for i in range(len(values)):
+                if rate_per_s and i % 64 == 0:
+                    ahead = (sent + i) / rate_per_s - (time.perf_counter() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                producer.send(topic, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
+            if values:
+                first = first or json.loads(values[0])["event_timestamp"]
+                last = json.loads(values[-1])["event_timestamp"]
+            sent += len(values)
+            bar.update(len(values))
+        producer.flush(timeout=60)
+    finally:
+        bar.close()
+        producer.close(timeout=10)
+    elapsed = time.perf_counter() - t0
+    return ReplayReport(
+        topic, sent, len(files), sent / elapsed if elapsed else float("nan"), round(elapsed, 3), first, last
+    )

@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--start", help="history start, ISO date/time UTC (default: midnight UTC DAYS days ago)")
     h.add_argument("--data-dir", help="output folder (default: settings().data_dir, RTML_DATA_DIR)")
     live = parser.add_argument_group("live stream (Kafka)")
+    live.add_argument(
+        "--replay",
+        action="store_true",
+        help="send the history's transactions to Kafka with their original event times (after writing it)",
+    )
+    live.add_argument("--replay-rate", type=float, help="pace the replay (events/s; default: as fast as possible)")
     live.add_argument("--live", action="store_true", help="stream live transactions to Kafka (after the history)")
     live.add_argument(
         "--rate",
@@ -91,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from streaming.simulation.scenarios import Scenario
 
     quiet_client_logs()
-    if not args.history and not args.live:
-        raise UserFacingError("nothing to do: give --history (default) and/or --live")
+    if not args.history and not args.live and not args.replay:
+        raise UserFacingError("nothing to do: give --history (default), --replay and/or --live")
     for name, value in (("--users", args.users), ("--merchants", args.merchants), ("--days", args.days)):
         if value < 1:
             raise UserFacingError(f"{name} must be >= 1")
@@ -135,6 +141,18 @@ def run(args: argparse.Namespace) -> int:
             )
             for name, path in summary.paths.items():
                 print(f"  {name:<13}{path}")
+    if args.replay:
+        from streaming.producer import replay_history
+
+        replay = replay_history(
+            data_dir=args.data_dir, topic=args.topic, rate_per_s=args.replay_rate, progress=progress
+        )
+        out["replay"] = replay.to_dict()
+        if not args.json:
+            print(
+                f"replay: {replay.events:,} history events from {replay.files} files to '{replay.topic}' "
+                f"({replay.achieved_rate:,.0f}/s), {replay.first_event} .. {replay.last_event}"
+            )
     if args.live:
         from streaming.producer import stream_live
         from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, natural_rate_per_s

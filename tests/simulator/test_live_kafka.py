@@ -85,3 +85,33 @@ def test_stream_live_fails_fast_without_broker(monkeypatch):
     with pytest.raises(BrokerUnavailable):
         stream_live(10, max_events=5, bootstrap="127.0.0.1:1", progress=False)
     assert time.monotonic() - t0 < 10
+
+
+def test_replay_history_sends_parquet_rows_with_their_event_times(kafka_topic, tmp_path):
+    from streaming.producer import replay_history
+    from streaming.simulator import simulate_history
+
+    topic = kafka_topic("replay")
+    summary = simulate_history(
+        start="2026-11-01", days=2, n_users=60, n_merchants=15, seed=4, data_dir=tmp_path, progress=False
+    )
+    report = replay_history(data_dir=tmp_path, topic=topic, progress=False)
+    assert report.events == summary.n_transactions and report.files == 2
+
+    expected = pd.read_parquet(tmp_path / "transactions").set_index("transaction_id")
+    records = _consume_all(topic, len(expected))
+    assert len(records) == len(expected)
+    for rec in records:
+        value = json.loads(rec.value)
+        row = expected.loc[value["transaction_id"]]
+        assert rec.key == str(row["user_id"]).encode()
+        assert rec.timestamp == row["event_timestamp"].value // 1_000_000
+        assert pd.Timestamp(value["event_timestamp"]) == row["event_timestamp"]
+        assert (value["user_id"], value["merchant_id"], value["amount"]) == (
+            row["user_id"], row["merchant_id"], row["amount"]
+        )  # fmt: skip
+        assert (value["currency"], value["country"], value["channel"]) == (
+            row["currency"],
+            row["country"],
+            row["channel"],
+        )
