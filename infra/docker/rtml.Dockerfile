@@ -1,12 +1,11 @@
 # syntax=docker/dockerfile:1
 # One image for the rtml jobs: the Spark stream job (`rtml stream`), the drift monitor (`rtml monitor`)
 # and one-shot commands (`rtml apply`, `rtml simulate`, `rtml backfill`, `rtml materialize`, `rtml train`).
-# The prediction service has its own image, built by `bentoml containerize fraud_scoring:latest`.
+# The prediction service has its own image: the Bento of bentos/bentofile.yaml (`bentoml containerize`).
 #
 #   docker build -f infra/docker/rtml.Dockerfile -t rtml:latest .        # from the repository root
 #
-# Runs as uid 185, gid 0 (as the official Spark images); the prediction service container runs with the
-# same uid so both can write the shared state volume. It also works as a Spark-on-Kubernetes image
+# Runs as uid 185, gid 0, as the official Spark images. It also works as a Spark-on-Kubernetes image
 # (SparkApplication in infra/k8s/): the entrypoint understands the operator's `driver` / `executor`
 # commands and passes anything else through.
 FROM python:3.11-slim-bookworm

@@ -93,7 +93,8 @@ def test_rtml_env_points_at_the_compose_services(services, monkeypatch):
     # Every rtml container shares the state volume where RTML_STATE_DIR points.
     for name in ("init", "stream", "fraud-scoring", "monitor"):
         assert _env(services[name])["RTML_STATE_DIR"] == env["RTML_STATE_DIR"], name
-        assert f"rtml-state:{env['RTML_STATE_DIR']}" in services[name]["volumes"], name
+        mounts = [v.removesuffix(":ro") for v in services[name]["volumes"]]
+        assert f"rtml-state:{env['RTML_STATE_DIR']}" in mounts, name
 
 
 def test_host_kafka_listener_is_published(services):
@@ -204,17 +205,15 @@ def test_grafana_provisioning_matches_mounts(services):
     assert home == f"{path}/{DASHBOARD.name}"
 
 
-def test_prediction_service_reads_the_registry_on_the_shared_volume(services, monkeypatch):
-    """BENTOML_HOME of the Bento container is where rtml's registry puts the model store for that state dir."""
-    env = _env(services["fraud-scoring"])
-    monkeypatch.delenv("BENTOML_HOME", raising=False)
-    monkeypatch.setenv("RTML_STATE_DIR", env["RTML_STATE_DIR"])
-    from rtml.config import settings as current
+def test_prediction_service_serves_the_model_packed_in_its_image(services):
+    """The Bento packs its model; the production pointer on the shared volume must not override it."""
+    from training.registry import MODEL_NAME
 
-    assert env["BENTOML_HOME"] == str(current().state_dir / "bentoml")
-    assert services["fraud-scoring"]["user"].split(":")[0] == "185"  # the rtml image's uid
-    dockerfile = (INFRA / "docker" / "rtml.Dockerfile").read_text()
-    assert "USER 185" in dockerfile
+    env = _env(services["fraud-scoring"])
+    assert env["RTML_SERVING_MODEL_TAG"] == f"{MODEL_NAME}:latest"
+    assert "BENTOML_HOME" not in env  # the image's own home holds the packed model
+    state = _env(services["stream"])["RTML_STATE_DIR"]
+    assert f"rtml-state:{state}:ro" in services["fraud-scoring"]["volumes"]
 
 
 def test_dockerfile_copies_every_project_package():

@@ -301,9 +301,13 @@ def test_images_are_set_by_kustomize():
     assert {i for i in images if ":" not in i} <= managed
 
 
-def test_prediction_service_uses_the_registry_on_the_shared_volume():
+def test_prediction_service_serves_the_model_packed_in_its_image():
+    from training.registry import MODEL_NAME
+
     deployment = one("Deployment", "fraud-scoring")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["BENTOML_HOME"] == _config()["RTML_STATE_DIR"] + "/bentoml"  # training.registry's model store
-    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 185  # the rtml image's uid
+    assert env["RTML_SERVING_MODEL_TAG"] == f"{MODEL_NAME}:latest"
+    assert "BENTOML_HOME" not in env
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == _config()["RTML_STATE_DIR"])
+    assert mount["readOnly"] is True
