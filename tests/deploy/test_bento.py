@@ -13,7 +13,7 @@ import pathspec
 import pytest
 import yaml
 
-from tests.deploy.manifests import COMPOSE, INFRA, REPO_ROOT, one
+from tests.deploy.manifests import COMPOSE, REPO_ROOT, one
 
 BENTOFILE = REPO_ROOT / "bentos" / "bentofile.yaml"
 pytestmark = pytest.mark.skipif(not BENTOFILE.exists(), reason="bentos/bentofile.yaml not written yet")
