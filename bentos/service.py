@@ -11,7 +11,8 @@ alive), ``/readyz`` (model loaded and Redis answers) and ``/metrics``.
 
 Settings (environment): ``RTML_SERVING_WORKERS`` (1), ``RTML_SERVING_MAX_BATCH`` (256),
 ``RTML_SERVING_REDIS_TIMEOUT_MS`` (100), ``RTML_SERVING_LOG_QUEUE`` (10000), ``RTML_SERVING_MODEL_TAG``
-(default: the registry's production model).
+(default: the registry's production model), ``RTML_SERVING_PROFILE`` (path: cProfile the worker, for
+developers).
 """
 
 from __future__ import annotations
@@ -56,13 +57,22 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(_dumps(payload).encode(), status_code=status, media_type="application/json")
 
 
-def load_model() -> tuple[Any, Any]:
-    """The model to serve (``RTML_SERVING_MODEL_TAG`` or the registry's production model) and its booster."""
+def model_tag() -> str:
+    """The model to serve: ``RTML_SERVING_MODEL_TAG``, else the registry's production model, else (inside a
+    built Bento, where there is no registry pointer) the latest ``fraud_model`` in the store."""
     from training import registry
 
     tag = os.environ.get("RTML_SERVING_MODEL_TAG")
-    model = registry.get_model(tag) if tag else registry.production_model()
-    return model, registry.load_booster(model)
+    if tag:
+        return tag if ":" in tag else f"{registry.MODEL_NAME}:{tag}"
+    current = registry.production_tag()
+    if current:
+        return current
+    log.warning("no production model in the registry; serving the latest %s in the model store", registry.MODEL_NAME)
+    return f"{registry.MODEL_NAME}:latest"
+
+
+MODEL_TAG = model_tag()
 
 
 @bentoml.service(
@@ -76,10 +86,14 @@ def load_model() -> tuple[Any, Any]:
 class FraudScorer:
     """Scores card transactions for fraud."""
 
+    # Resolved at import, so `bentoml build` packs the served model into the Bento.
+    model_ref = bentoml.models.BentoModel(MODEL_TAG)
+
     def __init__(self) -> None:
         from rtml.feast_store import get_store
 
-        self.model, self.booster = load_model()
+        self.model = self.model_ref
+        self.booster = bentoml.xgboost.load_model(self.model)
         meta = self.model.info.metadata
         self.model_name = self.model.tag.name
         self.model_version = self.model.tag.version

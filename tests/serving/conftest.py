@@ -46,8 +46,13 @@ def user_aggregate_names() -> list[tuple[str, str]]:
     return out
 
 
-def write_feature_data(data_dir: Path, now: pd.Timestamp, seed: int = 11) -> dict[str, pd.DataFrame]:
-    """Profiles and stream aggregates with known values (us timestamps), as the pipeline would write them."""
+def write_feature_data(
+    data_dir: Path, now: pd.Timestamp, seed: int = 11, n_users: int = N_USERS, n_merchants: int = N_MERCHANTS
+) -> dict[str, pd.DataFrame]:
+    """Profiles and stream aggregates with known values (us timestamps), as the pipeline would write them.
+    Users ``USER_BASE + 1 .. + n_users`` have aggregates, ``+ n_users + 1`` only a profile; merchants
+    ``MERCHANT_BASE + 1 .. + n_merchants``, the last without aggregates."""
+    N_USERS, N_MERCHANTS = n_users, n_merchants  # noqa: N806
     rng = np.random.default_rng(seed)
     data_dir.mkdir(parents=True, exist_ok=True)
     users_ids = np.arange(USER_BASE + 1, USER_BASE + N_USERS + 2, dtype="int64")  # last one: no aggregates
