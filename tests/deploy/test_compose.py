@@ -224,3 +224,9 @@ def test_dockerfile_copies_every_project_package():
     dockerfile = (INFRA / "docker" / "rtml.Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (?!--)(\S+)/ ", dockerfile, flags=re.M))
     assert set(packages) | {"feature_repo"} <= copied
+
+
+def test_kafka_image_is_the_local_broker_version(services):
+    from infra.kafka_broker import DEFAULT_VERSION
+
+    assert services["kafka"]["image"] == f"apache/kafka:{DEFAULT_VERSION}"
