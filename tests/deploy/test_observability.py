@@ -142,3 +142,15 @@ def test_compose_prometheus_config_passes_promtool(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 1 rule files found" in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_dashboard_queries_are_valid_promql(tmp_path):
+    """Every panel query parses (promtool, as recording rules), with Grafana's $__rate_interval set to 1m."""
+    exprs = dashboard_exprs()
+    rules = [{"record": f"rtml:dashboard_query_{i}", "expr": e.replace("$__rate_interval", "1m")} for i, e in enumerate(exprs)]
+    path = tmp_path / "dashboard_queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout
