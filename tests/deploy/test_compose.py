@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from importlib import resources
 
 import jsonschema
@@ -166,10 +165,7 @@ def test_build_context_and_dockerfile(services):
     context = (INFRA / build["context"]).resolve()
     assert context == REPO_ROOT
     dockerfile = context / build["dockerfile"]
-    assert dockerfile.exists()
-    text = dockerfile.read_text()
-    for copied in re.findall(r"^COPY (?!--)(\S+)/ ", text, flags=re.M):
-        assert (REPO_ROOT / copied).is_dir(), f"Dockerfile copies missing folder {copied}"
+    assert dockerfile.exists()  # its content: tests/deploy/test_dockerfile.py
     assert (dockerfile.parent / "spark-entrypoint.sh").exists()
 
 
@@ -214,16 +210,6 @@ def test_prediction_service_serves_the_model_packed_in_its_image(services):
     assert "BENTOML_HOME" not in env  # the image's own home holds the packed model
     state = _env(services["stream"])["RTML_STATE_DIR"]
     assert f"rtml-state:{state}:ro" in services["fraud-scoring"]["volumes"]
-
-
-def test_dockerfile_copies_every_project_package():
-    import tomllib
-
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
-    dockerfile = (INFRA / "docker" / "rtml.Dockerfile").read_text()
-    copied = set(re.findall(r"^COPY (?!--)(\S+)/ ", dockerfile, flags=re.M))
-    assert set(packages) | {"feature_repo"} <= copied
 
 
 def test_kafka_image_is_the_local_broker_version(services):
