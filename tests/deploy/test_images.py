@@ -87,3 +87,29 @@ def test_spark_main_hands_arguments_to_the_rtml_cli():
     )
     assert done.returncode == 0, done.stderr
     assert "usage: rtml stream" in done.stdout and "--metrics-port" in done.stdout
+
+
+def test_driver_command_runs_spark_main_under_real_spark_submit(tmp_path):
+    """The operator's driver path end to end, minus Kubernetes: entrypoint `driver` -> pyspark's real
+    spark-submit (client mode) -> PythonRunner -> spark_main.py -> the rtml CLI."""
+    import pyspark
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_bin(bin_dir, "tini")
+    python = sys.executable
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SPARK_")},
+        "PATH": f"{bin_dir}:{Path(python).parent}:{os.environ['PATH']}",
+        "SPARK_HOME": str(Path(pyspark.__file__).parent),
+        "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",
+        "PYSPARK_PYTHON": python,
+        "PYSPARK_DRIVER_PYTHON": python,
+    }
+    done = subprocess.run(
+        ["bash", str(ENTRYPOINT), "driver", "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+         str(INFRA / "docker" / "spark_main.py"), "stream", "--help"],
+        env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "usage: rtml stream" in done.stdout
