@@ -3,8 +3,10 @@
 ``Booster.inplace_predict`` rebuilds its JSON configuration and the array interface of the input on
 every call (~40 us of Python on this machine). :class:`RowPredictor` builds both once, for a
 preallocated one-row float32 buffer, and calls the same C entry point (``XGBoosterPredictFromDense``)
-that ``inplace_predict`` calls, with one thread. It checks itself against ``inplace_predict`` at
-construction and falls back to it if the private API differs (xgboost is pinned, but be safe).
+that ``inplace_predict`` calls, with one thread, through a ``ctypes.PyDLL`` handle: the GIL stays held
+during the ~0.1 ms call, so the request thread does not have to win the GIL back from the prediction
+log's threads afterwards. It checks itself against ``inplace_predict`` at construction and falls back
+to it if the private API differs (xgboost is pinned, but be safe).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class RowPredictor:
         preds = ctypes.POINTER(ctypes.c_float)()
         handle = self.booster.handle
         no_proxy = ctypes.c_void_p()
-        fn = _LIB.XGBoosterPredictFromDense
+        fn = ctypes.PyDLL(_LIB._name).XGBoosterPredictFromDense  # same library, GIL held during the call
+        fn.restype = ctypes.c_int
         byref = ctypes.byref
         shape_ref, dims_ref, preds_ref = byref(shape), byref(dims), byref(preds)
 

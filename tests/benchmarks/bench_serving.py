@@ -109,6 +109,21 @@ def _load(port: int, concurrency: int, seconds: float, bodies_file: str) -> dict
     return json.loads(done.stdout)
 
 
+def _stage_means(port: int) -> dict[str, float]:
+    """Mean time per serving stage (us) from the service's own ``rtml_serving_stage_seconds`` histogram."""
+    import httpx
+
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        for suffix, target in (("_sum", sums), ("_count", counts)):
+            prefix = f"rtml_serving_stage_seconds{suffix}{{"
+            if line.startswith(prefix):
+                stage = line.split('stage="', 1)[1].split('"', 1)[0]
+                target[stage] = target.get(stage, 0.0) + float(line.rsplit(" ", 1)[1])
+    return {k: 1e6 * sums[k] / counts[k] for k in sums if counts.get(k)}
+
+
 def _summary(run: dict, cpu_s: float) -> dict:
     lat = np.asarray(run["latencies_s"])
     p = percentiles(lat, scale=1000.0)
@@ -184,6 +199,19 @@ def main() -> dict:
                     f"errors {r['errors']}  server cpu {r['server_cpu_ms_per_request']:.3f} ms/req",
                     flush=True,
                 )
+        stages = _stage_means(services["fraud"][0])
+        print("fraud service stage means (us):", {k: round(v, 1) for k, v in stages.items()}, flush=True)
+
+        # Extra (not a goal): the same service with 2 workers at the highest concurrency.
+        port2 = free_port()
+        pid2, _ = serve.start_detached("fraud", "127.0.0.1", port2, workers=2, timeout=180)
+        ports.append(port2)
+        _load(port2, 8, 3, bodies_file)
+        pids2 = _worker_pids(pid2)
+        cpu0 = _cpu_seconds(pids2)
+        two_workers = _summary(_load(port2, 32, seconds, bodies_file), _cpu_seconds(pids2) - cpu0)
+        print(f"fraud x2  c=32  {two_workers['rps']:8.0f} req/s  p50 {two_workers['p50_ms']:7.2f} ms  p99 {two_workers['p99_ms']:7.2f} ms", flush=True)
+
         fast, base = results["fraud"], results["baseline"]
         out: dict = {
             "model": {"tag": tag, "trees": 300, "max_depth": 6, "features": len(registry.get_model(tag).info.metadata["features"])},
@@ -196,6 +224,8 @@ def main() -> dict:
                 "note": "2-core machine shared with other jobs; the load average shows how busy it was",
             },
             "fraud": {f"c{c}": v for c, v in fast.items()},
+            "fraud_stage_mean_us": stages,
+            "fraud_2_workers": {"c32": two_workers},
             "baseline": {f"c{c}": v for c, v in base.items()},
         }
         for c in CONCURRENCY:
