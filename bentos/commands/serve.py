@@ -190,10 +190,18 @@ def _tail(path: Path, n: int = 20) -> str:
         return "(no log)"
 
 
+def check_model(model: str | None) -> str:
+    """The tag that will be served; a clear error (before starting anything) when there is none."""
+    from training import registry
+
+    return str((registry.get_model(model) if model else registry.production_model()).tag)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.stop:
         print(f"stopped the service on port {args.port}" if stop(args.port) else f"no detached service on port {args.port}")
         return 0
+    check_model(args.model)
     if args.detach:
         pid, url = start_detached(args.service, args.host, args.port, args.workers, args.model, args.timeout)
         print(f"{args.service} service ready at {url} (pid {pid}, log {log_file(args.port)}); stop: rtml serve --stop --port {args.port}")
