@@ -43,31 +43,56 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _tagged_varints(tag: int, values: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """Protobuf ``tag + varint(value)`` for every value, vectorised: one blob, offsets and lengths."""
+    v = np.asarray(values, dtype=np.int64).view(np.uint64)
+    n = v.shape[0]
+    groups = np.empty((n, 11), dtype=np.uint8)
+    groups[:, 0] = tag
+    for k in range(10):
+        groups[:, k + 1] = ((v >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+    nbytes = np.ones(n, dtype=np.int64)
+    for k in range(1, 10):
+        nbytes += v >= (np.uint64(1) << np.uint64(7 * k))
+    cont = np.arange(10)[None, :] < (nbytes - 1)[:, None]
+    groups[:, 1:] |= np.where(cont, 0x80, 0).astype(np.uint8)
+    keep = np.arange(11)[None, :] < (nbytes + 1)[:, None]
+    lengths = nbytes + 1
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return groups[keep].tobytes(), offsets, lengths
+
+
+def _split(blob: bytes, offsets: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+    return [blob[o : o + n] for o, n in zip(offsets.tolist(), lengths.tolist())]
+
+
 def encode_int64_values(values: np.ndarray) -> list[bytes]:
     """``ValueProto(int64_val=v).SerializeToString()`` for each value."""
-    return [b"\x20" + _varint(int(v)) for v in values.tolist()]
+    return _split(*_tagged_varints(0x20, values))
 
 
 def encode_double_values(values: np.ndarray) -> list[bytes]:
     """``ValueProto(double_val=v).SerializeToString()``; NaN (null) gives ``ValueProto()`` (empty)."""
     arr = np.ascontiguousarray(values, dtype="<f8")
-    raw = arr.tobytes()
-    null = np.isnan(arr)
-    return [b"" if null[i] else b"\x29" + raw[8 * i : 8 * i + 8] for i in range(arr.shape[0])]
+    n = arr.shape[0]
+    framed = np.empty((n, 9), dtype=np.uint8)
+    framed[:, 0] = 0x29
+    framed[:, 1:] = arr.view(np.uint8).reshape(n, 8)
+    blob = framed.tobytes()
+    out = [blob[9 * i : 9 * i + 9] for i in range(n)]
+    for i in np.flatnonzero(np.isnan(arr)).tolist():
+        out[i] = b""
+    return out
 
 
 def encode_timestamps(ts_us: np.ndarray) -> list[bytes]:
-    """``google.protobuf.Timestamp`` bytes (seconds, nanos) for microsecond epoch times."""
-    out = []
-    for us in np.asarray(ts_us, dtype=np.int64).tolist():
-        seconds, micros = divmod(us, 1_000_000)
-        b = b""
-        if seconds:
-            b += b"\x08" + _varint(seconds)
-        if micros:
-            b += b"\x10" + _varint(micros * 1000)
-        out.append(b)
-    return out
+    """``google.protobuf.Timestamp`` bytes (seconds, nanos; zero fields omitted) for microsecond epoch times."""
+    us = np.asarray(ts_us, dtype=np.int64)
+    seconds, micros = np.divmod(us, 1_000_000)
+    sec = _split(*_tagged_varints(0x08, seconds))
+    nan = _split(*_tagged_varints(0x10, micros * 1000))
+    zs, zn = (seconds == 0).tolist(), (micros == 0).tolist()
+    return [(b"" if a0 else a) + (b"" if b0 else b) for a, b, a0, b0 in zip(sec, nan, zs, zn)]
 
 
 def _decode_timestamp_us(raw: bytes | None) -> int:
@@ -101,7 +126,7 @@ def mmh3_field(view_name: str, feature: str) -> bytes:
 
 
 class PipelinedOnlineWriter:
-    """Feast-format Redis writer: vectorised encoding, two pipelined round trips per batch."""
+    """Feast-format Redis writer: vectorised encoding, one pipelined round trip per batch."""
 
     def __init__(self, redis_client, project: str, entity_key_serialization_version: int = 3):
         if entity_key_serialization_version != 3:
@@ -109,6 +134,7 @@ class PipelinedOnlineWriter:
         self.client = redis_client
         self.project = project.encode()
         self._fields: dict[str, tuple[bytes, dict[str, bytes]]] = {}
+        self._script = None
 
     def _key_prefix(self, join_key: str) -> bytes:
         jk = join_key.encode()
@@ -128,50 +154,82 @@ class PipelinedOnlineWriter:
             self._fields[spec.name] = (ts_field, {f: mmh3_field(spec.name, f) for f in spec.feature_names})
         return self._fields[spec.name]
 
-    def encode(self, spec: ViewSpec, rows: pd.DataFrame) -> tuple[list[bytes], list[bytes], list[int], list[dict]]:
-        """Redis keys, Timestamp bytes, event times (us) and field mappings for ``rows`` (one row per entity)."""
+    def encode(self, spec: ViewSpec, rows: pd.DataFrame) -> tuple[list[bytes], np.ndarray, int, np.ndarray]:
+        """Redis keys, event times (us), fields per key and an object matrix with one row per key:
+        ``[ts_us, "_ts:<view>", Timestamp bytes, field_1, value_1, ...]`` (Feast's hash layout)."""
         ts_field, fields = self._field_names(spec)
         keys_arr = rows[spec.join_key].to_numpy(np.int64)
         ts_us = rows[TS].to_numpy(np.int64)
-        columns: dict[bytes, list[bytes]] = {}
         int_aggs = {a.name for a in spec.aggs if a.is_int}
-        for feature, field in fields.items():
+        n, width = len(rows), 2 + 2 * len(fields)
+        matrix = np.empty((n, 1 + width), dtype=object)
+        matrix[:, 0] = ts_us.tolist()
+        matrix[:, 1] = ts_field
+        matrix[:, 2] = encode_timestamps(ts_us)
+        for j, (feature, field) in enumerate(fields.items()):
             if feature == spec.join_key:
-                columns[field] = encode_int64_values(keys_arr)
+                values = encode_int64_values(keys_arr)
             elif feature in int_aggs:
-                columns[field] = encode_int64_values(rows[feature].to_numpy(np.int64))
+                values = encode_int64_values(rows[feature].to_numpy(np.int64))
             else:
-                columns[field] = encode_double_values(rows[feature].to_numpy(np.float64))
-        ts_bytes = encode_timestamps(ts_us)
-        names = list(columns)
-        cols = [columns[n] for n in names]
-        mappings = []
-        for i, tsb in enumerate(ts_bytes):
-            m = {ts_field: tsb}
-            for name, col in zip(names, cols):
-                m[name] = col[i]
-            mappings.append(m)
-        return self.redis_keys(spec.join_key, keys_arr), ts_bytes, ts_us.tolist(), mappings
+                values = encode_double_values(rows[feature].to_numpy(np.float64))
+            matrix[:, 3 + 2 * j] = field
+            matrix[:, 4 + 2 * j] = values
+        return self.redis_keys(spec.join_key, keys_arr), ts_us, width, matrix
 
-    def write(self, spec: ViewSpec, rows: pd.DataFrame) -> int:
-        """Upsert one row per entity (the entity's latest); returns the number of rows written."""
+    def write(self, spec: ViewSpec, rows: pd.DataFrame, chunk: int = 2000) -> int:
+        """Upsert one row per entity (the entity's latest); returns the number of rows written.
+
+        Each chunk of keys is one server-side script call (compare the stored event time, HSET if not
+        older), pipelined: no per-key round trip and no race between the check and the write.
+        """
         if rows.empty:
             return 0
         rows = rows.sort_values(TS, kind="stable").drop_duplicates(spec.join_key, keep="last")
-        keys, _ts_bytes, ts_us, mappings = self.encode(spec, rows)
-        ts_field = self._field_names(spec)[0]
+        keys, _ts_us, width, matrix = self.encode(spec, rows)
+        if self._script is None:
+            self._script = self.client.register_script(_UPSERT_LUA)
         pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hget(key, ts_field)
-        stored = pipe.execute()
-        written = 0
-        for key, new_us, old, mapping in zip(keys, ts_us, stored, mappings):
-            if old is not None and _decode_timestamp_us(old) > new_us:
-                continue
-            pipe.hset(key, mapping=mapping)
-            written += 1
-        pipe.execute()
-        return written
+        for i in range(0, len(keys), chunk):
+            args = [width] + matrix[i : i + chunk].ravel().tolist()
+            self._script(keys=keys[i : i + chunk], args=args, client=pipe)
+        return int(sum(pipe.execute()))
+
+
+# KEYS: entity keys. ARGV[1]: fields per key (2 x pairs incl. the _ts pair); then per key: the new
+# event time in us, followed by that many HSET arguments whose first pair is (_ts field, Timestamp).
+_UPSERT_LUA = """
+local width = tonumber(ARGV[1])
+local pos = 2
+local written = 0
+for _, key in ipairs(KEYS) do
+  local new_us = tonumber(ARGV[pos])
+  local old = redis.call('HGET', key, ARGV[pos + 1])
+  local newer = true
+  if old then
+    local sec, nanos, j = 0, 0, 1
+    while j <= #old do
+      local tag = string.byte(old, j)
+      j = j + 1
+      local val, mul, b = 0, 1, 128
+      while b >= 128 do
+        b = string.byte(old, j)
+        j = j + 1
+        val = val + (b % 128) * mul
+        mul = mul * 128
+      end
+      if tag == 8 then sec = val elseif tag == 16 then nanos = val end
+    end
+    if sec * 1000000 + math.floor(nanos / 1000) > new_us then newer = false end
+  end
+  if newer then
+    redis.call('HSET', key, unpack(ARGV, pos + 1, pos + width))
+    written = written + 1
+  end
+  pos = pos + 1 + width
+end
+return written
+"""
 
 
 class FeastOnlineWriter:

@@ -46,50 +46,59 @@ def _typed(field: str, text: Column) -> Column:
     return text
 
 
-def parse_transactions(raw: DataFrame, max_amount: float, future_tolerance_s: float, now: Column | None = None) -> DataFrame:
-    """Kafka rows (``value`` binary, ``partition``, ``offset``, ``timestamp``) -> typed rows + ``dlq_reason``.
+def parse_transactions(raw: DataFrame, max_amount: float, future_tolerance_s: float, now: Column | None = None,
+                       keep_columns: tuple[str, ...] | None = None) -> DataFrame:
+    """Kafka rows (``value`` binary, ``topic``, ``partition``, ``offset``) -> typed rows + ``dlq_reason``.
 
     ``now`` (default ``current_timestamp()``, which Spark fixes per micro-batch, replay included)
     bounds event times: later than ``now + future_tolerance_s`` is ``future_timestamp``.
+    ``keep_columns``: transaction fields to return (default all); the others are still validated.
+    Each stage is its own projection so every field is parsed and cast once.
     """
     now = F.current_timestamp() if now is None else now
+    keep = tuple(TRANSACTION_FIELDS) if keep_columns is None else tuple(keep_columns)
     text = F.col("value").cast("string")
-    df = raw.select(
+    parsed = raw.select(
         F.col("topic").alias("source_topic"),
         F.col("partition"),
         F.col("offset"),
-        F.col("timestamp").alias("kafka_timestamp"),
         F.col("value").alias("raw_value"),
         F.from_json(text, TEXT_SCHEMA, {"columnNameOfCorruptRecord": _CORRUPT, "mode": "PERMISSIVE"}).alias("j"),
         now.alias("batch_time"),
     )
-    typed = {name: _typed(name, F.col(f"j.{name}")) for name in TRANSACTION_FIELDS}
+    typed = parsed.select(
+        "source_topic", "partition", "offset", "raw_value", "batch_time",
+        (F.col("j").isNull() | F.col(f"j.{_CORRUPT}").isNotNull() | F.col("raw_value").isNull()).alias("_corrupt"),
+        *[F.col(f"j.{name}").isNull().alias(f"_missing_{name}") for name in TRANSACTION_FIELDS],
+        *[_typed(name, F.col(f"j.{name}")).alias(name) for name in TRANSACTION_FIELDS],
+    )
     reason, field = F.lit(None).cast("string"), F.lit(None).cast("string")
     # Checks in reverse priority: the last matching `when` wins.
     checks: list[tuple[Column, str, str | None]] = [
-        (typed[TIME_FIELD] > now + F.make_interval(secs=F.lit(future_tolerance_s)), "future_timestamp", TIME_FIELD),
+        (F.col(TIME_FIELD) > F.col("batch_time") + F.make_interval(secs=F.lit(future_tolerance_s)),
+         "future_timestamp", TIME_FIELD),
     ]
     for name in FLOAT_FIELDS:
-        checks.append((typed[name] > F.lit(max_amount), "amount_too_large", name))
-        checks.append((typed[name] < 0, "negative_amount", name))
+        checks.append((F.col(name) > F.lit(max_amount), "amount_too_large", name))
+        checks.append((F.col(name) < 0, "negative_amount", name))
     for name in reversed(list(TRANSACTION_FIELDS)):
-        checks.append((F.col(f"j.{name}").isNotNull() & typed[name].isNull(), "bad_type", name))
+        checks.append((~F.col(f"_missing_{name}") & F.col(name).isNull(), "bad_type", name))
     for name in reversed(list(TRANSACTION_FIELDS)):
-        checks.append((F.col(f"j.{name}").isNull(), "missing_field", name))
-    checks.append(
-        (F.col("j").isNull() | F.col(f"j.{_CORRUPT}").isNotNull() | F.col("raw_value").isNull(), "unparseable_json", None)
-    )
+        checks.append((F.col(f"_missing_{name}"), "missing_field", name))
+    checks.append((F.col("_corrupt"), "unparseable_json", None))
     for cond, why, fname in checks:
         cond = F.coalesce(cond, F.lit(False))
         reason = F.when(cond, F.lit(why)).otherwise(reason)
         field = F.when(cond, F.lit(fname).cast("string")).otherwise(field)
-    cols = [F.col(c) for c in ("source_topic", "partition", "offset", "kafka_timestamp")]
-    cols += [typed[name].alias(name) for name in TRANSACTION_FIELDS if name != TIME_FIELD]
-    cols += [F.unix_micros(typed[TIME_FIELD]).alias("event_us"), F.unix_micros(F.col("batch_time")).alias("batch_us")]
-    cols += [reason.alias("dlq_reason"), field.alias("dlq_field")]
+    judged = typed.select("*", reason.alias("dlq_reason"), field.alias("dlq_field"))
+    bad = F.col("dlq_reason").isNotNull()
+    cols = [F.when(bad, F.col("source_topic")).alias("source_topic"), F.col("partition"), F.col("offset")]
+    cols += [F.col(name) for name in keep if name != TIME_FIELD]
+    cols += [F.unix_micros(F.col(TIME_FIELD)).alias("event_us"), F.unix_micros(F.col("batch_time")).alias("batch_us")]
+    cols += [F.col("dlq_reason"), F.col("dlq_field")]
     # Original bytes only where they are needed (dead letters), as base64 so any bytes survive.
-    cols.append(F.when(reason.isNotNull(), F.base64(F.col("raw_value"))).alias("raw_base64"))
-    return df.select(*cols)
+    cols.append(F.when(bad, F.base64(F.col("raw_value"))).alias("raw_base64"))
+    return judged.select(*cols)
 
 
 def valid_history_condition(max_amount: float) -> Column:

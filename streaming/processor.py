@@ -93,6 +93,8 @@ class BatchProcessor:
         self.metrics = metrics
         self.offline_dirs = offline_dirs or {}
         self.fault_hook = fault_hook  # tests: raise at a named step to simulate a crash
+        # called after the online write with (result, accepted event times in us, write time in s); benchmarks
+        self.observers: list[Callable[[BatchResult, np.ndarray, float], None]] = []
         self.last_result: BatchResult | None = None
 
     def _fault(self, batch_id: int, step: str) -> None:
@@ -161,6 +163,8 @@ class BatchProcessor:
 
         result.seconds = time.perf_counter() - started
         self._observe(result, accepted, write_time)
+        for observer in self.observers:
+            observer(result, accepted[TS].to_numpy(np.int64), write_time)
         self.last_result = result
         return result
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow.feather as feather
 
 from streaming.aggregates import SortedEvents, sort_events
 from streaming.feature_specs import ViewSpec
@@ -70,7 +70,7 @@ class StateStore:
         meta = json.loads((folder / "meta.json").read_text())
         events = {}
         for v in self.views:
-            df = pd.read_parquet(folder / f"{v.name}.parquet")
+            df = feather.read_feather(folder / f"{v.name}.arrow")
             events[v.name] = sort_events(df, v)
         state = JobState(version=version, events=events, max_event_us=meta["max_event_us"],
                          counters=meta.get("counters", {}))
@@ -83,7 +83,7 @@ class StateStore:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for v in self.views:
-            state.events[v.name].frame(v).to_parquet(tmp / f"{v.name}.parquet", index=False)
+            feather.write_feather(state.events[v.name].frame(v), tmp / f"{v.name}.arrow", compression="uncompressed")
         (tmp / "meta.json").write_text(json.dumps({"max_event_us": state.max_event_us, "counters": state.counters}))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,14 +138,16 @@ class StreamJob:
         )
 
     def _foreach_batch(self, batch_df, batch_id: int) -> None:
+        t0 = time.perf_counter()
         rows = batch_df.toPandas()
+        collect_s = time.perf_counter() - t0
         if rows.empty:
             return
         result = self.processor.process(rows, batch_id)
         log.info(
-            "batch %d: %d read, %d dlq, %d late, %d dropped, online %s, offline %s in %.2fs",
+            "batch %d: %d read, %d dlq, %d late, %d dropped, online %s, offline %s; collect %.2fs, process %.2fs",
             batch_id, result.events_read, sum(result.dlq.values()), result.late_within_watermark,
-            result.late_dropped, result.online_rows, result.offline_rows, result.seconds,
+            result.late_dropped, result.online_rows, result.offline_rows, collect_s, result.seconds,
         )
 
     def start(self):
@@ -164,7 +167,10 @@ class StreamJob:
         )
         if self.options.max_offsets_per_trigger:
             reader = reader.option("maxOffsetsPerTrigger", str(self.options.max_offsets_per_trigger))
-        parsed = parse_transactions(reader.load(), self.options.max_amount, self.options.future_tolerance_s)
+        needed = sorted({v.join_key for v in self.spec.views} | {c for v in self.spec.views for c in v.value_columns}
+                        - {"event_timestamp"})
+        parsed = parse_transactions(reader.load(), self.options.max_amount, self.options.future_tolerance_s,
+                                    keep_columns=tuple(needed))
         checkpoint = self.options.checkpoint()
         checkpoint.mkdir(parents=True, exist_ok=True)
         self.query = (

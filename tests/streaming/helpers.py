@@ -63,11 +63,7 @@ def publish(topic: str, events: list[dict], raw: list[bytes] | None = None) -> N
     producer.flush()
     producer.close()
     if raw:
-        from kafka import KafkaProducer
-
-        from rtml.config import settings
-
-        p = KafkaProducer(bootstrap_servers=settings().kafka_bootstrap.split(","))
+        p = make_producer(key_serializer=None, value_serializer=None)
         for value in raw:
             p.send(topic, value=value)
         p.flush()
