@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("rtml.commands.features", "Print online features for some users or merchants."),
     "train": ("training.commands.train", "Build a point-in-time training set, train XGBoost, evaluate, register (gated promotion)."),
     "models": ("training.commands.models", "Model registry: list, promote TAG, rollback, history."),
+    "demo": ("rtml.commands.demo", "Run the whole loop on embedded defaults: stack, history, training, serving, drift, retraining."),
     "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
     "stream": ("streaming.commands.stream", "Run the Kafka -> Spark -> Feast (Redis + Parquet) stream feature job."),
     "backfill": ("streaming.commands.backfill", "Recompute stream features from historical events (Spark batch) and re-materialize Redis."),
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for noisy in ("kafka", "py4j", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"rtml {name}", description=help_text)
     module.add_arguments(parser)

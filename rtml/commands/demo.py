@@ -1,0 +1,41 @@
+"""`rtml demo`: run the whole loop (stack, history, features, training, serving, streaming, drift, retraining)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rtml.demo import DemoOptions
+
+    d = DemoOptions()
+    parser.add_argument("--users", type=int, default=d.users, help=f"card holders (default {d.users})")
+    parser.add_argument("--merchants", type=int, default=d.merchants, help=f"merchants (default {d.merchants})")
+    parser.add_argument("--days", type=int, default=d.days, help=f"days of history; the last is replayed live (default {d.days})")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--scenario", default=d.scenario, help="drift scenario: amount_shift, merchant_mix, new_fraud_pattern")
+    parser.add_argument("--scenario-strength", type=float, default=d.scenario_strength)
+    parser.add_argument("--window-size", type=int, default=d.window_size, help="predictions per drift window")
+    parser.add_argument("--replay-rate", type=float, default=d.replay_rate, help="transactions/s of the replayed day")
+    parser.add_argument("--port", type=int, default=d.port, help="HTTP port of the prediction service")
+    parser.add_argument("--keep-running", action="store_true", help="leave the services up after the summary (Ctrl-C stops)")
+    parser.add_argument("--keep-state", action="store_true", help="do not wipe the demo's state folder first")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtml.config import settings
+
+    # The demo works in a folder of its own, wiped at start, so it never touches your state.
+    os.environ["RTML_STATE_DIR"] = str(settings().state_dir / "demo")
+    os.environ.pop("RTML_DATA_DIR", None)
+    from rtml.demo import Demo, DemoOptions, fresh_state
+
+    if not args.keep_state:
+        fresh_state()
+    options = DemoOptions(
+        days=args.days, users=args.users, merchants=args.merchants, seed=args.seed, scenario=args.scenario,
+        scenario_strength=args.scenario_strength, window_size=args.window_size, replay_rate=args.replay_rate,
+        port=args.port, keep_running=args.keep_running,
+    )
+    return Demo(options).run()

@@ -1,0 +1,251 @@
+"""`rtml demo`: the whole loop on embedded defaults, in about ten minutes on two cores.
+
+1. stack up (Kafka, Redis)           6. stream job (Spark) started on the transactions topic
+2. 15 days of history, drift on day 15  7. drift monitor started on the predictions topic
+3. feast apply                        8. day 15 replayed: a product service scores each transaction
+4. backfill days 1-14 -> Parquet+Redis    (POST /predict_batch), then it is published to Kafka
+5. train + gate -> production model   9. drift alert -> retraining -> gate -> summary
+
+Day 15 is replayed from the simulator's history at a high rate with its original event times, so the
+features the service sees have the same meaning as in training (a live stream at a demo-friendly rate
+would make every card holder hundreds of times more active than in the history).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rtml.config import settings
+from rtml.errors import UserFacingError
+from rtml.steps import Timeline, run_steps
+
+
+@dataclass
+class DemoOptions:
+    days: int = 15
+    users: int = 2000
+    merchants: int = 300
+    seed: int = 42
+    scenario: str = "amount_shift"
+    scenario_strength: float = 1.5
+    drift_after_hours: float = 10.0  # into the replayed day
+    window_size: int = 1500
+    replay_rate: float = 400.0  # transactions/s sent by the simulated product service
+    port: int = 3000
+    keep_running: bool = False
+    retrain_timeout_s: float = 420.0
+    train_trials: int = 1
+
+
+@dataclass
+class Demo:
+    options: DemoOptions
+    timeline: Timeline = field(default_factory=Timeline)
+    background: dict[str, subprocess.Popen] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def start(self) -> datetime:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return today - timedelta(days=self.options.days)
+
+    @property
+    def live_start(self) -> datetime:
+        return self.start + timedelta(days=self.options.days - 1)
+
+    def rtml(self, *args: str) -> None:
+        """Run an `rtml` stage in the foreground; its progress bars show through."""
+        cmd = [sys.executable, "-m", "rtml.cli", *args]
+        done = subprocess.run(cmd, env=os.environ.copy())
+        if done.returncode:
+            raise UserFacingError(f"`rtml {' '.join(args)}` failed (exit {done.returncode}); see its output above")
+
+    def spawn(self, name: str, *args: str, ready_line: str | None = None, timeout: float = 240.0) -> Path:
+        """Start an `rtml` stage detached, logging to a file; wait until ``ready_line`` appears in its log."""
+        log_path = settings().run_dir / f"demo-{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "w")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "rtml.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+            env=os.environ.copy(), start_new_session=True,
+        )
+        self.background[name] = proc
+        deadline = time.monotonic() + timeout
+        while ready_line and ready_line not in log_path.read_text(errors="replace"):
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-1500:]
+                raise UserFacingError(f"{name} exited with {proc.returncode}; last lines of {log_path}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise UserFacingError(f"{name} not ready after {timeout:.0f} s; see {log_path}")
+            time.sleep(0.5)
+        return log_path
+
+    def stop_background(self) -> None:
+        for name, proc in reversed(list(self.background.items())):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                print(f"   stopped {name}")
+        self.background.clear()
+        subprocess.run([sys.executable, "-m", "rtml.cli", "serve", "--stop", "--port", str(self.options.port)],
+                       capture_output=True)
+
+    # -- steps -------------------------------------------------------------------------------
+    def stack_up(self) -> str:
+        from infra import stack
+
+        info = stack.up(progress=True)
+        self.facts["stack_started"] = "yes" if getattr(info, "started", False) else "reused"
+        return f"Kafka {settings().kafka_bootstrap}, Redis {settings().redis_url}"
+
+    def history(self) -> str:
+        o = self.options
+        at = self.live_start + timedelta(hours=o.drift_after_hours)
+        self.facts["drift_starts_at"] = at.isoformat()
+        self.rtml("simulate", "--days", str(o.days), "--users", str(o.users), "--merchants", str(o.merchants),
+                  "--seed", str(o.seed), "--start", self.start.isoformat(), "--scenario", o.scenario,
+                  "--scenario-at", at.isoformat(), "--scenario-strength", str(o.scenario_strength))
+        return f"{o.days} days from {self.start:%Y-%m-%d}, drift '{o.scenario}' from {at:%Y-%m-%d %H:%M} UTC"
+
+    def apply(self) -> None:
+        self.rtml("apply")
+
+    def backfill(self) -> str:
+        self.rtml("backfill", "--start", self.start.isoformat(), "--end", self.live_start.isoformat())
+        return f"stream features for {self.start:%m-%d} .. {self.live_start:%m-%d}, materialized to Redis"
+
+    def train(self) -> str:
+        self.rtml("train", "--end", self.live_start.isoformat(), "--cutoff", self.live_start.isoformat(),
+                  "--trials", str(self.options.train_trials), "--join", "fast")
+        from training.registry import production_tag
+
+        tag = production_tag()
+        if not tag:
+            raise UserFacingError("the first model did not pass its checks; see the training output above")
+        self.facts["first_model"] = tag
+        return f"production model {tag}"
+
+    def serve(self) -> str:
+        self.rtml("serve", "--detach", "--port", str(self.options.port))
+        self.facts["api"] = f"http://127.0.0.1:{self.options.port}"
+        return f"{self.facts['api']}/predict"
+
+    def stream(self) -> str:
+        log = self.spawn("stream", "stream", "--job-name", f"demo-{int(time.time())}", "--starting-offsets", "latest",
+                         "--trigger-seconds", "1", ready_line="rtml stream: running")
+        self.facts["stream_log"] = str(log)
+        return "Kafka transactions -> Spark -> Redis + Parquet (metrics :9108)"
+
+    def monitor(self) -> str:
+        o = self.options
+        log = self.spawn(
+            "monitor", "monitor", "--window-size", str(o.window_size), "--group", f"demo-{int(time.time())}",
+            "--retrain-windows", "2",
+            "--retrain-command", f"{sys.executable} -m rtml.cli train --trials {o.train_trials} --join fast", "--retrain-cooldown-minutes", "30", "--latest-report-minutes", "0.1",
+            ready_line="", timeout=5,
+        )
+        self.facts["monitor_log"] = str(log)
+        return f"windows of {o.window_size} predictions (metrics :9109)"
+
+    def replay(self) -> str:
+        from rtml.product_traffic import replay_day
+
+        report = replay_day(self.live_start, self.live_start + timedelta(days=1), self.facts["api"],
+                            rate_per_s=self.options.replay_rate)
+        self.facts.update({k: str(v) for k, v in report.items()})
+        return f"{report['scored']} transactions scored ({report['errors']} errors), p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms per batch"
+
+    def wait_for_alert_and_retraining(self) -> str:
+        from rtml.product_traffic import wait_for_alert
+        from training.registry import list_models
+
+        alert = wait_for_alert(timeout_s=120, since_ms=self.started_ms)
+        if alert is None:
+            raise UserFacingError(f"no drift alert within 120 s; see {self.facts['monitor_log']}")
+        self.facts["alert"] = f"{alert.get('alert')}: {alert.get('summary')}"
+        self.timeline.note("alert raised", self.facts["alert"])
+        before = {m["tag"] for m in list_models()}
+        deadline = time.monotonic() + self.options.retrain_timeout_s
+        while time.monotonic() < deadline:
+            new = [m for m in list_models() if m["tag"] not in before]
+            if new:
+                break
+            time.sleep(2)
+        else:
+            raise UserFacingError(f"no retrained model within {self.options.retrain_timeout_s:.0f} s; see {self.facts['monitor_log']}")
+        from training.registry import production_tag
+
+        self.facts["retrained_model"] = new[0]["tag"]
+        self.facts["production_after"] = production_tag() or ""
+        verdict = "promoted" if self.facts["production_after"] == new[0]["tag"] else "kept, not promoted (gate)"
+        return f"retrained {new[0]['tag']}: {verdict}"
+
+    def summary(self) -> None:
+        s = settings()
+        print("\n=== rtml demo: what happened ===")
+        print(self.timeline.render())
+        print("\nWhere to look:")
+        for label, value in (
+            ("prediction API", f"{self.facts.get('api', '')}/predict  (docs: {self.facts.get('api', '')}/docs)"),
+            ("service metrics", f"{self.facts.get('api', '')}/metrics"),
+            ("stream job metrics", "http://127.0.0.1:9108/metrics"),
+            ("monitor metrics", "http://127.0.0.1:9109/metrics"),
+            ("drift reports", str(s.state_dir / "reports" / "drift")),
+            ("model reports", str(s.state_dir / "reports" / "models")),
+            ("logs", str(s.run_dir)),
+        ):
+            print(f"  {label:20s} {value}")
+        print("\nFacts:", json.dumps(self.facts, indent=2))
+
+    def run(self) -> int:
+        steps = [
+            ("Start the local stack", self.stack_up),
+            ("Simulate history with a drift scenario", self.history),
+            ("Register the feature repo (feast apply)", self.apply),
+            ("Backfill stream features (Spark) and materialize", self.backfill),
+            ("Train, evaluate, gate and register the first model", self.train),
+            ("Start the prediction service (BentoML)", self.serve),
+            ("Start the stream job (Spark Structured Streaming)", self.stream),
+            ("Start the drift monitor", self.monitor),
+            ("Replay the last day as live traffic", self.replay),
+            ("Wait for the drift alert and the retraining", self.wait_for_alert_and_retraining),
+        ]
+        try:
+            run_steps(steps, self.timeline)
+            self.summary()
+            if self.options.keep_running:
+                print("\nServices keep running; Ctrl-C stops them.")
+                while True:
+                    time.sleep(3600)
+        finally:
+            print("\nShutting down ...")
+            self.stop_background()
+            from infra import stack
+
+            stack.down(progress=False)
+        return 0
+
+
+def fresh_state() -> None:
+    """Stop leftovers of an earlier demo in this state dir and start from an empty one."""
+    from infra import stack
+
+    s = settings()
+    stack.down(progress=False)
+    if s.state_dir.exists():
+        shutil.rmtree(s.state_dir)

@@ -1,0 +1,125 @@
+"""A simulated product service for the demo: score recorded transactions over HTTP, then publish them.
+
+Each chunk of transactions is first scored (`POST /predict_batch`, features as of just before the
+transactions, like the training sets), then published to the transactions topic for the stream job,
+and their labels follow on the labels topic a few chunks later (a compressed label delay).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from rtml.config import settings
+
+
+def _day_table(start: datetime, end: datetime) -> pa.Table:
+    folder = settings().data_dir / "transactions"
+    tables = [pq.read_table(p) for p in sorted(Path(folder).glob("part-*.parquet"))]
+    table = pa.concat_tables(tables)
+    ts = table["event_timestamp"]
+    mask = pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)), pc.less(ts, pa.scalar(end, ts.type)))
+    return table.filter(mask).sort_by("event_timestamp")
+
+
+def _label_values(transaction_ids: list[str]) -> list[tuple[str, bytes]]:
+    labels = pq.read_table(settings().data_dir / "labels.parquet").to_pandas().set_index("transaction_id")
+    rows = labels.loc[transaction_ids]
+    out = []
+    for tid, row in rows.iterrows():
+        value = {
+            "transaction_id": tid,
+            "user_id": int(row.user_id),
+            "merchant_id": int(row.merchant_id),
+            "event_timestamp": row.event_timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "label_timestamp": row.label_timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "is_fraud": int(row.is_fraud),
+        }
+        out.append((tid, json.dumps(value, separators=(",", ":")).encode()))
+    return out
+
+
+def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400.0, chunk: int = 50,
+               label_lag_chunks: int = 20) -> dict:
+    """Score and publish the recorded transactions in ``[start, end)``; returns counts and batch latencies."""
+    import httpx
+
+    from rtml.kafka import make_producer
+    from streaming.producer import history_values
+
+    s = settings()
+    table = _day_table(start, end)
+    values, keys, ts_ms = history_values(table)
+    producer = make_producer(key_serializer=None, value_serializer=None)
+    label_rows = dict(_label_values(table["transaction_id"].to_pylist()))
+    pending_labels: deque[list[bytes]] = deque()
+    latencies: list[float] = []
+    scored = errors = 0
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=api, timeout=10.0) as client, tqdm(total=len(values), desc="replay", unit="txn") as bar:
+        for lo in range(0, len(values), chunk):
+            hi = min(lo + chunk, len(values))
+            payload = b'{"transactions":[' + b",".join(values[lo:hi]) + b"]}"
+            t1 = time.perf_counter()
+            reply = client.post("/predict_batch", content=payload, headers={"content-type": "application/json",
+                                                                          "x-request-id": uuid.uuid4().hex})
+            latencies.append(time.perf_counter() - t1)
+            if reply.status_code == 200:
+                scored += hi - lo
+            else:
+                errors += hi - lo
+            for i in range(lo, hi):
+                producer.send(s.topics.transactions, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
+            pending_labels.append([json.loads(v)["transaction_id"].encode() for v in values[lo:hi]])
+            if len(pending_labels) > label_lag_chunks:
+                for tid in pending_labels.popleft():
+                    producer.send(s.topics.labels, key=tid, value=label_rows[tid.decode()])
+            bar.update(hi - lo)
+            ahead = hi / rate_per_s - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        for chunk_ids in pending_labels:
+            for tid in chunk_ids:
+                producer.send(s.topics.labels, key=tid, value=label_rows[tid.decode()])
+    producer.flush(timeout=30)
+    producer.close(timeout=10)
+    ms = np.asarray(latencies) * 1000
+    return {
+        "scored": scored,
+        "errors": errors,
+        "batches": len(latencies),
+        "p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
+        "p99_ms": float(np.percentile(ms, 99)) if ms.size else float("nan"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def wait_for_alert(timeout_s: float = 120.0, since_ms: int | None = None) -> dict | None:
+    """The first alert on the alerts topic published after ``since_ms`` (default: the last hour)."""
+    from rtml.kafka import make_consumer
+
+    since_ms = since_ms or int((time.time() - 3600) * 1000)
+    consumer = make_consumer([settings().topics.alerts], group_id=f"rtml-alert-watch-{uuid.uuid4().hex[:8]}")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=1000).values():
+                for record in records:
+                    if record.timestamp >= since_ms:
+                        try:
+                            return json.loads(record.value)
+                        except ValueError:
+                            continue
+    finally:
+        consumer.close()
+    return None
