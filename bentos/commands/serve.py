@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def log_file(port: int) -> Path:
     return settings().run_dir / f"serve-{port}.log"
 
 
-def service_env(workers: int = 1, model: str | None = None) -> dict[str, str]:
+def service_env(workers: int = 1, model: str | None = None, port: int | None = None) -> dict[str, str]:
     """Environment of the `bentoml serve` process: rtml settings plus BentoML's home."""
     from training.registry import bentoml_home
 
@@ -55,13 +56,18 @@ def service_env(workers: int = 1, model: str | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     if model:
         env["RTML_SERVING_MODEL_TAG"] = model
+    if port is not None:
+        env["RTML_PROMETHEUS_DIR"] = str(prometheus_dir(port))
     return env
 
 
 def serve_command(service: str, host: str, port: int) -> list[str]:
-    exe = Path(sys.executable).parent / "bentoml"
-    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "bentoml"]
-    return [*head, "serve", SERVICES[service], "--host", host, "--port", str(port)]
+    """`bentoml serve` through :mod:`bentos.commands.bentoml_launcher` (per-server metrics directory)."""
+    return [sys.executable, "-m", "bentos.commands.bentoml_launcher", "serve", SERVICES[service], "--host", host, "--port", str(port)]
+
+
+def prometheus_dir(port: int) -> Path:
+    return settings().run_dir / f"prometheus-{port}"
 
 
 def wait_ready(url: str, timeout: float, proc: subprocess.Popen | None = None) -> str:
@@ -95,7 +101,7 @@ def start_detached(service: str, host: str, port: int, workers: int = 1, model: 
     proc = subprocess.Popen(
         serve_command(service, host, port),
         cwd=REPO_ROOT,
-        env=service_env(workers, model),
+        env=service_env(workers, model, port),
         stdout=logf,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -133,6 +139,7 @@ def stop(port: int, timeout: float = 15.0) -> bool:
         _signal_all([p for p in family if _alive(p)], signal.SIGKILL)
         stopped = True
     pf.unlink(missing_ok=True)
+    shutil.rmtree(prometheus_dir(port), ignore_errors=True)
     return stopped
 
 
@@ -208,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cmd = serve_command(args.service, args.host, args.port)
     print(f"serving {SERVICES[args.service]} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=service_env(args.workers, args.model))
+    settings().run_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=service_env(args.workers, args.model, args.port))
     try:
         return proc.wait()
     except KeyboardInterrupt:

@@ -111,17 +111,16 @@ def _load(port: int, concurrency: int, seconds: float, bodies_file: str) -> dict
 
 def _stage_means(port: int) -> dict[str, float]:
     """Mean time per serving stage (us) from the service's own ``rtml_serving_stage_seconds`` histogram."""
+    import re
+
     import httpx
 
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
-        for suffix, target in (("_sum", sums), ("_count", counts)):
-            prefix = f"rtml_serving_stage_seconds{suffix}{{"
-            if line.startswith(prefix):
-                stage = line.split('stage="', 1)[1].split('"', 1)[0]
-                target[stage] = target.get(stage, 0.0) + float(line.rsplit(" ", 1)[1])
-    return {k: 1e6 * sums[k] / counts[k] for k in sums if counts.get(k)}
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found: dict[tuple[str, str], float] = {}
+    for kind, stage, value in re.findall(r'^rtml_serving_stage_seconds_(sum|count)\{[^}]*stage="(\w+)"[^}]*\}\s+(\S+)', text, re.M):
+        found[(kind, stage)] = found.get((kind, stage), 0.0) + float(value)
+    stages = {stage for _, stage in found}
+    return {s: 1e6 * found[("sum", s)] / found[("count", s)] for s in stages if found.get(("count", s))}
 
 
 def _summary(run: dict, cpu_s: float) -> dict:
