@@ -1,4 +1,9 @@
-"""Fast point-in-time join of entity rows against feature-view sources (duckdb ASOF JOIN).
+"""Fast point-in-time join of entity rows against feature-view sources.
+
+Two engines with the same result: ``sorted`` (default for single integer join keys): per view, one
+sort of the source rows by a composite (key, time) integer and a binary search of every entity row
+(numpy ``searchsorted``), then an Arrow ``take`` of the feature columns; ``duckdb``: an ASOF JOIN
+(any join keys).
 
 Semantics are Feast's offline-store semantics, so both give identical frames:
 
@@ -24,8 +29,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pds
 
 from rtml.errors import UserFacingError
 
@@ -86,13 +93,26 @@ def pit_join(
     entity: pd.DataFrame | pa.Table,
     specs: list[ViewSpec],
     ts_col: str = "event_timestamp",
+    engine: str = "auto",
     threads: int | None = None,
     memory_limit: str | None = None,
 ) -> pa.Table:
-    """Entity rows (in order) + the point-in-time features of every view in ``specs``, as Arrow."""
-    import duckdb
+    """Entity rows (in order) + the point-in-time features of every view in ``specs``, as Arrow.
 
+    ``engine``: ``sorted`` (numpy sort + binary search; single integer join key per view), ``duckdb``
+    (ASOF JOIN), or ``auto`` (``sorted`` when every view qualifies)."""
     table = entity if isinstance(entity, pa.Table) else pa.Table.from_pandas(entity, preserve_index=False)
+    _validate(table, specs, ts_col)
+    if engine == "auto":
+        engine = "sorted" if all(_sortable(table, s) for s in specs) else "duckdb"
+    if engine == "sorted":
+        return _pit_join_sorted(table, specs, ts_col)
+    if engine == "duckdb":
+        return _pit_join_duckdb(table, specs, ts_col, threads, memory_limit)
+    raise ValueError(f"unknown engine {engine!r}")
+
+
+def _validate(table: pa.Table, specs: list[ViewSpec], ts_col: str) -> None:
     if ts_col not in table.column_names:
         raise UserFacingError(f"entity rows lack the timestamp column {ts_col!r}")
     for spec in specs:
@@ -106,6 +126,14 @@ def pit_join(
     ts_type = table.schema.field(ts_col).type
     if not pa.types.is_timestamp(ts_type) or ts_type.tz is None:
         raise UserFacingError(f"entity column {ts_col!r} must be a UTC timestamp, got {ts_type}")
+
+
+def _pit_join_duckdb(
+    table: pa.Table, specs: list[ViewSpec], ts_col: str, threads: int | None, memory_limit: str | None
+) -> pa.Table:
+    import duckdb
+
+    ts_type = table.schema.field(ts_col).type
     entity_cols = list(table.column_names)
     table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
     con = duckdb.connect()
@@ -124,6 +152,128 @@ def pit_join(
     # duckdb hands back TIMESTAMPTZ in the session zone; keep the entity's exact type
     idx = out.column_names.index(ts_col)
     return out.set_column(idx, ts_col, out.column(ts_col).cast(ts_type))
+
+
+# ---------------------------------------------------------------- sorted (numpy) engine
+
+_INT_TYPES = (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32())
+
+
+def _sortable(table: pa.Table, spec: ViewSpec) -> bool:
+    return len(spec.join_keys) == 1 and table.schema.field(spec.join_keys[0]).type in _INT_TYPES
+
+
+def _read_source(spec: ViewSpec) -> pa.Table:
+    """Key, timestamp and feature columns of a view's Parquet source (file or folder), named as features."""
+    inverse = {v: k for k, v in spec.field_mapping.items()}
+    wanted = [*spec.join_keys, spec.timestamp_field, *spec.features]
+    source_cols = [inverse.get(c, c) for c in wanted]
+    dataset = pds.dataset(spec.path, format="parquet")
+    missing = [c for c in source_cols if c not in dataset.schema.names]
+    if missing:
+        raise UserFacingError(f"source of feature view {spec.name!r} ({spec.path}) lacks columns {missing}")
+    return dataset.to_table(columns=source_cols).rename_columns(wanted)
+
+
+def _time_ints(arr: pa.ChunkedArray | pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps as int64 in ``unit`` (naive = UTC, as Feast reads them) and a validity mask."""
+    return _ints(arr.cast(pa.timestamp(unit, tz="UTC")))
+
+
+def _key_ints(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    return _ints(arr)
+
+
+def _ints(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    arr = arr.cast(pa.int64())
+    if arr.null_count == 0:
+        return np.asarray(arr), np.ones(len(arr), dtype=bool)
+    return np.asarray(arr.fill_null(0)), np.asarray(arr.is_valid())
+
+
+def asof_indices(
+    f_keys: np.ndarray, f_ts: np.ndarray, e_keys: np.ndarray, e_ts: np.ndarray, ttl: int | None
+) -> np.ndarray:
+    """For each entity (key, time): index of the feature row with that key and the latest time <= the
+    entity time, or -1; -1 too if older than ``ttl``. Rows of one key with equal times are a tie
+    (either may be returned), as in Feast."""
+    if len(f_keys) == 0 or len(e_keys) == 0:
+        return np.full(len(e_keys), -1, dtype=np.int64)
+    limit = 2**62
+    # keys: their values when small and non-negative, else dense ranks (unknown entity keys -> -1)
+    kmin, kmax = int(min(f_keys.min(), e_keys.min())), int(max(f_keys.max(), e_keys.max()))
+    if kmin >= 0 and kmax < 2**31:
+        fk, ek, n_keys = f_keys, e_keys, kmax + 1
+    else:
+        uniq = np.unique(f_keys)
+        fk = np.searchsorted(uniq, f_keys)
+        pos = np.clip(np.searchsorted(uniq, e_keys), 0, len(uniq) - 1)
+        ek = np.where(uniq[pos] == e_keys, pos, -1)
+        n_keys = len(uniq)
+    # times: offsets from the minimum, or (long ranges) dense ranks over both sides, which keep order
+    lo = int(min(f_ts.min(), e_ts.min()))
+    span = int(max(f_ts.max(), e_ts.max())) - lo + 1
+    if n_keys <= limit // span:
+        ft, et = f_ts - lo, e_ts - lo
+    else:
+        times, inverse = np.unique(np.concatenate([f_ts, e_ts]), return_inverse=True)
+        ft, et, span = inverse[: len(f_ts)], inverse[len(f_ts) :], len(times)
+        if n_keys > limit // span:
+            raise OverflowError("too many keys x distinct times for a 64-bit composite; use engine='duckdb'")
+    f_comp = fk * span + ft
+    e_comp = ek * span + et
+    order = np.argsort(f_comp)
+    f_sorted = f_comp[order]
+    e_order = np.argsort(e_comp)  # searching in sorted order keeps the binary search cache-friendly
+    pos = np.empty(len(e_comp), dtype=np.int64)
+    pos[e_order] = np.searchsorted(f_sorted, e_comp[e_order], side="right") - 1
+    cand = order[np.maximum(pos, 0)]
+    ok = (pos >= 0) & (fk[cand] == ek)
+    if ttl is not None:
+        ok &= f_ts[cand] >= e_ts - ttl
+    return np.where(ok, cand, -1)
+
+
+def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, workers: int = 2) -> pa.Table:
+    """Views are independent: join them on ``workers`` threads (Parquet decoding, numpy sorts and
+    Arrow takes release the GIL), then append their columns in ``specs`` order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers > 1 and len(specs) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda spec: _join_view(table, spec, ts_col), specs))
+    else:
+        parts = [_join_view(table, spec, ts_col) for spec in specs]
+    out = table
+    for spec, columns in zip(specs, parts, strict=True):
+        for f, col in zip(spec.features, columns, strict=True):
+            out = out.append_column(f, col)
+    return out
+
+
+def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str) -> list[pa.Array]:
+    """The feature columns of one view, aligned with the entity rows."""
+    ts_type = table.schema.field(ts_col).type
+    src = _read_source(spec)
+    src_ts_type = src.schema.field(spec.timestamp_field).type
+    unit = "ns" if "ns" in (ts_type.unit, getattr(src_ts_type, "unit", "us")) else "us"
+    f_keys, fk_ok = _key_ints(src.column(spec.join_keys[0]))
+    f_ts, ft_ok = _time_ints(src.column(spec.timestamp_field), unit)
+    e_keys, ek_ok = _key_ints(table.column(spec.join_keys[0]))
+    e_ts, et_ok = _time_ints(table.column(ts_col), unit)
+    keep = fk_ok & ft_ok
+    rows = np.flatnonzero(keep) if not keep.all() else None
+    if rows is not None:
+        f_keys, f_ts = f_keys[rows], f_ts[rows]
+    ttl = None
+    if spec.ttl is not None and spec.ttl.total_seconds() > 0:
+        ttl = (spec.ttl // timedelta(microseconds=1)) * (1000 if unit == "ns" else 1)
+    idx = asof_indices(f_keys, f_ts, e_keys, e_ts, ttl)
+    idx[~(ek_ok & et_ok)] = -1
+    if rows is not None:
+        idx = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
+    take = pa.array(np.maximum(idx, 0), mask=idx < 0)
+    return [src.column(f).combine_chunks().take(take) for f in spec.features]
 
 
 def feast_view_specs(store: Any, refs: list[str]) -> tuple[list[ViewSpec], list[Any], list[str]]:

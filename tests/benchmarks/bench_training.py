@@ -1,0 +1,389 @@
+"""Point-in-time join benchmark: 1M label rows against >= 10M feature rows over four feature views
+with TTLs, side by side in one run:
+
+- ``fast``: rtml's join (:mod:`training.pit_join`, duckdb ASOF JOIN) through ``training.datasets.historical_features``
+- ``duckdb_store``: Feast ``get_historical_features`` with its duckdb offline store
+- ``file_store``: Feast ``get_historical_features`` with its default file (dask) offline store
+
+on the same Parquet data (the project's feature views, pointed at generated data), each checked cell
+by cell against an independent ``pandas.merge_asof`` computation. Each method runs in its own
+subprocess; its peak RSS is that child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss``.
+
+Run: ``.venv/bin/python -m tests.benchmarks.bench_training`` (env: BENCH_PIT_ENTITIES, BENCH_PIT_USERS,
+BENCH_PIT_SKIP=file_store,...). Writes ``tests/benchmarks/results/training.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rtml.config import REPO_ROOT
+from tests.benchmarks.common import write_result
+
+WORK = REPO_ROOT / "tests" / "benchmarks" / ".work" / "training"
+DATA = WORK / "data"
+T0 = pd.Timestamp("2026-01-01", tz="UTC")
+DAYS = 30
+N_ENTITIES = int(os.environ.get("BENCH_PIT_ENTITIES", 1_000_000))
+N_USERS = int(os.environ.get("BENCH_PIT_USERS", 200_000))
+N_MERCHANTS = 20_000
+USER_ROWS = int(os.environ.get("BENCH_PIT_USER_ROWS", 6_000_000))
+MERCHANT_ROWS = int(os.environ.get("BENCH_PIT_MERCHANT_ROWS", 4_000_000))
+CHILD_TIMEOUT_S = 900
+USER_AGGS = [
+    *[f"txn_{fn}_{w}" for w in ("10m", "1h", "24h") for fn in ("count", "sum", "mean", "max")],
+    "distinct_merchants_1h",
+    "secs_since_prev_txn",
+]
+MERCHANT_AGGS = ["merchant_txn_count_1h", "merchant_amount_mean_1h"]
+VIEWS = {  # view -> (source file/folder, join key, features, ttl) — TTLs as in feature_repo/features.py
+    "user_profile": ("users.parquet", "user_id", ["account_age_days", "credit_limit"], timedelta(days=400)),
+    "merchant_profile": ("merchants.parquet", "merchant_id", ["risk_tier"], timedelta(days=400)),
+    "user_txn_aggregates": ("user_txn_features", "user_id", USER_AGGS, timedelta(days=2)),
+    "merchant_txn_aggregates": ("merchant_txn_features", "merchant_id", MERCHANT_AGGS, timedelta(days=2)),
+}
+REFS = [f"{view}:{f}" for view, (_, _, feats, _) in VIEWS.items() for f in feats]
+NAMES = [r.split(":")[1] for r in REFS]
+
+
+# ---------------------------------------------------------------- data
+
+
+def _unique_times(rng: np.random.Generator, keys: np.ndarray, span_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random event times, unique per key (ties would make "as of" ambiguous for every method)."""
+    ts = rng.integers(0, span_us, len(keys))
+    order = np.lexsort((ts, keys))
+    keys, ts = keys[order], ts[order]
+    keep = np.ones(len(keys), bool)
+    keep[1:] = (keys[1:] != keys[:-1]) | (ts[1:] != ts[:-1])
+    return keys[keep], ts[keep]
+
+
+def _skewed_keys(rng: np.random.Generator, n_keys: int, n_rows: int) -> np.ndarray:
+    """Keys 1..n_keys drawn with gamma-distributed activity (some entities far busier than others)."""
+    weights = rng.gamma(0.7, size=n_keys)
+    return rng.choice(n_keys, n_rows, p=weights / weights.sum()).astype(np.int64) + 1
+
+
+def _ts(offsets_us: np.ndarray) -> pa.Array:
+    base = T0.value // 1000
+    return pa.array(offsets_us + base, pa.timestamp("us", tz="UTC"))
+
+
+def _write_parts(table: pa.Table, folder: Path, parts: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    order = pc.sort_indices(table, [("event_timestamp", "ascending")])
+    table = table.take(order)  # the stream job writes roughly in time order
+    step = -(-table.num_rows // parts)
+    for i in range(parts):
+        pq.write_table(table.slice(i * step, step), folder / f"part-{i:03d}.parquet")
+
+
+def generate(seed: int = 11) -> dict[str, int]:
+    """Write the benchmark's feature sources and entity rows (skipped when already there)."""
+    marker = WORK / "generated.json"
+    spec = {
+        "entities": N_ENTITIES,
+        "users": N_USERS,
+        "user_rows": USER_ROWS,
+        "merchant_rows": MERCHANT_ROWS,
+        "seed": seed,
+    }
+    if marker.exists() and json.loads(marker.read_text()).get("spec") == spec:
+        return json.loads(marker.read_text())["rows"]
+    rng = np.random.default_rng(seed)
+    span_us = DAYS * 86_400_000_000
+    DATA.mkdir(parents=True, exist_ok=True)
+    # profiles: one or two snapshots per entity, some older than the 400-day TTL
+    u = np.arange(1, N_USERS + 1, dtype=np.int64)
+    snap = rng.integers(-500 * 86_400_000_000, span_us // 2, len(u))
+    users = pa.table(
+        {
+            "user_id": u,
+            "home_country": pa.array(rng.choice(["DE", "FR", "ES", "IT"], len(u))),
+            "card_type": pa.array(rng.choice(["debit", "credit"], len(u))),
+            "account_age_days": rng.integers(1, 4000, len(u)),
+            "credit_limit": np.round(rng.uniform(300, 9000, len(u)), 2),
+            "event_timestamp": _ts(snap),
+        }
+    )
+    pq.write_table(users, DATA / "users.parquet")
+    m = np.arange(1, N_MERCHANTS + 1, dtype=np.int64)
+    merchants = pa.table(
+        {
+            "merchant_id": m,
+            "category": pa.array(rng.choice(["grocery", "travel", "fuel"], len(m))),
+            "merchant_country": pa.array(rng.choice(["DE", "US"], len(m))),
+            "risk_tier": rng.integers(0, 3, len(m)),
+            "event_timestamp": _ts(rng.integers(-30 * 86_400_000_000, span_us // 2, len(m))),
+        }
+    )
+    pq.write_table(merchants, DATA / "merchants.parquet")
+    # stream rows: skewed activity per user / merchant
+    uk, uts = _unique_times(rng, _skewed_keys(rng, N_USERS, USER_ROWS), span_us)
+    cols = {"user_id": uk, "event_timestamp": _ts(uts)}
+    for f in USER_AGGS:
+        cols[f] = (
+            rng.integers(1, 40, len(uk))
+            if ("count" in f or "distinct" in f)
+            else np.round(rng.gamma(2, 40, len(uk)), 2)
+        )
+    _write_parts(pa.table(cols), DATA / "user_txn_features", parts=8)
+    mk, mts = _unique_times(rng, _skewed_keys(rng, N_MERCHANTS, MERCHANT_ROWS), span_us)
+    _write_parts(
+        pa.table(
+            {
+                "merchant_id": mk,
+                "event_timestamp": _ts(mts),
+                "merchant_txn_count_1h": rng.integers(1, 500, len(mk)),
+                "merchant_amount_mean_1h": np.round(rng.gamma(2, 30, len(mk)), 2),
+            }
+        ),
+        DATA / "merchant_txn_features",
+        parts=8,
+    )
+    # entity rows (labels): times over the span, 1% unknown users, unknown merchants too
+    ent = pa.table(
+        {
+            "user_id": rng.integers(1, int(N_USERS * 1.01) + 1, N_ENTITIES),
+            "merchant_id": rng.integers(1, int(N_MERCHANTS * 1.01) + 1, N_ENTITIES),
+            "event_timestamp": _ts(rng.integers(0, span_us + 3 * 86_400_000_000, N_ENTITIES)),
+            "row_id": np.arange(N_ENTITIES, dtype=np.int64),
+        }
+    )
+    pq.write_table(ent, WORK / "entities.parquet")
+    rows = {"users": len(u), "merchants": len(m), "user_txn": len(uk), "merchant_txn": len(mk), "entities": N_ENTITIES}
+    marker.write_text(json.dumps({"spec": spec, "rows": rows}))
+    return rows
+
+
+# ---------------------------------------------------------------- the methods (each in a child process)
+
+
+def _env(store: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "RTML_STATE_DIR": str(WORK / f"state-{store}"),
+            "RTML_DATA_DIR": str(DATA),
+            "RTML_OFFLINE_STORE": "duckdb",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    return env
+
+
+def _store(kind: str):
+    """A FeatureStore over the benchmark data with the given offline store (registry applied once)."""
+    import yaml
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    from rtml.config import FEATURE_REPO, settings
+    from rtml.feast_store import _repo_on_path, apply_repo
+
+    if not settings().registry_path.exists():
+        apply_repo()
+    raw = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
+    raw["registry"] = str(settings().registry_path)
+    raw["offline_store"] = {"type": "duckdb" if kind == "duckdb_store" else "file"}
+    config = RepoConfig(**raw)
+    config.repo_path = FEATURE_REPO
+    with _repo_on_path():
+        return FeatureStore(config=config)
+
+
+def child(method: str) -> None:
+    """Run one method, write its frame, print timing and this process's peak RSS as JSON."""
+    import logging
+
+    logging.disable(logging.WARNING)
+    store = _store("duckdb_store" if method == "fast" else method)
+    entities = pq.read_table(WORK / "entities.parquet").to_pandas()
+    t0 = time.perf_counter()
+    if method == "fast":
+        from training.datasets import historical_features
+
+        out = historical_features(entities, REFS, join="fast", store=store)
+    else:
+        out = store.get_historical_features(entity_df=entities, features=REFS, full_feature_names=False).to_df()
+    seconds = time.perf_counter() - t0
+    out[["row_id", *NAMES]].to_parquet(WORK / f"result-{method}.parquet", index=False)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "rows": len(out), "peak_rss_gb": peak / 2**30}))
+
+
+def run_child(method: str) -> dict:
+    (WORK / f"result-{method}.parquet").unlink(missing_ok=True)
+    store_kind = "fast" if method == "fast" else method
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.bench_training", "--child", method],
+        cwd=REPO_ROOT,
+        env=_env(store_kind),
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr[-1500:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- the oracle
+
+
+def oracle() -> pd.DataFrame:
+    """Independent point-in-time join with pandas.merge_asof, per view, TTL applied afterwards."""
+    ent = pq.read_table(WORK / "entities.parquet").to_pandas()
+    out = ent[["row_id"]].copy()
+    left = ent.sort_values("event_timestamp", kind="stable")
+    for _view, (src, key, feats, ttl) in VIEWS.items():
+        right = pq.read_table(DATA / src, columns=[key, "event_timestamp", *feats]).to_pandas()
+        right = right.rename(columns={"event_timestamp": "feature_ts"}).sort_values("feature_ts", kind="stable")
+        m = pd.merge_asof(
+            left[["row_id", key, "event_timestamp"]],
+            right,
+            left_on="event_timestamp",
+            right_on="feature_ts",
+            by=key,
+            direction="backward",
+            allow_exact_matches=True,
+        )
+        stale = (m["feature_ts"] < m["event_timestamp"] - pd.Timedelta(ttl)).to_numpy()
+        m = m.set_index("row_id")
+        for f in feats:
+            values = m[f].astype("float64").to_numpy()
+            values[stale] = np.nan
+            out[f] = pd.Series(values, index=m.index).reindex(out["row_id"]).to_numpy()
+    return out
+
+
+def compare(result: pd.DataFrame, truth: pd.DataFrame) -> dict[str, int]:
+    """Rows dropped / duplicated, and cells that differ from the oracle (null == null, exact floats)."""
+    res = result.drop_duplicates("row_id")
+    dup = len(result) - len(res)
+    res = res.set_index("row_id")
+    tr = truth.set_index("row_id")
+    present = tr.index.isin(res.index)
+    res = res.reindex(tr.index[present])
+    t = tr[present]
+    mismatch = 0
+    per_col = {}
+    for f in NAMES:
+        a = res[f].astype("float64").to_numpy()
+        b = t[f].to_numpy()
+        same = (np.isnan(a) & np.isnan(b)) | (a == b)
+        bad = int((~same).sum())
+        mismatch += bad
+        if bad:
+            per_col[f] = bad
+    return {
+        "rows_returned": int(len(result)),
+        "rows_dropped": int((~present).sum()),
+        "rows_duplicated": int(dup),
+        "cells_mismatching_oracle": mismatch,
+        "mismatching_columns": per_col,
+        "cells_compared": int(present.sum()) * len(NAMES),
+    }
+
+
+def main() -> dict:
+    t0 = time.perf_counter()
+    rows = generate()
+    feature_rows = rows["users"] + rows["merchants"] + rows["user_txn"] + rows["merchant_txn"]
+    gen_s = time.perf_counter() - t0
+    print(f"data: {rows} ({feature_rows:,} feature rows), {gen_s:.0f}s", flush=True)
+    skip = set(filter(None, os.environ.get("BENCH_PIT_SKIP", "").split(",")))
+    repeats = int(os.environ.get("BENCH_PIT_REPEATS", 2))
+    runs: dict[str, list[dict]] = {m: [] for m in ("fast", "duckdb_store", "file_store") if m not in skip}
+    load = {"loadavg_before": os.getloadavg()[0]}
+    # the machine is shared: interleave the two fast methods and repeat them; the file store (slow) once
+    schedule = [m for _ in range(repeats) for m in ("fast", "duckdb_store") if m in runs]
+    schedule += ["file_store"] if "file_store" in runs else []
+    for method in schedule:
+        print(f"running {method} ...", flush=True)
+        r = run_child(method)
+        r["loadavg"] = os.getloadavg()[0]
+        runs[method].append(r)
+        print(f"  {method}: {r}", flush=True)
+    results: dict[str, dict] = {}
+    for method, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            results[method] = rs[-1] if rs else {"error": "not run"}
+            continue
+        results[method] = {
+            "seconds": min(r["seconds"] for r in ok),
+            "seconds_runs": [r["seconds"] for r in ok],
+            "peak_rss_gb": max(r["peak_rss_gb"] for r in ok),
+            "rows": ok[-1]["rows"],
+        }
+    t1 = time.perf_counter()
+    truth = oracle()
+    oracle_s = time.perf_counter() - t1
+    for method, r in results.items():
+        path = WORK / f"result-{method}.parquet"
+        if "error" not in r and path.exists():
+            r.update(compare(pd.read_parquet(path), truth))
+    load["loadavg_after"] = os.getloadavg()[0]
+    fast, duck, file = results.get("fast", {}), results.get("duckdb_store", {}), results.get("file_store", {})
+    result = {
+        "pit_rows": N_ENTITIES,
+        "pit_feature_rows": feature_rows,
+        "pit_feature_views": {
+            v: {"rows": n, "ttl_s": VIEWS[v][3].total_seconds(), "features": len(VIEWS[v][2])}
+            for v, n in zip(
+                VIEWS, (rows["users"], rows["merchants"], rows["user_txn"], rows["merchant_txn"]), strict=True
+            )
+        },
+        "pit_seconds": fast.get("seconds"),
+        "pit_peak_rss_gb": fast.get("peak_rss_gb"),
+        "cells_mismatching_oracle": fast.get("cells_mismatching_oracle"),
+        "rows_dropped": fast.get("rows_dropped"),
+        "cells_compared": fast.get("cells_compared"),
+        "duckdb_store_seconds": duck.get("seconds"),
+        "duckdb_store_peak_rss_gb": duck.get("peak_rss_gb"),
+        "duckdb_store_rows_dropped": duck.get("rows_dropped"),
+        "duckdb_store_cells_mismatching_oracle": duck.get("cells_mismatching_oracle"),
+        "file_store_seconds": file.get("seconds"),
+        "file_store_peak_rss_gb": file.get("peak_rss_gb"),
+        "file_store_rows_returned": file.get("rows_returned"),
+        "file_store_rows_dropped": file.get("rows_dropped"),
+        "file_store_cells_mismatching_oracle": file.get("cells_mismatching_oracle"),
+        "speedup_vs_duckdb_store": (duck["seconds"] / fast["seconds"])
+        if duck.get("seconds") and fast.get("seconds")
+        else None,
+        "speedup_vs_file_store": (file["seconds"] / fast["seconds"])
+        if file.get("seconds") and fast.get("seconds")
+        else None,
+        "oracle_seconds": oracle_s,
+        "methods": results,
+        "load": load,
+        "notes": "each method in its own subprocess (peak RSS = child's ru_maxrss); seconds = the retrieval call only "
+        "(entity rows already in memory, sources read from Parquet inside the call), best of the interleaved "
+        "runs (seconds_runs); 2 cores shared with other helpers' work, see load",
+    }
+    path = write_result("training", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "methods"}, indent=2, default=str))
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        child(sys.argv[2])
+    else:
+        main()
