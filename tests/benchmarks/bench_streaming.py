@@ -33,7 +33,7 @@ log = logging.getLogger("bench_streaming")
 N_USERS, N_MERCHANTS = 20_000, 2_000
 RATES = (1_000, 5_000, 20_000)
 RATE_SECONDS = float(os.environ.get("RTML_BENCH_RATE_SECONDS", "20"))
-SUSTAINED_EVENTS = int(os.environ.get("RTML_BENCH_SUSTAINED_EVENTS", "300000"))
+SUSTAINED_EVENTS = int(os.environ.get("RTML_BENCH_SUSTAINED_EVENTS", "400000"))
 BACKFILL_EVENTS = int(os.environ.get("RTML_BENCH_BACKFILL_EVENTS", "1000000"))
 BASELINE_SECONDS = 20.0
 ID_BASE = (uuid.uuid4().int % 10**6 + 1) * 10**6  # fresh entity ids per run (Redis keeps older, newer-timed values)
@@ -192,7 +192,7 @@ def bench_rate(spark, store, bootstrap, workdir, rate: int, seconds: float, writ
     t0 = time.time()
     proc.join(timeout=seconds * 4 + 60)
     produce_s = time.time() - t0
-    caught_up = rec.wait_for(n, timeout=60)
+    caught_up = rec.wait_for(n, timeout=90)
     job.close()
     fresh = np.concatenate(rec.freshness) if rec.freshness else np.array([])
     p = percentiles(fresh)
@@ -317,6 +317,7 @@ def main() -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="rtml-bench-stream-", dir=settings().state_dir))
     spark = build_session("rtml-bench-stream", "local[2]", shuffle_partitions=2)
     t_all = time.time()
+    load_start = os.getloadavg()
     try:
         log.info("sustained throughput (%d pre-loaded events)", SUSTAINED_EVENTS)
         sustained = bench_sustained(spark, store, bootstrap, workdir)
@@ -360,6 +361,8 @@ def main() -> dict:
             "kafka-python consumer + same aggregation kernel + Feast store.push (ONLINE) per event and view."
         ),
         "total_seconds": round(time.time() - t_all, 1),
+        "load_average_at_start": [round(x, 2) for x in load_start],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     path = write_result("streaming", result)
     log.info("wrote %s", path)
