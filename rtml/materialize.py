@@ -41,9 +41,20 @@ def materialize(
     end = end or datetime.now(UTC) + timedelta(seconds=1)
     if not views:
         return []
+    # Feast refuses windowed StreamFeatureViews ("Time window aggregation is not supported"): their
+    # offline rows are already the aggregates, loaded by the stream job's materializer (always full).
+    stream_names = {v.name for v in store.list_stream_feature_views()}
+    stream_views = [v for v in views if v in stream_names]
+    batch_views = [v for v in views if v not in stream_names]
+    if stream_views:
+        from streaming.materialize import materialize_stream_views
+
+        materialize_stream_views(store, stream_views, start or datetime(1970, 1, 2, tzinfo=UTC), end)
+    if not batch_views:
+        return views
     if incremental:
-        store.materialize_incremental(end_date=end, feature_views=views)
+        store.materialize_incremental(end_date=end, feature_views=batch_views)
     else:
         start = start or datetime(1970, 1, 2, tzinfo=UTC)
-        store.materialize(start_date=start, end_date=end, feature_views=views)
+        store.materialize(start_date=start, end_date=end, feature_views=batch_views)
     return views

@@ -55,3 +55,21 @@ def materialize_views(views: tuple[ViewSpec, ...], start: datetime, end: datetim
             n += writer.write(spec, part)
         written[spec.name] = n
     return written
+
+
+def materialize_stream_views(store, names: list[str] | None, start: datetime, end: datetime) -> dict[str, int]:
+    """Full materialization of the named stream views (default: all) with the pipelined Feast-format writer."""
+    import redis
+
+    from rtml.config import settings
+    from streaming.feature_specs import load_stream_spec
+    from streaming.online_writer import PipelinedOnlineWriter
+
+    spec = load_stream_spec(store)
+    views = tuple(v for v in spec.views if names is None or v.name in names)
+    client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=30)
+    try:
+        writer = PipelinedOnlineWriter(client, store.config.project, store.config.entity_key_serialization_version)
+        return materialize_views(views, start, end, writer)
+    finally:
+        client.close()

@@ -241,7 +241,10 @@ class FeastOnlineWriter:
     """
 
     def __init__(self, store, redis_client):
-        self.store = store
+        from rtml.feast_store import get_store
+
+        # a private store: skip_dedup must not leak into the caller's FeatureStore
+        self.store = get_store()
         self.store.config.online_store.skip_dedup = True
         self._pipelined = PipelinedOnlineWriter(redis_client, store.config.project)
 
