@@ -125,6 +125,10 @@ class Demo:
     def apply(self) -> None:
         self.rtml("apply")
 
+    def materialize(self) -> str:
+        self.rtml("materialize", "--end", self.live_start.isoformat())
+        return "user and merchant profiles as of the replayed day, in Redis"
+
     def backfill(self) -> str:
         self.rtml("backfill", "--start", self.start.isoformat(), "--end", self.live_start.isoformat())
         return f"stream features for {self.start:%m-%d} .. {self.live_start:%m-%d}, materialized to Redis"
@@ -218,6 +222,7 @@ class Demo:
             ("Simulate history with a drift scenario", self.history),
             ("Register the feature repo (feast apply)", self.apply),
             ("Backfill stream features (Spark) and materialize", self.backfill),
+            ("Materialize batch features (profiles) to Redis", self.materialize),
             ("Train, evaluate, gate and register the first model", self.train),
             ("Start the prediction service (BentoML)", self.serve),
             ("Start the stream job (Spark Structured Streaming)", self.stream),

@@ -32,29 +32,26 @@ def materialize(
     """Materialize ``views`` (default: every online view that has offline data) into Redis.
 
     Full by default: every value in ``[start, end]`` is (re)written, so it repairs a Redis that lost
-    its data, which ``materialize-incremental`` would skip. Returns the views materialized.
+    its data, which ``materialize-incremental`` would skip (windowed stream views are always loaded
+    in full). Returns the views materialized.
     """
     from rtml.feast_store import get_store
 
     store = get_store()
     views = views or views_with_data(store)
     end = end or datetime.now(UTC) + timedelta(seconds=1)
-    if not views:
-        return []
-    # Feast refuses windowed StreamFeatureViews ("Time window aggregation is not supported"): their
-    # offline rows are already the aggregates, loaded by the stream job's materializer (always full).
-    stream_names = {v.name for v in store.list_stream_feature_views()}
-    stream_views = [v for v in views if v in stream_names]
-    batch_views = [v for v in views if v not in stream_names]
-    if stream_views:
+    start = start or datetime(1970, 1, 2, tzinfo=UTC)
+    windowed = {v.name for v in store.list_stream_feature_views() if v.aggregations}
+    plain = [v for v in views if v not in windowed]
+    if plain and incremental:
+        store.materialize_incremental(end_date=end, feature_views=plain)
+    elif plain:
+        store.materialize(start_date=start, end_date=end, feature_views=plain)
+    stream = [v for v in views if v in windowed]
+    if stream:
+        # Feast's local engine refuses windowed stream views; their offline rows already are the
+        # aggregates, so load each entity's latest row (always a full, forward-only reload).
         from streaming.materialize import materialize_stream_views
 
-        materialize_stream_views(store, stream_views, start or datetime(1970, 1, 2, tzinfo=UTC), end)
-    if not batch_views:
-        return views
-    if incremental:
-        store.materialize_incremental(end_date=end, feature_views=batch_views)
-    else:
-        start = start or datetime(1970, 1, 2, tzinfo=UTC)
-        store.materialize(start_date=start, end_date=end, feature_views=batch_views)
+        materialize_stream_views(store, stream, start, end)
     return views
