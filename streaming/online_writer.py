@@ -63,7 +63,7 @@ def _tagged_varints(tag: int, values: np.ndarray) -> tuple[bytes, np.ndarray, np
 
 
 def _split(blob: bytes, offsets: np.ndarray, lengths: np.ndarray) -> list[bytes]:
-    return [blob[o : o + n] for o, n in zip(offsets.tolist(), lengths.tolist())]
+    return [blob[o : o + n] for o, n in zip(offsets.tolist(), lengths.tolist(), strict=True)]
 
 
 def encode_int64_values(values: np.ndarray) -> list[bytes]:
@@ -92,7 +92,7 @@ def encode_timestamps(ts_us: np.ndarray) -> list[bytes]:
     sec = _split(*_tagged_varints(0x08, seconds))
     nan = _split(*_tagged_varints(0x10, micros * 1000))
     zs, zn = (seconds == 0).tolist(), (micros == 0).tolist()
-    return [(b"" if a0 else a) + (b"" if b0 else b) for a, b, a0, b0 in zip(sec, nan, zs, zn)]
+    return [(b"" if a0 else a) + (b"" if b0 else b) for a, b, a0, b0 in zip(sec, nan, zs, zn, strict=True)]
 
 
 def _decode_timestamp_us(raw: bytes | None) -> int:

@@ -26,7 +26,7 @@ def make_events(rng: np.random.Generator, n: int, users: list[int], merchants: l
     with some exact timestamp ties and cent amounts."""
     offsets = np.sort(rng.integers(0, int(span / timedelta(microseconds=1)), size=n))
     events = []
-    for i, off in enumerate(offsets.tolist()):
+    for off in offsets.tolist():
         events.append(
             {
                 "transaction_id": uuid.uuid4().hex,
@@ -39,7 +39,7 @@ def make_events(rng: np.random.Generator, n: int, users: list[int], merchants: l
                 "event_timestamp": start + timedelta(microseconds=off),
             }
         )
-    for j in range(min(ties, n - 1)):  # same user, same instant as its predecessor
+    for _ in range(min(ties, n - 1)):  # same user, same instant as its predecessor
         k = int(rng.integers(1, n))
         events[k]["event_timestamp"] = events[k - 1]["event_timestamp"]
         events[k]["user_id"] = events[k - 1]["user_id"]

@@ -17,7 +17,15 @@ import pytest
 
 from streaming.processor import job_counters
 from streaming.state_store import StateStore
-from tests.streaming.helpers import fresh_id_base, assert_rows_equal, make_events, oracle, publish, read_offline, view_aggregations
+from tests.streaming.helpers import (
+    assert_rows_equal,
+    fresh_id_base,
+    make_events,
+    oracle,
+    publish,
+    read_offline,
+    view_aggregations,
+)
 from tests.streaming.test_stream_online import online_values
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from tests.streaming.helpers import fresh_id_base, assert_rows_equal, make_events, oracle, publish, view_aggregations
+from tests.streaming.helpers import assert_rows_equal, fresh_id_base, make_events, oracle, publish, view_aggregations
 
 pytestmark = pytest.mark.integration
 
