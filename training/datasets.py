@@ -18,7 +18,7 @@ How a row is built:
   using the transaction's own time would leak the transaction (and its label) into its features.
 - Features come from Feast ``get_historical_features`` with the feature service ``fraud_model_v1``
   (``join="feast"``, offline store per ``RTML_OFFLINE_STORE``: duckdb by default, or spark), or from
-  :mod:`training.pit_join` (``join="fast"``, same semantics, a duckdb ASOF JOIN, same frame).
+  :mod:`training.pit_join` (``join="fast"``: same semantics and frame; a sort + binary search per view).
 - Rows are never dropped for missing feature history (TTL expired, unknown user): the features are
   null and the row count is checked against the entity count (``RuntimeError`` if different).
 
@@ -211,7 +211,7 @@ def training_frame(
         seg_refs = [r for r in SEGMENT_REFS if r.split(":")[1] not in names]
         if seg_refs:
             seg = fast_features(store, entities[["user_id", "merchant_id", "event_timestamp"]], seg_refs)
-            df = pd.concat([df, seg.rename(columns=lambda c: c)], axis=1)
+            df = pd.concat([df, seg], axis=1)
     if len(df) != len(entities):
         raise RuntimeError(f"training frame has {len(df)} rows for {len(entities)} labelled transactions")
     return df
@@ -270,7 +270,7 @@ def build_training_set(
         "rows_without_history": {n: int(df[n].isna().sum()) for n in names if df[n].isna().any()},
         "content_hash": digest,
         "join": join,
-        "offline_store": s.offline_store if join == "feast" else "training.pit_join (duckdb ASOF)",
+        "offline_store": s.offline_store if join == "feast" else "training.pit_join",
         "data_dir": str(s.data_dir),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -273,7 +273,7 @@ def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str) -> list[pa.Array]:
     if rows is not None:
         idx = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
     take = pa.array(np.maximum(idx, 0), mask=idx < 0)
-    return [src.column(f).combine_chunks().take(take) for f in spec.features]
+    return [src.column(f).take(take) for f in spec.features]
 
 
 def feast_view_specs(store: Any, refs: list[str]) -> tuple[list[ViewSpec], list[Any], list[str]]:

@@ -39,10 +39,12 @@ T0 = pd.Timestamp("2026-01-01", tz="UTC")
 DAYS = 30
 N_ENTITIES = int(os.environ.get("BENCH_PIT_ENTITIES", 1_000_000))
 N_USERS = int(os.environ.get("BENCH_PIT_USERS", 200_000))
-N_MERCHANTS = 20_000
+N_MERCHANTS = int(os.environ.get("BENCH_PIT_MERCHANTS", 200_000))
 USER_ROWS = int(os.environ.get("BENCH_PIT_USER_ROWS", 6_000_000))
 MERCHANT_ROWS = int(os.environ.get("BENCH_PIT_MERCHANT_ROWS", 4_000_000))
 CHILD_TIMEOUT_S = 900
+# A child above this RSS is stopped (the machine is shared: never let a method reach the OOM killer).
+RSS_LIMIT_GB = float(os.environ.get("BENCH_PIT_RSS_LIMIT_GB", 14))
 USER_AGGS = [
     *[f"txn_{fn}_{w}" for w in ("10m", "1h", "24h") for fn in ("count", "sum", "mean", "max")],
     "distinct_merchants_1h",
@@ -98,6 +100,7 @@ def generate(seed: int = 11) -> dict[str, int]:
     spec = {
         "entities": N_ENTITIES,
         "users": N_USERS,
+        "merchants": N_MERCHANTS,
         "user_rows": USER_ROWS,
         "merchant_rows": MERCHANT_ROWS,
         "seed": seed,
@@ -213,6 +216,7 @@ def child(method: str) -> None:
     logging.disable(logging.WARNING)
     store = _store("duckdb_store" if method == "fast" else method)
     entities = pq.read_table(WORK / "entities.parquet").to_pandas()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     if method == "fast":
         from training.datasets import historical_features
@@ -221,25 +225,54 @@ def child(method: str) -> None:
     else:
         out = store.get_historical_features(entity_df=entities, features=REFS, full_feature_names=False).to_df()
     seconds = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     out[["row_id", *NAMES]].to_parquet(WORK / f"result-{method}.parquet", index=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": seconds, "rows": len(out), "peak_rss_gb": peak / 2**30}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": len(out), "peak_rss_gb": peak / 2**30}))
+
+
+def _rss_gb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
 
 
 def run_child(method: str) -> dict:
+    """Run ``child(method)`` in a subprocess, stopping it (by pid) above RSS_LIMIT_GB or the timeout."""
     (WORK / f"result-{method}.parquet").unlink(missing_ok=True)
     store_kind = "fast" if method == "fast" else method
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.bench_training", "--child", method],
-        cwd=REPO_ROOT,
-        env=_env(store_kind),
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT_S,
-    )
-    if done.returncode != 0:
-        return {"error": done.stderr[-1500:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    err_path = WORK / f"stderr-{method}.log"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.benchmarks.bench_training", "--child", method],
+            cwd=REPO_ROOT,
+            env=_env(store_kind),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        deadline = time.monotonic() + CHILD_TIMEOUT_S
+        seen_gb, stopped = 0.0, ""
+        while proc.poll() is None:
+            seen_gb = max(seen_gb, _rss_gb(proc.pid))
+            if seen_gb > RSS_LIMIT_GB:
+                stopped = f"stopped at {seen_gb:.1f} GiB RSS (limit {RSS_LIMIT_GB} GiB)"
+            elif time.monotonic() > deadline:
+                stopped = f"stopped after the {CHILD_TIMEOUT_S} s timeout"
+            if stopped:
+                proc.kill()
+                break
+            time.sleep(0.2)
+        out, _ = proc.communicate()
+    if stopped or proc.returncode != 0:
+        tail = err_path.read_text()[-800:]
+        return {"error": stopped or f"exit {proc.returncode}: {tail}", "rss_seen_gb": seen_gb}
+    return json.loads(out.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- the oracle
@@ -328,6 +361,7 @@ def main() -> dict:
         results[method] = {
             "seconds": min(r["seconds"] for r in ok),
             "seconds_runs": [r["seconds"] for r in ok],
+            "cpu_seconds": min(r["cpu_seconds"] for r in ok),
             "peak_rss_gb": max(r["peak_rss_gb"] for r in ok),
             "rows": ok[-1]["rows"],
         }
@@ -366,6 +400,9 @@ def main() -> dict:
         "speedup_vs_duckdb_store": (duck["seconds"] / fast["seconds"])
         if duck.get("seconds") and fast.get("seconds")
         else None,
+        "pit_cpu_seconds": fast.get("cpu_seconds"),
+        "duckdb_store_cpu_seconds": duck.get("cpu_seconds"),
+        "file_store_cpu_seconds": file.get("cpu_seconds"),
         "speedup_vs_file_store": (file["seconds"] / fast["seconds"])
         if file.get("seconds") and fast.get("seconds")
         else None,

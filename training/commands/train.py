@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["feast", "fast"],
         default="feast",
         help="feast: Feast get_historical_features (offline store from RTML_OFFLINE_STORE); "
-        "fast: training.pit_join (same result, duckdb ASOF JOIN)",
+        "fast: training.pit_join (same result, faster)",
     )
     parser.add_argument("--trials", type=int, default=4, help="hyperparameter configurations to try (default 4)")
     parser.add_argument("--seed", type=int, default=7)
