@@ -37,9 +37,11 @@ def reference() -> Reference:
     return Reference(frame=feature_frame(5000, seed=1)[[*F, "score"]], features=F, model="fraud_model:kafka-test")
 
 
-def _produce(topic: str, messages: list, start_ms: int = 1_700_000_000_000) -> None:
+def _produce(topic: str, messages: list, start_ms: int | None = None) -> None:
+    """Message timestamps start now (a broker with time-based retention deletes old-timestamped records)."""
     from rtml.kafka import make_producer
 
+    start_ms = start_ms or int(time.time() * 1000)
     producer = make_producer()
     try:
         for i, msg in enumerate(messages):
@@ -113,7 +115,7 @@ def test_drifted_predictions_produce_an_alert_on_the_alerts_topic(stack, kafka_t
     frames += [feature_frame(WINDOW, seed=20 + i, amount_scale=3.0) for i in range(2)]
     messages = []
     for k, frame in enumerate(frames):
-        messages += prediction_messages(frame, start_ts=1_700_000_000 + 100 * k, features=F, id_prefix=f"w{k}")
+        messages += prediction_messages(frame, start_ts=time.time() + 100 * k, features=F, id_prefix=f"w{k}")
     _produce(predictions, messages)
 
     metrics = MonitorMetrics()
@@ -143,7 +145,7 @@ def test_drifted_predictions_produce_an_alert_on_the_alerts_topic(stack, kafka_t
 def test_restart_resumes_from_committed_offsets(stack, kafka_topic, reference, tmp_path):
     predictions = kafka_topic("predictions", partitions=3)
     frame = feature_frame(5 * WINDOW, seed=30)
-    _produce(predictions, prediction_messages(frame, start_ts=1_700_000_000, features=F))
+    _produce(predictions, prediction_messages(frame, start_ts=time.time(), features=F))
     _produce_raw(predictions, [b"{broken", b'{"score": "x"}', b"[]"])
     group = f"mon-{uuid.uuid4().hex[:8]}"
     config = MonitorConfig(
@@ -209,7 +211,7 @@ def test_rtml_monitor_cli_end_to_end_with_the_production_model(stack, kafka_topi
     frames = pd.concat([same, drifted], ignore_index=True)
     frames["score"] = frames["score"] * (1 + rng.normal(0, 0.001, len(frames)))
     predictions, alerts = kafka_topic("predictions", 1), kafka_topic("alerts", 1)
-    _produce(predictions, prediction_messages(frames, start_ts=1_700_000_000, features=features))
+    _produce(predictions, prediction_messages(frames, start_ts=time.time(), features=features))
     port = _free_port()
     env = {**os.environ, "RTML_STATE_DIR": str(state)}
     proc = subprocess.Popen(

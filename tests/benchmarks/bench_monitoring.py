@@ -1,0 +1,265 @@
+"""Drift monitor benchmark: consumer throughput through the real Kafka broker, window evaluation time,
+false alarms and detection delay.
+
+One run, side by side:
+- consume: ``Monitor.run`` (kafka-python fetch + JSON decode + validation + windowing + drift per 5k window,
+  HTML reports off) vs a plain kafka-python consumer that only ``json.loads`` each message, with and
+  without CRC checks (kafka-python verifies CRCs in pure Python; the monitor turns that off by default);
+- window evaluation of a 5000-row window (24 features + score vs 5000 reference rows): the monitor's path
+  (Evidently drift functions per column) vs Evidently's full ``Report`` with ``DataDriftPreset`` (and its HTML);
+- the stream: 20 no-drift windows then amounts x3 from the middle of window 21 (1 partition, in order):
+  false alarms in the 20 windows and detection delay = windows closed from the drift start up to and
+  including the first FeatureDrift alert (1 = the window in which drift started). Subtler scenarios
+  (amounts x1.3, merchant mix change) are measured on windows fed directly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks.common import percentiles, write_result  # noqa: E402
+
+WINDOW = 5000
+CLEAN_WINDOWS = 20
+DRIFT_WINDOWS = 4
+
+
+def _messages(features: list[str]) -> tuple[list[dict], int]:
+    from monitoring.synthetic import feature_frame, prediction_messages
+
+    clean = feature_frame(CLEAN_WINDOWS * WINDOW + WINDOW // 2, seed=11)
+    drifted = feature_frame(DRIFT_WINDOWS * WINDOW - WINDOW // 2, seed=12, amount_scale=3.0)
+    frame = pd.concat([clean, drifted], ignore_index=True)
+    return prediction_messages(frame, start_ts=time.time(), rate_per_s=1000, features=features), len(clean)
+
+
+def _produce(topic: str, messages: list[dict]) -> float:
+    from rtml.kafka import make_producer
+
+    producer = make_producer()
+    start_ms = int(time.time() * 1000)  # recent timestamps: old ones fall to time-based retention
+    t0 = time.perf_counter()
+    for i, msg in enumerate(messages):
+        producer.send(topic, key=msg["request_id"], value=msg, timestamp_ms=start_ms + i)
+    producer.flush(timeout=120)
+    elapsed = time.perf_counter() - t0
+    producer.close(timeout=5)
+    return len(messages) / elapsed
+
+
+def _plain_consume(topic: str, n: int, check_crcs: bool) -> float:
+    import json
+
+    from rtml.kafka import make_consumer
+
+    consumer = make_consumer(
+        [topic],
+        f"plain-{uuid.uuid4().hex[:8]}",
+        check_crcs=check_crcs,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    seen = 0
+    t0 = None
+    deadline = time.monotonic() + 300
+    while seen < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {seen} of {n} messages came back from {topic} within 300 s")
+        batch = consumer.poll(timeout_ms=1000, max_records=5000)
+        if t0 is None and batch:
+            t0 = time.perf_counter()
+        for records in batch.values():
+            for r in records:
+                json.loads(r.value)
+            seen += len(records)
+    elapsed = time.perf_counter() - t0
+    consumer.close(autocommit=False)
+    return n / elapsed
+
+
+def _window_eval(reference: pd.DataFrame, features: list[str]) -> dict:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    from monitoring.drift import DriftDetector
+    from monitoring.synthetic import feature_frame
+
+    detector = DriftDetector(reference, features)
+    windows = [feature_frame(WINDOW, seed=100 + i, amount_scale=3.0 if i % 2 else 1.0) for i in range(10)]
+    matrices = [w[[*features, "score"]].to_numpy(dtype=float) for w in windows]
+    detector.evaluate(matrices[0])  # warm-up
+    fast = []
+    for m in matrices * 2:
+        t0 = time.perf_counter()
+        detector.evaluate(m)
+        fast.append(time.perf_counter() - t0)
+    cols = [*features, "score"]
+    methods = detector.methods(WINDOW)
+    cat = [c for c, is_cat in detector.categorical_columns().items() if is_cat]
+    definition = DataDefinition(numerical_columns=[c for c in cols if c not in cat], categorical_columns=cat)
+    full, html = [], []
+    for w in windows[:3]:
+        t0 = time.perf_counter()
+        preset = DataDriftPreset(
+            per_column_method={c: m for c, (m, _) in methods.items()},
+            per_column_threshold={c: t for c, (_, t) in methods.items()},
+        )
+        snapshot = Report([preset]).run(
+            Dataset.from_pandas(w[cols], data_definition=definition),
+            Dataset.from_pandas(reference[cols], data_definition=definition),
+        )
+        full.append(time.perf_counter() - t0)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            snapshot.save_html(str(Path(tmp) / "r.html"))
+            html.append(time.perf_counter() - t0)
+    return {"fast": percentiles(fast), "full_report": percentiles(full), "html": percentiles(html)}
+
+
+def _direct_delay(reference: pd.DataFrame, features: list[str], **drift) -> dict:
+    """Windows fed directly: 20 clean, then drift from the middle of window 21."""
+    from monitoring.monitor import FEATURE_DRIFT, Monitor, MonitorConfig
+    from monitoring.reference import Reference
+    from monitoring.retrain import RetrainConfig
+    from monitoring.synthetic import feature_frame
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mon = Monitor(
+            MonitorConfig(render_reports=False, retrain=RetrainConfig(enabled=False)),
+            lambda: Reference(reference, features, "bench"),
+            Path(tmp),
+        )
+        clean = feature_frame(CLEAN_WINDOWS * WINDOW + WINDOW // 2, seed=21)
+        drifted = feature_frame(DRIFT_WINDOWS * WINDOW - WINDOW // 2, seed=22, **drift)
+        rows = pd.concat([clean, drifted], ignore_index=True)[[*features, "score"]].to_numpy(dtype=float)
+        first_alert = None
+        for k in range(CLEAN_WINDOWS + DRIFT_WINDOWS):
+            before = len(mon.sink.sent)
+            mon.process_window(rows[k * WINDOW : (k + 1) * WINDOW], k, k)
+            if first_alert is None and any(a.alert == FEATURE_DRIFT for a in mon.sink.sent[before:]):
+                first_alert = k + 1
+        false_alarms = sum(1 for r in mon.results[:CLEAN_WINDOWS] if r.any_drift)
+        drift_window = CLEAN_WINDOWS + 1
+        return {
+            "false_alarms_in_20_windows": false_alarms,
+            "detection_delay_windows": None if first_alert is None else first_alert - drift_window + 1,
+            "drifted_features_first_alert": mon.results[first_alert - 1].drifted_features if first_alert else [],
+        }
+
+
+def main() -> dict:
+    from infra import kafka_broker, redis_server
+    from infra.stack import up
+    from monitoring.alerts import AlertSink
+    from monitoring.metrics import MonitorMetrics
+    from monitoring.monitor import FEATURE_DRIFT, Monitor, MonitorConfig
+    from monitoring.reference import Reference
+    from monitoring.retrain import RetrainConfig
+    from monitoring.synthetic import DEFAULT_FEATURES, feature_frame
+    from monitoring.windows import WindowSpec
+    from rtml.config import settings
+    from rtml.kafka import ensure_topics, make_consumer
+
+    features = list(DEFAULT_FEATURES)
+    reference = feature_frame(WINDOW, seed=1)[[*features, "score"]]
+    s = settings()
+    info = up(progress=False, spark_jars=False)
+    try:
+        topic = f"bench-predictions-{uuid.uuid4().hex[:8]}"
+        ensure_topics([topic], partitions=1)
+        messages, drift_start = _messages(features)
+        produce_rate = _produce(topic, messages)
+        n = len(messages)
+
+        plain_crc = _plain_consume(topic, n, check_crcs=True)
+        plain = _plain_consume(topic, n, check_crcs=False)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = MonitorMetrics()
+            config = MonitorConfig(
+                window=WindowSpec(size=WINDOW), render_reports=False, retrain=RetrainConfig(enabled=False)
+            )
+            mon = Monitor(
+                config, lambda: Reference(reference, features, "bench"), Path(tmp), metrics, AlertSink(metrics=metrics)
+            )
+            consumer = make_consumer(
+                [topic],
+                f"bench-{uuid.uuid4().hex[:8]}",
+                check_crcs=False,
+                max_poll_records=5000,
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=16 * 1024 * 1024,
+            )
+            consumer.poll(timeout_ms=2000, max_records=1)  # join the group, fetch metadata
+            consumer.seek_to_beginning()
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            windows = mon.run(consumer, topic, None, max_windows=n // WINDOW, idle_exit_s=5)
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            consumer.close(autocommit=False)
+        eval_total = sum(r.eval_seconds for r in mon.results)
+        first_alert = next((a for a in mon.sink.sent if a.alert == FEATURE_DRIFT), None)
+        drift_window = drift_start // WINDOW + 1
+        delay = None if first_alert is None else first_alert.details["window_id"] - drift_window + 1
+        false_alarms = sum(1 for r in mon.results[:CLEAN_WINDOWS] if r.any_drift)
+
+        evals = _window_eval(reference, features)
+        subtle = _direct_delay(reference, features, amount_scale=1.3)
+        merchant = _direct_delay(reference, features, merchant_mix=True)
+    finally:
+        if info.kafka.started:
+            kafka_broker.stop(progress=False, s=s)
+        if info.redis.started:
+            redis_server.stop(progress=False, s=s)
+
+    result = {
+        "consume_events_per_s": n / elapsed,
+        "consume_events": n,
+        "consume_windows": windows,
+        "consume_cpu_s": cpu,
+        "consume_window_eval_s_total": eval_total,
+        "consume_note": "Monitor.run incl. drift per 5k window, reports off, 1 partition, check_crcs=False",
+        "plain_kafka_json_events_per_s": plain,
+        "plain_kafka_json_crc_events_per_s": plain_crc,
+        "produce_events_per_s": produce_rate,
+        "window_eval_s_5k": evals["fast"]["p50"],
+        "window_eval_5k": evals["fast"],
+        "evidently_full_report_s_5k": evals["full_report"],
+        "evidently_html_s_5k": evals["html"],
+        "detection_delay_windows": delay,
+        "false_alarms_in_20_windows": false_alarms,
+        "first_alert_features": list(first_alert.details["drifted_features"]) if first_alert else [],
+        "scenario": f"{CLEAN_WINDOWS} clean windows of {WINDOW}, then amounts x3 from mid window {drift_window}",
+        "subtle_amount_x1_3": subtle,
+        "merchant_mix_change": merchant,
+        "reference_rows": len(reference),
+        "features": len(features),
+        "load_avg_1m": os.getloadavg()[0],
+    }
+    path = write_result("monitoring", result)
+    print(f"wrote {path}")
+    for key in (
+        "consume_events_per_s",
+        "plain_kafka_json_events_per_s",
+        "plain_kafka_json_crc_events_per_s",
+        "window_eval_s_5k",
+        "detection_delay_windows",
+        "false_alarms_in_20_windows",
+    ):
+        print(f"{key}: {result[key]}")
+    print("evidently full report 5k:", evals["full_report"])
+    print("subtle x1.3:", subtle, "merchant mix:", merchant)
+    return result
+
+
+if __name__ == "__main__":
+    main()
