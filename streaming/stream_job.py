@@ -72,6 +72,9 @@ class StreamJob:
             bootstrap=options.bootstrap or spec.bootstrap or s.kafka_bootstrap,
             watermark_delay_us=spec.watermark_delay_us,
         )
+        if not options.bootstrap and spec.bootstrap and spec.bootstrap != s.kafka_bootstrap:
+            log.warning("Kafka bootstrap from the registry (%s) differs from settings (%s): using the registry's; "
+                        "re-run `rtml apply` or pass --bootstrap to change it", spec.bootstrap, s.kafka_bootstrap)
         self.dlq_topic = options.dlq_topic or s.topics.transactions_dlq
         check_broker(self.spec.bootstrap)
         self.metrics = metrics or StreamMetrics()
