@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -330,3 +331,39 @@ def test_reference_can_be_a_bare_dataframe(tmp_path, reference):
     )
     assert mon.reference.features == F
     assert mon.pr_auc_floor() == 0.2  # no offline PR-AUC known
+
+
+def test_time_windows_and_sliding_windows_through_the_consumer_loop(tmp_path, reference):
+    frame = feature_frame(3000, seed=990)
+    msgs = prediction_messages(frame, start_ts=0, features=F)
+    # 100 ms apart: 3000 messages span 300 s; 60 s time windows close every 600 messages (size cap 10k)
+    recs = records("predictions", msgs, step_ms=100)
+    mon = make_monitor(tmp_path, reference, render_reports=False)
+    mon.config = replace(mon.config, window=WindowSpec(size=10_000, seconds=60, min_events=100))
+    consumer = FakeConsumer(recs)
+    mon.run(consumer, "predictions", None, idle_exit_s=0.0, idle_flush_s=None)
+    assert [r.n_rows for r in mon.results] == [600, 600, 600, 600]  # the last 600 wait for more (or idle flush)
+    assert [round(r.end - r.start, 1) for r in mon.results] == [59.9] * 4
+
+    mon2 = make_monitor(tmp_path / "sliding", reference, render_reports=False)
+    mon2.config = replace(mon2.config, window=WindowSpec(size=2000, mode="sliding", slide=500, min_events=2000))
+    mon2.run(FakeConsumer(records("predictions", msgs)), "predictions", None, idle_exit_s=0.0)
+    assert [r.n_rows for r in mon2.results] == [2000, 2000, 2000]  # at 2000, 2500, 3000 events
+
+
+def test_a_new_production_model_switches_the_reference(tmp_path, reference):
+    current = {"ref": reference}
+    clock = Clock()
+    config = MonitorConfig(render_reports=False, retrain=RetrainConfig(enabled=False), reference_check_every_s=300)
+    mon = Monitor(config, lambda: current["ref"], tmp_path, MonitorMetrics(), clock=clock)
+    shifted = feature_frame(5000, seed=991, amount_scale=3.0)
+    current["ref"] = Reference(shifted[[*F, "score"]], F, model="fraud_model:new")
+    clock.t += 100
+    mon.maybe_check_reference()
+    assert mon.reference.model == "fraud_model:ref"  # not checked yet
+    clock.t += 300
+    mon.maybe_check_reference()
+    assert mon.reference.model == "fraud_model:new"
+    # traffic like the new model's training data does not drift against its reference
+    result = mon.process_window(feature_frame(WINDOW, seed=992, amount_scale=3.0), 0, 0)
+    assert result.drifted_features == []
