@@ -159,7 +159,10 @@ class Demo:
         o = self.options
         log = self.spawn(
             "monitor", "monitor", "--window-size", str(o.window_size), "--group", f"demo-{int(time.time())}",
-            "--retrain-windows", "2",
+            # Windows of a few hours see the daily cycle (night vs day traffic) as mild drift (share ~0.2,
+            # score ~0.3 here); the injected scenario moves more than half of the features.
+            "--drift-share", "0.4", "--alert-min-features", "8", "--score-threshold", "0.45",
+            "--retrain-drift-share", "0.4", "--retrain-windows", "2",
             "--retrain-command", f"{sys.executable} -m rtml.cli train --trials {o.train_trials} --join fast", "--retrain-cooldown-minutes", "30", "--latest-report-minutes", "0.1",
             ready_line="", timeout=5,
         )

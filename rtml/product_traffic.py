@@ -65,6 +65,8 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
     pending_labels: deque[list[bytes]] = deque()
     latencies: list[float] = []
     scored = errors = 0
+    statuses: dict[int, int] = {}
+    first_error = ""
     t0 = time.perf_counter()
     with httpx.Client(base_url=api, timeout=10.0) as client, tqdm(total=len(values), desc="replay", unit="txn") as bar:
         for lo in range(0, len(values), chunk):
@@ -78,6 +80,8 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
                 scored += hi - lo
             else:
                 errors += hi - lo
+                statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
+                first_error = first_error or f"{reply.status_code}: {reply.text[:300]}"
             for i in range(lo, hi):
                 producer.send(s.topics.transactions, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
             pending_labels.append([json.loads(v)["transaction_id"].encode() for v in values[lo:hi]])
@@ -101,6 +105,8 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
         "p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
         "p99_ms": float(np.percentile(ms, 99)) if ms.size else float("nan"),
         "seconds": round(time.perf_counter() - t0, 1),
+        "error_statuses": statuses,
+        "first_error": first_error,
     }
 
 
