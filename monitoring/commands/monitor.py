@@ -147,17 +147,16 @@ def run(args: argparse.Namespace) -> int:
     alerts = args.alerts_topic or cfg.topics.alerts
     ensure_topics([predictions, labels, alerts])
     metrics = MonitorMetrics()
+    sink = AlertSink(None, alerts, metrics=metrics)
+    try:  # load the reference first: no port or client is opened for a monitor that cannot start
+        monitor = Monitor(config, state_dir=cfg.state_dir, metrics=metrics, sink=sink)
+    except (StatTestNotFoundError, ValueError) as exc:
+        raise UserFacingError(f"bad drift configuration: {exc}") from None
     try:
         server = metrics.serve(args.metrics_port)
     except OSError as exc:
         raise UserFacingError(f"cannot serve metrics on port {args.metrics_port}: {exc} (use --metrics-port)") from None
-    producer = make_producer()
-    try:
-        monitor = Monitor(
-            config, state_dir=cfg.state_dir, metrics=metrics, sink=AlertSink(producer, alerts, metrics=metrics)
-        )
-    except (StatTestNotFoundError, ValueError) as exc:
-        raise UserFacingError(f"bad drift configuration: {exc}") from None
+    producer = sink.producer = make_producer()
     subscribed = [predictions] + ([] if args.no_labels else [labels])
     consumer = make_consumer(
         subscribed,
