@@ -88,6 +88,7 @@ class Monitor:
         state = self._load_state()
         self.window_id: int = int(state.get("window_id", 0))
         self.feature_streak: int = int(state.get("feature_streak", 0))
+        self.feature_streak_start: float = float(state.get("feature_streak_start", 0.0))
         self.alerts = AlertTracker(self.config.repeat_every, state.get("alerts"))
         self.retrain = RetrainController(
             self.config.retrain, self.monitor_dir / "retrain", self.metrics, clock, state.get("retrain")
@@ -285,22 +286,28 @@ class Monitor:
     def _alerts(self, r: WindowDrift, report: str) -> None:
         cfg = self.config
         drifted = r.drifted_features
-        self.feature_streak = self.feature_streak + 1 if len(drifted) >= cfg.alert_min_features else 0
+        if len(drifted) >= cfg.alert_min_features:
+            if self.feature_streak == 0:
+                self.feature_streak_start = r.start  # "since when": the first drifted window of the streak
+            self.feature_streak += 1
+        else:
+            self.feature_streak = 0
         firing = self.feature_streak >= cfg.alert_windows
-        action = self.alerts.update(FEATURE_DRIFT, firing, r.start)
+        action = self.alerts.update(FEATURE_DRIFT, firing, self.feature_streak_start)
         if action:
             self._send(FEATURE_DRIFT, action, self._feature_alert(r, drifted), report)
         action = self.alerts.update(PREDICTION_DRIFT, r.prediction.detected, r.start)
         if action:
             c = r.prediction
-            summary = f"model score drifted: {c.method} {c.score:.3f} >= {c.threshold} (window {r.window_id}, {r.n_rows} rows)"
+            summary = f"model score drifted: {c.method} {c.score:.3f} >= {c.threshold:.3g} (window {r.window_id}, {r.n_rows} rows)"
             details = {**self._window_details(r), "score": _col(c)}
             self._send(PREDICTION_DRIFT, action, (summary, details, "warning"), report)
 
     def _feature_alert(self, r: WindowDrift, drifted: list[str]) -> tuple[str, dict[str, Any], str]:
         tested = sum(c.tested for c in r.features.values())
         top = ", ".join(
-            f"{f} ({r.features[f].method} {r.features[f].score:.3g} >= {r.features[f].threshold})" for f in drifted[:5]
+            f"{f} ({r.features[f].method} {r.features[f].score:.3g} >= {r.features[f].threshold:.3g})"
+            for f in drifted[:5]
         )
         summary = (
             f"{len(drifted)} of {tested} features drifted (share {r.drift_share:.2f}) in window {r.window_id}: {top}"
@@ -364,6 +371,7 @@ class Monitor:
         state = {
             "window_id": self.window_id,
             "feature_streak": self.feature_streak,
+            "feature_streak_start": self.feature_streak_start,
             "alerts": self.alerts.to_state(),
             "retrain": self.retrain.to_state(),
             "pairs": list(self.performance.pairs),

@@ -367,3 +367,13 @@ def test_a_new_production_model_switches_the_reference(tmp_path, reference):
     # traffic like the new model's training data does not drift against its reference
     result = mon.process_window(feature_frame(WINDOW, seed=992, amount_scale=3.0), 0, 0)
     assert result.drifted_features == []
+
+
+def test_feature_drift_needing_two_windows_reports_the_first_as_since(tmp_path, reference):
+    mon = make_monitor(tmp_path, reference, alert_windows=2, render_reports=False)
+    mon.process_window(feature_frame(WINDOW, seed=993), 0.0, 99.0)
+    mon.process_window(feature_frame(WINDOW, seed=994, amount_scale=3.0), 100.0, 199.0)
+    assert mon.sink.sent == []  # one drifted window is not enough
+    mon.process_window(feature_frame(WINDOW, seed=995, amount_scale=3.0), 200.0, 299.0)
+    assert [a.alert for a in mon.sink.sent] == [FEATURE_DRIFT]
+    assert mon.sink.sent[0].started_at == "1970-01-01T00:01:40Z"  # start of the first drifted window (100 s)
