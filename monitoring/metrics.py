@@ -78,6 +78,9 @@ class MonitorMetrics:
             "rtml_retrain_runs", "Finished retraining runs, by outcome", ["outcome"], registry=r
         )
         self.reports_written = Counter("rtml_monitor_reports", "HTML drift reports written", ["kind"], registry=r)
+        self.reports_skipped = Counter(
+            "rtml_monitor_reports_skipped", "Drifted windows without their own report (rate limit)", registry=r
+        )
         for decision in ("started", "cooldown", "running"):
             self.retrain_decisions.labels(decision=decision)
 

@@ -60,6 +60,10 @@ class MonitorConfig:
     reports_keep: int = 20
     latest_report_every_s: float = 300.0
     render_reports: bool = True
+    # Under persistent drift, render a drifted window's report at most this often (a report costs
+    # ~1.5 s of CPU; one per 5k-event window would cap the monitor far below the stream's rate).
+    # The first drifted window of an episode always gets one.
+    drift_report_every_s: float = 60.0
     reference_check_every_s: float = 300.0
     commit_every_window: bool = True
 
@@ -102,6 +106,8 @@ class Monitor:
         self.results: list[WindowDrift] = []
         self.malformed = 0
         self._labels_seen = -1
+        self._last_drift_report = ""
+        self._last_drift_report_at = -math.inf
         self._last_reference_check = clock()
 
     # ------------------------------------------------------------------ reference
@@ -169,9 +175,7 @@ class Monitor:
         del self.results[:-100]
         self._export(result)
 
-        report = ""
-        if self.config.render_reports and (result.any_drift or self.reports.latest_due(self.clock())):
-            report = self._render(rows, result)
+        report = self._maybe_render(rows, result)
 
         self._alerts(result, report)
         perf_low = self.update_performance(report)
@@ -250,6 +254,28 @@ class Monitor:
         if cfg.min_recall is not None and perf.recall < cfg.min_recall:
             problems.append(f"recall {perf.recall:.3f} < {cfg.min_recall:.3f}")
         return bool(problems), "; ".join(problems)
+
+    def _maybe_render(self, rows: np.ndarray | pd.DataFrame, r: WindowDrift) -> str:
+        """Path of the report that documents this window ('' if none): its own, or under persistent
+        drift the latest drift report when this window's was skipped to save time."""
+        if not self.config.render_reports:
+            return ""
+        now = self.clock()
+        if r.any_drift:
+            new_episode = not any(
+                self.alerts.states.get(name) is not None and self.alerts.states[name].active
+                for name in (FEATURE_DRIFT, PREDICTION_DRIFT)
+            )
+            if new_episode or now - self._last_drift_report_at >= self.config.drift_report_every_s:
+                path = self._render(rows, r)
+                if path:
+                    self._last_drift_report, self._last_drift_report_at = path, now
+                return path
+            self.metrics.reports_skipped.inc()
+            return self._last_drift_report
+        if self.reports.latest_due(now):
+            self._render(rows, r)
+        return ""
 
     def _render(self, rows: np.ndarray | pd.DataFrame, r: WindowDrift) -> str:
         columns = [*self.detector.features, SCORE_COLUMN]

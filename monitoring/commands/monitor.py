@@ -72,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-labels", action="store_true", help="do not consume the labels topic")
     o.add_argument("--reports-keep", type=int, default=20, help="drifted-window reports kept")
     o.add_argument("--latest-report-minutes", type=float, default=5.0, help="rewrite latest.html at most this often")
+    o.add_argument(
+        "--drift-report-minutes",
+        type=float,
+        default=1.0,
+        help="persistent drift: a drifted-window report at most this often",
+    )
     o.add_argument("--no-reports", action="store_true")
     o.add_argument("--check-crcs", action="store_true", help="verify Kafka record CRCs (pure Python: ~7x slower)")
     o.add_argument("--max-windows", type=int, default=None, help="stop after N windows")
@@ -127,6 +133,7 @@ def build_config(args: argparse.Namespace):
         reports_keep=args.reports_keep,
         latest_report_every_s=args.latest_report_minutes * 60,
         render_reports=not args.no_reports,
+        drift_report_every_s=args.drift_report_minutes * 60,
     )
 
 

@@ -265,7 +265,7 @@ def test_retraining_on_performance_and_on_schedule_and_while_running(tmp_path, r
 
 
 def test_report_retention_keeps_the_newest(tmp_path, reference):
-    mon = make_monitor(tmp_path, reference, reports_keep=2)
+    mon = make_monitor(tmp_path, reference, reports_keep=2, drift_report_every_s=0)
     for i in range(4):
         mon.process_window(feature_frame(1000, seed=970 + i, amount_scale=3.0), 60.0 * i, 60.0 * i + 59)
     reports = mon.reports.reports()
@@ -377,3 +377,23 @@ def test_feature_drift_needing_two_windows_reports_the_first_as_since(tmp_path, 
     mon.process_window(feature_frame(WINDOW, seed=995, amount_scale=3.0), 200.0, 299.0)
     assert [a.alert for a in mon.sink.sent] == [FEATURE_DRIFT]
     assert mon.sink.sent[0].started_at == "1970-01-01T00:01:40Z"  # start of the first drifted window (100 s)
+
+
+def test_persistent_drift_reports_are_rate_limited(tmp_path, reference):
+    clock = Clock()
+    mon = make_monitor(tmp_path, reference, clock=clock, drift_report_every_s=120)
+    paths = []
+    for i in range(5):  # a drifted window every 50 s: reports at 0 s (episode start) and 150 s
+        mon.process_window(feature_frame(1000, seed=996 + i, amount_scale=3.0), clock.t, clock.t + 49)
+        paths.append(mon._last_drift_report)
+        clock.t += 50
+    ids = [p.name.split("-")[1] for p in mon.reports.reports()]
+    assert ids == ["000001", "000004"]
+    assert mon.metrics.value("rtml_monitor_reports_skipped_total") == 3
+    # a new episode after the drift cleared gets its report at once
+    mon.process_window(feature_frame(1000, seed=1001), clock.t, clock.t)
+    clock.t += 1
+    mon.process_window(feature_frame(1000, seed=1002, amount_scale=3.0), clock.t, clock.t)
+    assert [p.name.split("-")[1] for p in mon.reports.reports()] == ["000001", "000004", "000007"]
+    alert = mon.sink.sent[-1]
+    assert alert.details["action"] == "fire" and alert.report_path.endswith(mon.reports.reports()[-1].name)
