@@ -46,6 +46,7 @@ def transaction_context(inputs: dict) -> dict:
         inputs["credit_limit"],
         inputs["home_country"],
         inputs["merchant_country"],
+        strict=True,
     )
     for amount, country, mean_24h, limit, home, m_country in rows:
         amount = float(amount)

@@ -23,7 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra import maven
-from infra.proc import file_lock, owned_pid, port_open, require_tool, stop_pid, tail, wait_until, write_pid
+from infra.proc import (
+    file_lock,
+    owned_pid,
+    port_open,
+    require_tool,
+    stop_by_pid_file,
+    stop_pid,
+    tail,
+    wait_until,
+    write_pid,
+)
 from rtml.config import REPO_ROOT, Settings, settings
 from rtml.errors import UserFacingError
 
@@ -365,13 +375,4 @@ def _start(progress: bool, timeout_s: float | None) -> StartResult:
 def stop(progress: bool = True, timeout_s: float = 20.0, s: Settings | None = None) -> bool:
     """Stop the broker that `rtml up` started for these settings (by pid). True if one was stopped."""
     s = s or settings()
-    paths = BrokerPaths.of(s)
-    pid = running_pid(s)
-    if pid is None:
-        paths.pid_file.unlink(missing_ok=True)
-        return False
-    killed = stop_pid(pid, timeout_s=timeout_s)
-    paths.pid_file.unlink(missing_ok=True)
-    if progress:
-        print(f"kafka: stopped pid {pid}{' (killed after SIGTERM timeout)' if killed else ''}")
-    return True
+    return stop_by_pid_file("kafka", running_pid(s), BrokerPaths.of(s).pid_file, timeout_s, progress)

@@ -104,6 +104,18 @@ def stop_pid(pid: int, timeout_s: float = 15.0) -> bool:
     return True
 
 
+def stop_by_pid_file(label: str, pid: int | None, pid_file: Path, timeout_s: float, progress: bool) -> bool:
+    """Stop ``pid`` (SIGTERM, then SIGKILL) and remove its pid file; True if something was stopped."""
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    killed = stop_pid(pid, timeout_s=timeout_s)
+    pid_file.unlink(missing_ok=True)
+    if progress:
+        print(f"{label}: stopped pid {pid}{' (killed after SIGTERM timeout)' if killed else ''}")
+    return True
+
+
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.25) -> bool:
     """Poll ``predicate`` until it is true or ``timeout_s`` passed; returns its last value."""
     deadline = time.monotonic() + timeout_s

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.proc import file_lock, owned_pid, port_open, stop_pid, tail, wait_until, write_pid
+from infra.proc import file_lock, owned_pid, port_open, stop_by_pid_file, stop_pid, tail, wait_until, write_pid
 from rtml.config import Settings, settings
 from rtml.errors import UserFacingError
 
@@ -191,16 +191,7 @@ def _start(progress: bool, timeout_s: float) -> StartResult:
 def stop(progress: bool = True, timeout_s: float = 10.0, s: Settings | None = None) -> bool:
     """Stop the redis-server that rtml started for these settings (by pid). True if one was stopped."""
     s = s or settings()
-    paths = RedisPaths.of(s)
-    pid = running_pid(s)
-    if pid is None:
-        paths.pid_file.unlink(missing_ok=True)
-        return False
-    killed = stop_pid(pid, timeout_s=timeout_s)
-    paths.pid_file.unlink(missing_ok=True)
-    if progress:
-        print(f"redis: stopped pid {pid}{' (killed after SIGTERM timeout)' if killed else ''}")
-    return True
+    return stop_by_pid_file("redis", running_pid(s), RedisPaths.of(s).pid_file, timeout_s, progress)
 
 
 def stop_redis() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ class Settings:
         return Path(_env("RTML_CACHE_DIR", str(REPO_ROOT / ".cache")))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
     env = dict(env_key)
     state_dir = Path(env.get("RTML_STATE_DIR") or REPO_ROOT / ".rtml").resolve()
