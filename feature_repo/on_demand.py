@@ -51,10 +51,12 @@ def transaction_context(inputs: dict) -> dict:
     for amount, country, mean_24h, limit, home, m_country in rows:
         amount = float(amount)
         out["txn_amount"].append(amount)
-        out["amount_to_mean_24h"].append(amount / mean_24h if mean_24h else 1.0)
-        out["amount_to_credit_limit"].append(amount / limit if limit else 0.0)
-        out["is_foreign"].append(int(bool(home) and country != home))
-        out["merchant_foreign"].append(int(bool(m_country) and m_country != country))
+        # Missing inputs arrive as None online and as NaN offline: both mean "unknown" (x == x is
+        # False only for NaN), so training and serving compute the same value.
+        out["amount_to_mean_24h"].append(amount / mean_24h if mean_24h and mean_24h == mean_24h else 1.0)
+        out["amount_to_credit_limit"].append(amount / limit if limit and limit == limit else 0.0)
+        out["is_foreign"].append(int(isinstance(home, str) and bool(home) and country != home))
+        out["merchant_foreign"].append(int(isinstance(m_country, str) and bool(m_country) and m_country != country))
     return out
 
 

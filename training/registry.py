@@ -69,18 +69,17 @@ REPORT_DIR = "report"
 REQUIRED_METADATA = ("features", "feature_refs", "threshold", "defaults")
 
 _home_set_by_us: str | None = None
+# A BENTOML_HOME given to the process (a user's choice, or a parent handing its store to a child)
+# wins; otherwise the store follows the current settings' state dir, even when they change in-process.
+_USER_HOME: str | None = os.environ.get("BENTOML_HOME") or None
 
 
 def bentoml_home() -> Path:
-    """Point BentoML at ``<state_dir>/bentoml`` (unless the user set ``BENTOML_HOME``) and return it."""
+    """Point BentoML at ``<state_dir>/bentoml`` (unless the process was given ``BENTOML_HOME``) and return it."""
     global _home_set_by_us
-    current = os.environ.get("BENTOML_HOME")
-    if current and current != _home_set_by_us:
-        home = Path(current)
-    else:
-        home = settings().state_dir / "bentoml"
-        os.environ["BENTOML_HOME"] = str(home)
-        _home_set_by_us = str(home)
+    home = Path(_USER_HOME) if _USER_HOME else settings().state_dir / "bentoml"
+    os.environ["BENTOML_HOME"] = str(home)
+    _home_set_by_us = str(home)
     if "bentoml" in sys.modules:
         _repoint_bentoml(home)
     home.mkdir(parents=True, exist_ok=True)
