@@ -17,6 +17,57 @@ nothing here is typed by hand.
 """
 
 
+# Headline rows per benchmark: (what, our key, baseline key or None, goal text).
+HEADLINES: dict[str, list[tuple[str, str, str | None, str]]] = {
+    "streaming": [
+        ("sustained events/s", "sustained_events_per_s", "baseline_sustained_events_per_s", ">= 20,000"),
+        ("freshness p50 at 5k ev/s (s)", "freshness_p50_s_at_5k", "baseline_freshness_p50_s_at_5k", ""),
+        ("freshness p99 at 5k ev/s (s)", "freshness_p99_s_at_5k", "baseline_freshness_p99_s_at_5k", "<= 2"),
+        ("backfill rows/s", "backfill_rows_per_s", None, ""),
+    ],
+    "training": [
+        ("PIT join of 1M labels x 10.4M feature rows (s)", "pit_seconds", "duckdb_store_seconds", "faster than Feast duckdb"),
+        ("  same, Feast file (dask) store (s)", "pit_seconds", "file_store_seconds", ""),
+        ("peak RSS (GiB)", "pit_peak_rss_gb", "duckdb_store_peak_rss_gb", "within 24"),
+        ("cells differing from the merge_asof oracle", "cells_mismatching_oracle", "duckdb_store_cells_mismatching_oracle", "0"),
+        ("entity rows dropped (baseline: file store)", "rows_dropped", "file_store_rows_dropped", "0"),
+    ],
+    "serving": [
+        ("p50 ms, concurrency 1", "p50_ms_c1", "baseline_p50_ms_c1", ""),
+        ("p99 ms, concurrency 1", "p99_ms_c1", "baseline_p99_ms_c1", "<= 3"),
+        ("requests/s, concurrency 8", "rps_c8", "baseline_rps_c8", ""),
+        ("p99 ms, concurrency 8", "p99_ms_c8", "baseline_p99_ms_c8", ""),
+        ("requests/s, concurrency 32", "rps_c32", "baseline_rps_c32", ">= 1,000 with p99 <= 25 ms; >= 2x baseline"),
+        ("p99 ms, concurrency 32", "p99_ms_c32", "baseline_p99_ms_c32", "<= 25"),
+    ],
+    "monitoring": [
+        ("events/s consumed (monitor loop)", "consume_events_per_s", "plain_kafka_json_events_per_s", ">= 20,000"),
+        ("5k-row window evaluation (s)", "window_eval_s_5k", None, "<= 1"),
+        ("detection delay (windows)", "detection_delay_windows", None, "<= 2"),
+        ("false alarms in 20 clean windows", "false_alarms_in_20_windows", None, "0"),
+    ],
+}
+BASELINE_NAMES = {
+    "streaming": "plain Feast path (consumer + Feast push per event)",
+    "training": "Feast offline store",
+    "serving": "plain BentoML + FeatureStore.get_online_features",
+    "monitoring": "plain kafka-python + json, no monitoring work",
+}
+
+
+def _headline(name: str, data: dict) -> str:
+    rows = HEADLINES.get(name)
+    if not rows:
+        return ""
+    out = [f"\n| | rtml | {BASELINE_NAMES.get(name, 'baseline')} | goal |\n|---|---|---|---|\n"]
+    for label, ours, base, goal in rows:
+        if ours not in data:
+            continue
+        base_value = _fmt(data[base]) if base and base in data else "-"
+        out.append(f"| {label} | {_fmt(data[ours])} | {base_value} | {goal} |\n")
+    return "".join(out)
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
@@ -41,9 +92,11 @@ def render(out: Path | None = None) -> Path:
         )
         if goals:
             parts.append("\nGoals: " + "; ".join(f"{k}: {v}" for k, v in goals.items()) + "\n")
-        parts.append("\n| key | value |\n|---|---|\n")
+        parts.append(_headline(path.stem, data))
+        parts.append("\n<details><summary>all figures</summary>\n\n| key | value |\n|---|---|\n")
         for key in sorted(data):
             parts.append(f"| `{key}` | {_fmt(data[key])} |\n")
+        parts.append("\n</details>\n")
         if notes:
             parts.append(f"\n{notes}\n")
     out.write_text("".join(parts))
