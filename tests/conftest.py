@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import rtml  # noqa: F401  (pins prometheus_client's value mode before Feast can flip it)
+
 # Spark workers must run the venv's interpreter, and bind to loopback (no DNS/network surprises).
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
