@@ -8,8 +8,8 @@ PROBE = (
     "{imports}\n"
     "assert 'PROMETHEUS_MULTIPROC_DIR' in os.environ  # what Feast does at import\n"
     "from prometheus_client import CollectorRegistry, Counter\n"
-    "a = Counter('x', 'x', registry=CollectorRegistry()); b = Counter('x', 'x', registry=CollectorRegistry())\n"
-    "a.inc(); b.inc()\n"
+    "a = Counter('x', 'x', registry=CollectorRegistry()); a.inc()\n"
+    "b = Counter('x', 'x', registry=CollectorRegistry()); b.inc()  # e.g. a restarted job's metrics\n"
     "print(b._value.get())\n"
 )
 
