@@ -84,6 +84,7 @@ class BatchProcessor:
         metrics: StreamMetrics,
         offline_dirs: dict[str, str] | None = None,
         fault_hook: Callable[[int, str], None] | None = None,
+        warm_start: Callable[[int, int], pd.DataFrame] | None = None,
     ):
         self.spec = spec
         self.store = state_store
@@ -93,6 +94,7 @@ class BatchProcessor:
         self.metrics = metrics
         self.offline_dirs = offline_dirs or {}
         self.fault_hook = fault_hook  # tests: raise at a named step to simulate a crash
+        self.warm_start = warm_start  # (since_us, until_us) -> raw history events, for an empty state
         # called after the online write with (result, accepted event times in us, write time in s); benchmarks
         self.observers: list[Callable[[BatchResult, np.ndarray, float], None]] = []
         self.last_result: BatchResult | None = None
@@ -106,6 +108,8 @@ class BatchProcessor:
         result = BatchResult(batch_id=batch_id, events_read=len(rows))
         state = self.store.load_before(batch_id)
         delay = self.spec.watermark_delay_us
+        if state.version == -1 and self.warm_start is not None:
+            state = self._warm_state(rows, state)
 
         bad = rows["dlq_reason"].notna().to_numpy()
         if bad.any():
@@ -167,6 +171,28 @@ class BatchProcessor:
             observer(result, accepted[TS].to_numpy(np.int64), write_time)
         self.last_result = result
         return result
+
+    def _warm_state(self, rows: pd.DataFrame, empty: JobState) -> JobState:
+        """An empty state seeded with the history events in the longest window before this batch's first event.
+
+        Its max event time is set one watermark delay past the newest history event, so none of
+        those events is emitted again as an offline row (the backfill wrote them); events of the
+        first batch inside that delay count as late-within-watermark, none is dropped.
+        """
+        valid = rows.loc[rows["dlq_reason"].isna(), "event_us"]
+        if valid.empty:
+            return empty
+        first = int(valid.min())
+        longest = max(v.max_window_us for v in self.spec.views)
+        history = self.warm_start(first - longest, first)
+        if history.empty:
+            return empty
+        events = {v.name: sort_events(history[[v.join_key, TS, *v.value_columns]], v) for v in self.spec.views}
+        newest = int(history[TS].max())
+        log.info("warm start: %d history events before %s", len(history), pd.Timestamp(first, unit="us", tz="UTC"))
+        # Offline rows are emitted for watermark <= t < next watermark: start past the newest history event.
+        return JobState(version=-1, events=events, max_event_us=newest + 1 + self.spec.watermark_delay_us,
+                        counters={"warm_start_events": int(len(history))})
 
     def _observe(self, result: BatchResult, accepted: pd.DataFrame, write_time: float) -> None:
         m = self.metrics

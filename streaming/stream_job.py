@@ -49,6 +49,8 @@ class StreamOptions:
     metrics_port: int = 9108
     shuffle_partitions: int = 2
     offline_dirs: dict[str, str] | None = None  # tests: per-view output folders
+    warm_start: bool = False  # seed an empty state from the raw history (see streaming.warm_start)
+    warm_start_path: str | None = None  # default: the registry's transactions_stream batch source
 
     def checkpoint(self) -> Path:
         return Path(self.checkpoint_dir or settings().state_dir / "checkpoints" / self.job_name)
@@ -138,7 +140,18 @@ class StreamJob:
             metrics=self.metrics,
             offline_dirs=self.options.offline_dirs,
             fault_hook=self._fault_hook,
+            warm_start=self._warm_start_loader(),
         )
+
+    def _warm_start_loader(self):
+        if not self.options.warm_start:
+            return None
+        from streaming.warm_start import history_loader, stream_history_loader
+
+        columns = sorted({c for v in self.spec.views for c in (v.join_key, *v.value_columns)})
+        if self.options.warm_start_path:
+            return history_loader(self.options.warm_start_path, columns)
+        return stream_history_loader(self.store, columns)
 
     def _foreach_batch(self, batch_df, batch_id: int) -> None:
         t0 = time.perf_counter()

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="event times later than now + this go to the DLQ")
     parser.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0: off)")
     parser.add_argument("--shuffle-partitions", type=int, default=2)
+    parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                        help="on a fresh checkpoint, do not seed the windows from the raw history (default: seed them)")
     parser.add_argument("--timeout-seconds", type=float, default=None, help="stop after this long (default: run until interrupted)")
 
 
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         future_tolerance_s=args.future_tolerance_seconds,
         metrics_port=args.metrics_port,
         shuffle_partitions=args.shuffle_partitions,
+        warm_start=args.warm_start,
     )
     job = StreamJob(options)
     job.metrics.serve(options.metrics_port)
