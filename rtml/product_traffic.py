@@ -68,35 +68,37 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
     statuses: dict[int, int] = {}
     first_error = ""
     t0 = time.perf_counter()
-    with httpx.Client(base_url=api, timeout=10.0) as client, tqdm(total=len(values), desc="replay", unit="txn") as bar:
-        for lo in range(0, len(values), chunk):
-            hi = min(lo + chunk, len(values))
-            payload = b'{"transactions":[' + b",".join(values[lo:hi]) + b"]}"
-            t1 = time.perf_counter()
-            reply = client.post("/predict_batch", content=payload, headers={"content-type": "application/json",
-                                                                          "x-request-id": uuid.uuid4().hex})
-            latencies.append(time.perf_counter() - t1)
-            if reply.status_code == 200:
-                scored += hi - lo
-            else:
-                errors += hi - lo
-                statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
-                first_error = first_error or f"{reply.status_code}: {reply.text[:300]}"
-            for i in range(lo, hi):
-                producer.send(s.topics.transactions, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
-            pending_labels.append([json.loads(v)["transaction_id"].encode() for v in values[lo:hi]])
-            if len(pending_labels) > label_lag_chunks:
-                for tid in pending_labels.popleft():
+    try:
+        with httpx.Client(base_url=api, timeout=10.0) as client, tqdm(total=len(values), desc="replay", unit="txn") as bar:
+            for lo in range(0, len(values), chunk):
+                hi = min(lo + chunk, len(values))
+                payload = b'{"transactions":[' + b",".join(values[lo:hi]) + b"]}"
+                t1 = time.perf_counter()
+                reply = client.post("/predict_batch", content=payload, headers={"content-type": "application/json",
+                                                                              "x-request-id": uuid.uuid4().hex})
+                latencies.append(time.perf_counter() - t1)
+                if reply.status_code == 200:
+                    scored += hi - lo
+                else:
+                    errors += hi - lo
+                    statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
+                    first_error = first_error or f"{reply.status_code}: {reply.text[:300]}"
+                for i in range(lo, hi):
+                    producer.send(s.topics.transactions, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
+                pending_labels.append([json.loads(v)["transaction_id"].encode() for v in values[lo:hi]])
+                if len(pending_labels) > label_lag_chunks:
+                    for tid in pending_labels.popleft():
+                        producer.send(s.topics.labels, key=tid, value=label_rows[tid.decode()])
+                bar.update(hi - lo)
+                ahead = hi / rate_per_s - (time.perf_counter() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            for chunk_ids in pending_labels:
+                for tid in chunk_ids:
                     producer.send(s.topics.labels, key=tid, value=label_rows[tid.decode()])
-            bar.update(hi - lo)
-            ahead = hi / rate_per_s - (time.perf_counter() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-        for chunk_ids in pending_labels:
-            for tid in chunk_ids:
-                producer.send(s.topics.labels, key=tid, value=label_rows[tid.decode()])
-    producer.flush(timeout=30)
-    producer.close(timeout=10)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=5)  # also on Ctrl-C, before the demo stops the broker
     ms = np.asarray(latencies) * 1000
     return {
         "scored": scored,
