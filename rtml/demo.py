@@ -159,12 +159,12 @@ class Demo:
         o = self.options
         log = self.spawn(
             "monitor", "monitor", "--window-size", str(o.window_size), "--group", f"demo-{int(time.time())}",
-            # Windows of a few hours see the daily cycle (night vs day traffic) as mild drift (share ~0.2,
-            # score ~0.3 here); the injected scenario moves more than half of the features.
+            # Windows of a few hours see the daily cycle (night vs day traffic) as mild drift (share ~0.1-0.2,
+            # score ~0.1 here); the injected scenario moves more than half of the features.
             "--drift-share", "0.4", "--alert-min-features", "8", "--score-threshold", "0.45",
             "--retrain-drift-share", "0.4", "--retrain-windows", "2",
-            "--retrain-command", f"{sys.executable} -m rtml.cli train --trials {o.train_trials} --join fast", "--retrain-cooldown-minutes", "30", "--latest-report-minutes", "0.1",
-            ready_line="", timeout=5,
+            "--retrain-command", f"{sys.executable} -m rtml.cli train --trials {o.train_trials} --join fast",
+            "--retrain-cooldown-minutes", "30", "--latest-report-minutes", "0.1",
         )
         self.facts["monitor_log"] = str(log)
         return f"windows of {o.window_size} predictions (metrics :9109)"

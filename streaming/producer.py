@@ -21,7 +21,7 @@ import numpy as np
 
 from rtml.config import settings
 from streaming.simulation import catalog as C
-from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, LiveBatch, iso_utc, iter_live_batches
+from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, LiveBatch, iso_utc, iter_live_batches, wire_columns
 from streaming.simulation.scenarios import Scenario, to_us
 
 log = logging.getLogger(__name__)
@@ -55,25 +55,12 @@ class StreamReport:
 
 def transaction_values(batch: LiveBatch) -> list[bytes]:
     """JSON values of a batch, byte-for-byte what goes on the wire (no per-row json.dumps)."""
-    ev = batch.events
-    countries = [C.COUNTRIES[i] for i in ev.country.tolist()]
-    channels = [C.CHANNELS[i] for i in ev.channel.tolist()]
-    rows = zip(
-        batch.transaction_ids,
-        batch.user_ids.tolist(),
-        batch.merchant_ids.tolist(),
-        ev.amount.tolist(),
-        countries,
-        channels,
-        iso_utc(ev.ts_us),
-        strict=True,
-    )
     fmt = (
         '{"transaction_id":"%s","user_id":%d,"merchant_id":%d,"amount":%r,"currency":"'
         + C.CURRENCY
         + '","country":"%s","channel":"%s","event_timestamp":"%s"}'
     )
-    return [(fmt % row).encode() for row in rows]
+    return [(fmt % row).encode() for row in wire_columns(batch)]
 
 
 def label_values(batch: LiveBatch) -> list[bytes]:

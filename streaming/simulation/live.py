@@ -179,24 +179,26 @@ def _total_events(rate_per_s: float, max_events: int | None, duration_s: float |
     return min(limits) if limits else None
 
 
-def batch_records(batch: LiveBatch, with_labels: bool = False) -> list[dict]:
-    """Transaction dicts in the wire format (streaming/schemas.py); optionally with is_fraud and label_timestamp."""
+def wire_columns(batch: LiveBatch):
+    """(transaction_id, user_id, merchant_id, amount, country, channel, event_timestamp) per event, as plain Python values."""
     ev = batch.events
-    ts = iso_utc(ev.ts_us)
-    countries = [C.COUNTRIES[i] for i in ev.country.tolist()]
-    channels = [C.CHANNELS[i] for i in ev.channel.tolist()]
-    rows = []
-    cols = zip(
+    return zip(
         batch.transaction_ids,
         batch.user_ids.tolist(),
         batch.merchant_ids.tolist(),
         ev.amount.tolist(),
-        countries,
-        channels,
-        ts,
+        [C.COUNTRIES[i] for i in ev.country.tolist()],
+        [C.CHANNELS[i] for i in ev.channel.tolist()],
+        iso_utc(ev.ts_us),
         strict=True,
     )
-    for tid, uid, mid, amount, country, channel, t in cols:
+
+
+def batch_records(batch: LiveBatch, with_labels: bool = False) -> list[dict]:
+    """Transaction dicts in the wire format (streaming/schemas.py); optionally with is_fraud and label_timestamp."""
+    ev = batch.events
+    rows = []
+    for tid, uid, mid, amount, country, channel, t in wire_columns(batch):
         rows.append(
             {
                 "transaction_id": tid,
