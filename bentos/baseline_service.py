@@ -11,7 +11,7 @@ import os
 import uuid
 from datetime import datetime
 
-from training.registry import bentoml_home
+from core.model_store import bentoml_home
 
 bentoml_home()
 
@@ -25,17 +25,16 @@ class BaselineScorer:
     def __init__(self) -> None:
         import xgboost as xgb
 
-        from rtml.feast_store import get_store
-        from training import registry
-
+        from core import model_store
+        from core.feast_store import get_store
         tag = os.environ.get("RTML_SERVING_MODEL_TAG")
-        model = registry.get_model(tag) if tag else registry.production_model()
+        model = model_store.get_model(tag) if tag else model_store.production_model()
         meta = model.info.metadata
         self.model_version = model.tag.version
         self.features = list(meta["features"])
         self.threshold = float(meta["threshold"])
         self.clf = xgb.XGBClassifier()
-        self.clf.load_model(bytearray(registry.load_booster(model).save_raw("ubj")))
+        self.clf.load_model(bytearray(model_store.load_booster(model).save_raw("ubj")))
         self.store = get_store()
         self.feature_service = self.store.get_feature_service(meta["feature_service"])
 

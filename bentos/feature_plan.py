@@ -8,15 +8,12 @@ the feature definitions; only the on-demand body (``compute_transaction_context`
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bentos.feast_codec import decode_timestamp, decode_value, entity_key_encoder, mmh3_field
-from rtml.config import FEATURE_REPO
 
 
 @dataclass
@@ -144,13 +141,11 @@ class _RecordingDict(dict):
 def load_on_demand_body(odfv_name: str) -> Callable[[dict[str, list]], dict[str, list]]:
     """The pure Python body of an on-demand view in ``feature_repo/on_demand.py``.
 
-    ``compute_<view name>`` (lists in, lists out) is the convention; imported with the repo on
-    ``sys.path`` like Feast does.
+    ``compute_<view name>`` (lists in, lists out) is the convention; imported like Feast does.
     """
-    path = str(FEATURE_REPO)
-    if path not in sys.path:
-        sys.path.append(path)
-    module = importlib.import_module("on_demand")
+    from core.feature_repo import import_definitions
+
+    module = import_definitions("on_demand")
     fn = getattr(module, f"compute_{odfv_name}", None)
     if fn is None:
         raise RuntimeError(f"feature_repo/on_demand.py has no compute_{odfv_name}() for on-demand view {odfv_name}")

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from rtml.config import settings
-from streaming.schemas import PREDICTION_FIELDS
+from core.contracts import PREDICTION_FIELDS
+from core.settings import settings
 
 log = logging.getLogger(__name__)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -103,7 +103,7 @@ class PredictionLog:
 
     # ---- background thread ----------------------------------------------------------------------
     def _connect(self) -> None:
-        from rtml.kafka import check_broker, make_producer
+        from core.kafka_io import check_broker, make_producer
 
         while not self._stop.is_set():
             try:
@@ -171,4 +171,4 @@ class PredictionLog:
 assert set(PREDICTION_FIELDS) == {
     "request_id", "transaction_id", "user_id", "merchant_id", "prediction_timestamp", "model_name",
     "model_version", "score", "decision", "features", "missing_features", "feature_age_seconds",
-}, "streaming/schemas.py PREDICTION_FIELDS changed: update PredictionLog.record"
+}, "core/contracts.py PREDICTION_FIELDS changed: update PredictionLog.record"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-MAX_BATCH = int(os.environ.get("RTML_SERVING_MAX_BATCH", "256"))
+from core.settings import settings
+
+MAX_BATCH = settings().serving.max_batch
 
 
 class Transaction(BaseModel):

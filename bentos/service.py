@@ -29,7 +29,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from training.registry import bentoml_home
+from core.model_store import bentoml_home
 
 bentoml_home()
 
@@ -42,14 +42,15 @@ from bentos.prediction_log import PredictionLog  # noqa: E402
 from bentos.predictor import RowPredictor  # noqa: E402
 from bentos.redis_reader import FastRedis, RedisUnavailable  # noqa: E402
 from bentos.schemas import Transaction, TransactionBatch  # noqa: E402
-from rtml.config import settings  # noqa: E402
+from core.settings import settings  # noqa: E402
 
 log = logging.getLogger("rtml.serving")
 
-WORKERS = int(os.environ.get("RTML_SERVING_WORKERS", "1"))
-REDIS_TIMEOUT_S = float(os.environ.get("RTML_SERVING_REDIS_TIMEOUT_MS", "100")) / 1000
-LOG_QUEUE = int(os.environ.get("RTML_SERVING_LOG_QUEUE", "10000"))
-SWITCH_INTERVAL_S = float(os.environ.get("RTML_SERVING_SWITCH_INTERVAL_MS", "0.5")) / 1000
+_SERVING = settings().serving
+WORKERS = _SERVING.workers
+REDIS_TIMEOUT_S = _SERVING.redis_timeout_s
+LOG_QUEUE = _SERVING.log_queue
+SWITCH_INTERVAL_S = _SERVING.switch_interval_s
 
 _perf = time.perf_counter
 _now = time.time
@@ -63,16 +64,15 @@ def _json(payload: Any, status: int = 200) -> Response:
 def model_tag() -> str:
     """The model to serve: ``RTML_SERVING_MODEL_TAG``, else the registry's production model, else (inside a
     built Bento, where there is no registry pointer) the latest ``fraud_model`` in the store."""
-    from training import registry
-
+    from core import model_store
     tag = os.environ.get("RTML_SERVING_MODEL_TAG")
     if tag:
-        return tag if ":" in tag else f"{registry.MODEL_NAME}:{tag}"
-    current = registry.production_tag()
+        return tag if ":" in tag else f"{model_store.model_name()}:{tag}"
+    current = model_store.production_tag()
     if current:
         return current
-    log.warning("no production model in the registry; serving the latest %s in the model store", registry.MODEL_NAME)
-    return f"{registry.MODEL_NAME}:latest"
+    log.warning("no production model in the registry; serving the latest %s in the model store", model_store.model_name())
+    return f"{model_store.model_name()}:latest"
 
 
 MODEL_TAG = model_tag()
@@ -93,7 +93,7 @@ class FraudScorer:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        from rtml.feast_store import get_store
+        from core.feast_store import get_store
 
         self.model = self.model_ref
         self.booster = bentoml.xgboost.load_model(self.model)

@@ -11,7 +11,7 @@ from feast import FileSource, KafkaSource, PushSource
 from feast.data_format import JsonFormat, ParquetFormat
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
-from rtml.config import settings
+from core.settings import settings
 
 _S = settings()
 DATA_DIR = _S.data_dir

@@ -1,6 +1,6 @@
 """A single-node Apache Kafka 4.x broker (KRaft, broker+controller) run from jars resolved from Maven Central.
 
-Layout (for the current :func:`rtml.config.settings`):
+Layout (for the current :func:`core.settings.settings`):
 
 - jars: ``cache_dir/kafka-<version>/`` (``infra/kafka/pom.xml`` + ``mvn dependency:copy-dependencies``)
 - config and data: ``state_dir/kafka/{server.properties,log4j2.properties,data/}``
@@ -13,7 +13,6 @@ Environment: ``RTML_KAFKA_VERSION`` (default below), ``RTML_KAFKA_CONTROLLER_POR
 from __future__ import annotations
 
 import base64
-import os
 import socket
 import struct
 import subprocess
@@ -22,6 +21,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import UserFacingError
+from core.settings import REPO_ROOT, Settings, settings
 from infra import maven
 from infra.proc import (
     file_lock,
@@ -34,8 +35,6 @@ from infra.proc import (
     wait_until,
     write_pid,
 )
-from rtml.config import REPO_ROOT, Settings, settings
-from rtml.errors import UserFacingError
 
 DEFAULT_VERSION = "4.3.1"
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
@@ -43,7 +42,7 @@ MAIN_CLASS = "kafka.Kafka"
 
 
 def version() -> str:
-    return os.environ.get("RTML_KAFKA_VERSION") or DEFAULT_VERSION
+    return settings().broker.version or DEFAULT_VERSION
 
 
 @dataclass(frozen=True)
@@ -72,12 +71,11 @@ class BrokerPaths:
 
 def controller_port(s: Settings | None = None) -> int:
     s = s or settings()
-    value = os.environ.get("RTML_KAFKA_CONTROLLER_PORT")
-    return int(value) if value else s.kafka_host_port[1] + 1
+    return s.broker.controller_port or s.kafka_host_port[1] + 1
 
 
 def start_timeout_s() -> float:
-    return float(os.environ.get("RTML_KAFKA_START_TIMEOUT") or 90)
+    return settings().broker.start_timeout_s
 
 
 def jars_dir(progress: bool = True, resolve: bool = True) -> Path:
@@ -283,7 +281,7 @@ def start(progress: bool = True, timeout_s: float | None = None) -> StartResult:
 
 
 def _start(progress: bool, timeout_s: float | None) -> StartResult:
-    from rtml.kafka import ensure_topics
+    from core.kafka_io import ensure_topics
 
     s = settings()
     timeout_s = start_timeout_s() if timeout_s is None else timeout_s
@@ -337,7 +335,7 @@ def _start(progress: bool, timeout_s: float | None) -> StartResult:
     _format_storage(jars, paths)
 
     say(f"kafka: starting Kafka {version()} at {s.kafka_bootstrap} (log: {paths.log_file})", flush=True)
-    heap = os.environ.get("RTML_KAFKA_HEAP") or "512m"
+    heap = s.broker.heap
     cmd = _java_cmd(jars, paths, MAIN_CLASS, str(paths.config), heap=heap)
     with open(paths.out_file, "ab") as out:
         proc = subprocess.Popen(

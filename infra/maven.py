@@ -9,11 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from core.errors import UserFacingError
+from core.settings import settings
 from infra.proc import require_tool
-from rtml.errors import UserFacingError
 
 DONE_MARKER = ".complete"
-MVN_TIMEOUT_S = float(os.environ.get("RTML_MVN_TIMEOUT", "900"))
 
 
 def is_resolved(out_dir: Path) -> bool:
@@ -53,11 +53,11 @@ def _run_mvn(pom: Path, properties: dict[str, str], out_dir: Path, progress: boo
         print(f"resolving {out_dir.name} jars from Maven Central (first time only) ...", flush=True)
     started = time.monotonic()
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=MVN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=settings().mvn_timeout_s, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserFacingError(
-            f"Maven did not finish resolving {out_dir.name} within {MVN_TIMEOUT_S:.0f} s; "
+            f"Maven did not finish resolving {out_dir.name} within {settings().mvn_timeout_s:.0f} s; "
             "check network access to Maven Central (or set RTML_MVN_TIMEOUT) and retry."
         ) from exc
     if done.returncode != 0 or not any(tmp.glob("*.jar")):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
 
 INSTALL_HINT = "apt-get install openjdk-17-jre-headless maven"
 

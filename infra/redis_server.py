@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import UserFacingError
+from core.settings import Settings, settings
 from infra.proc import file_lock, owned_pid, port_open, stop_by_pid_file, stop_pid, tail, wait_until, write_pid
-from rtml.config import Settings, settings
-from rtml.errors import UserFacingError
 
 APT_PACKAGE = "redis-server"
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from core.settings import REPO_ROOT, settings
 from infra import maven
 from infra.proc import require_tool
-from rtml.config import REPO_ROOT, settings
 
 POM = REPO_ROOT / "infra" / "spark" / "pom.xml"
 _VERSIONED = re.compile(r"^(?P<name>.+?)-\d[^/]*\.jar$")

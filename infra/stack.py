@@ -1,6 +1,6 @@
 """The local stack as a whole: `up` (Redis, Kafka broker + topics, Spark's Kafka connector jars), `down`, `status`.
 
-Everything follows :func:`rtml.config.settings`; services named by RTML_KAFKA_BOOTSTRAP / RTML_REDIS_URL are
+Everything follows :func:`core.settings.settings`; services named by RTML_KAFKA_BOOTSTRAP / RTML_REDIS_URL are
 external and never started or stopped. `down` stops only what `up` started (pid files under ``run_dir``).
 """
 
@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.settings import Settings, settings
 from infra import kafka_broker, redis_server, spark_deps
 from infra.redis_server import start_redis, stop_redis  # noqa: F401  (re-exported for tests)
-from rtml.config import Settings, settings
 
 
 @dataclass(frozen=True)

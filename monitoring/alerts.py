@@ -8,24 +8,22 @@ Prometheus alert names; each has a runbook ``monitoring/runbooks/<alert>.md``.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streaming.schemas import ALERT_FIELDS
+from core.contracts import ALERT_FIELDS
+from core.settings import settings
 
 log = logging.getLogger(__name__)
 
 RUNBOOK_DIR = Path(__file__).resolve().parent / "runbooks"
-WEBHOOK_ENV = "RTML_ALERT_WEBHOOK"
-RUNBOOK_BASE_ENV = "RTML_RUNBOOK_BASE"
 
 
 def runbook(alert: str) -> str:
     """Where the runbook of ``alert`` is: ``$RTML_RUNBOOK_BASE/<alert>.md`` or the file in this repo."""
-    base = os.environ.get(RUNBOOK_BASE_ENV)
+    base = settings().monitor.runbook_base
     if base:
         return f"{base.rstrip('/')}/{alert}.md"
     return str(RUNBOOK_DIR / f"{alert}.md")
@@ -47,18 +45,18 @@ class Alert:
 
     def message(self) -> dict[str, Any]:
         msg = asdict(self)
-        assert set(msg) == set(ALERT_FIELDS), "Alert must match streaming.schemas.ALERT_FIELDS"
+        assert set(msg) == set(ALERT_FIELDS), "Alert must match core.contracts.ALERT_FIELDS"
         return msg
 
 
 class AlertSink:
-    """Sends alerts to Kafka (``producer`` from :func:`rtml.kafka.make_producer`, may be None) and to
+    """Sends alerts to Kafka (``producer`` from :func:`core.kafka_io.make_producer`, may be None) and to
     ``webhook`` (default ``$RTML_ALERT_WEBHOOK``). A failed delivery is logged and counted, never fatal."""
 
     def __init__(self, producer=None, topic: str = "alerts", webhook: str | None = None, metrics=None) -> None:
         self.producer = producer
         self.topic = topic
-        self.webhook = webhook if webhook is not None else os.environ.get(WEBHOOK_ENV) or None
+        self.webhook = webhook if webhook is not None else settings().monitor.alert_webhook
         self.metrics = metrics
         self.sent: list[Alert] = []
 

@@ -1,4 +1,4 @@
-"""Decode and validate ``predictions`` and ``labels`` messages (streaming/schemas.py) for the monitor.
+"""Decode and validate ``predictions`` and ``labels`` messages (core/contracts.py) for the monitor.
 
 A message that cannot be used raises :class:`MalformedMessage` naming the problem; the consumer
 counts and skips it. Predictions are decoded and type-checked by msgspec against the fields the

@@ -78,7 +78,7 @@ class Monitor:
         sink: AlertSink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from rtml.config import settings
+        from core.settings import settings
 
         self.config = config or MonitorConfig()
         self.state_dir = Path(state_dir or settings().state_dir)

@@ -25,7 +25,7 @@ ReferenceLoader = Callable[[], "Reference | pd.DataFrame"]
 
 def registry_reference() -> Reference:
     """Reference sample, feature list, threshold and metrics of the production model (training/registry.py)."""
-    from training.registry import production_model, reference_sample
+    from core.model_store import production_model, reference_sample
 
     model = production_model()
     meta = model.info.metadata

@@ -23,16 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from core.settings import settings
 
-COMMAND_ENV = "RTML_RETRAIN_COMMAND"
+log = logging.getLogger(__name__)
 
 
 def default_command() -> list[str]:
     """``$RTML_RETRAIN_COMMAND`` (shell words) or ``rtml train`` with this interpreter."""
-    env = os.environ.get(COMMAND_ENV)
-    if env:
-        return shlex.split(env)
+    command = settings().monitor.retrain_command
+    if command:
+        return shlex.split(command)
     return [sys.executable, "-m", "rtml.cli", "train"]
 
 

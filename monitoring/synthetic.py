@@ -31,7 +31,7 @@ DEFAULT_FEATURES = [
 def model_features() -> list[str]:
     """The production feature list from the feature service definition, else :data:`DEFAULT_FEATURES`."""
     try:
-        from training.registry import ref_names, service_feature_refs
+        from core.feature_refs import ref_names, service_feature_refs
 
         return ref_names(service_feature_refs())
     except Exception:  # noqa: BLE001 - the generator must work without the training package

@@ -1,11 +1,3 @@
-"""rtml: real-time ML serving on a feature store.
+"""rtml's app package: the ``rtml`` CLI, the demo and the simulated product traffic, on top of every stage."""
 
-Importing Feast's metrics module (done lazily by materialize and online reads) sets
-PROMETHEUS_MULTIPROC_DIR in os.environ, which flips prometheus_client into multi-process mode for
-every metric created afterwards in this process (values shared through mmap files, counters of
-two instances with one name added together). prometheus_client picks its mode once, at import, so
-import it here first: a process keeps the mode it was started with (BentoML workers get
-multi-process mode from their launcher, everything else in-process values).
-"""
-
-import prometheus_client.values  # noqa: F401  (pins the metric value mode, see above)
+import core  # noqa: F401  (pins prometheus_client's value mode first, see core/__init__.py)

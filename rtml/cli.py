@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
 
 # name -> (module, one-line help). Add a stage by adding a line.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from rtml.config import settings
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
+from core.settings import settings
 from rtml.steps import Timeline, run_steps
 
 
@@ -136,7 +136,7 @@ class Demo:
     def train(self) -> str:
         self.rtml("train", "--end", self.live_start.isoformat(), "--cutoff", self.live_start.isoformat(),
                   "--trials", str(self.options.train_trials), "--join", "fast")
-        from training.registry import production_tag
+        from core.model_store import production_tag
 
         tag = production_tag()
         if not tag:
@@ -178,8 +178,8 @@ class Demo:
         return f"{report['scored']} transactions scored ({report['errors']} errors), p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms per batch"
 
     def wait_for_alert_and_retraining(self) -> str:
+        from core.model_store import list_models
         from rtml.product_traffic import wait_for_alert
-        from training.registry import list_models
 
         alert = wait_for_alert(timeout_s=120, since_ms=self.started_ms)
         if alert is None:
@@ -195,7 +195,7 @@ class Demo:
             time.sleep(2)
         else:
             raise UserFacingError(f"no retrained model within {self.options.retrain_timeout_s:.0f} s; see {self.facts['monitor_log']}")
-        from training.registry import production_tag
+        from core.model_store import production_tag
 
         self.facts["retrained_model"] = new[0]["tag"]
         self.facts["production_after"] = production_tag() or ""

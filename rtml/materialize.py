@@ -35,7 +35,7 @@ def materialize(
     its data, which ``materialize-incremental`` would skip (windowed stream views are always loaded
     in full). Returns the views materialized.
     """
-    from rtml.feast_store import get_store
+    from core.feast_store import get_store
 
     store = get_store()
     views = views or views_with_data(store)

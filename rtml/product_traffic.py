@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from rtml.config import settings
+from core.settings import settings
 
 
 def _day_table(start: datetime, end: datetime) -> pa.Table:
@@ -54,7 +54,7 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
     """Score and publish the recorded transactions in ``[start, end)``; returns counts and batch latencies."""
     import httpx
 
-    from rtml.kafka import make_producer
+    from core.kafka_io import make_producer
     from streaming.producer import history_values
 
     s = settings()
@@ -114,7 +114,7 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
 
 def wait_for_alert(timeout_s: float = 120.0, since_ms: int | None = None) -> dict | None:
     """The first alert on the alerts topic published after ``since_ms`` (default: the last hour)."""
-    from rtml.kafka import make_consumer
+    from core.kafka_io import make_consumer
 
     since_ms = since_ms or int((time.time() - 3600) * 1000)
     consumer = make_consumer([settings().topics.alerts], group_id=f"rtml-alert-watch-{uuid.uuid4().hex[:8]}")

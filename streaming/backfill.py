@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rtml.config import settings
+from core.settings import settings
 from streaming.aggregates import TS, aggregate, range_index, sort_events
 from streaming.feature_specs import ViewSpec, load_stream_spec
 from streaming.materialize import materialize_views
@@ -99,7 +99,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     if end <= start:
         raise ValueError("backfill needs start < end")
     if store is None:
-        from rtml.feast_store import get_store
+        from core.feast_store import get_store
 
         store = get_store()
     spec = load_stream_spec(store)
@@ -109,7 +109,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
         spark = build_session("rtml-backfill", master, kafka=False)
     path = source_path or history_path(store)
     if not glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True) and not path.endswith(".parquet"):
-        from rtml.errors import UserFacingError
+        from core.errors import UserFacingError
 
         raise UserFacingError(f"no historical events under {path} (run `rtml simulate` first)")
     result = BackfillResult(start=start, end=end)

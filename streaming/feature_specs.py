@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from rtml.config import settings
+from core.settings import settings
 
 STREAM_SOURCE_NAME = "transactions_stream"
 SUPPORTED_FUNCTIONS = ("count", "sum", "mean", "max", "count_distinct", "seconds_since_previous")
@@ -99,7 +99,7 @@ def view_spec(view) -> ViewSpec:
 def load_stream_spec(store=None) -> StreamSpec:
     """Read the stream feature views and the Kafka source from the registry (settings as fallback)."""
     if store is None:
-        from rtml.feast_store import get_store
+        from core.feast_store import get_store
 
         store = get_store()
     views = tuple(sorted((view_spec(v) for v in store.list_stream_feature_views()), key=lambda v: v.name))

@@ -61,7 +61,7 @@ def materialize_stream_views(store, names: list[str] | None, start: datetime, en
     """Full materialization of the named stream views (default: all) with the pipelined Feast-format writer."""
     import redis
 
-    from rtml.config import settings
+    from core.settings import settings
     from streaming.feature_specs import load_stream_spec
     from streaming.online_writer import PipelinedOnlineWriter
 

@@ -241,7 +241,7 @@ class FeastOnlineWriter:
     """
 
     def __init__(self, store, redis_client):
-        from rtml.feast_store import get_store
+        from core.feast_store import get_store
 
         # a private store: skip_dedup must not leak into the caller's FeatureStore
         self.store = get_store()

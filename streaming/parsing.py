@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from streaming.schemas import TRANSACTION_FIELDS
+from core.contracts import TRANSACTION_FIELDS
 
 DLQ_REASONS = (
     "unparseable_json",

@@ -1,7 +1,7 @@
 """Live producer: the simulator's live stream sent to Kafka, paced to a target rate.
 
 Transactions go to ``settings().topics.transactions`` (key = user_id, value = JSON per
-``streaming/schemas.py``, Kafka timestamp = event time in ms). Each transaction's label goes to the
+``core/contracts.py``, Kafka timestamp = event time in ms). Each transaction's label goes to the
 labels topic (key = transaction_id, Kafka timestamp = label time) once the event clock reaches its
 ``label_timestamp`` (delays are scaled by ``label_delay_scale`` in live mode). Event ``i`` is due at
 ``start + i / rate``; sends are paced against that schedule, so falling behind shows as lag.
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rtml.config import settings
+from core.settings import settings
 from streaming.simulation import catalog as C
 from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, LiveBatch, iso_utc, iter_live_batches, wire_columns
 from streaming.simulation.scenarios import Scenario, to_us
@@ -108,7 +108,7 @@ def stream_live(
     """
     from tqdm.auto import tqdm
 
-    from rtml.kafka import check_broker, ensure_topics, make_producer
+    from core.kafka_io import check_broker, ensure_topics, make_producer
 
     if label_tail not in ("flush", "wait", "drop"):
         raise ValueError("label_tail must be flush, wait or drop")
@@ -322,7 +322,7 @@ def replay_history(
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    from rtml.kafka import check_broker, ensure_topics, make_producer
+    from core.kafka_io import check_broker, ensure_topics, make_producer
 
     s = settings()
     topic = topic or s.topics.transactions
@@ -330,7 +330,7 @@ def replay_history(
     folder = Path(data_dir or s.data_dir) / "transactions"
     files = sorted(folder.glob("part-*.parquet"))
     if not files:
-        from rtml.errors import UserFacingError
+        from core.errors import UserFacingError
 
         raise UserFacingError(f"no history in {folder}: run `rtml simulate` first")
     check_broker(bootstrap)

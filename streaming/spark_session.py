@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
 
 
 def connector_jars() -> list[str]:
@@ -14,9 +14,11 @@ def connector_jars() -> list[str]:
 
     ``RTML_SPARK_JARS`` (comma-separated paths) overrides the cache, e.g. for a cluster image.
     """
-    override = os.environ.get("RTML_SPARK_JARS")
+    from core.settings import settings
+
+    override = settings().spark_jars
     if override:
-        return [p for p in override.split(",") if p]
+        return list(override)
     try:
         from infra.spark_deps import connector_jars as cached_jars
     except ImportError as exc:  # pragma: no cover - infra not installed
@@ -27,7 +29,7 @@ def connector_jars() -> list[str]:
 def build_session(app_name: str, master: str | None = None, shuffle_partitions: int = 2, kafka: bool = True,
                   extra_conf: dict[str, str] | None = None):
     """A SparkSession in UTC with the venv's Python, UI off and few shuffle partitions."""
-    from rtml.config import settings
+    from core.settings import settings
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -41,7 +43,7 @@ def build_session(app_name: str, master: str | None = None, shuffle_partitions: 
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.memory", os.environ.get("RTML_SPARK_DRIVER_MEMORY", "2g"))
+        .config("spark.driver.memory", settings().spark_driver_memory)
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
     )

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtml.config import settings
+from core.settings import settings
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
 from streaming.parsing import parse_transactions
@@ -61,8 +61,8 @@ class StreamJob:
 
     def __init__(self, options: StreamOptions, spark=None, store=None, metrics: StreamMetrics | None = None,
                  fault_hook=None):
-        from rtml.feast_store import get_store
-        from rtml.kafka import check_broker
+        from core.feast_store import get_store
+        from core.kafka_io import check_broker
 
         self.options = options
         self.store = store or get_store()
@@ -97,7 +97,7 @@ class StreamJob:
             try:
                 self._redis.ping()
             except redis.RedisError as exc:
-                from rtml.errors import UserFacingError
+                from core.errors import UserFacingError
 
                 raise UserFacingError(f"Redis does not answer at {settings().redis_url}: {exc}") from exc
         return self._redis
@@ -113,7 +113,7 @@ class StreamJob:
         raise ValueError(f"unknown online writer {self.options.online_writer!r} (feast|pipelined)")
 
     def _send_dead_letters(self, letters) -> None:
-        from rtml.kafka import make_producer
+        from core.kafka_io import make_producer
 
         if self._producer is None:
             self._producer = make_producer(self.spec.bootstrap)
@@ -168,7 +168,7 @@ class StreamJob:
 
     def start(self):
         """Start the streaming query (returns the StreamingQuery)."""
-        from rtml.kafka import ensure_topics
+        from core.kafka_io import ensure_topics
 
         ensure_topics([self.dlq_topic], bootstrap=self.spec.bootstrap)
         self._redis_client()

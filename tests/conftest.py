@@ -1,7 +1,7 @@
 """Shared fixtures for tests against the real local stack (Kafka broker, redis-server).
 
 - ``stack`` (session): starts Kafka and Redis for the current settings if they do not answer (`infra.stack.up`),
-  yields the :class:`rtml.config.Settings`, and at the end stops only what it started (by pid).
+  yields the :class:`core.settings.Settings`, and at the end stops only what it started (by pid).
 - ``redis_client``: a ``redis.Redis`` for ``settings().redis_url`` (no automatic flushdb).
 - ``kafka_topic``: factory creating unique, empty topics for a test: ``kafka_topic("txns", partitions=3) -> name``.
 
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-import rtml  # noqa: F401  (pins prometheus_client's value mode before Feast can flip it)
+import core  # noqa: F401  (pins prometheus_client's value mode before Feast can flip it)
 
 # Spark workers must run the venv's interpreter, and bind to loopback (no DNS/network surprises).
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -29,9 +29,9 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 @pytest.fixture(scope="session")
 def stack() -> Iterator:
     """The running local stack (started here if needed); yields the Settings it runs for."""
+    from core.settings import settings
     from infra import kafka_broker, redis_server
     from infra.stack import up
-    from rtml.config import settings
 
     s = settings()
     info = up(progress=False)
@@ -60,7 +60,7 @@ def redis_client(stack):
 @pytest.fixture
 def kafka_topic(stack, request) -> Callable[..., str]:
     """Factory for fresh topics named after the test: ``kafka_topic(prefix="t", partitions=3) -> str``."""
-    from rtml.kafka import ensure_topics
+    from core.kafka_io import ensure_topics
 
     test = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)[:80]
 

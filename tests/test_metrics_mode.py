@@ -1,4 +1,4 @@
-"""`import feast` flips prometheus_client into multi-process mode; importing rtml first prevents it."""
+"""`import feast` flips prometheus_client into multi-process mode; importing core first prevents it."""
 
 import subprocess
 import sys
@@ -25,4 +25,4 @@ def test_feast_alone_makes_two_counters_share_one_value():
 
 
 def test_rtml_first_keeps_counters_separate():
-    assert _second_counter_value("import rtml, feast") == "1.0"
+    assert _second_counter_value("import core, feast") == "1.0"

@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rtml.config import settings
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
+from core.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def historical_features(
 ) -> pd.DataFrame:
     """Point-in-time features for ``entities`` (needs join keys, ``event_timestamp`` and the request
     fields), in entity order, entity columns first. ``join``: ``feast`` or ``fast``."""
-    from rtml.feast_store import get_store
+    from core.feast_store import get_store
 
     store = store or get_store()
     refs = resolve_refs(store, features)
@@ -201,7 +201,7 @@ def training_frame(
     """Labelled transactions in ``[start, end)`` (labels known at ``cutoff``) with their point-in-time
     features: id/time columns, ``is_fraud``, ``amount``, ``country``, the features (in the service's
     order) and, with ``segments``, ``category`` and ``home_country`` for per-segment evaluation."""
-    from rtml.feast_store import get_store
+    from core.feast_store import get_store
 
     store = get_store()
     entities = entity_frame(start, end, cutoff)
@@ -248,7 +248,7 @@ def build_training_set(
     out_dir: Path | None = None,
 ) -> TrainingSet:
     """:func:`training_frame` saved as ``data.parquet`` + ``manifest.json`` (folder named by content hash)."""
-    from rtml.feast_store import get_store
+    from core.feast_store import get_store
 
     refs = resolve_refs(get_store(), features)
     df = training_frame(start, end, cutoff, features=features, join=join)

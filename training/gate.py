@@ -4,21 +4,21 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
+from core.settings import settings
 from training.evaluate import Evaluation
 from training.model import LABEL, predict
 
-DEFAULT_MARGIN = 0.005
+DEFAULT_MARGIN = 0.005  # the default of settings().promotion_margin
 
 
 def default_margin() -> float:
-    return float(os.environ.get("RTML_PROMOTION_MARGIN") or DEFAULT_MARGIN)
+    return settings().promotion_margin
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Decision:
 
 def production_pr_auc(model: Any, holdout: pd.DataFrame) -> tuple[float | None, str]:
     """PR-AUC of a stored model on ``holdout``; None (with the reason) if it cannot score these rows."""
-    from training.registry import load_booster
+    from core.model_store import load_booster
 
     features = list(model.info.metadata.get("features") or [])
     missing = [f for f in features if f not in holdout.columns]

@@ -14,7 +14,7 @@ import xgboost as xgb
 from sklearn.metrics import average_precision_score
 from tqdm.auto import tqdm
 
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtml.config import settings
+from core import errors, feature_refs, model_store
+from core.settings import settings
 from training import registry
 from training.datasets import TimeLike, TrainingSet, build_training_set, load_training_set
 from training.evaluate import Evaluation, evaluate, write_report
@@ -55,8 +56,8 @@ def train(
     ev = evaluate(result.booster, split.test, split.valid, features, refs, seed=seed)
     current = None
     try:
-        current = registry.production_model()
-    except registry.UserFacingError:
+        current = model_store.production_model()
+    except errors.UserFacingError:
         current = None
     decision = decide(ev, split.test, current, margin)
 
@@ -65,7 +66,7 @@ def train(
     if len(ref) > REFERENCE_ROWS:
         ref = ref.sample(REFERENCE_ROWS, random_state=seed).sort_index()
     metadata = {
-        "feature_service": ts.manifest.get("feature_service") or registry.FEATURE_SERVICE,
+        "feature_service": ts.manifest.get("feature_service") or feature_refs.service_definition().name,
         "features": features,
         "feature_refs": refs,
         "threshold": ev.threshold,
@@ -91,10 +92,10 @@ def train(
     }
     out = report_dir(tag)
     report = write_report(ev, split.test, result.booster, features, out, context)
-    model_report = Path(registry.get_model(tag).path_of(registry.REPORT_DIR))
+    model_report = Path(model_store.get_model(tag).path_of(model_store.REPORT_DIR))
     shutil.copytree(out, model_report, dirs_exist_ok=True)
     promoted = False
     if decision.promote and auto_promote:
-        registry.promote(tag, reason=decision.reason)
+        model_store.promote(tag, reason=decision.reason)
         promoted = True
     return TrainOutcome(tag, decision, ev, report, ts, promoted)

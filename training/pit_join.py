@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pds
 
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
 
 ROW_ID = "__row_id"
 

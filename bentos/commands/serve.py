@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from rtml.config import REPO_ROOT, settings
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
+from core.settings import REPO_ROOT, settings
 
 SERVICES = {
     "fraud": "bentos.service:FraudScorer",
@@ -47,7 +47,7 @@ def log_file(port: int) -> Path:
 
 def service_env(workers: int = 1, model: str | None = None, port: int | None = None) -> dict[str, str]:
     """Environment of the `bentoml serve` process: rtml settings plus BentoML's home."""
-    from training.registry import bentoml_home
+    from core.model_store import bentoml_home
 
     env = dict(os.environ)
     env["BENTOML_HOME"] = str(bentoml_home())
@@ -199,9 +199,8 @@ def _tail(path: Path, n: int = 20) -> str:
 
 def check_model(model: str | None) -> str:
     """The tag that will be served; a clear error (before starting anything) when there is none."""
-    from training import registry
-
-    return str((registry.get_model(model) if model else registry.production_model()).tag)
+    from core import model_store
+    return str((model_store.get_model(model) if model else model_store.production_model()).tag)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,9 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     quiet_client_logs()
+    from core.settings import settings
     from infra import maven, spark_deps
     from infra.stack import status
-    from rtml.config import settings
 
     services = status()
     print(f"state dir: {settings().state_dir}")

@@ -32,7 +32,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     RTML_CACHE_DIR=/opt/rtml/cache \
     RTML_STATE_DIR=/var/lib/rtml
 
-# The project itself, installed in place (editable): rtml/config.py finds feature_repo/ next to rtml/.
+# The project itself, installed in place (editable): core/settings.py finds feature_repo/ next to rtml/.
+COPY core/ core/
 COPY rtml/ rtml/
 COPY feature_repo/ feature_repo/
 COPY streaming/ streaming/

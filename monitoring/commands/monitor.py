@@ -9,7 +9,7 @@ import shlex
 import signal
 import threading
 
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +140,11 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
 
+    from core.kafka_io import check_broker, ensure_topics, make_consumer, make_producer
+    from core.settings import settings
     from monitoring.alerts import AlertSink
     from monitoring.metrics import MonitorMetrics
     from monitoring.monitor import Monitor
-    from rtml.config import settings
-    from rtml.kafka import check_broker, ensure_topics, make_consumer, make_producer
 
     cfg = settings()
     config = build_config(args)

@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtml.feast_store import apply_repo, plan_repo
+    from core.feast_store import apply_repo, plan_repo
 
     if args.plan:
         plan_repo()

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtml.config import settings
+    from core.settings import settings
 
     # The demo works in a folder of its own, wiped at start, so it never touches your state.
     os.environ["RTML_STATE_DIR"] = str(settings().state_dir / "demo")

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def online_features(user_ids: list[int], merchant_ids: list[int]) -> dict[str, list[dict]]:
     """Online feature values per entity kind, read through Feast from Redis."""
-    from rtml.feast_store import get_store
+    from core.feast_store import get_store
 
     store = get_store()
     out: dict[str, list[dict]] = {}
@@ -31,7 +31,7 @@ def online_features(user_ids: list[int], merchant_ids: list[int]) -> dict[str, l
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtml.errors import UserFacingError
+    from core.errors import UserFacingError
 
     if not args.users and not args.merchants:
         raise UserFacingError("name some entities: --users 1 2 3 and/or --merchants 4 5")

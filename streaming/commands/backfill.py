@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
 
 
 def _when(text: str) -> datetime:

@@ -6,7 +6,7 @@ import argparse
 import json
 from datetime import UTC, datetime, timedelta
 
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

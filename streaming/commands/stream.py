@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 
-from rtml.config import settings
+from core.settings import settings
 
 log = logging.getLogger("rtml.stream")
 

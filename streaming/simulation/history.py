@@ -137,7 +137,7 @@ def simulate_history(
     ``settings().data_dir``. Existing ``transactions/part-YYYYMMDD.parquet`` files there are replaced
     (other files in that folder are left alone).
     """
-    from rtml.config import settings
+    from core.settings import settings
 
     if days < 1:
         raise ValueError("days must be >= 1")

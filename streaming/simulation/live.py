@@ -195,7 +195,7 @@ def wire_columns(batch: LiveBatch):
 
 
 def batch_records(batch: LiveBatch, with_labels: bool = False) -> list[dict]:
-    """Transaction dicts in the wire format (streaming/schemas.py); optionally with is_fraud and label_timestamp."""
+    """Transaction dicts in the wire format (core/contracts.py); optionally with is_fraud and label_timestamp."""
     ev = batch.events
     rows = []
     for tid, uid, mid, amount, country, channel, t in wire_columns(batch):

@@ -43,7 +43,7 @@ def _messages(features: list[str]) -> tuple[list[dict], int]:
 
 
 def _produce(topic: str, messages: list[dict]) -> float:
-    from rtml.kafka import make_producer
+    from core.kafka_io import make_producer
 
     producer = make_producer()
     start_ms = int(time.time() * 1000)  # recent timestamps: old ones fall to time-based retention
@@ -59,7 +59,7 @@ def _produce(topic: str, messages: list[dict]) -> float:
 def _plain_consume(topic: str, n: int, check_crcs: bool) -> float:
     import json
 
-    from rtml.kafka import make_consumer
+    from core.kafka_io import make_consumer
 
     consumer = make_consumer(
         [topic],
@@ -158,6 +158,8 @@ def _direct_delay(reference: pd.DataFrame, features: list[str], **drift) -> dict
 
 
 def main() -> dict:
+    from core.kafka_io import ensure_topics, make_consumer
+    from core.settings import settings
     from infra import kafka_broker, redis_server
     from infra.stack import up
     from monitoring.alerts import AlertSink
@@ -167,8 +169,6 @@ def main() -> dict:
     from monitoring.retrain import RetrainConfig
     from monitoring.synthetic import DEFAULT_FEATURES, feature_frame
     from monitoring.windows import WindowSpec
-    from rtml.config import settings
-    from rtml.kafka import ensure_topics, make_consumer
 
     features = list(DEFAULT_FEATURES)
     reference = feature_frame(WINDOW, seed=1)[[*features, "score"]]

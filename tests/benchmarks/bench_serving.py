@@ -29,7 +29,9 @@ REPO = HERE.parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from core import model_store  # noqa: E402
 from tests.benchmarks.common import percentiles, write_result  # noqa: E402
+from training import registry  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 N_USERS = 5000
@@ -81,11 +83,11 @@ def _train_model() -> str:
 
     import xgboost as xgb
 
-    from training import registry
-
-    refs = registry.service_feature_refs()
-    features = registry.ref_names(refs)
-    X, y = registry.synthetic_feature_frame(20_000, seed=4, features=features)
+    from core import feature_refs, model_store
+    from tests.fixtures import models as fixture_models
+    refs = feature_refs.service_feature_refs()
+    features = feature_refs.ref_names(refs)
+    X, y = fixture_models.synthetic_feature_frame(20_000, seed=4, features=features)
     params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2, "seed": 4}
     booster = xgb.train(params, xgb.DMatrix(X, label=y, feature_names=features), num_boost_round=300)
     meta = {
@@ -97,7 +99,7 @@ def _train_model() -> str:
         "params": {**params, "num_boost_round": 300},
     }
     tag = registry.register_model(booster, meta, None)
-    registry.promote(tag, reason="serving benchmark")
+    model_store.promote(tag, reason="serving benchmark")
     return tag
 
 
@@ -155,9 +157,9 @@ def goals(out: dict) -> dict:
 
 def main() -> dict:
     seconds = float(os.environ.get("RTML_BENCH_SECONDS", "15"))
+    from core.settings import settings
     from infra import kafka_broker, redis_server
     from infra.stack import up
-    from rtml.config import settings
 
     outer = settings()
     info = up(progress=False, spark_jars=False)
@@ -173,11 +175,9 @@ def main() -> dict:
     ports: list[int] = []
     try:
         from bentos.commands import serve
-        from rtml.feast_store import apply_repo
+        from core.feast_store import apply_repo
         from tests.serving.conftest import free_port, load_online, write_feature_data
-        from training import registry
-
-        registry.bentoml_home()
+        model_store.bentoml_home()
         now = pd.Timestamp.now(tz="UTC").floor("s")
         data = write_feature_data(tmp / "data", now, n_users=N_USERS, n_merchants=N_MERCHANTS)
         apply_repo()
@@ -224,7 +224,7 @@ def main() -> dict:
 
         fast, base = results["fraud"], results["baseline"]
         out: dict = {
-            "model": {"tag": tag, "trees": 300, "max_depth": 6, "features": len(registry.get_model(tag).info.metadata["features"])},
+            "model": {"tag": tag, "trees": 300, "max_depth": 6, "features": len(model_store.get_model(tag).info.metadata["features"])},
             "setup": {
                 "seconds_per_run": seconds,
                 "workers": 1,

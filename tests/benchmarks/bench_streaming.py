@@ -55,7 +55,7 @@ def produce(bootstrap: str, topic: str, n: int, rate: float | None, seed: int, s
             step_us: int = 50, done=None, id_base: int = ID_BASE) -> None:
     """Send ``n`` events. rate=None: as fast as possible, event times start_us + i*step_us.
     Else paced at ``rate``/s with event_timestamp = send time (10 ms ticks)."""
-    from rtml.kafka import make_producer
+    from core.kafka_io import make_producer
 
     rng = np.random.default_rng(seed)
     users = rng.integers(1, N_USERS + 1, n) + id_base
@@ -147,7 +147,7 @@ def _job(spark, store, topic, workdir: Path, trigger: float, max_offsets: int | 
 
 
 def bench_sustained(spark, store, bootstrap, workdir) -> dict:
-    from rtml.kafka import ensure_topics
+    from core.kafka_io import ensure_topics
 
     topic = f"bench-sustained-{uuid.uuid4().hex[:6]}"
     ensure_topics([topic], partitions=3, bootstrap=bootstrap)
@@ -179,7 +179,7 @@ def bench_sustained(spark, store, bootstrap, workdir) -> dict:
 
 
 def bench_rate(spark, store, bootstrap, workdir, rate: int, seconds: float, writer: str = "pipelined") -> dict:
-    from rtml.kafka import ensure_topics
+    from core.kafka_io import ensure_topics
 
     topic = f"bench-rate{rate}-{uuid.uuid4().hex[:6]}"
     ensure_topics([topic], partitions=3, bootstrap=bootstrap)
@@ -216,7 +216,7 @@ def bench_rate(spark, store, bootstrap, workdir, rate: int, seconds: float, writ
 def baseline(store, bootstrap, topic: str, n_expected: int, seconds: float, paced: bool) -> dict:
     from feast.data_source import PushMode
 
-    from rtml.kafka import make_consumer
+    from core.kafka_io import make_consumer
     from streaming.aggregates import TS, aggregate, latest_index, merge_sorted, sort_events
     from streaming.feature_specs import load_stream_spec
 
@@ -256,7 +256,7 @@ def baseline(store, bootstrap, topic: str, n_expected: int, seconds: float, pace
 
 
 def bench_baseline(store, bootstrap) -> dict:
-    from rtml.kafka import ensure_topics
+    from core.kafka_io import ensure_topics
 
     topic = f"bench-base-{uuid.uuid4().hex[:6]}"
     ensure_topics([topic], partitions=3, bootstrap=bootstrap)
@@ -306,9 +306,9 @@ def bench_backfill(spark, store, workdir) -> dict:
 def main() -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("streaming").setLevel(logging.WARNING)
+    from core.feast_store import apply_repo, get_store
+    from core.settings import settings
     from infra.stack import up
-    from rtml.config import settings
-    from rtml.feast_store import apply_repo, get_store
     from streaming.spark_session import build_session
 
     up(progress=False)

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rtml.config import REPO_ROOT
+from core.settings import REPO_ROOT
 from tests.benchmarks.common import write_result
 
 WORK = REPO_ROOT / "tests" / "benchmarks" / ".work" / "training"
@@ -195,8 +195,8 @@ def _store(kind: str):
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
-    from rtml.config import FEATURE_REPO, settings
-    from rtml.feast_store import _repo_on_path, apply_repo
+    from core.feast_store import _repo_on_path, apply_repo
+    from core.settings import FEATURE_REPO, settings
 
     if not settings().registry_path.exists():
         apply_repo()

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from rtml.config import REPO_ROOT
+from core.settings import REPO_ROOT
 
 INFRA = REPO_ROOT / "infra"
 COMPOSE = INFRA / "docker-compose.yml"
@@ -26,7 +26,7 @@ DASHBOARD = GRAFANA / "dashboards" / "rtml.json"
 PROMETHEUS = INFRA / "prometheus"
 ALERTS = PROMETHEUS / "alerts.yml"
 PROMETHEUS_RULE = K8S / "prometheus-rule.yaml"
-CODE_DIRS = ("rtml", "streaming", "training", "bentos", "monitoring", "infra")
+CODE_DIRS = ("core", "rtml", "streaming", "training", "bentos", "monitoring", "infra")
 
 
 def load_yaml_docs(path: Path) -> list[Any]:

@@ -98,7 +98,7 @@ def test_bentoml_build_packs_code_and_the_served_model(tmp_path):
     ``fraud_model:latest`` of the deployments selects it) and holds every file the service imports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RTML_", "BENTOML_"))}
     env.update(RTML_STATE_DIR=str(tmp_path / "state"), BENTOML_DO_NOT_TRACK="true")
-    made = subprocess.run([sys.executable, "-c", "from training.registry import save_test_model; print(save_test_model())"],
+    made = subprocess.run([sys.executable, "-c", "from tests.fixtures.models import save_test_model; print(save_test_model())"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert made.returncode == 0, made.stderr[-2000:]
     tag = made.stdout.strip().splitlines()[-1]

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from rtml.config import Topics, settings
+from core.settings import Topics, settings
 from tests.deploy.manifests import COMPOSE, DASHBOARD, INFRA, REPO_ROOT, cli_default, rtml_env_vars
 
 
@@ -128,10 +128,7 @@ def test_prediction_service_port_and_readiness(services):
 
 def _metrics_port(command: str) -> int:
     for option in ("--metrics-port", "--port"):
-        try:
-            value = cli_default(command, option)
-        except (KeyError, ModuleNotFoundError):
-            pytest.skip(f"`rtml {command}` is not available yet")
+        value = cli_default(command, option)
         if value is not None:
             return int(value)
     raise AssertionError(f"`rtml {command}` has no metrics port option")
@@ -203,10 +200,10 @@ def test_grafana_provisioning_matches_mounts(services):
 
 def test_prediction_service_serves_the_model_packed_in_its_image(services):
     """The Bento packs its model; the production pointer on the shared volume must not override it."""
-    from training.registry import MODEL_NAME
+    from core.model_store import model_name
 
     env = _env(services["fraud-scoring"])
-    assert env["RTML_SERVING_MODEL_TAG"] == f"{MODEL_NAME}:latest"
+    assert env["RTML_SERVING_MODEL_TAG"] == f"{model_name()}:latest"
     assert "BENTOML_HOME" not in env  # the image's own home holds the packed model
     state = _env(services["stream"])["RTML_STATE_DIR"]
     assert f"rtml-state:{state}:ro" in services["fraud-scoring"]["volumes"]

@@ -1,5 +1,5 @@
 """The rtml image's entry points, run here without Docker: the Spark-on-Kubernetes entrypoint builds the
-commands the operator's pods expect, and spark_main.py hands its arguments to the rtml CLI."""
+commands the operator's pods expect, and rtml/cli.py hands its arguments to the rtml CLI."""
 
 from __future__ import annotations
 
@@ -45,13 +45,13 @@ def _run(args: list[str], env: dict[str, str]) -> list[str]:
 
 def test_driver_runs_spark_submit_in_client_mode_bound_to_the_pod(fake_env):
     env = {**fake_env, "SPARK_DRIVER_BIND_ADDRESS": "10.1.2.3"}
-    out = _run(["driver", "--properties-file", "/opt/spark/conf/spark.properties", "local:///app/infra/docker/spark_main.py", "stream"], env)
+    out = _run(["driver", "--properties-file", "/opt/spark/conf/spark.properties", "local:///app/rtml/cli.py", "stream"], env)
     assert out[0] == "spark-submit"
     assert out[1:] == [
         "--conf", "spark.driver.bindAddress=10.1.2.3",
         "--conf", "spark.executorEnv.SPARK_DRIVER_POD_IP=10.1.2.3",
         "--deploy-mode", "client",
-        "--properties-file", "/opt/spark/conf/spark.properties", "local:///app/infra/docker/spark_main.py", "stream",
+        "--properties-file", "/opt/spark/conf/spark.properties", "local:///app/rtml/cli.py", "stream",
     ]
 
 
@@ -79,19 +79,19 @@ def test_other_commands_pass_through(fake_env):
     assert _run(["echo", "rtml", "monitor"], fake_env) == ["rtml monitor"]
 
 
-def test_spark_main_hands_arguments_to_the_rtml_cli():
-    """Run as a script (as spark-submit does): imports resolve to the packages, not to rtml/ modules."""
+def test_cli_script_hands_arguments_to_the_rtml_cli():
+    """Run as a script (as spark-submit does): rtml/ first on sys.path shadows no package (no rtml/kafka.py any more)."""
     done = subprocess.run(
-        [sys.executable, str(INFRA / "docker" / "spark_main.py"), "stream", "--help"],
+        [sys.executable, str(REPO_ROOT / "rtml" / "cli.py"), "stream", "--help"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "usage: rtml stream" in done.stdout and "--metrics-port" in done.stdout
 
 
-def test_driver_command_runs_spark_main_under_real_spark_submit(tmp_path):
+def test_driver_command_runs_the_cli_script_under_real_spark_submit(tmp_path):
     """The operator's driver path end to end, minus Kubernetes: entrypoint `driver` -> pyspark's real
-    spark-submit (client mode) -> PythonRunner -> spark_main.py -> the rtml CLI."""
+    spark-submit (client mode) -> PythonRunner -> rtml/cli.py -> the rtml CLI."""
     import pyspark
 
     bin_dir = tmp_path / "bin"
@@ -108,7 +108,7 @@ def test_driver_command_runs_spark_main_under_real_spark_submit(tmp_path):
     }
     done = subprocess.run(
         ["bash", str(ENTRYPOINT), "driver", "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-         str(INFRA / "docker" / "spark_main.py"), "stream", "--help"],
+         str(REPO_ROOT / "rtml" / "cli.py"), "stream", "--help"],
         env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

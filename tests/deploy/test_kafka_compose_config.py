@@ -113,8 +113,8 @@ def test_compose_kafka_config_runs_and_serves_both_listeners(compose_broker):
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    from rtml.config import Topics
-    from rtml.kafka import ensure_topics, make_consumer, make_producer
+    from core.kafka_io import ensure_topics, make_consumer, make_producer
+    from core.settings import Topics
 
     internal, host = compose_broker
     ensure_topics(Topics().all(), bootstrap=internal)  # what the compose `init` service does

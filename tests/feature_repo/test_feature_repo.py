@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rtml.config import FEATURE_REPO, settings
+from core.settings import FEATURE_REPO, settings
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ def test_feast_apply_and_plan_run_clean_from_the_repo_folder(tmp_path):
 
 def test_definitions_carry_ownership_and_stream_aggregations(stack, tmp_path, monkeypatch):
     monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path / "state"))
-    from rtml.feast_store import apply_repo, get_store
+    from core.feast_store import apply_repo, get_store
 
     apply_repo()
     store = get_store()
@@ -116,8 +116,8 @@ def test_definitions_carry_ownership_and_stream_aggregations(stack, tmp_path, mo
 
 
 def test_materialized_batch_features_equal_the_latest_source_rows(profiles):
+    from core.feast_store import apply_repo
     from rtml.commands.features import online_features
-    from rtml.feast_store import apply_repo
     from rtml.materialize import materialize
 
     users, merchants = profiles
@@ -142,8 +142,8 @@ def test_materialized_batch_features_equal_the_latest_source_rows(profiles):
 def test_full_rematerialize_repairs_a_redis_that_lost_its_data(profiles, stack):
     import redis
 
+    from core.feast_store import apply_repo
     from rtml.commands.features import online_features
-    from rtml.feast_store import apply_repo
     from rtml.materialize import materialize
 
     users, _ = profiles

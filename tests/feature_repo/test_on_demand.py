@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 
-from rtml.config import FEATURE_REPO
+from core.settings import FEATURE_REPO
 
 sys.path.insert(0, str(FEATURE_REPO))
 from on_demand import compute_transaction_context  # noqa: E402

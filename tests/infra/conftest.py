@@ -34,8 +34,8 @@ def own_env(monkeypatch, tmp_path) -> Iterator:
 
     Whatever a test starts in it is stopped at the end (by pid).
     """
+    from core.settings import settings
     from infra.stack import down
-    from rtml.config import settings
 
     for name in ("RTML_KAFKA_BOOTSTRAP", "RTML_REDIS_URL", "RTML_KAFKA_CONTROLLER_PORT", "RTML_KAFKA_START_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)

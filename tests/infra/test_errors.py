@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserFacingError
 from infra import kafka_broker, redis_server
 from infra.proc import cmdline, port_open
-from rtml.errors import UserFacingError
 
 
 def _bin_dir(tmp_path: Path, *tools: str) -> Path:

@@ -1,4 +1,4 @@
-"""Produce/consume through the real broker with rtml.kafka helpers: keys, timestamps and values survive."""
+"""Produce/consume through the real broker with core.kafka_io helpers: keys, timestamps and values survive."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rtml.kafka import make_consumer, make_producer
+from core.kafka_io import make_consumer, make_producer
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
+from core.kafka_io import make_producer
 from infra.spark_deps import connector_jars
-from rtml.kafka import make_producer
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
+from core.contracts import PREDICTION_FIELDS
 from monitoring.decode import PredictionDecoder
 from monitoring.synthetic import DEFAULT_FEATURES
-from streaming.schemas import PREDICTION_FIELDS
 
 
 def test_serving_prediction_record_decodes():

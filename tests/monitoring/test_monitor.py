@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from core.contracts import ALERT_FIELDS
 from monitoring.alerts import AlertSink
 from monitoring.metrics import MonitorMetrics
 from monitoring.monitor import FEATURE_DRIFT, PERFORMANCE_DECAY, PREDICTION_DRIFT, Monitor, MonitorConfig
@@ -23,7 +24,6 @@ from monitoring.reference import Reference
 from monitoring.retrain import RetrainConfig
 from monitoring.synthetic import DEFAULT_FEATURES, feature_frame, label_messages, prediction_messages
 from monitoring.windows import WindowSpec
-from streaming.schemas import ALERT_FIELDS
 from tests.monitoring.helpers import FakeConsumer, records
 
 F = DEFAULT_FEATURES

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.contracts import ALERT_FIELDS
+from core.settings import REPO_ROOT
 from monitoring.alerts import AlertSink
 from monitoring.metrics import MonitorMetrics
 from monitoring.monitor import FEATURE_DRIFT, Monitor, MonitorConfig
@@ -24,8 +26,6 @@ from monitoring.reference import Reference
 from monitoring.retrain import RetrainConfig
 from monitoring.synthetic import DEFAULT_FEATURES, feature_frame, prediction_messages
 from monitoring.windows import WindowSpec
-from rtml.config import REPO_ROOT
-from streaming.schemas import ALERT_FIELDS
 
 pytestmark = pytest.mark.integration
 F = DEFAULT_FEATURES
@@ -39,7 +39,7 @@ def reference() -> Reference:
 
 def _produce(topic: str, messages: list, start_ms: int | None = None) -> None:
     """Message timestamps start now (a broker with time-based retention deletes old-timestamped records)."""
-    from rtml.kafka import make_producer
+    from core.kafka_io import make_producer
 
     start_ms = start_ms or int(time.time() * 1000)
     producer = make_producer()
@@ -57,7 +57,7 @@ def _produce(topic: str, messages: list, start_ms: int | None = None) -> None:
 
 
 def _produce_raw(topic: str, payloads: list[bytes]) -> None:
-    from rtml.kafka import make_producer
+    from core.kafka_io import make_producer
 
     producer = make_producer(value_serializer=None)
     try:
@@ -69,7 +69,7 @@ def _produce_raw(topic: str, payloads: list[bytes]) -> None:
 
 
 def _read_all(topic: str, expect: int, timeout_s: float = 20.0) -> list[dict]:
-    from rtml.kafka import make_consumer
+    from core.kafka_io import make_consumer
 
     consumer = make_consumer([topic], f"reader-{uuid.uuid4().hex[:8]}")
     out: list[dict] = []
@@ -84,7 +84,7 @@ def _read_all(topic: str, expect: int, timeout_s: float = 20.0) -> list[dict]:
 
 
 def _consumer(topics: list[str], group: str):
-    from rtml.kafka import make_consumer
+    from core.kafka_io import make_consumer
 
     return make_consumer(topics, group, check_crcs=False, max_poll_records=5000)
 
@@ -94,7 +94,7 @@ def _committed(topic: str, group: str) -> int:
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    from rtml.config import settings
+    from core.settings import settings
 
     consumer = KafkaConsumer(
         bootstrap_servers=settings().kafka_bootstrap.split(","), group_id=group, enable_auto_commit=False
@@ -107,7 +107,7 @@ def _committed(topic: str, group: str) -> int:
 
 
 def test_drifted_predictions_produce_an_alert_on_the_alerts_topic(stack, kafka_topic, reference, tmp_path):
-    from rtml.kafka import make_producer
+    from core.kafka_io import make_producer
 
     predictions = kafka_topic("predictions", partitions=1)
     alerts = kafka_topic("alerts", partitions=1)
@@ -177,7 +177,7 @@ def test_restart_resumes_from_committed_offsets(stack, kafka_topic, reference, t
 def _model_rows(state_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     env = {**os.environ, "RTML_STATE_DIR": str(state_dir)}
     code = (
-        "import json; from training.registry import save_test_model, production_model, reference_sample;"
+        "import json; from tests.fixtures.models import save_test_model; from core.model_store import production_model, reference_sample;"
         "save_test_model(); m = production_model();"
         f"reference_sample(m).to_parquet('{state_dir}/ref.parquet');"
         "print(json.dumps(m.info.metadata['features']))"

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from rtml.config import REPO_ROOT
+from core.settings import REPO_ROOT
 
 PROM = REPO_ROOT / "infra" / "prometheus"
 RUNBOOKS = REPO_ROOT / "monitoring" / "runbooks"

@@ -116,7 +116,7 @@ class ServingEnv:
 def load_online(now: pd.Timestamp, data: dict[str, pd.DataFrame]) -> None:
     """Profiles by Feast materialization; stream aggregates through Feast's write_to_online_store (what the
     stream job's plain-Feast writer does: Feast's local engine cannot materialize windowed aggregations)."""
-    from rtml.feast_store import get_store
+    from core.feast_store import get_store
     from rtml.materialize import materialize
 
     materialize(views=["user_profile", "merchant_profile"], end=(now + pd.Timedelta(seconds=5)).to_pydatetime())
@@ -137,17 +137,17 @@ def serving(stack, tmp_path_factory) -> Iterator[ServingEnv]:
         mp.setenv("RTML_KAFKA_BOOTSTRAP", stack.kafka_bootstrap)
         mp.setenv("RTML_REDIS_URL", stack.redis_url)
         mp.delenv("BENTOML_HOME", raising=False)
-        from training import registry
-
-        registry._home_set_by_us = None
-        registry.bentoml_home()
-        from rtml.feast_store import apply_repo
+        from core import model_store
+        from tests.fixtures import models as fixture_models
+        model_store._home_set_by_us = None
+        model_store.bentoml_home()
+        from core.feast_store import apply_repo
 
         now = pd.Timestamp.now(tz="UTC").floor("s")
         data = write_feature_data(root / "data", now)
         apply_repo()
         load_online(now, data)
-        tag = registry.save_test_model(n_rows=3000, rounds=30, promote_it=True)
+        tag = fixture_models.save_test_model(n_rows=3000, rounds=30, promote_it=True)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k.startswith(("RTML_", "BENTOML_HOME"))}
         pid, url = serve.start_detached("fraud", "127.0.0.1", port, workers=1, timeout=120)

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import yaml
 
-from rtml.config import REPO_ROOT
+from core.settings import REPO_ROOT
 
 
 def test_bentoml_build_packs_service_sources_and_the_production_model(tmp_path, monkeypatch):
     monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("BENTOML_HOME", raising=False)
-    from training import registry
-
-    registry._home_set_by_us = None
-    home = registry.bentoml_home()
-    tag = registry.save_test_model(n_rows=500, rounds=5, promote_it=True)
+    from core import model_store
+    from tests.fixtures import models as fixture_models
+    model_store._home_set_by_us = None
+    home = model_store.bentoml_home()
+    tag = fixture_models.save_test_model(n_rows=500, rounds=5, promote_it=True)
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     done = subprocess.run(
         [str(Path(sys.executable).parent / "bentoml"), "build", "-f", "bentos/bentofile.yaml", "--output", "tag", "."],
@@ -32,6 +32,9 @@ def test_bentoml_build_packs_service_sources_and_the_production_model(tmp_path, 
     assert info["service"] == "bentos.service:FraudScorer"
     assert [m["tag"] for m in info["services"][0]["models"]] == [tag]
     src = bentos[0].parent / "src"
-    for path in ("bentos/service.py", "bentos/feature_plan.py", "feature_repo/on_demand.py", "rtml/config.py", "training/registry.py"):
+    for path in ("bentos/service.py", "bentos/feature_plan.py", "feature_repo/on_demand.py", "core/settings.py",
+                 "core/model_store.py"):
         assert (src / path).exists(), path
+    # serving packs the ground floor, not training or the app (floors follow the flow)
+    assert not (src / "training").exists() and not (src / "rtml").exists() and not (src / "streaming").exists()
     assert not list(src.rglob("test_*.py"))

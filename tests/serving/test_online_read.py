@@ -28,11 +28,10 @@ def _same(a, b) -> bool:
 def test_pipelined_read_equals_feast_get_online_features(serving):
     from bentos.feature_plan import build_plan
     from bentos.redis_reader import FastRedis
-    from rtml.config import settings
-    from rtml.feast_store import get_store
-    from training import registry
-
-    meta = registry.get_model(serving.model_tag).info.metadata
+    from core import model_store
+    from core.feast_store import get_store
+    from core.settings import settings
+    meta = model_store.get_model(serving.model_tag).info.metadata
     store = get_store()
     plan = build_plan(store, meta["feature_refs"], meta["features"], {})
     stored_refs = [f"{v.name}:{f}" for r in plan.reads for v in r.views for f, _ in v.features]

@@ -15,6 +15,7 @@ import pytest
 
 from tests.serving.conftest import MERCHANT_BASE, UNKNOWN_USER, USER_BASE, free_port, load_online
 from tests.serving.test_service import read_predictions, score_rows, txn
+from training import registry
 
 pytestmark = pytest.mark.integration
 
@@ -114,13 +115,12 @@ def test_no_broker_at_startup_and_metadata_defaults(serving):
     """A second service: Kafka address with nothing behind it, a 4-slot log queue, and a model whose
     metadata gives defaults for missing features."""
     from bentos.commands import serve
-    from training import registry
-
-    model = registry.get_model(serving.model_tag)
+    from core import model_store
+    model = model_store.get_model(serving.model_tag)
     meta = dict(model.info.metadata)
     defaults = {f: math.nan for f in meta["features"]}
     defaults.update({"account_age_days": 0.0, "credit_limit": 1500.0, "txn_count_24h": 0.0, "txn_mean_24h": 25.0})
-    tag = registry.register_model(registry.load_booster(model), {**meta, "defaults": defaults}, None)
+    tag = registry.register_model(model_store.load_booster(model), {**meta, "defaults": defaults}, None)
 
     port = free_port()
     with pytest.MonkeyPatch.context() as mp:
@@ -137,7 +137,7 @@ def test_no_broker_at_startup_and_metadata_defaults(serving):
         body = bodies[0].json()
         assert body["model_version"] == tag.split(":")[1]
         # Expected: Feast's online row for this transaction, with the model's defaults where the user is unknown.
-        from rtml.feast_store import get_store
+        from core.feast_store import get_store
 
         store = get_store()
         online = store.get_online_features(
@@ -149,7 +149,7 @@ def test_no_broker_at_startup_and_metadata_defaults(serving):
             v = online[f][0]
             row[f] = defaults[f] if f in body["missing_features"] else (np.nan if v is None else v)
         assert row["account_age_days"] == 0.0 and row["credit_limit"] == 1500.0
-        expected = score_rows(registry.load_booster(model), list(meta["features"]), pd.DataFrame([row]))[0]
+        expected = score_rows(model_store.load_booster(model), list(meta["features"]), pd.DataFrame([row]))[0]
         assert body["score"] == pytest.approx(float(expected), abs=1e-6)
         # Nothing drains the 4-slot queue without a broker: the rest were dropped and counted.
         assert metric(url, "rtml_serving_prediction_log_dropped_total", 'reason="queue_full"') >= 12 - 4

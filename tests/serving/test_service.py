@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streaming.schemas import PREDICTION_FIELDS
+from core.contracts import PREDICTION_FIELDS
 from tests.serving.conftest import (
     MERCHANT_BASE,
     N_MERCHANTS,
@@ -57,10 +57,9 @@ def known_transactions(n: int = 24, seed: int = 3) -> list[dict]:
 
 
 def model_and_booster(tag: str):
-    from training import registry
-
-    model = registry.get_model(tag)
-    return model.info.metadata, registry.load_booster(model)
+    from core import model_store
+    model = model_store.get_model(tag)
+    return model.info.metadata, model_store.load_booster(model)
 
 
 def score_rows(booster, features: list[str], X: pd.DataFrame) -> np.ndarray:
@@ -79,7 +78,7 @@ def post(url: str, path: str, body, client: httpx.Client | None = None) -> httpx
 
 def test_score_equals_the_registry_model_on_offline_features(serving):
     """For known entities: the served score == the registry booster on Feast's offline (point-in-time) features."""
-    from rtml.feast_store import get_store
+    from core.feast_store import get_store
 
     meta, booster = model_and_booster(serving.model_tag)
     features = list(meta["features"])
@@ -123,7 +122,7 @@ def test_score_equals_the_registry_model_on_offline_features(serving):
 
 def online_expected(serving, txns: list[dict]) -> np.ndarray:
     """The registry booster on Feast's own online features (get_online_features with the feature service)."""
-    from rtml.feast_store import get_store
+    from core.feast_store import get_store
 
     meta, booster = model_and_booster(serving.model_tag)
     store = get_store()
@@ -221,8 +220,8 @@ def test_health_readiness_and_metrics(serving):
 
 def read_predictions(request_ids: set[str], timeout_s: float = 30.0) -> dict[str, dict]:
     """Messages of the ``predictions`` topic with these request ids (key = request id)."""
-    from rtml.config import settings
-    from rtml.kafka import make_consumer
+    from core.kafka_io import make_consumer
+    from core.settings import settings
 
     consumer = make_consumer([settings().topics.predictions], group_id=None, consumer_timeout_ms=500)
     found: dict[str, dict] = {}

@@ -1,4 +1,4 @@
-"""Live generator: deterministic, paced schedule, wire format per streaming/schemas.py, fraud and labels."""
+"""Live generator: deterministic, paced schedule, wire format per core/contracts.py, fraud and labels."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.contracts import LABEL_FIELDS, TRANSACTION_FIELDS
 from streaming.producer import label_values, transaction_values
-from streaming.schemas import LABEL_FIELDS, TRANSACTION_FIELDS
 from streaming.simulation.live import iter_live_batches
 from streaming.simulator import iter_live_events, live_events_frame, natural_rate_per_s
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def _consume_all(topic: str, expected: int, timeout_s: float = 60.0) -> list:
-    from rtml.kafka import make_consumer
+    from core.kafka_io import make_consumer
 
     consumer = make_consumer([topic], group_id=None, consumer_timeout_ms=500)
     records = []
@@ -79,7 +79,7 @@ def test_stream_live_sends_paced_keyed_events_with_event_time_and_labels(kafka_t
 
 
 def test_stream_live_fails_fast_without_broker(monkeypatch):
-    from rtml.kafka import BrokerUnavailable
+    from core.kafka_io import BrokerUnavailable
 
     t0 = time.monotonic()
     with pytest.raises(BrokerUnavailable):

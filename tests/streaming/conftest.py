@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def feast_store(stack):
-    from rtml.feast_store import apply_repo, get_store
+    from core.feast_store import apply_repo, get_store
 
     apply_repo()
     return get_store()

@@ -54,7 +54,7 @@ def wire(event: dict) -> dict:
 
 def publish(topic: str, events: list[dict], raw: list[bytes] | None = None) -> None:
     """Send events (JSON per the wire format, key user_id, timestamp = event time) and raw byte records."""
-    from rtml.kafka import make_producer
+    from core.kafka_io import make_producer
 
     producer = make_producer()
     for e in events:
@@ -131,7 +131,7 @@ def read_dlq(topic: str, expect: int, timeout_s: float = 30.0) -> list[dict]:
     """Messages of a dead-letter topic (read from the start) until ``expect`` arrived or timeout."""
     import time
 
-    from rtml.kafka import make_consumer
+    from core.kafka_io import make_consumer
 
     consumer = make_consumer([topic], group_id=None)
     out: list[dict] = []

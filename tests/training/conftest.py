@@ -11,12 +11,11 @@ warnings.filterwarnings("ignore", message="Stream feature views are experimental
 
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch):
-    """A fresh RTML_STATE_DIR (and data dir) for one test; BentoML follows it via registry.bentoml_home()."""
+    """A fresh RTML_STATE_DIR (and data dir) for one test; BentoML follows it via model_store.bentoml_home()."""
     monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("RTML_DATA_DIR", raising=False)
-    from training import registry
-
-    if registry._home_set_by_us is None:
+    from core import model_store
+    if model_store._home_set_by_us is None:
         monkeypatch.delenv("BENTOML_HOME", raising=False)
-    registry.bentoml_home()
+    model_store.bentoml_home()
     return tmp_path / "state"

@@ -8,7 +8,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from rtml.config import FEATURE_REPO
+from core.settings import FEATURE_REPO
 
 
 def oracle_join(
@@ -66,7 +66,7 @@ def mismatches(actual: pd.DataFrame, expected: pd.DataFrame, columns: list[str])
 
 def fresh_apply() -> None:
     """`feast apply` after dropping cached feature_repo modules: their sources read RTML_DATA_DIR at import."""
-    from rtml.feast_store import apply_repo
+    from core.feast_store import apply_repo
 
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None) or ""

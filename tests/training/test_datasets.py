@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rtml.config import settings
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
+from core.settings import settings
 from tests.training.history import make_history, write_history, write_parquet
 from tests.training.oracle import fresh_apply, mismatches, oracle_join
 
@@ -212,8 +212,8 @@ def history(tmp_path_factory):
 
 
 def test_training_frame_is_point_in_time_and_paths_agree(history):
+    from core.feature_refs import ref_names, service_feature_refs
     from training.datasets import SEGMENT_REFS, build_training_set, training_frame
-    from training.registry import ref_names, service_feature_refs
 
     names = ref_names(service_feature_refs())
     feast_df = training_frame(join="feast")
@@ -302,7 +302,7 @@ def test_spark_offline_store_gives_the_same_frame(tmp_path, monkeypatch):
     write_parquet(_merchant_rows(), data / "merchant_txn_features" / "part-0.parquet")
     try:
         fresh_apply()
-        from rtml.feast_store import get_store
+        from core.feast_store import get_store
 
         assert type(get_store().get_feature_view("user_profile").batch_source).__name__ == "SparkSource"
         ent = _entities()

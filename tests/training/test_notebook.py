@@ -8,7 +8,7 @@ import sys
 import nbformat
 from nbclient import NotebookClient
 
-from rtml.config import REPO_ROOT, settings
+from core.settings import REPO_ROOT, settings
 from tests.training.history import make_history, write_history
 from tests.training.oracle import fresh_apply
 

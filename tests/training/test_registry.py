@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from core import model_store
+from core.errors import UserFacingError
 from rtml.cli import main as cli
-from rtml.errors import UserFacingError
-from training import registry
+from tests.fixtures import models as fixture_models
 
 
 def test_test_model_has_contract_metadata(state_dir):
-    tag = registry.save_test_model(n_rows=500, rounds=3)
-    model = registry.production_model()
+    tag = fixture_models.save_test_model(n_rows=500, rounds=3)
+    model = model_store.production_model()
     assert str(model.tag) == tag
     assert model.path.startswith(str(state_dir / "bentoml"))
     meta = model.info.metadata
@@ -37,9 +38,9 @@ def test_test_model_has_contract_metadata(state_dir):
     assert meta["feature_service"] == "fraud_model_v1"
     assert [r.split(":")[1] for r in meta["feature_refs"]] == meta["features"]
     assert math.isnan(meta["defaults"]["txn_amount"])
-    ref = registry.reference_sample(model)
+    ref = model_store.reference_sample(model)
     assert list(ref.columns) == [*meta["features"], "score"]
-    booster = registry.load_booster(model)
+    booster = model_store.load_booster(model)
     # the stored reference scores are what the stored booster predicts for the stored rows
     again = booster.predict(xgb.DMatrix(ref[meta["features"]], feature_names=meta["features"]))
     np.testing.assert_allclose(again, ref["score"].to_numpy(), rtol=1e-6)
@@ -47,33 +48,33 @@ def test_test_model_has_contract_metadata(state_dir):
 
 def test_promote_and_rollback(state_dir):
     with pytest.raises(UserFacingError, match="no production model"):
-        registry.production_model()
-    a = registry.save_test_model(n_rows=300, rounds=2, seed=1)
-    b = registry.save_test_model(n_rows=300, rounds=2, seed=2, promote_it=False)
-    assert registry.production_tag() == a
-    registry.promote(b)
-    assert registry.production_tag() == b
-    assert registry.rollback() == a
-    assert str(registry.production_model().tag) == a
+        model_store.production_model()
+    a = fixture_models.save_test_model(n_rows=300, rounds=2, seed=1)
+    b = fixture_models.save_test_model(n_rows=300, rounds=2, seed=2, promote_it=False)
+    assert model_store.production_tag() == a
+    model_store.promote(b)
+    assert model_store.production_tag() == b
+    assert model_store.rollback() == a
+    assert str(model_store.production_model().tag) == a
     with pytest.raises(UserFacingError, match="nothing to roll back"):
-        registry.rollback()
-    assert [e["action"] for e in registry.history()] == ["promote", "promote", "rollback"]
-    rows = registry.list_models()
+        model_store.rollback()
+    assert [e["action"] for e in model_store.history()] == ["promote", "promote", "rollback"]
+    rows = model_store.list_models()
     assert {r["tag"] for r in rows} == {a, b}
     assert [r["tag"] for r in rows if r["production"]] == [a]
     with pytest.raises(UserFacingError, match="no model"):
-        registry.promote("fraud_model:doesnotexist")
+        model_store.promote("fraud_model:doesnotexist")
 
 
 def test_models_cli(state_dir, capsys):
-    a = registry.save_test_model(n_rows=300, rounds=2, seed=1)
-    b = registry.save_test_model(n_rows=300, rounds=2, seed=2, promote_it=False)
+    a = fixture_models.save_test_model(n_rows=300, rounds=2, seed=1)
+    b = fixture_models.save_test_model(n_rows=300, rounds=2, seed=2, promote_it=False)
     assert cli(["models", "promote", b.split(":")[1]]) == 0
-    assert registry.production_tag() == b
+    assert model_store.production_tag() == b
     assert cli(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert f"* {b}" in out and f"  {a}" in out
     assert cli(["models", "rollback"]) == 0
-    assert registry.production_tag() == a
+    assert model_store.production_tag() == a
     assert cli(["models", "promote", "nope"]) == 1
     assert "no model" in capsys.readouterr().err

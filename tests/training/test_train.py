@@ -12,9 +12,10 @@ import pytest
 import xgboost as xgb
 from sklearn.metrics import average_precision_score
 
+from core import model_store
+from core.errors import UserFacingError
+from core.settings import settings
 from rtml.cli import main as cli
-from rtml.config import settings
-from rtml.errors import UserFacingError
 from tests.training.history import make_history, write_history
 from tests.training.oracle import fresh_apply
 
@@ -30,12 +31,12 @@ def world(tmp_path_factory):
         mp.setenv("RTML_DATA_DIR", str(root / "data"))
         mp.delenv("RTML_OFFLINE_STORE", raising=False)
         mp.delenv("RTML_PROMOTION_MARGIN", raising=False)
-        from training import registry
+        from core import model_store
         from training.datasets import build_training_set
 
-        if registry._home_set_by_us is None:
+        if model_store._home_set_by_us is None:
             mp.delenv("BENTOML_HOME", raising=False)
-        registry.bentoml_home()
+        model_store.bentoml_home()
         h = make_history(n_users=150, n_merchants=30, days=12, seed=0)
         write_history(h, settings().data_dir)
         fresh_apply()
@@ -46,19 +47,16 @@ def world(tmp_path_factory):
 @pytest.fixture
 def fresh_registry(world, tmp_path, monkeypatch):
     """Same data, but an empty model store and production pointer for this test."""
-    from training import registry
-
     state = tmp_path / "state"
     state.mkdir()
     (state / "registry.db").write_bytes((world["root"] / "state" / "registry.db").read_bytes())
     monkeypatch.setenv("RTML_STATE_DIR", str(state))
     monkeypatch.setenv("RTML_DATA_DIR", str(world["root"] / "data"))
-    registry.bentoml_home()
+    model_store.bentoml_home()
     return state
 
 
 def test_model_learns_the_fraud_signal_and_registers_the_contract(world, fresh_registry):
-    from training import registry
     from training.pipeline import train
 
     out = train(training_set=world["training_set"].path, trials=2, seed=3, progress=False, max_rounds=ROUNDS)
@@ -66,10 +64,10 @@ def test_model_learns_the_fraud_signal_and_registers_the_contract(world, fresh_r
     # holdout quality, recomputed independently from the stored booster and the newest rows
     df = world["training_set"].frame.sort_values("txn_timestamp")
     test = df.iloc[int(len(df) * 0.85) :]
-    model = registry.production_model()
+    model = model_store.production_model()
     assert str(model.tag) == out.tag and out.promoted
     meta = model.info.metadata
-    booster = registry.load_booster(model)
+    booster = model_store.load_booster(model)
     scores = booster.predict(xgb.DMatrix(test[meta["features"]].astype(float), feature_names=meta["features"]))
     pr_auc = average_precision_score(test["is_fraud"], scores)
     base = test["is_fraud"].mean()
@@ -80,7 +78,7 @@ def test_model_learns_the_fraud_signal_and_registers_the_contract(world, fresh_r
     assert meta["training_set_hash"] == world["training_set"].manifest["content_hash"]
     assert 0 < meta["threshold"] < 1 and all(math.isnan(v) for v in meta["defaults"].values())
     assert meta["metrics"]["pr_auc"] == pytest.approx(m["pr_auc"])
-    ref = registry.reference_sample(model)
+    ref = model_store.reference_sample(model)
     assert list(ref.columns) == [*meta["features"], "score"] and 0 < len(ref) <= 5000
     np.testing.assert_allclose(
         booster.predict(xgb.DMatrix(ref[meta["features"]], feature_names=meta["features"])), ref["score"], rtol=1e-6
@@ -117,22 +115,20 @@ def test_model_learns_the_fraud_signal_and_registers_the_contract(world, fresh_r
 
 
 def test_same_seed_same_data_same_model_and_the_gate_refuses_an_equal_one(world, fresh_registry):
-    from training import registry
     from training.pipeline import train
 
     a = train(training_set=world["training_set"].path, trials=2, seed=11, progress=False, max_rounds=ROUNDS)
     b = train(training_set=world["training_set"].path, trials=2, seed=11, progress=False, max_rounds=ROUNDS)
     assert a.evaluation.metrics == b.evaluation.metrics
-    ba, bb = registry.load_booster(registry.get_model(a.tag)), registry.load_booster(registry.get_model(b.tag))
+    ba, bb = model_store.load_booster(model_store.get_model(a.tag)), model_store.load_booster(model_store.get_model(b.tag))
     assert ba.save_raw("json") == bb.save_raw("json")
     assert a.promoted and not b.promoted
     assert "does not beat production" in b.decision.reason
-    assert registry.production_tag() == a.tag
-    assert {r["tag"] for r in registry.list_models()} == {a.tag, b.tag}
+    assert model_store.production_tag() == a.tag
+    assert {r["tag"] for r in model_store.list_models()} == {a.tag, b.tag}
 
 
 def test_gate_refuses_a_worse_model_and_promotes_a_better_one(world, fresh_registry, monkeypatch):
-    from training import registry
     from training.datasets import build_training_set
     from training.pipeline import train
 
@@ -151,16 +147,16 @@ def test_gate_refuses_a_worse_model_and_promotes_a_better_one(world, fresh_regis
         assert strong.promoted and "beats production" in strong.decision.reason
     else:
         assert strong.promoted and "first model" in strong.decision.reason
-        registry.promote(weak.tag)  # force the weak one in, to test the gate against it
+        model_store.promote(weak.tag)  # force the weak one in, to test the gate against it
         again = train(training_set=world["training_set"].path, trials=2, seed=1, progress=False, max_rounds=ROUNDS)
         assert again.promoted and "beats production" in again.decision.reason
-    current = registry.production_tag()
+    current = model_store.production_tag()
     # a worse candidate is refused, with a reason, and production is unchanged
     monkeypatch.setenv("RTML_PROMOTION_MARGIN", "0.0")
     worse = train(training_set=weak_set.path, trials=1, seed=2, progress=False, max_rounds=ROUNDS)
     assert not worse.promoted
     assert "does not beat production" in worse.decision.reason or "checks failed" in worse.decision.reason
-    assert registry.production_tag() == current
+    assert model_store.production_tag() == current
 
 
 def test_too_little_data_is_a_clear_error(world, fresh_registry):

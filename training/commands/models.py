@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from training import registry
+from core import model_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +26,12 @@ def _fmt(value) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "list":
-        rows = registry.list_models()
+        rows = model_store.list_models()
         if args.json:
             print(json.dumps(rows, indent=2))
             return 0
         if not rows:
-            print(f"no models in {registry.bentoml_home() / 'models'}; run `rtml train`")
+            print(f"no models in {model_store.bentoml_home() / 'models'}; run `rtml train`")
             return 0
         print(f"{'':2}{'tag':32} {'created_at':26} {'pr_auc':>8} {'roc_auc':>8} {'rec@1%':>8} {'thresh':>8}  code")
         for r in rows:
@@ -42,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     if args.action == "promote":
-        print(f"production model: {registry.promote(args.tag, reason=args.reason)}")
+        print(f"production model: {model_store.promote(args.tag, reason=args.reason)}")
         return 0
     if args.action == "rollback":
-        print(f"rolled back; production model: {registry.rollback(reason=args.reason)}")
+        print(f"rolled back; production model: {model_store.rollback(reason=args.reason)}")
         return 0
-    for event in registry.history():
+    for event in model_store.history():
         print(f"{event['at']}  {event['action']:8} {event['tag']}  (was {event['previous']}; {event['reason']})")
     return 0

@@ -7,8 +7,8 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from rtml.config import settings
-from rtml.errors import UserFacingError
+from core.errors import UserFacingError
+from core.settings import settings
 
 
 class BrokerUnavailable(UserFacingError):

@@ -1,16 +1,12 @@
 """The Feast feature store with rtml's settings: the repo's feature_store.yaml, with the registry
-path, Redis connection and offline store taken from :mod:`rtml.config`."""
+path, Redis connection and offline store taken from :mod:`core.settings`."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from pathlib import Path
-
 import yaml
 
-from rtml.config import FEATURE_REPO, settings
+from core.feature_repo import repo_on_path
+from core.settings import settings
 
 
 def repo_config():
@@ -18,7 +14,7 @@ def repo_config():
     from feast.repo_config import RepoConfig
 
     s = settings()
-    raw = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
+    raw = yaml.safe_load((s.feature_repo / "feature_store.yaml").read_text())
     raw["registry"] = str(s.registry_path)
     raw["online_store"] = {**raw.get("online_store", {}), "connection_string": s.feast_redis_connection}
     if s.offline_store == "spark":
@@ -31,28 +27,8 @@ def repo_config():
             },
         }
     config = RepoConfig(**raw)
-    config.repo_path = FEATURE_REPO
+    config.repo_path = s.feature_repo
     return config
-
-
-def _forget_definition_modules() -> None:
-    """Drop cached imports of the repo's modules, so definitions see the current settings (paths, bootstrap)."""
-    for path in FEATURE_REPO.glob("*.py"):
-        sys.modules.pop(path.stem, None)
-
-
-@contextlib.contextmanager
-def _repo_on_path():
-    """Feast imports definition modules by file name and chdirs into the repo; undo both afterwards."""
-    cwd = os.getcwd()
-    _forget_definition_modules()
-    sys.path.insert(0, str(FEATURE_REPO))
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(FEATURE_REPO))
 
 
 def get_store():
@@ -60,7 +36,7 @@ def get_store():
     from feast import FeatureStore
 
     settings().state_dir.mkdir(parents=True, exist_ok=True)
-    with _repo_on_path():
+    with repo_on_path():
         return FeatureStore(config=repo_config())
 
 
@@ -69,13 +45,13 @@ def apply_repo() -> None:
     from feast.repo_operations import apply_total
 
     settings().state_dir.mkdir(parents=True, exist_ok=True)
-    with _repo_on_path():
-        apply_total(repo_config(), Path(FEATURE_REPO), skip_source_validation=True)
+    with repo_on_path():
+        apply_total(repo_config(), settings().feature_repo, skip_source_validation=True)
 
 
 def plan_repo() -> None:
     """`feast plan`: print what `apply` would change."""
     from feast.repo_operations import plan
 
-    with _repo_on_path():
-        plan(repo_config(), Path(FEATURE_REPO), skip_source_validation=True)
+    with repo_on_path():
+        plan(repo_config(), settings().feature_repo, skip_source_validation=True)

@@ -35,6 +35,38 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class ServingSettings:
+    """The prediction service (``RTML_SERVING_*``)."""
+
+    workers: int = 1
+    redis_timeout_s: float = 0.1
+    log_queue: int = 10000
+    switch_interval_s: float = 0.0005
+    max_batch: int = 256
+    model_tag: str | None = None  # pin a model instead of the registry's production pointer
+    profile_path: str | None = None  # developer option: cProfile dump of a worker
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """The local Kafka broker started by ``rtml up``."""
+
+    version: str | None = None  # None: infra.kafka_broker's default
+    controller_port: int | None = None
+    start_timeout_s: float = 90.0
+    heap: str = "512m"
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """The drift monitor's hooks."""
+
+    retrain_command: str | None = None  # None: `rtml train` with the current interpreter
+    runbook_base: str | None = None  # URL prefix of runbook links (default: the repo's files)
+    alert_webhook: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved settings. Build with :func:`settings`; never mutate."""
 
@@ -46,6 +78,16 @@ class Settings:
     redis_external: bool
     spark_master: str
     offline_store: str
+    feature_repo: Path = FEATURE_REPO
+    feature_service: str | None = None  # None: the repo's only feature service
+    model_name: str | None = None  # None: derived from the feature service (see core.model_store)
+    spark_jars: tuple[str, ...] = ()  # overrides the cached Kafka connector jars (cluster images)
+    spark_driver_memory: str = "2g"
+    mvn_timeout_s: float = 900.0  # resolving jars from Maven Central
+    promotion_margin: float = 0.005
+    serving: ServingSettings = field(default_factory=lambda: ServingSettings())
+    broker: BrokerSettings = field(default_factory=lambda: BrokerSettings())
+    monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
     topics: Topics = field(default_factory=Topics)
 
     @property
@@ -100,6 +142,33 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         redis_external=bool(env.get("RTML_REDIS_URL")),
         spark_master=env.get("RTML_SPARK_MASTER") or "local[*]",
         offline_store=env.get("RTML_OFFLINE_STORE") or "duckdb",
+        feature_repo=Path(env.get("RTML_FEATURE_REPO") or FEATURE_REPO).resolve(),
+        feature_service=env.get("RTML_FEATURE_SERVICE") or None,
+        model_name=env.get("RTML_MODEL_NAME") or None,
+        spark_jars=tuple(p for p in (env.get("RTML_SPARK_JARS") or "").split(",") if p),
+        spark_driver_memory=env.get("RTML_SPARK_DRIVER_MEMORY") or "2g",
+        mvn_timeout_s=float(env.get("RTML_MVN_TIMEOUT") or 900),
+        promotion_margin=float(env.get("RTML_PROMOTION_MARGIN") or 0.005),
+        serving=ServingSettings(
+            workers=int(env.get("RTML_SERVING_WORKERS") or 1),
+            redis_timeout_s=float(env.get("RTML_SERVING_REDIS_TIMEOUT_MS") or 100) / 1000,
+            log_queue=int(env.get("RTML_SERVING_LOG_QUEUE") or 10000),
+            switch_interval_s=float(env.get("RTML_SERVING_SWITCH_INTERVAL_MS") or 0.5) / 1000,
+            max_batch=int(env.get("RTML_SERVING_MAX_BATCH") or 256),
+            model_tag=env.get("RTML_SERVING_MODEL_TAG") or None,
+            profile_path=env.get("RTML_SERVING_PROFILE") or None,
+        ),
+        broker=BrokerSettings(
+            version=env.get("RTML_KAFKA_VERSION") or None,
+            controller_port=int(env["RTML_KAFKA_CONTROLLER_PORT"]) if env.get("RTML_KAFKA_CONTROLLER_PORT") else None,
+            start_timeout_s=float(env.get("RTML_KAFKA_START_TIMEOUT") or 90),
+            heap=env.get("RTML_KAFKA_HEAP") or "512m",
+        ),
+        monitor=MonitorSettings(
+            retrain_command=env.get("RTML_RETRAIN_COMMAND") or None,
+            runbook_base=env.get("RTML_RUNBOOK_BASE") or None,
+            alert_webhook=env.get("RTML_ALERT_WEBHOOK") or None,
+        ),
     )
 
 

@@ -1,0 +1,247 @@
+"""The model store: BentoML's store plus the production pointer, read and written in one module.
+
+The contract between training (saves models, promotes), serving (loads the production model) and
+monitoring (reads the reference sample and calibration). Training-only code (fitting, registering
+with metadata) stays in ``training/``; this module is what every stage may import.
+
+Store
+    BentoML's model store under ``BENTOML_HOME`` = ``settings().state_dir / "bentoml"`` unless
+    ``BENTOML_HOME`` was set by the user. Always call :func:`bentoml_home` (or any function here)
+    BEFORE ``import bentoml`` in a process; it sets the variable and, if bentoml is already imported
+    with another home (tests switching ``RTML_STATE_DIR``), re-points BentoML's store.
+
+Model
+    Named :func:`model_name` (settings, else the feature service's ``model`` tag + ``_model``: ``fraud_model``),
+    saved with ``bentoml.xgboost.save_model`` (an ``xgboost.Booster``, ``binary:logistic``).
+    ``model.info.metadata`` holds:
+
+    - ``feature_service``: the feature service the model was trained on
+    - ``features``: ordered feature names, as Feast returns them with ``full_feature_names=False``;
+      this IS the model's column order (build the predict matrix in exactly this order)
+    - ``feature_refs``: the same features as ordered ``"view:feature"`` references
+    - ``request_fields``: fields the on-demand views need from the request
+    - ``entity_keys``: join keys of the service's entities
+    - ``threshold``: float, decision threshold on the score (score >= threshold -> positive decision)
+    - ``defaults``: dict feature -> value to use when a feature is missing at serving time
+      (``nan`` = let XGBoost's missing-value branch decide, as in training)
+    - ``training_set_hash``, ``manifest`` (dict, the training set's manifest), ``metrics`` (dict:
+      ``roc_auc``, ``pr_auc``, ``recall_at_1pct_fpr``, ``base_rate`` ... on the time-based test split),
+      ``params`` (XGBoost params + ``best_iteration``), ``code_version`` (git commit),
+      ``created_at`` (ISO-8601 UTC)
+
+    Reference sample for drift monitoring: ``model.path_of("reference.parquet")``, columns =
+    ``features`` + ``score`` (model output), a few thousand holdout rows; read it with
+    :func:`reference_sample`. The evaluation report (``report.md`` + PNGs) is in
+    ``model.path_of("report")``.
+
+Production pointer
+    ``<state_dir>/registry/production.json``: ``{"current": tag, "stack": [...], "history": [...]}``.
+    :func:`production_model` returns the current production ``bentoml.Model`` (``UserFacingError`` if
+    none); :func:`promote` makes a tag production; :func:`rollback` restores the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from core.errors import UserFacingError
+from core.settings import settings
+
+if TYPE_CHECKING:
+    import bentoml
+    import xgboost as xgb
+
+REFERENCE_FILE = "reference.parquet"
+REPORT_DIR = "report"
+
+_home_set_by_us: str | None = None
+# A BENTOML_HOME given to the process (a user's choice, or a parent handing its store to a child)
+# wins; otherwise the store follows the current settings' state dir, even when they change in-process.
+_USER_HOME: str | None = os.environ.get("BENTOML_HOME") or None
+
+
+def bentoml_home() -> Path:
+    """Point BentoML at ``<state_dir>/bentoml`` (unless the process was given ``BENTOML_HOME``) and return it."""
+    global _home_set_by_us
+    home = Path(_USER_HOME) if _USER_HOME else settings().state_dir / "bentoml"
+    os.environ["BENTOML_HOME"] = str(home)
+    _home_set_by_us = str(home)
+    if "bentoml" in sys.modules:
+        _repoint_bentoml(home)
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _repoint_bentoml(home: Path) -> None:
+    """Make an already imported bentoml use ``home`` (its container memoises the first home it saw)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    if Path(BentoMLContainer.bentoml_home.get()) == home:
+        return
+    for sub in ("models", "bentos", "envs", "tmp"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    BentoMLContainer.bentoml_home.set(str(home))
+    BentoMLContainer.model_store_dir.set(str(home / "models"))
+    BentoMLContainer.model_store.set(ModelStore(str(home / "models")))
+
+
+def bentoml_module():
+    bentoml_home()
+    import bentoml
+
+    return bentoml
+
+
+
+
+def model_name() -> str:
+    """Name of the model in the store (see the module docstring)."""
+    from core.feature_refs import default_model_name
+
+    return default_model_name()
+
+
+def get_model(tag: str) -> bentoml.Model:
+    """The stored model with ``tag`` (``fraud_model:version``; a bare version is accepted)."""
+    bentoml = bentoml_module()
+    if ":" not in tag:
+        tag = f"{model_name()}:{tag}"
+    try:
+        return bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise UserFacingError(
+            f"no model {tag!r} in the store {bentoml_home() / 'models'}; see `rtml models list`"
+        ) from None
+
+
+def load_booster(model: bentoml.Model) -> xgb.Booster:
+    """The XGBoost booster of a stored model."""
+    return bentoml_module().xgboost.load_model(model)
+
+
+def reference_sample(model: bentoml.Model) -> pd.DataFrame:
+    """The model's reference rows for drift monitoring (``features`` + ``score``)."""
+    path = Path(model.path_of(REFERENCE_FILE))
+    if not path.exists():
+        raise UserFacingError(f"model {model.tag} has no reference sample ({path})")
+    return pd.read_parquet(path)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """All stored versions of the model, oldest first, with headline metrics and production flag."""
+    bentoml = bentoml_module()
+    current = _read_pointer().get("current")
+    rows = []
+    for model in bentoml.models.list(model_name()):
+        meta = model.info.metadata
+        metrics = meta.get("metrics") or {}
+        rows.append(
+            {
+                "_t": model.info.creation_time,
+                "tag": str(model.tag),
+                "created_at": model.info.creation_time.isoformat(timespec="seconds"),
+                "production": str(model.tag) == current,
+                "pr_auc": metrics.get("pr_auc"),
+                "roc_auc": metrics.get("roc_auc"),
+                "recall_at_1pct_fpr": metrics.get("recall_at_1pct_fpr"),
+                "threshold": meta.get("threshold"),
+                "training_set_hash": meta.get("training_set_hash"),
+                "code_version": meta.get("code_version"),
+            }
+        )
+    rows.sort(key=lambda r: r["_t"])
+    for row in rows:
+        del row["_t"]
+    return rows
+
+
+def registry_dir() -> Path:
+    return settings().state_dir / "registry"
+
+
+def pointer_path() -> Path:
+    return registry_dir() / "production.json"
+
+
+def _read_pointer() -> dict[str, Any]:
+    path = pointer_path()
+    if not path.exists():
+        return {"current": None, "stack": [], "history": []}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserFacingError(f"{path} is corrupt ({exc}); fix or delete it") from None
+
+
+def _write_pointer(state: dict[str, Any]) -> None:
+    path = pointer_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".production.", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def production_tag() -> str | None:
+    """Tag of the production model, or None."""
+    return _read_pointer().get("current")
+
+
+def production_model() -> bentoml.Model:
+    """The production model (``UserFacingError`` when none was promoted yet)."""
+    tag = production_tag()
+    if not tag:
+        raise UserFacingError("no production model yet: run `rtml train` (or `rtml models promote TAG`)")
+    return get_model(tag)
+
+
+def promote(tag: str, reason: str = "manual") -> str:
+    """Make ``tag`` the production model; return its full tag."""
+    model = get_model(tag)
+    full = str(model.tag)
+    state = _read_pointer()
+    previous = state.get("current")
+    if previous != full:
+        state["stack"] = [*state.get("stack", []), full]
+    state["current"] = full
+    state.setdefault("history", []).append(
+        {"action": "promote", "tag": full, "previous": previous, "reason": reason, "at": _now()}
+    )
+    _write_pointer(state)
+    return full
+
+
+def rollback(reason: str = "manual") -> str:
+    """Restore the production model that preceded the current one; return its tag."""
+    state = _read_pointer()
+    stack = list(state.get("stack", []))
+    if len(stack) < 2:
+        raise UserFacingError("nothing to roll back to: fewer than two models were ever in production")
+    demoted = stack.pop()
+    restored = stack[-1]
+    get_model(restored)  # must still exist
+    state["stack"] = stack
+    state["current"] = restored
+    state.setdefault("history", []).append(
+        {"action": "rollback", "tag": restored, "previous": demoted, "reason": reason, "at": _now()}
+    )
+    _write_pointer(state)
+    return restored
+
+
+def history() -> list[dict[str, Any]]:
+    """Promotions and rollbacks, oldest first."""
+    return list(_read_pointer().get("history", []))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
