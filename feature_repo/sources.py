@@ -51,6 +51,9 @@ transactions_stream = KafkaSource(
     watermark_delay_threshold=timedelta(minutes=5),
     description="Raw card transactions (JSON, keyed by user_id).",
     owner="payments-platform@rtml.dev",
+    # Validation rules of the raw events (core/contracts.py): out of range or too far in the future goes to
+    # the dead-letter topic in the stream job and is left out by the backfill.
+    tags={"rtml.range.amount": "0..1000000", "rtml.future_tolerance_s": "300"},
 )
 
 user_txn_push = PushSource(
