@@ -2,7 +2,8 @@
 
 transactions (key: user_id)      -> TRANSACTION_FIELDS: the feature repo's KafkaSource schema (its DDL),
                                     timestamps as ISO-8601 UTC with 'Z'
-labels (key: transaction_id)     -> LABEL_FIELDS (label_timestamp is when the label became known)
+labels (key: the event id)       -> LABEL_FIELDS: event id, the service's entity keys, event time, label time and
+                                    label, from the feature repo's LabelView (label_timestamp: when it became known)
 predictions (key: request_id)    -> PREDICTION_FIELDS (features: {name: value}, in the model's order)
 alerts (key: alert name)         -> ALERT_FIELDS
 """
@@ -184,7 +185,25 @@ def encode_records(fields: dict[str, type], rows) -> list[bytes]:
     return [(fmt % row).encode() for row in rows]
 
 
+def label_fields(service_name: str | None = None) -> dict[str, type]:
+    """Fields of a label record: event id, the service's entity keys, event time, label time, label."""
+    from core.feature_refs import label_definition, service_definition
+
+    labels = label_definition(service_name)
+    events = stream_rules()
+    fields: dict[str, type] = {labels.event_key: events.fields.get(labels.event_key, str)}
+    for key in service_definition(service_name).join_keys:
+        fields[key] = events.fields.get(key, int)
+    fields[events.timestamp_field] = str
+    fields[labels.label_timestamp_field] = str
+    fields[labels.label] = int
+    return fields
+
+
 def __getattr__(name: str):
-    if name == "TRANSACTION_FIELDS":  # the reference domain's raw events: derived, never written down twice
+    # The reference domain's records: derived from the feature repo, never written down twice.
+    if name == "TRANSACTION_FIELDS":
         return stream_fields()
+    if name == "LABEL_FIELDS":
+        return label_fields()
     raise AttributeError(name)

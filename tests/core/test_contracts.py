@@ -63,3 +63,15 @@ def test_unsupported_ddl_type_is_named():
 def test_timestamp_field_must_be_in_the_schema():
     with pytest.raises(UserFacingError, match="timestamp field 'ts'"):
         source_rules(_source("id string", ts="ts"))
+
+
+def test_label_fields_come_from_the_label_view_and_the_service():
+    from core.contracts import LABEL_FIELDS
+    from core.feature_refs import label_definition
+
+    labels = label_definition()
+    assert (labels.name, labels.event_key, labels.label, labels.label_timestamp_field, labels.topic) == (
+        "fraud_labels", "transaction_id", "is_fraud", "label_timestamp", "labels")
+    assert labels.path.endswith("labels.parquet")
+    assert LABEL_FIELDS == {"transaction_id": str, "user_id": int, "merchant_id": int, "event_timestamp": str,
+                            "label_timestamp": str, "is_fraud": int}
