@@ -10,7 +10,7 @@ from feast import Entity, Field, ValueType
 from feast.labeling.label_view import LabelView
 from feast.types import Int64, String
 
-from sources import parquet_source
+from core.offline_sources import parquet_source
 
 transaction = Entity(
     name="transaction",
