@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
     "stream": ("streaming.commands.stream", "Run the Kafka -> Spark -> Feast (Redis + Parquet) stream feature job."),
     "backfill": ("streaming.commands.backfill", "Recompute stream features from historical events (Spark batch) and re-materialize Redis."),
+    "keys": ("rtml.commands.keys", "API keys of the prediction service: create, list, revoke."),
     "serve": ("bentos.commands.serve", "Run the online prediction service (BentoML); --detach waits for readiness."),
     "monitor": ("monitoring.commands.monitor", "Watch predictions for drift and decay: Prometheus metrics, alerts, retraining trigger."),
 }
