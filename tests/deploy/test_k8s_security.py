@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -457,3 +458,35 @@ def test_served_model_tag_comes_from_a_git_ignored_env_file():
     example = (K8S / "serving-model.env.example").read_text()
     assert re.search(r"^RTML_SERVING_MODEL_TAG=$", example, flags=re.M)
     assert "rtml models production" in example
+
+
+# ---- the kustomization as kubectl renders it --------------------------------------------------------------
+
+def _kustomize(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) not installed")
+def test_kustomize_renders_generated_config_maps_and_their_references(tmp_path):
+    import kubernetes_validate
+
+    folder = tmp_path / "k8s"
+    shutil.copytree(K8S, folder)
+    assert _kustomize(folder).returncode != 0  # no serving-model.env: no default model
+    (folder / "serving-model.env").write_text("RTML_SERVING_MODEL_TAG=fraud_model:abc123\n")
+    done = _kustomize(folder)
+    assert done.returncode == 0, done.stderr
+    objects = [d for d in yaml.safe_load_all(done.stdout) if d]
+    assert all(o["metadata"].get("namespace") == NAMESPACE for o in objects if o["kind"] != "Namespace")
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    maps = {o["metadata"]["name"].rsplit("-", 1)[0]: o for o in objects if o["kind"] == "ConfigMap"}
+    assert maps["rtml-serving-model"]["data"] == {"RTML_SERVING_MODEL_TAG": "fraud_model:abc123"}
+    assert maps["rtml-redis-start"]["data"] == {"start-redis.sh": (K8S / "redis" / "start-redis.sh").read_text()}
+    scoring = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "fraud-scoring")
+    env = {e["name"]: e for e in scoring["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RTML_SERVING_MODEL_TAG"]["valueFrom"]["configMapKeyRef"]["name"] == maps["rtml-serving-model"]["metadata"]["name"]
+    redis = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "redis")
+    names = {v["configMap"]["name"] for v in redis["spec"]["template"]["spec"]["volumes"] if "configMap" in v}
+    assert names == {maps["rtml-redis-start"]["metadata"]["name"]}
+    for generated in maps.values():
+        kubernetes_validate.validate(generated, "1.33.0", strict=True)
