@@ -151,3 +151,17 @@ def test_no_deployment_file_serves_latest():
     for path in [COMPOSE, *sorted((INFRA / "k8s").rglob("*.yaml")), *sorted((INFRA / "k8s").rglob("*.env"))]:
         assert not re.search(r"RTML_SERVING_MODEL_TAG\W+\S*:latest", path.read_text()), path
         assert "fraud_model:latest" not in path.read_text(), path
+
+
+def test_prometheus_scrapes_the_prediction_service_with_a_metrics_key(services):
+    """/metrics of the prediction service needs an API key of scope `metrics`: Prometheus reads it from a
+    compose secret filled from METRICS_API_KEY in infra/.env, never from the repository."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert compose["secrets"]["metrics_api_key"] == {"environment": "METRICS_API_KEY"}
+    assert "metrics_api_key" in services["prometheus"]["secrets"]
+    assert "METRICS_API_KEY" in _example() and _example()["METRICS_API_KEY"] == ""
+    config = yaml.safe_load((INFRA / "docker" / "prometheus-compose.yml").read_text())
+    serving = next(j for j in config["scrape_configs"] if j["job_name"] == "rtml-serving")
+    assert serving["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_api_key"}
+    for job in config["scrape_configs"]:
+        assert "credentials" not in (job.get("authorization") or {}) and "bearer_token" not in job

@@ -259,7 +259,15 @@ def _secret_refs() -> set[tuple[str, str]]:
         for volume in spec.get("volumes", []):
             if "secret" in volume:
                 refs.add((volume["secret"]["secretName"], "*"))
+    for monitor in objects_of("ServiceMonitor"):
+        for endpoint in monitor["spec"]["endpoints"]:
+            credentials = (endpoint.get("authorization") or {}).get("credentials")
+            if credentials:
+                refs.add((credentials["name"], credentials["key"]))
     return refs
+
+
+METRICS_KEY = "rtml_abcdef12_" + "s" * 40
 
 
 def _run_create_secrets(tmp_path: Path) -> tuple[dict[str, dict[str, str]], list[list[str]]]:
@@ -276,7 +284,7 @@ def _run_create_secrets(tmp_path: Path) -> tuple[dict[str, dict[str, str]], list
     (bin_dir / "kubectl").chmod(0o755)
     keys = tmp_path / "api_keys.json"
     keys.write_text('{"keys": {}}')
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "METRICS_API_KEY": METRICS_KEY}
     done = subprocess.run(["bash", str(K8S / "create-secrets.sh"), str(keys)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     calls = [line.split("\0")[:-1] for line in log.read_text().splitlines() if line]
@@ -304,8 +312,17 @@ def test_create_secrets_provides_every_referenced_secret(tmp_path):
     passwords = list(created["rtml-redis-users"].values())
     assert len(passwords) == 3 and len(set(passwords)) == 3
     assert all(re.fullmatch(r"[0-9a-f]{48}", p) for p in passwords)
-    for args in calls:  # passwords never on a command line
-        assert not any(p in a for p in passwords for a in args)
+    for args in calls:  # passwords and keys never on a command line
+        assert not any(p in a for p in [*passwords, METRICS_KEY] for a in args)
+    assert ("rtml-metrics-key", "token") in _secret_refs() and created["rtml-metrics-key"] == {"token": "<file>"}
+
+
+def test_create_secrets_refuses_to_run_without_the_metrics_key(tmp_path):
+    keys = tmp_path / "api_keys.json"
+    keys.write_text("{}")
+    env = {k: v for k, v in os.environ.items() if k != "METRICS_API_KEY"}
+    done = subprocess.run(["bash", str(K8S / "create-secrets.sh"), str(keys)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "METRICS_API_KEY" in done.stderr
 
 
 @pytest.mark.skipif(not objects_of("KafkaUser"), reason="KafkaUsers are declared by the kafka branch (kafka.yaml)")
