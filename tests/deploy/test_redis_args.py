@@ -14,6 +14,8 @@ import time
 import pytest
 import redis
 import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.deploy.manifests import COMPOSE, K8S, one
 
@@ -70,11 +72,14 @@ def server(request, tmp_path):
         proc.wait(timeout=20)
 
 
-def _client(port: int, user: str | None = None) -> redis.Redis:
-    password = {"rtml-admin": "REDIS_ADMIN_PASSWORD", "rtml-writer": "REDIS_WRITER_PASSWORD", "rtml-serving": "REDIS_SERVING_PASSWORD"}
+NO_RETRY = Retry(NoBackoff(), 0)  # redis-py retries a refused AUTH with backoff: answer at once
+
+
+def _client(port: int, user: str | None = None, password: str | None = None) -> redis.Redis:
+    names = {"rtml-admin": "REDIS_ADMIN_PASSWORD", "rtml-writer": "REDIS_WRITER_PASSWORD", "rtml-serving": "REDIS_SERVING_PASSWORD"}
     if user is None:
-        return redis.Redis(port=port, socket_timeout=5)
-    return redis.Redis(port=port, username=user, password=PASSWORDS[password[user]], socket_timeout=5)
+        return redis.Redis(port=port, socket_timeout=5, retry=NO_RETRY)
+    return redis.Redis(port=port, username=user, password=password or PASSWORDS[names[user]], socket_timeout=5, retry=NO_RETRY)
 
 
 def test_persistence_and_bounded_memory_that_refuses_writes(server):
@@ -109,7 +114,7 @@ def test_acl_users(server):
     with pytest.raises(redis.exceptions.AuthenticationError):
         anonymous.get(FEAST_KEY)
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=port, username="rtml-serving", password="wrong").ping()
+        _client(port, "rtml-serving", "wrong").ping()
     # the writer: hashes, TTLs and the write script on the project's keys only
     pipe = writer.pipeline()
     pipe.hset(FEAST_KEY, mapping={b"\x01\x02\x03\x04": b"v", b"_ts:view": b"t"}).pexpire(FEAST_KEY, 60_000)
