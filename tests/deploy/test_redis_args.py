@@ -22,6 +22,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _bytes(size: str) -> int:
+    units = {"kb": 1024, "mb": 1024**2, "gb": 1024**3}
+    return int(size[:-2]) * units[size[-2:].lower()] if size[-2:].lower() in units else int(size)
+
+
+def test_k8s_maxmemory_leaves_headroom_below_the_memory_limit():
+    args = _k8s_args()
+    limit = one("StatefulSet", "redis")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi")
+    assert _bytes(args[args.index("--maxmemory") + 1]) <= 0.8 * int(limit[:-2]) * 1024**3
+
+
 def _compose_args() -> list[str]:
     return yaml.safe_load(COMPOSE.read_text())["services"]["redis"]["command"]
 
@@ -57,9 +69,18 @@ def test_redis_starts_with_the_deployment_arguments(args, tmp_path):
                 given[key] = f"{given[key]} {token}".strip()
         assert config["appendonly"] == given["--appendonly"]
         assert config["save"] == given["--save"]
-        if "--maxmemory-policy" in given:
-            assert config["maxmemory-policy"] == given["--maxmemory-policy"]
+        # bounded memory that refuses writes instead of evicting features
+        assert given["--maxmemory-policy"] == config["maxmemory-policy"] == "noeviction"
+        assert int(config["maxmemory"]) == _bytes(given["--maxmemory"]) > 0
         client.set("probe", "1")
+        assert client.get("probe") == b"1"
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 200_000)
+        stored = 0
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            for i in range(100_000):
+                client.hset(f"entity:{i}", mapping={"f": "x" * 100})
+                stored += 1
+        assert stored > 0 and client.dbsize() == stored + 1  # nothing was evicted
         assert client.get("probe") == b"1"
     finally:
         client.close()
