@@ -28,7 +28,7 @@ def _free_base(start: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(stack, tmp_path_factory):
     import os
 
     from infra import redis_cluster
@@ -36,6 +36,7 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("RTML_REDIS_URL", raising=False)
+        mp.setenv("RTML_KAFKA_BOOTSTRAP", stack.kafka_bootstrap)  # the session's broker
         mp.setenv("RTML_STATE_DIR", str(root / "state"))
         mp.setenv("RTML_DATA_DIR", str(root / "data"))
         mp.setenv("RTML_REDIS_CLUSTER", "1")
@@ -189,6 +190,45 @@ def test_reader_follows_moved_and_ask(loaded, cluster):
         a.close()
         b.close()
     online.close()
+
+
+def test_stream_job_writes_the_cluster(loaded, cluster, kafka_topic, tmp_path):
+    """The stream job (Spark, Kafka) writes its aggregates into the cluster: Feast reads the oracle's values."""
+    from datetime import UTC, datetime, timedelta
+
+    from prometheus_client import CollectorRegistry
+
+    from streaming.feature_specs import load_stream_spec
+    from streaming.metrics import StreamMetrics
+    from streaming.spark_session import build_session
+    from streaming.stream_job import StreamJob, StreamOptions
+    from tests.streaming.helpers import assert_rows_equal, fresh_id_base, make_events, oracle, publish, view_aggregations
+    from tests.streaming.test_stream_online import online_values
+
+    store, _ = loaded
+    spec = load_stream_spec(store)
+    rng = np.random.default_rng(3)
+    base = fresh_id_base()
+    users, merchants = [base + i for i in range(6)], [base + 100 + i for i in range(4)]
+    events = make_events(rng, 200, users, merchants, datetime.now(UTC) - timedelta(hours=5), timedelta(hours=4))
+    topic, dlq = kafka_topic("txns", partitions=2), kafka_topic("dlq", partitions=1)
+    spark = build_session("rtml-test-cluster-stream", "local[2]", shuffle_partitions=2)
+    job = StreamJob(StreamOptions(job_name="cluster", topic=topic, dlq_topic=dlq, checkpoint_dir=tmp_path / "checkpoint",
+                                  trigger_seconds=0.2, metrics_port=0,
+                                  offline_dirs={v.name: str(tmp_path / "offline" / v.name) for v in spec.views}),
+                    spark=spark, store=store, metrics=StreamMetrics(CollectorRegistry()))
+    try:
+        publish(topic, events)
+        query = job.start()
+        query.processAllAvailable()
+        job.stop()
+    finally:
+        job.close()
+        spark.stop()
+    for view in spec.views:
+        keys = sorted({e[view.join_key] for e in events})
+        expected = {k: row for (k, _t), row in oracle(events, view.join_key, view_aggregations(view)).items()}
+        assert_rows_equal(expected, online_values(store, view, keys), f"online {view.name} on the cluster")
 
 
 def test_killing_a_primary_under_load_fails_reads_only_during_failover_and_loses_no_write(loaded, cluster):
