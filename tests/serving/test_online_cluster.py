@@ -202,7 +202,14 @@ def test_stream_job_writes_the_cluster(loaded, cluster, kafka_topic, tmp_path):
     from streaming.metrics import StreamMetrics
     from streaming.spark_session import build_session
     from streaming.stream_job import StreamJob, StreamOptions
-    from tests.streaming.helpers import assert_rows_equal, fresh_id_base, make_events, oracle, publish, view_aggregations
+    from tests.streaming.helpers import (
+        assert_rows_equal,
+        fresh_id_base,
+        make_events,
+        oracle,
+        publish,
+        view_aggregations,
+    )
     from tests.streaming.test_stream_online import online_values
 
     store, _ = loaded
