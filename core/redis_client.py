@@ -67,12 +67,13 @@ _CLUSTER_SLOTS = resp(b"CLUSTER", b"SLOTS")
 
 # ---- one node, asyncio -------------------------------------------------------------------------------
 class _Pending:
-    __slots__ = ("future", "expected", "replies")
+    __slots__ = ("future", "expected", "replies", "deadline")
 
-    def __init__(self, future: asyncio.Future, expected: int):
+    def __init__(self, future: asyncio.Future, expected: int, deadline: float):
         self.future = future
         self.expected = expected
         self.replies: list = []
+        self.deadline = deadline
 
 
 class _Protocol(asyncio.Protocol):
@@ -82,6 +83,7 @@ class _Protocol(asyncio.Protocol):
         self.pending: collections.deque[_Pending] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.watchdog: asyncio.TimerHandle | None = None  # one timer per connection, not one per request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -172,20 +174,30 @@ class FastRedis:
         finally:
             self._connecting = None
 
-    def _timeout(self, proto: _Protocol, future: asyncio.Future) -> None:
-        if not future.done():
+    def _watch(self, proto: _Protocol) -> None:
+        """Fail the connection if its oldest pending batch is past its deadline, else re-arm for it.
+
+        Replies come back in order and deadlines grow with the queue, so the head decides; a single
+        timer per connection replaces a timer per request (no allocation on the hot path)."""
+        proto.watchdog = None
+        if proto.closed or not proto.pending:
+            return
+        loop = asyncio.get_running_loop()
+        head = proto.pending[0]
+        if head.deadline <= loop.time():
             proto.fail(RedisUnavailable(f"Redis did not answer within {self.timeout_s * 1000:.0f} ms", self.where))
+        else:
+            proto.watchdog = loop.call_at(head.deadline, self._watch, proto)
 
     async def _send(self, proto: _Protocol, payload: bytes, n_replies: int) -> list:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        proto.pending.append(_Pending(future, n_replies))
+        deadline = loop.time() + self.timeout_s
+        proto.pending.append(_Pending(future, n_replies, deadline))
         proto.transport.write(payload)  # type: ignore[union-attr]
-        handle = loop.call_at(loop.time() + self.timeout_s, self._timeout, proto, future)
-        try:
-            return await future
-        finally:
-            handle.cancel()
+        if proto.watchdog is None:
+            proto.watchdog = loop.call_at(deadline, self._watch, proto)
+        return await future
 
     async def execute_raw(self, payload: bytes, n_replies: int) -> list:
         """Replies (error replies included as ``hiredis.ReplyError``); raise :class:`RedisUnavailable`."""
