@@ -21,6 +21,7 @@ The store pickles without its connections (``from_settings`` on the driver, ``wr
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,10 @@ class ViewRead:
     name: str
     ts_index: int
     features: list[tuple[str, int]]  # (feature name, index in the reply)
+    double_names: tuple[str, ...] = ()  # DOUBLE features: decoded together in one struct call
+    double_fields: Callable[[Sequence], tuple] | None = None  # reply -> their raw values
+    double_decode: Callable[[Sequence], tuple | None] | None = None
+    others: list[tuple[str, int]] = field(default_factory=list)  # decoded one by one
 
 
 @dataclass
@@ -152,7 +157,14 @@ class ReadPlan:
                     continue
                 if oldest is None or ts < oldest:
                     oldest = ts
-                for name, idx in view.features:
+                rest = view.others
+                if view.double_names:
+                    doubles = view.double_decode(view.double_fields(reply))
+                    if doubles is None:
+                        rest = view.features  # some null or absent: one by one
+                    else:
+                        values.update(zip(view.double_names, doubles, strict=True))
+                for name, idx in rest:
                     values[name] = decode_value(reply[idx])
         return FetchResult(values, missing, oldest)
 
@@ -334,15 +346,24 @@ class OnlineStore:
                 read = groups[v.join_key] = EntityRead(
                     v.join_key, fmt.entity_key_encoder(v.join_key, v.key_type, self.project), [], []
                 )
-            known = {f for f, _ in v.features}
+            types = dict(v.features)
             features = []
             for feat in feats:
-                if feat not in known:
+                if feat not in types:
                     raise KeyError(f"feature view {v.name} has no feature {feat!r}")
                 read.fields.append(v.field(feat))
                 features.append((feat, len(read.fields) - 1))
             read.fields.append(v.ts_field)
-            read.views.append(ViewRead(v.name, len(read.fields) - 1, features))
+            view_read = ViewRead(v.name, len(read.fields) - 1, features)
+            doubles = [(f, i) for f, i in features if types[f] == fmt.DOUBLE]
+            if len(doubles) >= 2:
+                view_read.double_names = tuple(f for f, _ in doubles)
+                view_read.double_fields = operator.itemgetter(*(i for _, i in doubles))
+                view_read.double_decode = fmt.doubles_decoder(len(doubles))
+                view_read.others = [(f, i) for f, i in features if types[f] != fmt.DOUBLE]
+            else:
+                view_read.others = features
+            read.views.append(view_read)
         reads = list(groups.values())
         for r in reads:
             r.finish()

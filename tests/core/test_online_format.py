@@ -131,3 +131,24 @@ def test_column_encoding_equals_feast(value_type, values):
 def test_int64_column_with_nulls_encodes_empty_values():
     col = pd.Series([1, None, 3], dtype="Int64")
     assert fmt.encode_column(fmt.INT64, col) == [Value(int64_val=1).SerializeToString(), b"", Value(int64_val=3).SerializeToString()]
+
+
+def test_timestamp_fast_path_equals_protobuf_on_random_times():
+    import random
+
+    rng = random.Random(1)
+    for _ in range(20_000):
+        sec = rng.choice([0, 1, 5, 2**28 - 1, 2**28, rng.randrange(2**28, 2**35), 2**35 - 1, 2**35, rng.randrange(0, 2**40)])
+        nanos = rng.choice([0, 1, 999_999_999, rng.randrange(0, 10**9)])
+        raw = Timestamp(seconds=sec, nanos=nanos).SerializeToString()
+        assert fmt.decode_timestamp(raw) == sec + nanos / 1e9, (sec, nanos)
+
+
+@pytest.mark.parametrize("n", [2, 3, 14])
+def test_doubles_decoder_equals_one_by_one_or_declines(n):
+    values = [float(i) * 1.5 - 3 for i in range(n)]
+    raw = [Value(double_val=v).SerializeToString() for v in values]
+    assert fmt.doubles_decoder(n)(raw) == tuple(values)
+    assert fmt.doubles_decoder(n)([*raw[:-1], b""]) is None  # a null: decoded one by one instead
+    assert fmt.doubles_decoder(n)([*raw[:-1], None]) is None  # an absent field
+    assert fmt.doubles_decoder(n)([*raw[:-1], Value(int64_val=2**60).SerializeToString()]) is None
