@@ -44,14 +44,11 @@ class BackfillResult:
 
 
 def _writer(store, kind: str):
-    import redis
+    from core.online_store import OnlineStore
+    from streaming.online_writer import FeastOnlineWriter
 
-    from streaming.online_writer import FeastOnlineWriter, PipelinedOnlineWriter
-
-    client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=30)
-    if kind == "feast":
-        return FeastOnlineWriter(store, client)
-    return PipelinedOnlineWriter(client, store.config.project, store.config.entity_key_serialization_version)
+    online = OnlineStore.from_settings(feast_store=store)
+    return FeastOnlineWriter(online) if kind == "feast" else online
 
 
 def _us(ts: datetime) -> int:

@@ -89,24 +89,31 @@ class StreamJob:
     def _redis_client(self):
         import redis
 
+        from core.redis_client import RedisTarget, RedisUnavailable, SyncRouter
+
         if self._redis is None:
-            self._redis = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=10)
+            router = SyncRouter(RedisTarget.from_settings(), socket_timeout_s=10)
             try:
-                self._redis.ping()
-            except redis.RedisError as exc:
+                for client in router.nodes():
+                    client.ping()
+            except (redis.RedisError, OSError, RedisUnavailable) as exc:
                 from core.errors import UserFacingError
 
+                router.close()
                 raise UserFacingError(f"Redis does not answer at {settings().redis_url}: {exc}") from exc
+            self._redis = router
         return self._redis
 
     def _online_writer(self):
-        from streaming.online_writer import FeastOnlineWriter, PipelinedOnlineWriter
+        from core.online_store import OnlineStore
+        from streaming.online_writer import FeastOnlineWriter
 
+        self._redis_client()  # fail fast with a clear error when Redis does not answer
+        online = OnlineStore.from_settings(feast_store=self.store)
         if self.options.online_writer == "feast":
-            return FeastOnlineWriter(self.store, self._redis_client())
+            return FeastOnlineWriter(online)
         if self.options.online_writer == "pipelined":
-            cfg = self.store.config
-            return PipelinedOnlineWriter(self._redis_client(), cfg.project, cfg.entity_key_serialization_version)
+            return online
         raise ValueError(f"unknown online writer {self.options.online_writer!r} (feast|pipelined)")
 
     def _send_dead_letters(self, letters) -> None:
