@@ -9,12 +9,18 @@ from infra.commands import quiet_client_logs
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-spark-jars", action="store_true", help="skip pre-resolving Spark's Kafka connector jars")
+    parser.add_argument("--brokers", type=int, default=None, help="Kafka nodes (default RTML_KAFKA_BROKERS or 1; 3 for replication)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
 def run(args: argparse.Namespace) -> int:
     quiet_client_logs()
+    import os
+
     from infra.stack import up
+
+    if args.brokers is not None:  # settings() reads it (the one settings object); child processes inherit it
+        os.environ["RTML_KAFKA_BROKERS"] = str(args.brokers)
 
     up(progress=not args.quiet, spark_jars=not args.no_spark_jars)
     return 0
