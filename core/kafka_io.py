@@ -70,7 +70,9 @@ def load_secrets(s: Settings | None = None) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError) as exc:
-        raise UserFacingError(f"{path} is unreadable or corrupt ({type(exc).__name__}); delete it and run `rtml up`") from None
+        raise UserFacingError(
+            f"{path} is unreadable or corrupt ({type(exc).__name__}); delete it and run `rtml up`"
+        ) from None
 
 
 def credentials(role: str, s: Settings | None = None) -> tuple[str, str] | None:
@@ -262,7 +264,10 @@ def ensure_topics(topics: Iterable[str], partitions: int = 3, bootstrap: str | N
         replication, configs = topic_layout()
         try:
             admin.create_topics(
-                {t: {"num_partitions": partitions, "replication_factor": replication, "configs": configs} for t in missing},
+                {
+                    t: {"num_partitions": partitions, "replication_factor": replication, "configs": configs}
+                    for t in missing
+                },
                 wait_for_metadata=True,
             )
         except TopicAlreadyExistsError:

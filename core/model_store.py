@@ -42,13 +42,10 @@ Production pointer
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from core.errors import UserFacingError
+from core.locks import file_lock
 from core.settings import settings
 
 if TYPE_CHECKING:
@@ -207,17 +205,9 @@ def production_model() -> bentoml.Model:
     return get_model(tag)
 
 
-@contextmanager
-def _pointer_lock() -> Iterator[None]:
+def _pointer_lock():
     """Exclusive lock (across processes) around a read-modify-write of the production pointer."""
-    lock = registry_dir() / "production.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(registry_dir() / "production.lock")
 
 
 def promote(tag: str, reason: str = "manual", actor: str | None = None) -> str:

@@ -519,7 +519,9 @@ def _start(progress: bool, timeout_s: float | None) -> StartResult:
                 )
             say(f"kafka: already running at {s.kafka_bootstrap} (pid {', '.join(map(str, pids))})")
             provision(s)
-            return StartResult(s.kafka_bootstrap, pids[0], started=False, managed=True, external=False, pids=tuple(pids))
+            return StartResult(
+                s.kafka_bootstrap, pids[0], started=False, managed=True, external=False, pids=tuple(pids)
+            )
     else:
         other = _other_layout_pids(s)
         if other:
@@ -534,7 +536,9 @@ def _start(progress: bool, timeout_s: float | None) -> StartResult:
                     "with RTML_KAFKA_PORT."
                 )
             if not wait_until(lambda: is_ready(s.kafka_bootstrap), min(timeout_s, 30), interval_s=0.5):
-                raise UserFacingError(f"a Kafka broker listens at {s.kafka_bootstrap} but never became ready; check it.")
+                raise UserFacingError(
+                    f"a Kafka broker listens at {s.kafka_bootstrap} but never became ready; check it."
+                )
             say(f"kafka: reusing the broker that already answers at {s.kafka_bootstrap} (not started by rtml)")
             provision(s, managed=False)
             return StartResult(s.kafka_bootstrap, None, started=False, managed=False, external=False)
@@ -542,7 +546,9 @@ def _start(progress: bool, timeout_s: float | None) -> StartResult:
     to_start = [node for node in all_nodes if _node_pid(node) is None]
     for node in to_start:
         if node.id > 1 and port_open("127.0.0.1", node.port):
-            raise UserFacingError(f"the Kafka port {node.port} (node {node.id}) is taken; choose another RTML_KAFKA_PORT.")
+            raise UserFacingError(
+                f"the Kafka port {node.port} (node {node.id}) is taken; choose another RTML_KAFKA_PORT."
+            )
         if port_open("127.0.0.1", node.controller_port):
             raise UserFacingError(
                 f"the Kafka controller port {node.controller_port} is taken by another process; free it or set "

@@ -15,22 +15,16 @@ import pytest
 
 from core import audit
 from tests.infra.conftest import free_port
+from tests.training.conftest import state_dir  # noqa: F401  (the training tests' private model store)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def model_state(tmp_path, monkeypatch):
-    """A private state dir with its own BentoML store and registry (as tests/training's ``state_dir``)."""
-    monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.delenv("RTML_DATA_DIR", raising=False)
+def model_state(state_dir, monkeypatch):  # noqa: F811
+    """A private state dir with its own BentoML store and registry; no retraining trigger in the environment."""
     monkeypatch.delenv("RTML_RETRAIN_REASON", raising=False)
-    from core import model_store
-
-    if model_store._home_set_by_us is None:
-        monkeypatch.delenv("BENTOML_HOME", raising=False)
-    model_store.bentoml_home()
-    return tmp_path / "state"
+    return state_dir
 
 
 def _no_kafka(monkeypatch) -> None:
