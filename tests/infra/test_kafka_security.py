@@ -7,6 +7,7 @@ authentication failure), TopicAuthorizationFailed on every topic a role has no A
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -20,7 +21,16 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
 from core.errors import UserFacingError
-from core.kafka_io import ROLES, client_security, ensure_topics, load_secrets, make_producer, role_acls, secrets_path
+from core.kafka_io import (
+    ROLES,
+    client_security,
+    ensure_topics,
+    load_secrets,
+    make_producer,
+    role_acls,
+    secrets_path,
+    spark_kafka_options,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +175,49 @@ def test_secrets_are_private_files_and_in_no_log_line(own_roles, caplog, tmp_pat
     assert "SCRAM" in caplog.text or "sasl" in caplog.text.lower()  # the DEBUG log did cover authentication
     leaks = {name for name, text in texts.items() for p in passwords if p in text}
     assert leaks == set()
+
+
+SPARK_PROBE = """
+import json, sys
+from pyspark.sql import SparkSession
+from core.kafka_io import spark_kafka_options
+role, allowed, denied, jars = sys.argv[1:5]
+spark = (SparkSession.builder.master("local[1]").appName("rtml-sasl-probe").config("spark.jars", jars)
+         .config("spark.ui.enabled", "false").config("spark.jars.ivy", "/nonexistent-no-downloads").getOrCreate())
+spark.sparkContext.setLogLevel("OFF")
+def count(topic):
+    try:
+        df = spark.read.format("kafka").options(**spark_kafka_options(role)).option("subscribe", topic).load()
+        return df.count()
+    except Exception as exc:
+        return type(exc).__name__ + ": " + ("TopicAuthorization" if "TopicAuthorization" in str(exc) else str(exc)[:300])
+print(json.dumps({"allowed": count(allowed), "denied": count(denied)}))
+spark.stop()
+"""
+
+
+def test_spark_kafka_source_authenticates_as_its_role(own_roles):
+    """The stream job's Spark source (core.kafka_io.spark_kafka_options) reads transactions as `stream` and is
+    refused on a topic the role has no ACL for."""
+    from infra.spark_deps import connector_jars
+
+    s = own_roles
+    producer = make_producer(role="product")
+    producer.send(s.topics.transactions, value={"probe": "spark"}).get(timeout=15)
+    producer.close()
+    options = spark_kafka_options("stream")
+    assert options["kafka.security.protocol"] == "SASL_PLAINTEXT"
+    assert options["kafka.sasl.mechanism"] == "SCRAM-SHA-512"
+    assert options["kafka.sasl.jaas.config"].startswith("org.apache.kafka.common.security.scram.ScramLoginModule")
+    jars = ",".join(str(p) for p in connector_jars())
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    done = subprocess.run(
+        [sys.executable, "-c", SPARK_PROBE, "stream", s.topics.transactions, s.topics.predictions, jars],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert isinstance(result["allowed"], int) and result["allowed"] >= 1
+    assert "TopicAuthorization" in str(result["denied"])
+    password = load_secrets(s)["stream"]
+    assert password not in done.stdout + done.stderr
