@@ -565,7 +565,8 @@ def _start(progress: bool, timeout_s: float | None) -> StartResult:
         if _secured(s) and (paths.data / "meta.properties").exists() and not secrets_path_exists(s):
             raise UserFacingError(
                 f"the Kafka storage in {paths.data} was formatted with credentials that are gone "
-                f"({secrets_file(s)} is missing); delete {paths.home} (its events too) and run `rtml up` again"
+                f"({secrets_file(s)} is missing), or by an rtml without Kafka authentication; delete {paths.home} "
+                "(its events too) and run `rtml up` again, or keep it plaintext with RTML_KAFKA_SECURITY=plaintext"
             )
         _write_private(paths.config, server_properties(s, paths, node))
         paths.log4j.write_text(log4j_properties(paths))
