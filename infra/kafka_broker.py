@@ -650,6 +650,13 @@ def _node_pid_files(s: Settings) -> list[Path]:
     return [run / "kafka.pid", *sorted(run.glob("kafka-node*.pid"))]
 
 
+def any_layout_pids(s: Settings | None = None) -> list[int]:
+    """Pids of every node `rtml up` started in this state dir, whatever the cluster size (`rtml status`)."""
+    s = s or settings()
+    pids = (owned_pid(pid_file, MAIN_CLASS, f"{s.state_dir}/") for pid_file in _node_pid_files(s))
+    return [pid for pid in pids if pid is not None]
+
+
 def _other_layout_pids(s: Settings) -> list[int]:
     mine = {node.paths.pid_file for node in nodes(s)}
     found = []

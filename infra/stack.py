@@ -100,7 +100,7 @@ def down(progress: bool = True, s: Settings | None = None) -> list[str]:
 def status() -> list[ServiceStatus]:
     """State of each service for the current settings (bounded: a few seconds at most)."""
     s = settings()
-    kafka_pids = [] if s.kafka_external else kafka_broker.running_pids(s)
+    kafka_pids = [] if s.kafka_external else kafka_broker.any_layout_pids(s)
     kafka_pid = kafka_pids[0] if kafka_pids else None
     redis_pid = None if s.redis_external else redis_server.running_pid(s)
     return [
@@ -108,7 +108,7 @@ def status() -> list[ServiceStatus]:
             "kafka",
             s.kafka_bootstrap,
             kafka_pid,
-            kafka_broker.is_ready(s.kafka_bootstrap, timeout_s=2.0, brokers=1 if s.kafka_external else s.broker.brokers),
+            kafka_broker.is_ready(s.kafka_bootstrap, timeout_s=2.0, brokers=1 if s.kafka_external else len(kafka_pids) or 1),
             managed=kafka_pid is not None,
             external=s.kafka_external,
             pids=tuple(kafka_pids),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,16 +19,28 @@ from tests.infra.conftest import free_port
 pytestmark = pytest.mark.integration
 
 
+def _rtml(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RTML_KAFKA_BROKERS"}  # the CLI flag alone decides
+    return subprocess.run(
+        [sys.executable, "-m", "rtml.cli", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
 @pytest.fixture
 def cluster(own_env, monkeypatch):
+    """`rtml up --brokers 3` in a private environment; yields the settings of the three-node cluster."""
     from core.settings import settings
 
-    monkeypatch.setenv("RTML_KAFKA_BROKERS", "3")
     monkeypatch.setenv("RTML_KAFKA_PORT", str(free_port(consecutive=6)))
     monkeypatch.setenv("RTML_KAFKA_HEAP", "384m")
+    monkeypatch.setenv("RTML_KAFKA_START_TIMEOUT", "180")
+    up = _rtml("up", "--brokers", "3", "--no-spark-jars")
+    monkeypatch.setenv("RTML_KAFKA_BROKERS", "3")
     s = settings()
     try:
-        yield s, kafka_broker.start(progress=False, timeout_s=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "starting a 3-node KRaft cluster" in up.stdout
+        yield s
     finally:
         kafka_broker.stop(progress=False, s=s)
 
@@ -42,8 +56,11 @@ def test_three_nodes_replicate_and_survive_a_sigkilled_broker(cluster):
 
     from core.kafka_io import client_security, make_admin, make_producer
 
-    s, started = cluster
-    assert started.started and len(started.pids) == 3 and all(pid_alive(p) for p in started.pids)
+    s = cluster
+    pids = kafka_broker.running_pids(s)
+    assert len(pids) == 3 and all(pid_alive(p) for p in pids)
+    status = _rtml("status")  # with RTML_KAFKA_BROKERS unset: the first node's bootstrap still answers
+    assert f"pid {','.join(map(str, pids))}" in status.stdout and "answers" in status.stdout
     assert len(s.kafka_bootstrap.split(",")) == 3
     topic = s.topics.transactions
 
@@ -106,15 +123,19 @@ def test_three_nodes_replicate_and_survive_a_sigkilled_broker(cluster):
         consumer.close()
     lost = set(acked) - set(seen)
     duplicated = len(seen) - len(set(seen))
-    print(f"3-broker SIGKILL: sent {total}, acknowledged {len(acked)}, read {len(seen)}, lost {len(lost)}, "
-          f"duplicated {duplicated}")
+    print(
+        f"3-broker SIGKILL: sent {total}, acknowledged {len(acked)}, read {len(seen)}, lost {len(lost)}, "
+        f"duplicated {duplicated}"
+    )
     assert (len(lost), duplicated) == (0, 0)
     assert sorted(seen) == list(range(total))
 
-    # `rtml up` again restarts the killed node; `rtml down` then stops all three by pid.
+    # `rtml up` again restarts the killed node; `rtml down` (no RTML_KAFKA_BROKERS) then stops all three by pid.
     again = kafka_broker.start(progress=False, timeout_s=180)
-    assert again.started and len(again.pids) == 3
-    assert kafka_broker.stop(progress=False, s=s)
+    assert again.started and len(again.pids) == 3 and set(again.pids) - {victim_pid} >= set(pids) - {victim_pid}
+    down = _rtml("down")
+    assert down.returncode == 0, down.stderr
+    assert all(f"stopped pid {p}" in down.stdout for p in again.pids)
     assert not any(pid_alive(p) for p in again.pids)
     assert not any(port_open("127.0.0.1", n.port) for n in kafka_broker.nodes(s))
     assert not list(s.run_dir.glob("kafka*.pid"))
