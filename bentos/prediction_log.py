@@ -112,6 +112,7 @@ class PredictionLog:
                 # (request ids are unique, so kafka-python's pure-Python murmur2 buys nothing).
                 self._producer = make_producer(
                     self.bootstrap,
+                    role="serving",
                     key_serializer=None,
                     value_serializer=None,
                     linger_ms=100,

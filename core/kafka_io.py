@@ -1,18 +1,146 @@
-"""Kafka client setup shared by every component: fail fast when no broker answers."""
+"""Kafka client setup shared by every component: who may do what (roles), credentials, fail-fast clients.
+
+Every client names its *role* (a Kafka principal): ``admin`` (`rtml up`, topic creation, tests that inspect
+topics), ``product`` (the product service: transactions and labels), ``stream`` (the stream job), ``serving``
+(the prediction log), ``monitor`` (the drift monitor), ``operator`` (the audit trail, the demo's alert watch).
+:func:`role_acls` is the one table of their topic permissions; the local broker (``infra.kafka_broker``) and the
+Strimzi ``KafkaUser`` manifests grant exactly these.
+
+Credentials: ``RTML_KAFKA_USER``/``RTML_KAFKA_PASSWORD`` when set (a deployment gives each component its own),
+else the role's generated password in ``<state_dir>/secrets/kafka.json`` (written by `rtml up`, mode 0600).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from core.errors import UserFacingError
-from core.settings import settings
+from core.settings import Settings, Topics, settings
+
+# SASL over loopback without TLS is this stack's documented design; kafka-python warns on every connection.
+logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
+logging.getLogger("kafka.net.sasl.plain").setLevel(logging.ERROR)
+
+ROLES = ("admin", "product", "stream", "serving", "monitor", "operator")
+# Consumer groups the Spark Kafka source uses (it generates ids with this prefix).
+SPARK_GROUP_PREFIX = "spark-kafka-source-"
 
 
 class BrokerUnavailable(UserFacingError):
     """No Kafka broker answers at the configured bootstrap address."""
+
+
+@dataclass(frozen=True)
+class Grants:
+    """Topics a role may read (consume; implies describe) and write (produce)."""
+
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+
+
+def role_acls(topics: Topics | None = None) -> dict[str, Grants]:
+    """The topic permissions of every non-admin role (admin is a super user)."""
+    t = topics or settings().topics
+    return {
+        "product": Grants(write=(t.transactions, t.labels)),
+        "stream": Grants(read=(t.transactions,), write=(t.transactions_dlq,)),
+        "serving": Grants(write=(t.predictions,)),
+        "monitor": Grants(read=(t.predictions, t.labels), write=(t.alerts,)),
+        "operator": Grants(read=(t.alerts, t.audit), write=(t.audit,)),
+    }
+
+
+# --- credentials ----------------------------------------------------------------------------------------
+
+
+def secrets_path(s: Settings | None = None):
+    return (s or settings()).secrets_dir / "kafka.json"
+
+
+def load_secrets(s: Settings | None = None) -> dict[str, str]:
+    """role -> password from the state dir ({} when `rtml up` has not generated them yet)."""
+    path = secrets_path(s)
+    try:
+        return dict(json.loads(path.read_text())["users"])
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserFacingError(
+            f"{path} is unreadable or corrupt ({type(exc).__name__}); delete it and run `rtml up`"
+        ) from None
+
+
+def credentials(role: str, s: Settings | None = None) -> tuple[str, str] | None:
+    """(user, password) the client with ``role`` authenticates with; None when the cluster is plaintext."""
+    s = s or settings()
+    if role not in ROLES:
+        raise ValueError(f"unknown Kafka role {role!r}; one of {', '.join(ROLES)}")
+    auth = s.kafka_auth
+    if auth.security == "plaintext":
+        return None
+    if auth.user:
+        if not auth.password:
+            raise UserFacingError("RTML_KAFKA_USER is set without RTML_KAFKA_PASSWORD")
+        return auth.user, auth.password
+    password = load_secrets(s).get(role)
+    if not password:
+        raise UserFacingError(
+            f"no Kafka credentials for role {role!r} in {secrets_path(s)}: start the stack with `rtml up` "
+            "(it generates them), or set RTML_KAFKA_USER/RTML_KAFKA_PASSWORD"
+        )
+    return role, password
+
+
+def client_security(role: str, s: Settings | None = None) -> dict[str, Any]:
+    """kafka-python options authenticating as ``role`` ({} for a plaintext cluster)."""
+    s = s or settings()
+    creds = credentials(role, s)
+    if creds is None:
+        return {}
+    return dict(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism=s.kafka_auth.mechanism,
+        sasl_plain_username=creds[0],
+        sasl_plain_password=creds[1],
+    )
+
+
+def jaas_config(user: str, password: str, mechanism: str) -> str:
+    """A JAAS login line for a Java Kafka client (quotes escaped)."""
+    module = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule"
+        if mechanism == "PLAIN"
+        else "org.apache.kafka.common.security.scram.ScramLoginModule"
+    )
+
+    def quote(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return f"{module} required username={quote(user)} password={quote(password)};"
+
+
+def spark_kafka_options(role: str, bootstrap: str | None = None) -> dict[str, str]:
+    """Options for Spark's Kafka source or sink (``.options(**...)``) connecting and authenticating as ``role``."""
+    s = settings()
+    options = {"kafka.bootstrap.servers": bootstrap or s.kafka_bootstrap}
+    creds = credentials(role, s)
+    if creds is not None:
+        options.update(
+            {
+                "kafka.security.protocol": "SASL_PLAINTEXT",
+                "kafka.sasl.mechanism": s.kafka_auth.mechanism,
+                "kafka.sasl.jaas.config": jaas_config(*creds, s.kafka_auth.mechanism),
+            }
+        )
+    return options
+
+
+# --- clients --------------------------------------------------------------------------------------------
 
 
 def check_broker(bootstrap: str | None = None, timeout_s: float = 2.0) -> None:
@@ -39,11 +167,16 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
-def make_producer(bootstrap: str | None = None, **overrides: Any):
-    """A kafka-python producer (JSON values, str keys), created only after the broker answered."""
+def make_producer(bootstrap: str | None = None, *, role: str, **overrides: Any):
+    """A kafka-python producer for ``role`` (JSON values, str keys), created only after the broker answered.
+
+    ``acks=all`` with idempotence: a write counts only once ``min.insync.replicas`` copies hold it, and a
+    retry after a lost acknowledgement does not duplicate it.
+    """
     from kafka import KafkaProducer
 
     bootstrap = bootstrap or settings().kafka_bootstrap
+    security = client_security(role)
     check_broker(bootstrap)
     options: dict[str, Any] = dict(
         bootstrap_servers=bootstrap.split(","),
@@ -51,19 +184,26 @@ def make_producer(bootstrap: str | None = None, **overrides: Any):
         value_serializer=json_bytes,
         linger_ms=5,
         batch_size=256 * 1024,
-        acks=1,
+        acks="all",
+        enable_idempotence=True,
+        max_in_flight_requests_per_connection=5,
         max_block_ms=5000,
         request_timeout_ms=10000,
+        client_id=f"rtml-{role}",
+        **security,
     )
     options.update(overrides)
     return KafkaProducer(**options)
 
 
-def make_consumer(topics: Iterable[str], group_id: str | None, bootstrap: str | None = None, **overrides: Any):
-    """A kafka-python consumer returning raw bytes; decoding and validation are the caller's."""
+def make_consumer(
+    topics: Iterable[str], group_id: str | None, bootstrap: str | None = None, *, role: str, **overrides: Any
+):
+    """A kafka-python consumer for ``role`` returning raw bytes; decoding and validation are the caller's."""
     from kafka import KafkaConsumer
 
     bootstrap = bootstrap or settings().kafka_bootstrap
+    security = client_security(role)
     check_broker(bootstrap)
     options: dict[str, Any] = dict(
         bootstrap_servers=bootstrap.split(","),
@@ -72,6 +212,8 @@ def make_consumer(topics: Iterable[str], group_id: str | None, bootstrap: str | 
         enable_auto_commit=False,
         request_timeout_ms=30000,
         consumer_timeout_ms=1000,
+        client_id=f"rtml-{role}",
+        **security,
     )
     options.update(overrides)
     consumer = KafkaConsumer(**options)
@@ -79,21 +221,56 @@ def make_consumer(topics: Iterable[str], group_id: str | None, bootstrap: str | 
     return consumer
 
 
-def ensure_topics(topics: Iterable[str], partitions: int = 3, bootstrap: str | None = None) -> None:
-    """Create the topics that do not exist yet (idempotent)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+def make_admin(bootstrap: str | None = None, *, role: str = "admin", **overrides: Any):
+    """A kafka-python admin client for ``role`` (topic creation and ACLs need ``admin``)."""
+    from kafka.admin import KafkaAdminClient
 
     bootstrap = bootstrap or settings().kafka_bootstrap
+    security = client_security(role)
     check_broker(bootstrap)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10000)
+    options: dict[str, Any] = dict(
+        bootstrap_servers=bootstrap.split(","), request_timeout_ms=10000, client_id=f"rtml-{role}", **security
+    )
+    options.update(overrides)
+    return KafkaAdminClient(**options)
+
+
+def topic_layout(s: Settings | None = None) -> tuple[int, dict[str, str]]:
+    """Replication factor and topic configs for new topics: the local cluster's (3 copies, 2 in sync for three
+    nodes; 1 and 1 for one), or the broker's defaults (-1, {}) for an external cluster."""
+    s = s or settings()
+    if s.kafka_external:
+        return -1, {}
+    return s.broker.replication_factor, {"min.insync.replicas": str(s.broker.min_insync_replicas)}
+
+
+def ensure_topics(topics: Iterable[str], partitions: int = 3, bootstrap: str | None = None, *, role: str) -> None:
+    """Create the topics that do not exist yet (idempotent). Only ``admin`` may create; any other role only
+    checks that its topics exist and gets a clear error if one is missing."""
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted_names = list(topics)
+    admin = make_admin(bootstrap, role=role)
     try:
         existing = set(admin.list_topics())
-        wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
-        if wanted:
-            try:
-                admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
+        missing = [t for t in wanted_names if t not in existing]
+        if not missing:
+            return
+        if role != "admin":
+            raise UserFacingError(
+                f"Kafka topic(s) {', '.join(missing)} missing or not visible to role {role!r}; "
+                "`rtml up` creates the standard topics (role 'admin' creates others)"
+            )
+        replication, configs = topic_layout()
+        try:
+            admin.create_topics(
+                {
+                    t: {"num_partitions": partitions, "replication_factor": replication, "configs": configs}
+                    for t in missing
+                },
+                wait_for_metadata=True,
+            )
+        except TopicAlreadyExistsError:
+            pass
     finally:
         admin.close()

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from core.errors import UserFacingError
+from core.locks import file_lock
 from core.settings import settings
 
 if TYPE_CHECKING:
@@ -204,37 +205,53 @@ def production_model() -> bentoml.Model:
     return get_model(tag)
 
 
-def promote(tag: str, reason: str = "manual") -> str:
-    """Make ``tag`` the production model; return its full tag."""
+def _pointer_lock():
+    """Exclusive lock (across processes) around a read-modify-write of the production pointer."""
+    return file_lock(registry_dir() / "production.lock")
+
+
+def promote(tag: str, reason: str = "manual", actor: str | None = None) -> str:
+    """Make ``tag`` the production model; return its full tag. Audited (``actor``: default the OS user, or the
+    retraining trigger for an automatic promotion; see :func:`core.audit.default_actor`)."""
+    from core import audit
+
+    actor = actor or audit.default_actor()
     model = get_model(tag)
     full = str(model.tag)
-    state = _read_pointer()
-    previous = state.get("current")
-    if previous != full:
-        state["stack"] = [*state.get("stack", []), full]
-    state["current"] = full
-    state.setdefault("history", []).append(
-        {"action": "promote", "tag": full, "previous": previous, "reason": reason, "at": _now()}
-    )
-    _write_pointer(state)
+    with _pointer_lock():
+        state = _read_pointer()
+        previous = state.get("current")
+        if previous != full:
+            state["stack"] = [*state.get("stack", []), full]
+        state["current"] = full
+        state.setdefault("history", []).append(
+            {"action": "promote", "tag": full, "previous": previous, "reason": reason, "actor": actor, "at": _now()}
+        )
+        _write_pointer(state)
+    audit.record("model.promote", actor, before={"production": previous}, after={"production": full}, reason=reason)
     return full
 
 
-def rollback(reason: str = "manual") -> str:
-    """Restore the production model that preceded the current one; return its tag."""
-    state = _read_pointer()
-    stack = list(state.get("stack", []))
-    if len(stack) < 2:
-        raise UserFacingError("nothing to roll back to: fewer than two models were ever in production")
-    demoted = stack.pop()
-    restored = stack[-1]
-    get_model(restored)  # must still exist
-    state["stack"] = stack
-    state["current"] = restored
-    state.setdefault("history", []).append(
-        {"action": "rollback", "tag": restored, "previous": demoted, "reason": reason, "at": _now()}
-    )
-    _write_pointer(state)
+def rollback(reason: str = "manual", actor: str | None = None) -> str:
+    """Restore the production model that preceded the current one; return its tag. Audited like :func:`promote`."""
+    from core import audit
+
+    actor = actor or audit.default_actor()
+    with _pointer_lock():
+        state = _read_pointer()
+        stack = list(state.get("stack", []))
+        if len(stack) < 2:
+            raise UserFacingError("nothing to roll back to: fewer than two models were ever in production")
+        demoted = stack.pop()
+        restored = stack[-1]
+        get_model(restored)  # must still exist
+        state["stack"] = stack
+        state["current"] = restored
+        state.setdefault("history", []).append(
+            {"action": "rollback", "tag": restored, "previous": demoted, "reason": reason, "actor": actor, "at": _now()}
+        )
+        _write_pointer(state)
+    audit.record("model.rollback", actor, before={"production": demoted}, after={"production": restored}, reason=reason)
     return restored
 
 

@@ -1,6 +1,13 @@
-"""A single-node Apache Kafka 4.x broker (KRaft, broker+controller) run from jars resolved from Maven Central.
+"""The local Apache Kafka 4.x cluster (KRaft; each node broker+controller) run from jars resolved from Maven Central.
 
-Layout (for the current :func:`core.settings.settings`):
+One node by default; ``RTML_KAFKA_BROKERS=3`` (`rtml up --brokers 3`) starts three with a quorum of three
+controllers, topics replicated three times with ``min.insync.replicas=2`` (producers use acks=all).
+
+Secure by default (``RTML_KAFKA_SECURITY=plaintext`` opts out): clients authenticate with SASL/SCRAM-SHA-512,
+KRaft's StandardAuthorizer enforces per-role ACLs (``core.kafka_io.role_acls``), ``admin`` is the super user.
+Passwords are generated into ``<state_dir>/secrets/kafka.json`` (0600); node configs holding them are 0600 too.
+
+Layout (for the current :func:`core.settings.settings`; see :class:`BrokerPaths` for multi-node clusters):
 
 - jars: ``cache_dir/kafka-<version>/`` (``infra/kafka/pom.xml`` + ``mvn dependency:copy-dependencies``)
 - config and data: ``state_dir/kafka/{server.properties,log4j2.properties,data/}``
@@ -8,11 +15,15 @@ Layout (for the current :func:`core.settings.settings`):
 
 Environment: ``RTML_KAFKA_VERSION`` (default below), ``RTML_KAFKA_CONTROLLER_PORT`` (default broker port + 1),
 ``RTML_KAFKA_START_TIMEOUT`` seconds to wait for readiness (default 90), ``RTML_KAFKA_HEAP`` (default 512m).
+Node i (1-based) listens at ``RTML_KAFKA_PORT + 2(i-1)``, its controller at the controller port ``+ 2(i-1)``.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import os
+import secrets
 import socket
 import struct
 import subprocess
@@ -20,6 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import UserFacingError
 from core.settings import REPO_ROOT, Settings, settings
@@ -47,6 +59,9 @@ def version() -> str:
 
 @dataclass(frozen=True)
 class BrokerPaths:
+    """Files of one node. A one-node cluster keeps ``state_dir/kafka`` and ``run_dir/kafka.{pid,log,out}``;
+    node N of a multi-node cluster uses ``state_dir/kafka-cluster<n>/node-N`` and ``run_dir/kafka-nodeN.*``."""
+
     home: Path
     data: Path
     config: Path
@@ -56,17 +71,42 @@ class BrokerPaths:
     out_file: Path
 
     @classmethod
-    def of(cls, s: Settings) -> BrokerPaths:
-        home = s.state_dir / "kafka"
+    def of(cls, s: Settings, node: int = 1) -> BrokerPaths:
+        if s.broker.brokers == 1:
+            home, stem = s.state_dir / "kafka", "kafka"
+        else:
+            home, stem = s.state_dir / f"kafka-cluster{s.broker.brokers}" / f"node-{node}", f"kafka-node{node}"
         return cls(
             home=home,
             data=home / "data",
             config=home / "server.properties",
             log4j=home / "log4j2.properties",
-            pid_file=s.run_dir / "kafka.pid",
-            log_file=s.run_dir / "kafka.log",
-            out_file=s.run_dir / "kafka.out",
+            pid_file=s.run_dir / f"{stem}.pid",
+            log_file=s.run_dir / f"{stem}.log",
+            out_file=s.run_dir / f"{stem}.out",
         )
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of the local KRaft cluster (broker and controller in one JVM)."""
+
+    id: int  # 1-based node.id
+    port: int
+    controller_port: int
+    paths: BrokerPaths
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def nodes(s: Settings | None = None) -> list[Node]:
+    """The nodes for these settings: node i listens at port + 2(i-1), its controller at controller port + 2(i-1)."""
+    s = s or settings()
+    port = s.kafka_host_port[1]
+    cport = controller_port(s)
+    return [Node(i + 1, port + 2 * i, cport + 2 * i, BrokerPaths.of(s, i + 1)) for i in range(s.broker.brokers)]
 
 
 def controller_port(s: Settings | None = None) -> int:
@@ -123,9 +163,9 @@ def speaks_kafka(host: str, port: int, timeout_s: float = 2.0) -> bool:
     return got_id == correlation_id and 0 < size < 1_000_000
 
 
-def is_ready(bootstrap: str | None = None, timeout_s: float = 3.0) -> bool:
-    """True if the broker answers a metadata request listing at least one broker (kafka-python)."""
-    from kafka.admin import KafkaAdminClient
+def is_ready(bootstrap: str | None = None, timeout_s: float = 3.0, brokers: int = 1) -> bool:
+    """True if the cluster answers a metadata request (as admin) listing at least ``brokers`` brokers."""
+    from core.kafka_io import make_admin
 
     bootstrap = bootstrap or settings().kafka_bootstrap
     host, _, port = bootstrap.split(",")[0].rpartition(":")
@@ -133,16 +173,11 @@ def is_ready(bootstrap: str | None = None, timeout_s: float = 3.0) -> bool:
         return False
     ms = int(timeout_s * 1000)
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","),
-            request_timeout_ms=ms,
-            bootstrap_timeout_ms=ms,
-            client_id="rtml-ready-check",
-        )
+        admin = make_admin(bootstrap, request_timeout_ms=ms, bootstrap_timeout_ms=ms, client_id="rtml-ready-check")
     except Exception:
         return False
     try:
-        return bool(admin.describe_cluster().get("brokers"))
+        return len(admin.describe_cluster().get("brokers") or []) >= brokers
     except Exception:
         return False
     finally:
@@ -155,28 +190,97 @@ def is_ready(bootstrap: str | None = None, timeout_s: float = 3.0) -> bool:
 # --- config -------------------------------------------------------------------------------------------
 
 
-def server_properties(s: Settings, paths: BrokerPaths) -> str:
-    host, port = s.kafka_host_port
-    cport = controller_port(s)
-    return f"""# Generated by rtml (infra/kafka_broker.py); rewritten by every `rtml up`.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://{host}:{port}
-controller.listener.names=CONTROLLER
+def _secured(s: Settings) -> bool:
+    return s.kafka_auth.security == "sasl"
+
+
+def ensure_secrets(s: Settings | None = None) -> dict[str, Any]:
+    """The local cluster's generated passwords (one per role, plus the controllers' own), created once.
+
+    Stored in ``<state_dir>/secrets/kafka.json`` (folder 0700, file 0600); never printed or logged.
+    """
+    from core.kafka_io import ROLES, secrets_path
+
+    s = s or settings()
+    path = secrets_path(s)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        data = {"users": {}, "controller": secrets.token_urlsafe(24)}
+    changed = False
+    for role in ROLES:
+        if role not in data["users"]:
+            data["users"][role] = secrets.token_urlsafe(24)
+            changed = True
+    if changed or not path.exists():
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(path.with_suffix(".tmp"), path)
+    os.chmod(path, 0o600)
+    return data
+
+
+def server_properties(s: Settings, paths: BrokerPaths, node: Node | None = None) -> str:
+    """server.properties of one node (mode 0600 on disk: the secured variant holds passwords)."""
+    from core.kafka_io import jaas_config
+
+    all_nodes = nodes(s)
+    node = node or all_nodes[0]
+    host = s.kafka_host_port[0]
+    n = len(all_nodes)
+    rf, min_isr = s.broker.replication_factor, s.broker.min_insync_replicas
+    voters = ",".join(f"{x.id}@127.0.0.1:{x.controller_port}" for x in all_nodes)
+    if _secured(s):
+        secret = ensure_secrets(s)
+        admin_pw, controller_pw = secret["users"]["admin"], secret["controller"]
+        mech = s.kafka_auth.mechanism
+        controller_jaas = jaas_config("controller", controller_pw, "PLAIN").rstrip(";") + (
+            f' user_controller="{controller_pw}";'
+        )
+        security = f"""listeners=CLIENT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}
+advertised.listeners=CLIENT://{host}:{node.port}
+inter.broker.listener.name=CLIENT
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT
+# Clients and brokers: SCRAM (credentials live in the cluster metadata; admin is bootstrapped at format time).
+sasl.mechanism.inter.broker.protocol={mech}
+listener.name.client.sasl.enabled.mechanisms={mech}
+listener.name.client.{mech.lower()}.sasl.jaas.config={jaas_config("admin", admin_pw, mech)}
+# Controllers: KRaft cannot use SCRAM here (controllers read SCRAM credentials from the metadata log they
+# serve), so SASL PLAIN with one static, generated user. Not PLAINTEXT: that would need User:ANONYMOUS in
+# super.users, making any local process that reaches the controller port (admin clients can, KIP-919) a super user.
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config={controller_jaas}
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:controller
+allow.everyone.if.no.acl.found=false
+"""
+    else:
+        security = f"""listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}
+advertised.listeners=PLAINTEXT://{host}:{node.port}
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={paths.data}
+"""
+    return f"""# Generated by rtml (infra/kafka_broker.py); rewritten by every `rtml up`.
+process.roles=broker,controller
+node.id={node.id}
+controller.quorum.voters={voters}
+controller.listener.names=CONTROLLER
+{security}log.dirs={paths.data}
 num.partitions=3
-default.replication.factor=1
-auto.create.topics.enable=true
-offsets.topic.replication.factor=1
+default.replication.factor={rf}
+min.insync.replicas={min_isr}
+auto.create.topics.enable={"false" if _secured(s) else "true"}
+offsets.topic.replication.factor={rf}
 offsets.topic.num.partitions=6
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor={rf}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={rf}
+share.coordinator.state.topic.min.isr={min_isr}
+unclean.leader.election.enable=false
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=2
@@ -186,6 +290,7 @@ num.recovery.threads.per.data.dir=1
 log.retention.ms=-1
 log.retention.bytes=1073741824
 log.segment.bytes=134217728
+# {n} node(s): replication factor {rf}, min.insync.replicas {min_isr} (producers use acks=all).
 """
 
 
@@ -231,28 +336,54 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _format_storage(jars: Path, paths: BrokerPaths) -> None:
-    """Format the KRaft storage once (like `kafka-storage format`)."""
+def _format_storage(jars: Path, paths: BrokerPaths, cluster_id: str, s: Settings) -> None:
+    """Format the KRaft storage once (like `kafka-storage format`), bootstrapping the admin's SCRAM credential."""
     if (paths.data / "meta.properties").exists():
         return
-    cmd = _java_cmd(jars, paths, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(paths.config))
+    args = ["format", "-t", cluster_id, "-c", str(paths.config)]
+    if _secured(s):
+        admin_pw = ensure_secrets(s)["users"]["admin"]
+        args += ["--add-scram", f"{s.kafka_auth.mechanism}=[name=admin,password={admin_pw}]"]
+    cmd = _java_cmd(jars, paths, "kafka.tools.StorageTool", *args)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         raise UserFacingError(f"formatting Kafka storage in {paths.data} did not finish within 120 s") from exc
     if done.returncode != 0:
-        last = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
+        out = done.stdout + done.stderr
+        if _secured(s):
+            out = out.replace(ensure_secrets(s)["users"]["admin"], "***")
+        last = "\n".join(out.strip().splitlines()[-10:])
         raise UserFacingError(f"formatting Kafka storage in {paths.data} failed:\n{last}")
+
+
+def _cluster_id_of(all_nodes: list[Node]) -> str:
+    """The cluster id already formatted into one of the nodes, else a new one (all nodes share it)."""
+    for node in all_nodes:
+        meta = node.paths.data / "meta.properties"
+        if meta.exists():
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+    return _cluster_id()
 
 
 # --- lifecycle ----------------------------------------------------------------------------------------
 
 
+def _node_pid(node: Node) -> int | None:
+    return owned_pid(node.paths.pid_file, str(node.paths.config))
+
+
+def running_pids(s: Settings | None = None) -> list[int]:
+    """Pids of the nodes `rtml up` started for these settings that run."""
+    return [pid for pid in (_node_pid(node) for node in nodes(s)) if pid is not None]
+
+
 def running_pid(s: Settings | None = None) -> int | None:
-    """Pid of the broker that `rtml up` started for these settings, if it runs."""
-    s = s or settings()
-    paths = BrokerPaths.of(s)
-    return owned_pid(paths.pid_file, str(paths.config))
+    """Pid of the first node `rtml up` started for these settings, if it runs."""
+    pids = running_pids(s)
+    return pids[0] if pids else None
 
 
 def is_running(s: Settings | None = None) -> bool:
@@ -268,25 +399,100 @@ def _failure_message(what: str, paths: BrokerPaths) -> str:
 @dataclass(frozen=True)
 class StartResult:
     address: str
-    pid: int | None
+    pid: int | None  # the first node's
     started: bool  # True if this call launched the process
     managed: bool  # True if rtml owns the process (pid file), so `rtml down` stops it
     external: bool
+    pids: tuple[int, ...] = ()  # every node's
 
 
 def start(progress: bool = True, timeout_s: float | None = None) -> StartResult:
-    """Start the broker for the current settings, or reuse one that already answers; create the topics."""
+    """Start the cluster for the current settings, or reuse one that already answers; create topics, users, ACLs."""
     with file_lock(settings().run_dir / "kafka.lock"):
         return _start(progress, timeout_s)
 
 
-def _start(progress: bool, timeout_s: float | None) -> StartResult:
+def provision(s: Settings | None = None, managed: bool = True) -> None:
+    """Topics (replication per the cluster size); on a cluster rtml manages, also SCRAM users and per-role ACLs."""
     from core.kafka_io import ensure_topics
 
+    s = s or settings()
+    ensure_topics(s.topics.all(), bootstrap=s.kafka_bootstrap, role="admin")
+    if managed and _secured(s) and not s.kafka_external:
+        _ensure_users(s)
+        _ensure_acls(s)
+
+
+def _ensure_users(s: Settings) -> None:
+    """SCRAM credentials of every role but admin (bootstrapped at format time), upserted when missing."""
+    from kafka.admin import UserScramCredentialUpsertion
+
+    from core.kafka_io import make_admin
+
+    users = ensure_secrets(s)["users"]
+    admin = make_admin(s.kafka_bootstrap, role="admin")
+    try:
+        known = {u for u, info in admin.describe_user_scram_credentials().items() if info["credential_infos"]}
+        wanted = [
+            UserScramCredentialUpsertion(role, s.kafka_auth.mechanism, pw)
+            for role, pw in users.items()
+            if role not in known
+        ]
+        if wanted:
+            errors = {u: e for u, e in admin.alter_user_scram_credentials(wanted).items() if e}
+            if errors:
+                raise UserFacingError(f"creating Kafka users failed: {errors}")
+    finally:
+        admin.close()
+
+
+def acl_bindings(s: Settings | None = None) -> list[tuple[str, str, str, str, str]]:
+    """(principal, resource type, name, pattern type, operation) for every role, from ``core.kafka_io.role_acls``."""
+    from core.kafka_io import SPARK_GROUP_PREFIX, role_acls
+
+    s = s or settings()
+    out = []
+    for role, grants in role_acls(s.topics).items():
+        principal = f"User:{role}"
+        out += [(principal, "TOPIC", t, "LITERAL", "WRITE") for t in grants.write]
+        out += [(principal, "TOPIC", t, "LITERAL", "READ") for t in grants.read]
+        if grants.read:  # consumer groups: the role's own prefix (the Spark source names its own)
+            out.append((principal, "GROUP", f"rtml-{role}", "PREFIXED", "READ"))
+            if role == "stream":
+                out.append((principal, "GROUP", SPARK_GROUP_PREFIX, "PREFIXED", "READ"))
+    return out
+
+
+def _ensure_acls(s: Settings) -> None:
+    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
+
+    from core.kafka_io import make_admin
+
+    acls = [
+        ACL(
+            principal=principal,
+            host="*",
+            operation=ACLOperation[op],
+            permission_type=ACLPermissionType.ALLOW,
+            resource_pattern=ResourcePattern(ResourceType[rtype], name, ACLResourcePatternType[pattern]),
+        )
+        for principal, rtype, name, pattern, op in acl_bindings(s)
+    ]
+    admin = make_admin(s.kafka_bootstrap, role="admin")
+    try:
+        result = admin.create_acls(acls)
+        if result["failed"]:
+            raise UserFacingError(f"creating Kafka ACLs failed: {result['failed'][:3]}")
+    finally:
+        admin.close()
+
+
+def _start(progress: bool, timeout_s: float | None) -> StartResult:
     s = settings()
     timeout_s = start_timeout_s() if timeout_s is None else timeout_s
     host, port = s.kafka_host_port
     say = print if progress else (lambda *a, **k: None)
+    n = s.broker.brokers
 
     if s.kafka_external:
         if not is_ready(s.kafka_bootstrap):
@@ -294,83 +500,181 @@ def _start(progress: bool, timeout_s: float | None) -> StartResult:
                 f"no Kafka broker answers at RTML_KAFKA_BOOTSTRAP={s.kafka_bootstrap}; start it or unset RTML_KAFKA_BOOTSTRAP."
             )
         say(f"kafka: using external broker at {s.kafka_bootstrap}")
-        ensure_topics(s.topics.all(), bootstrap=s.kafka_bootstrap)
+        provision(s, managed=False)
         return StartResult(s.kafka_bootstrap, None, started=False, managed=False, external=True)
 
-    paths = BrokerPaths.of(s)
-    pid = running_pid(s)
-    if pid is not None:
-        if not wait_until(lambda: is_ready(s.kafka_bootstrap), timeout_s, interval_s=0.5):
-            raise UserFacingError(
-                _failure_message(f"the Kafka broker (pid {pid}) runs but does not answer at {s.kafka_bootstrap}", paths)
+    all_nodes = nodes(s)
+    pids = running_pids(s)
+    if pids:
+        if len(pids) < n:
+            stopped = [node.id for node in all_nodes if _node_pid(node) is None]
+            say(f"kafka: node(s) {', '.join(map(str, stopped))} of {n} not running; starting them")
+        else:
+            if not wait_until(lambda: is_ready(s.kafka_bootstrap, brokers=n), timeout_s, interval_s=0.5):
+                raise UserFacingError(
+                    _failure_message(
+                        f"the Kafka broker (pid {pids[0]}) runs but does not answer at {s.kafka_bootstrap}",
+                        all_nodes[0].paths,
+                    )
+                )
+            say(f"kafka: already running at {s.kafka_bootstrap} (pid {', '.join(map(str, pids))})")
+            provision(s)
+            return StartResult(
+                s.kafka_bootstrap, pids[0], started=False, managed=True, external=False, pids=tuple(pids)
             )
-        say(f"kafka: already running at {s.kafka_bootstrap} (pid {pid})")
-        ensure_topics(s.topics.all(), bootstrap=s.kafka_bootstrap)
-        return StartResult(s.kafka_bootstrap, pid, started=False, managed=True, external=False)
-
-    if port_open(host, port):
-        if not speaks_kafka(host, port):
+    else:
+        other = _other_layout_pids(s)
+        if other:
             raise UserFacingError(
-                f"port {port} is taken by a process that does not speak Kafka; stop it or choose another port "
-                "with RTML_KAFKA_PORT."
+                f"a Kafka cluster of another size started by `rtml up` runs for this state dir (pid {other[0]}); "
+                "stop it with `rtml down` first"
             )
-        if not wait_until(lambda: is_ready(s.kafka_bootstrap), min(timeout_s, 30), interval_s=0.5):
-            raise UserFacingError(f"a Kafka broker listens at {s.kafka_bootstrap} but never became ready; check it.")
-        say(f"kafka: reusing the broker that already answers at {s.kafka_bootstrap} (not started by rtml)")
-        ensure_topics(s.topics.all(), bootstrap=s.kafka_bootstrap)
-        return StartResult(s.kafka_bootstrap, None, started=False, managed=False, external=False)
+        if port_open(host, port):
+            if not speaks_kafka(host, port):
+                raise UserFacingError(
+                    f"port {port} is taken by a process that does not speak Kafka; stop it or choose another port "
+                    "with RTML_KAFKA_PORT."
+                )
+            if not wait_until(lambda: is_ready(s.kafka_bootstrap), min(timeout_s, 30), interval_s=0.5):
+                raise UserFacingError(
+                    f"a Kafka broker listens at {s.kafka_bootstrap} but never became ready; check it."
+                )
+            say(f"kafka: reusing the broker that already answers at {s.kafka_bootstrap} (not started by rtml)")
+            provision(s, managed=False)
+            return StartResult(s.kafka_bootstrap, None, started=False, managed=False, external=False)
 
-    cport = controller_port(s)
-    if port_open("127.0.0.1", cport):
-        raise UserFacingError(
-            f"the Kafka controller port {cport} is taken by another process; free it or set RTML_KAFKA_CONTROLLER_PORT."
-        )
+    to_start = [node for node in all_nodes if _node_pid(node) is None]
+    for node in to_start:
+        if node.id > 1 and port_open("127.0.0.1", node.port):
+            raise UserFacingError(
+                f"the Kafka port {node.port} (node {node.id}) is taken; choose another RTML_KAFKA_PORT."
+            )
+        if port_open("127.0.0.1", node.controller_port):
+            raise UserFacingError(
+                f"the Kafka controller port {node.controller_port} is taken by another process; free it or set "
+                "RTML_KAFKA_CONTROLLER_PORT."
+            )
 
     require_tool("java")
     jars = jars_dir(progress)
-    paths.home.mkdir(parents=True, exist_ok=True)
-    paths.pid_file.parent.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(server_properties(s, paths))
-    paths.log4j.write_text(log4j_properties(paths))
-    _format_storage(jars, paths)
+    cluster_id = _cluster_id_of(all_nodes)
+    for node in to_start:
+        paths = node.paths
+        paths.home.mkdir(parents=True, exist_ok=True)
+        paths.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        if _secured(s) and (paths.data / "meta.properties").exists() and not secrets_path_exists(s):
+            raise UserFacingError(
+                f"the Kafka storage in {paths.data} was formatted with credentials that are gone "
+                f"({secrets_file(s)} is missing), or by an rtml without Kafka authentication; delete {paths.home} "
+                "(its events too) and run `rtml up` again, or keep it plaintext with RTML_KAFKA_SECURITY=plaintext"
+            )
+        _write_private(paths.config, server_properties(s, paths, node))
+        paths.log4j.write_text(log4j_properties(paths))
+        _format_storage(jars, paths, cluster_id, s)
 
-    say(f"kafka: starting Kafka {version()} at {s.kafka_bootstrap} (log: {paths.log_file})", flush=True)
-    heap = s.broker.heap
-    cmd = _java_cmd(jars, paths, MAIN_CLASS, str(paths.config), heap=heap)
-    with open(paths.out_file, "ab") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=paths.home
-        )
-    write_pid(paths.pid_file, proc.pid)
+    what = f"a {n}-node KRaft cluster" if n > 1 else f"Kafka {version()}"
+    say(f"kafka: starting {what} at {s.kafka_bootstrap} (log: {all_nodes[0].paths.log_file})", flush=True)
+    procs: dict[int, subprocess.Popen] = {}
+    for node in to_start:
+        cmd = _java_cmd(jars, node.paths, MAIN_CLASS, str(node.paths.config), heap=s.broker.heap)
+        with open(node.paths.out_file, "ab") as out:
+            procs[node.id] = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=node.paths.home,
+            )
+        write_pid(node.paths.pid_file, procs[node.id].pid)
+
+    def give_up(what: str, paths: BrokerPaths) -> UserFacingError:
+        for node in to_start:
+            proc = procs[node.id]
+            if proc.poll() is None:
+                stop_pid(proc.pid, timeout_s=10)
+                proc.poll()
+            node.paths.pid_file.unlink(missing_ok=True)
+        return UserFacingError(_failure_message(what, paths))
 
     started_at = time.monotonic()
     deadline = started_at + timeout_s
-    while True:
-        if proc.poll() is not None:
-            paths.pid_file.unlink(missing_ok=True)
-            raise UserFacingError(
-                _failure_message(f"the Kafka broker exited with code {proc.returncode} during startup", paths)
-            )
-        if is_ready(s.kafka_bootstrap, timeout_s=2.0):
+    pending = {node.id: node for node in to_start}
+    while pending:
+        for node_id, node in list(pending.items()):
+            proc = procs[node_id]
+            if proc.poll() is not None:
+                raise give_up(f"the Kafka broker exited with code {proc.returncode} during startup", node.paths)
+            if is_ready(node.address, timeout_s=2.0, brokers=n):
+                del pending[node_id]
+        if not pending:
             break
         if time.monotonic() >= deadline:
-            stop_pid(proc.pid, timeout_s=10)
-            proc.poll()
-            paths.pid_file.unlink(missing_ok=True)
-            raise UserFacingError(
-                _failure_message(
-                    f"the Kafka broker did not become ready at {s.kafka_bootstrap} within {timeout_s:g} s "
-                    "(raise RTML_KAFKA_START_TIMEOUT if the machine is just slow)",
-                    paths,
-                )
+            node = next(iter(pending.values()))
+            raise give_up(
+                f"the Kafka broker did not become ready at {node.address} within {timeout_s:g} s "
+                "(raise RTML_KAFKA_START_TIMEOUT if the machine is just slow)",
+                node.paths,
             )
         time.sleep(0.5)
-    ensure_topics(s.topics.all(), bootstrap=s.kafka_bootstrap)
-    say(f"kafka: ready in {time.monotonic() - started_at:.1f} s (pid {proc.pid}); topics: {', '.join(s.topics.all())}")
-    return StartResult(s.kafka_bootstrap, proc.pid, started=True, managed=True, external=False)
+    provision(s)
+    pids = running_pids(s)
+    say(
+        f"kafka: ready in {time.monotonic() - started_at:.1f} s (pid {', '.join(map(str, pids))}); "
+        f"topics: {', '.join(s.topics.all())}"
+    )
+    return StartResult(s.kafka_bootstrap, pids[0], started=True, managed=True, external=False, pids=tuple(pids))
+
+
+def secrets_file(s: Settings) -> Path:
+    from core.kafka_io import secrets_path
+
+    return secrets_path(s)
+
+
+def secrets_path_exists(s: Settings) -> bool:
+    return secrets_file(s).exists()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only (the secured config holds passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def _node_pid_files(s: Settings) -> list[Path]:
+    """Pid files of every node layout in this state dir (one node, or any multi-node cluster)."""
+    run = s.run_dir
+    return [run / "kafka.pid", *sorted(run.glob("kafka-node*.pid"))]
+
+
+def any_layout_pids(s: Settings | None = None) -> list[int]:
+    """Pids of every node `rtml up` started in this state dir, whatever the cluster size (`rtml status`)."""
+    s = s or settings()
+    pids = (owned_pid(pid_file, MAIN_CLASS, f"{s.state_dir}/") for pid_file in _node_pid_files(s))
+    return [pid for pid in pids if pid is not None]
+
+
+def _other_layout_pids(s: Settings) -> list[int]:
+    mine = {node.paths.pid_file for node in nodes(s)}
+    found = []
+    for pid_file in _node_pid_files(s):
+        if pid_file in mine:
+            continue
+        pid = owned_pid(pid_file, MAIN_CLASS, f"{s.state_dir}/")
+        if pid is not None:
+            found.append(pid)
+    return found
 
 
 def stop(progress: bool = True, timeout_s: float = 20.0, s: Settings | None = None) -> bool:
-    """Stop the broker that `rtml up` started for these settings (by pid). True if one was stopped."""
+    """Stop every node `rtml up` started in this state dir (by pid), whatever the cluster size. True if any."""
     s = s or settings()
-    return stop_by_pid_file("kafka", running_pid(s), BrokerPaths.of(s).pid_file, timeout_s, progress)
+    stopped = False
+    for pid_file in _node_pid_files(s):
+        pid = owned_pid(pid_file, MAIN_CLASS, f"{s.state_dir}/")
+        label = "kafka" if pid_file.stem == "kafka" else f"kafka {pid_file.stem.removeprefix('kafka-')}"
+        stopped |= stop_by_pid_file(label, pid, pid_file, timeout_s, progress)
+    return stopped

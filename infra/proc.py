@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import UserFacingError
+from core.locks import file_lock  # noqa: F401  (re-exported: the stack's lock)
 
 INSTALL_HINT = "apt-get install openjdk-17-jre-headless maven"
 
@@ -147,15 +146,3 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock across processes (two `rtml up` at once must not both start a service)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

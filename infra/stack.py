@@ -46,12 +46,13 @@ class ServiceStatus:
     answers: bool
     managed: bool
     external: bool
+    pids: tuple[int, ...] = ()  # every node of a multi-node Kafka cluster
 
     def line(self) -> str:
         if self.external:
             owner = "external"
         elif self.managed:
-            owner = f"pid {self.pid}"
+            owner = f"pid {','.join(map(str, self.pids or (self.pid,)))}"
         else:
             owner = "not started by rtml" if self.answers else "not running"
         return f"{self.name:<6} {self.address:<28} {owner:<22} {'answers' if self.answers else 'DOWN'}"
@@ -100,7 +101,8 @@ def down(progress: bool = True, s: Settings | None = None) -> list[str]:
 def status() -> list[ServiceStatus]:
     """State of each service for the current settings (bounded: a few seconds at most)."""
     s = settings()
-    kafka_pid = None if s.kafka_external else kafka_broker.running_pid(s)
+    kafka_pids = [] if s.kafka_external else kafka_broker.any_layout_pids(s)
+    kafka_pid = kafka_pids[0] if kafka_pids else None
     if s.redis_mode == "cluster":
         pids = {} if s.redis_external else redis_cluster.running_pids(s)
         redis_pid, redis_answers = (min(pids.values()) if pids else None), redis_cluster.cluster_ok(s)
@@ -112,9 +114,10 @@ def status() -> list[ServiceStatus]:
             "kafka",
             s.kafka_bootstrap,
             kafka_pid,
-            kafka_broker.is_ready(s.kafka_bootstrap, timeout_s=2.0),
+            kafka_broker.is_ready(s.kafka_bootstrap, timeout_s=2.0, brokers=1 if s.kafka_external else len(kafka_pids) or 1),
             managed=kafka_pid is not None,
             external=s.kafka_external,
+            pids=tuple(kafka_pids),
         ),
         ServiceStatus(
             "redis",

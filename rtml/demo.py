@@ -158,7 +158,7 @@ class Demo:
     def monitor(self) -> str:
         o = self.options
         log = self.spawn(
-            "monitor", "monitor", "--window-size", str(o.window_size), "--group", f"demo-{int(time.time())}",
+            "monitor", "monitor", "--window-size", str(o.window_size), "--group", f"rtml-monitor-demo-{int(time.time())}",
             # Windows of a few hours see the daily cycle (night vs day traffic) as mild drift (share ~0.1-0.2,
             # score ~0.1 here); the injected scenario moves more than half of the features.
             "--drift-share", "0.4", "--alert-min-features", "8", "--score-threshold", "0.45",

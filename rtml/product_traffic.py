@@ -58,7 +58,7 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
     s = settings()
     table = _day_table(start, end)
     values, keys, ts_ms = history_values(table)
-    producer = make_producer(key_serializer=None, value_serializer=None)
+    producer = make_producer(role="product", key_serializer=None, value_serializer=None)
     label_rows = dict(_label_values(table["transaction_id"].to_pylist()))
     pending_labels: deque[list[bytes]] = deque()
     latencies: list[float] = []
@@ -115,7 +115,9 @@ def wait_for_alert(timeout_s: float = 120.0, since_ms: int | None = None) -> dic
     from core.kafka_io import make_consumer
 
     since_ms = since_ms or int((time.time() - 3600) * 1000)
-    consumer = make_consumer([settings().topics.alerts], group_id=f"rtml-alert-watch-{uuid.uuid4().hex[:8]}")
+    consumer = make_consumer(
+        [settings().topics.alerts], group_id=f"rtml-operator-alert-watch-{uuid.uuid4().hex[:8]}", role="operator"
+    )
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:

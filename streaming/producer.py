@@ -109,18 +109,17 @@ def stream_live(
     bootstrap = bootstrap or s.kafka_bootstrap
     check_broker(bootstrap)
     if create_topics:
-        ensure_topics([t for t in (topic, labels_topic) if t], bootstrap=bootstrap)
+        ensure_topics([t for t in (topic, labels_topic) if t], bootstrap=bootstrap, role="product")
     start = start_time or datetime.now(UTC)
     start_us = to_us(start)
     producer = make_producer(
         bootstrap,
+        role="product",
         key_serializer=None,
         value_serializer=None,
         linger_ms=20,
         batch_size=1024 * 1024,
         metrics_enabled=False,
-        enable_idempotence=False,  # acks=1 (make_producer's default) excludes it; say so instead of a warning
-        max_in_flight_requests_per_connection=5,
     )
     user_partition = _user_partitions(producer, topic, n_users)
     limits = [x for x in (max_events, None if duration_s is None else round(duration_s * rate_per_s)) if x is not None]
@@ -314,10 +313,10 @@ def replay_history(
 
         raise UserFacingError(f"no history in {folder}: run `rtml simulate` first")
     check_broker(bootstrap)
-    ensure_topics([topic], bootstrap=bootstrap)
+    ensure_topics([topic], bootstrap=bootstrap, role="product")
     producer = make_producer(
-        bootstrap, key_serializer=None, value_serializer=None, linger_ms=20, batch_size=1024 * 1024,
-        metrics_enabled=False, enable_idempotence=False,
+        bootstrap, role="product", key_serializer=None, value_serializer=None, linger_ms=20, batch_size=1024 * 1024,
+        metrics_enabled=False,
     )  # fmt: skip
     total = sum(pq.read_metadata(f).num_rows for f in files)
     bar = tqdm(total=total, desc="replay", unit="evt", disable=not progress)

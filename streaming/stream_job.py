@@ -120,7 +120,7 @@ class StreamJob:
         from core.kafka_io import make_producer
 
         if self._producer is None:
-            self._producer = make_producer(self.spec.bootstrap)
+            self._producer = make_producer(self.spec.bootstrap, role="stream")
         for key, value in letters:
             self._producer.send(self.dlq_topic, key=key, value=value)
         self._producer.flush(timeout=30)
@@ -172,15 +172,15 @@ class StreamJob:
 
     def start(self):
         """Start the streaming query (returns the StreamingQuery)."""
-        from core.kafka_io import ensure_topics
+        from core.kafka_io import ensure_topics, spark_kafka_options
 
-        ensure_topics([self.dlq_topic], bootstrap=self.spec.bootstrap)
+        ensure_topics([self.dlq_topic], bootstrap=self.spec.bootstrap, role="stream")
         self._redis_client()
         self.processor = self.build_processor()
         spark = self.spark()
         reader = (
             spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", self.spec.bootstrap)
+            .options(**spark_kafka_options("stream", self.spec.bootstrap))
             .option("subscribe", self.spec.topic)
             .option("startingOffsets", self.options.starting_offsets)
             .option("failOnDataLoss", "false")

@@ -29,15 +29,28 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 @pytest.fixture(scope="session")
 def stack() -> Iterator:
     """The running local stack (started here if needed); yields the Settings it runs for."""
+    from core.kafka_io import credentials
     from core.settings import settings
     from infra import kafka_broker, redis_server
     from infra.stack import up
 
     s = settings()
     info = up(progress=False)
+    # Tests send to and read from throwaway topics through production code (stream job, monitor, live producer)
+    # whose roles have ACLs on the standard topics only: the session authenticates every client as admin.
+    # tests/infra/test_kafka_security.py clears this and checks each role's ACLs with its own credentials.
+    admin = credentials("admin", s)
+    saved = {k: os.environ.get(k) for k in ("RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD")}
+    if admin is not None and not s.kafka_auth.user:
+        os.environ["RTML_KAFKA_USER"], os.environ["RTML_KAFKA_PASSWORD"] = admin
     try:
         yield s
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         # Stop only what this session started, for the settings it started it with
         # (a test may have restarted Redis with start_redis(): that one is ours too).
         if info.kafka.started:
@@ -66,7 +79,7 @@ def kafka_topic(stack, request) -> Callable[..., str]:
 
     def make(prefix: str = "t", partitions: int = 3) -> str:
         name = f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
-        ensure_topics([name], partitions=partitions, bootstrap=stack.kafka_bootstrap)
+        ensure_topics([name], partitions=partitions, bootstrap=stack.kafka_bootstrap, role="admin")
         return name
 
     return make

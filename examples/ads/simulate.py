@@ -101,7 +101,7 @@ def publish(impressions: pa.Table, topic: str = "impressions") -> int:
     """Send impressions to Kafka (key = viewer_id, Kafka timestamp = event time); returns the count."""
     from core.kafka_io import make_producer
 
-    producer = make_producer(value_serializer=None)
+    producer = make_producer(role="product", value_serializer=None)
     keys = impressions["viewer_id"].to_pylist()
     ts_ms = (impressions["event_timestamp"].cast(pa.int64()).to_numpy() // 1000).tolist()
     for key, value, ms in zip(keys, wire_values(impressions), ts_ms, strict=True):

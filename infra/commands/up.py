@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run Redis as a local Redis Cluster (3 primaries + 3 replicas on RTML_REDIS_CLUSTER_PORT, 7000..7005); "
         "other commands use it with RTML_REDIS_CLUSTER=1",
     )
+    parser.add_argument("--brokers", type=int, default=None, help="Kafka nodes (default RTML_KAFKA_BROKERS or 1; 3 for replication)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
@@ -29,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
             raise UserFacingError("--redis-cluster conflicts with RTML_REDIS_URL, which names a single Redis")
         os.environ["RTML_REDIS_CLUSTER"] = "1"
+    if args.brokers is not None:  # settings() reads it (the one settings object); child processes inherit it
+        os.environ["RTML_KAFKA_BROKERS"] = str(args.brokers)
+
     up(progress=not args.quiet, spark_jars=not args.no_spark_jars)
     if args.redis_cluster and not args.quiet:
         print("redis: other rtml commands use this cluster with `export RTML_REDIS_CLUSTER=1`")

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     predictions = args.predictions_topic or cfg.topics.predictions
     labels = args.labels_topic or cfg.topics.labels
     alerts = args.alerts_topic or cfg.topics.alerts
-    ensure_topics([predictions, labels, alerts])
+    ensure_topics([predictions, labels, alerts], role="monitor")
     metrics = MonitorMetrics()
     sink = AlertSink(None, alerts, metrics=metrics)
     try:  # load the reference first: no port or client is opened for a monitor that cannot start
@@ -163,11 +163,12 @@ def run(args: argparse.Namespace) -> int:
         server = metrics.serve(args.metrics_port)
     except OSError as exc:
         raise UserFacingError(f"cannot serve metrics on port {args.metrics_port}: {exc} (use --metrics-port)") from None
-    producer = sink.producer = make_producer()
+    producer = sink.producer = make_producer(role="monitor")
     subscribed = [predictions] + ([] if args.no_labels else [labels])
     consumer = make_consumer(
         subscribed,
         args.group,
+        role="monitor",
         check_crcs=args.check_crcs,
         max_poll_records=5000,
         fetch_max_bytes=64 * 1024 * 1024,

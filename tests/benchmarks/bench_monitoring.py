@@ -45,7 +45,7 @@ def _messages(features: list[str]) -> tuple[list[dict], int]:
 def _produce(topic: str, messages: list[dict]) -> float:
     from core.kafka_io import make_producer
 
-    producer = make_producer()
+    producer = make_producer(role="admin")
     start_ms = int(time.time() * 1000)  # recent timestamps: old ones fall to time-based retention
     t0 = time.perf_counter()
     for i, msg in enumerate(messages):
@@ -64,6 +64,7 @@ def _plain_consume(topic: str, n: int, check_crcs: bool) -> float:
     consumer = make_consumer(
         [topic],
         f"plain-{uuid.uuid4().hex[:8]}",
+        role="admin",
         check_crcs=check_crcs,
         max_poll_records=5000,
         fetch_max_bytes=64 * 1024 * 1024,
@@ -176,7 +177,7 @@ def main() -> dict:
     info = up(progress=False, spark_jars=False)
     try:
         topic = f"bench-predictions-{uuid.uuid4().hex[:8]}"
-        ensure_topics([topic], partitions=1)
+        ensure_topics([topic], partitions=1, role="admin")
         messages, drift_start = _messages(features)
         produce_rate = _produce(topic, messages)
         n = len(messages)
@@ -195,6 +196,7 @@ def main() -> dict:
             consumer = make_consumer(
                 [topic],
                 f"bench-{uuid.uuid4().hex[:8]}",
+                role="admin",
                 check_crcs=False,
                 max_poll_records=5000,
                 fetch_max_bytes=64 * 1024 * 1024,

@@ -62,7 +62,7 @@ def produce(bootstrap: str, topic: str, n: int, rate: float | None, seed: int, s
     merchants = rng.integers(1, N_MERCHANTS + 1, n) + id_base
     amounts = np.round(rng.gamma(2.0, 30.0, n) + 0.01, 2)
     producer = make_producer(bootstrap, key_serializer=None, value_serializer=None, linger_ms=5,
-                             batch_size=512 * 1024, acks=1)
+                             batch_size=512 * 1024, role="admin")
     send = producer.send
     if rate is None:
         for i in range(n):
@@ -150,7 +150,7 @@ def bench_sustained(spark, store, bootstrap, workdir) -> dict:
     from core.kafka_io import ensure_topics
 
     topic = f"bench-sustained-{uuid.uuid4().hex[:6]}"
-    ensure_topics([topic], partitions=3, bootstrap=bootstrap)
+    ensure_topics([topic], partitions=3, bootstrap=bootstrap, role="admin")
     n = SUSTAINED_EVENTS
     start_us = int((time.time() - 600) * 1e6)  # 20k events/s of event time, ending ~10 min ago... + n*50us
     t0 = time.perf_counter()
@@ -182,7 +182,7 @@ def bench_rate(spark, store, bootstrap, workdir, rate: int, seconds: float, writ
     from core.kafka_io import ensure_topics
 
     topic = f"bench-rate{rate}-{uuid.uuid4().hex[:6]}"
-    ensure_topics([topic], partitions=3, bootstrap=bootstrap)
+    ensure_topics([topic], partitions=3, bootstrap=bootstrap, role="admin")
     job, query, rec = _job(spark, store, topic, workdir, trigger=0.25, max_offsets=None, starting="latest",
                            writer=writer)
     time.sleep(8)  # first (empty) trigger and warm-up done
@@ -224,7 +224,7 @@ def baseline(store, bootstrap, topic: str, n_expected: int, seconds: float, pace
     push_sources = {v.name: store.get_stream_feature_view(v.name).stream_source.name for v in spec.views}
     state = {v.name: sort_events(pd.DataFrame({v.join_key: [], TS: [], **{c: [] for c in v.value_columns}}), v)
              for v in spec.views}
-    consumer = make_consumer([topic], group_id=None, max_poll_records=500)
+    consumer = make_consumer([topic], group_id=None, max_poll_records=500, role="admin")
     done, fresh = 0, []
     t0 = time.time()
     try:
@@ -259,12 +259,12 @@ def bench_baseline(store, bootstrap) -> dict:
     from core.kafka_io import ensure_topics
 
     topic = f"bench-base-{uuid.uuid4().hex[:6]}"
-    ensure_topics([topic], partitions=3, bootstrap=bootstrap)
+    ensure_topics([topic], partitions=3, bootstrap=bootstrap, role="admin")
     n = 20_000
     produce(bootstrap, topic, n, None, seed=7, start_us=int((time.time() - 600) * 1e6), step_us=50)
     sustained = baseline(store, bootstrap, topic, n, BASELINE_SECONDS, paced=False)
     topic5k = f"bench-base5k-{uuid.uuid4().hex[:6]}"
-    ensure_topics([topic5k], partitions=3, bootstrap=bootstrap)
+    ensure_topics([topic5k], partitions=3, bootstrap=bootstrap, role="admin")
     n5k = int(5000 * 15)
     proc, _ = _spawn_producer(bootstrap=bootstrap, topic=topic5k, n=n5k, rate=5000, seed=9)
     at5k = baseline(store, bootstrap, topic5k, n5k, 15.0 + 2.0, paced=True)

@@ -136,9 +136,9 @@ def _metrics_port(command: str) -> int:
 
 def test_init_creates_the_topics_of_the_code(services):
     command = " ".join(services["init"]["command"])
-    assert "ensure_topics(settings().topics.all())" in command
+    assert "ensure_topics(settings().topics.all(), role='admin')" in command
     assert "rtml apply" in command
-    assert len(Topics().all()) == 5
+    assert len(Topics().all()) == 6
 
 
 def test_depends_on_known_services_with_healthchecks(services):

@@ -62,10 +62,13 @@ def _remap(value: str, ports: dict[int, int]) -> str:
 
 
 @pytest.fixture
-def compose_broker(tmp_path):
+def compose_broker(tmp_path, monkeypatch):
     """A broker started from the compose environment; yields (internal bootstrap, host bootstrap)."""
     from infra import kafka_broker
     from infra.proc import require_tool
+
+    # The compose broker is plaintext on the compose network (as RTML_KAFKA_BOOTSTRAP without RTML_KAFKA_USER).
+    monkeypatch.setenv("RTML_KAFKA_SECURITY", "plaintext")
 
     require_tool("java")
     jars = kafka_broker.jars_dir(progress=False)
@@ -117,7 +120,7 @@ def test_compose_kafka_config_runs_and_serves_both_listeners(compose_broker):
     from core.settings import Topics
 
     internal, host = compose_broker
-    ensure_topics(Topics().all(), bootstrap=internal)  # what the compose `init` service does
+    ensure_topics(Topics().all(), bootstrap=internal, role="admin")  # what the compose `init` service does
     admin = KafkaAdminClient(bootstrap_servers=[host], request_timeout_ms=10000)
     try:
         assert set(Topics().all()) <= set(admin.list_topics())
@@ -134,10 +137,10 @@ def test_compose_kafka_config_runs_and_serves_both_listeners(compose_broker):
     finally:
         admin.close()
     key = uuid.uuid4().hex
-    producer = make_producer(internal)
+    producer = make_producer(internal, role="admin")
     producer.send(Topics().transactions, key=key, value={"probe": key}).get(timeout=20)
     producer.close()
-    consumer = make_consumer([Topics().transactions], None, bootstrap=host, consumer_timeout_ms=10000)
+    consumer = make_consumer([Topics().transactions], None, bootstrap=host, consumer_timeout_ms=10000, role="admin")
     try:
         keys = [m.key.decode() for m in consumer]
     finally:

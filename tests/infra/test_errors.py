@@ -119,6 +119,7 @@ def test_broker_never_ready_points_to_its_log(own_env, monkeypatch):
 def test_broker_that_exits_at_startup_shows_log_lines(own_env):
     """Storage formatted for another node id: the broker refuses to start; the error quotes its log."""
     paths = kafka_broker.BrokerPaths.of(own_env)
+    kafka_broker.ensure_secrets(own_env)
     paths.data.mkdir(parents=True)
     (paths.data / "meta.properties").write_text(
         "version=1\nnode.id=7\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\ndirectory.id=AAAAAAAAAAAAAAAAAAAAAQ\n"

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_project_topics_exist(stack):
-    consumer = make_consumer([stack.topics.transactions], group_id=None, bootstrap=stack.kafka_bootstrap)
+    consumer = make_consumer([stack.topics.transactions], group_id=None, bootstrap=stack.kafka_bootstrap, role="admin")
     try:
         assert set(stack.topics.all()) <= consumer.topics()
     finally:
@@ -32,7 +32,7 @@ def test_round_trip_preserves_keys_timestamps_and_values(stack, kafka_topic):
         value = {"i": i, "user_id": key, "amount": round(rng.uniform(1, 500), 2)}
         sent.append((str(key), ts, value))
 
-    producer = make_producer(stack.kafka_bootstrap)
+    producer = make_producer(stack.kafka_bootstrap, role="admin")
     try:
         for key, ts, value in sent:
             producer.send(topic, key=key, value=value, timestamp_ms=ts)
@@ -40,7 +40,7 @@ def test_round_trip_preserves_keys_timestamps_and_values(stack, kafka_topic):
     finally:
         producer.close()
 
-    consumer = make_consumer([topic], group_id=f"g-{topic}", bootstrap=stack.kafka_bootstrap)
+    consumer = make_consumer([topic], group_id=f"g-{topic}", bootstrap=stack.kafka_bootstrap, role="admin")
     received = []
     try:
         deadline = time.monotonic() + 60

@@ -20,12 +20,13 @@ READER = textwrap.dedent(
     """
     import json, sys
     from pyspark.sql import SparkSession
+    from core.kafka_io import spark_kafka_options
     bootstrap, topic, jars = sys.argv[1], sys.argv[2], sys.argv[3]
     spark = (SparkSession.builder.master("local[1]").appName("rtml-connector-check")
              .config("spark.jars", jars).config("spark.ui.enabled", "false")
              .config("spark.jars.ivy", "/nonexistent-no-downloads").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
-    rows = (spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic)
+    rows = (spark.read.format("kafka").options(**spark_kafka_options("admin", bootstrap)).option("subscribe", topic)
             .option("startingOffsets", "earliest").load()
             .selectExpr("CAST(key AS STRING) AS k", "CAST(value AS STRING) AS v", "timestamp").collect())
     print(json.dumps([[r.k, json.loads(r.v)["i"], int(r.timestamp.timestamp() * 1000)] for r in rows]))
@@ -45,7 +46,7 @@ def test_spark_batch_read_from_kafka_with_connector_jars(stack, kafka_topic):
     topic = kafka_topic("spark", partitions=2)
     base_ms = 1_700_000_000_000
     sent = sorted([str(i % 7), i, base_ms + 1000 * i] for i in range(40))
-    producer = make_producer(stack.kafka_bootstrap)
+    producer = make_producer(stack.kafka_bootstrap, role="admin")
     try:
         for key, i, ts in sent:
             producer.send(topic, key=key, value={"i": i}, timestamp_ms=ts)

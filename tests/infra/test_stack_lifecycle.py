@@ -118,11 +118,17 @@ def test_generated_broker_config(own_env):
     host, port = s.kafka_host_port
     cport = kafka_broker.controller_port(s)
     assert cport == port + 1
-    assert props["listeners"] == f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}"
+    assert props["listeners"] == f"CLIENT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}"
+    assert props["listener.security.protocol.map"] == "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT"
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["super.users"] == "User:admin;User:controller"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["controller.quorum.voters"] == f"1@127.0.0.1:{cport}"
     assert props["log.dirs"] == str(s.state_dir / "kafka" / "data")
     assert props["num.partitions"] == "3"
     assert props["offsets.topic.replication.factor"] == "1"
-    assert props["auto.create.topics.enable"] == "true"
+    assert (props["default.replication.factor"], props["min.insync.replicas"]) == ("1", "1")
+    assert props["auto.create.topics.enable"] == "false"  # topics come from `rtml up` (admin) only
     # Replayed history carries old record timestamps: time-based retention would delete it within minutes.
     assert props["log.retention.ms"] == "-1"
     assert Path(props["log.dirs"]).is_relative_to(s.state_dir)
@@ -140,3 +146,26 @@ def test_concurrent_ups_start_one_broker_and_one_redis(own_env):
     assert stdout.count("kafka: starting") == 1 and stdout.count("redis: starting") == 1
     assert stdout.count("kafka: already running") == 1 and stdout.count("redis: already running") == 1
     assert kafka_broker.is_running(own_env) and redis_server.is_running(own_env)
+
+
+def test_generated_config_of_a_three_node_cluster(own_env, monkeypatch):
+    from core.settings import settings
+
+    monkeypatch.setenv("RTML_KAFKA_BROKERS", "3")
+    s = settings()
+    port = s.kafka_host_port[1]
+    assert s.kafka_bootstrap == f"127.0.0.1:{port},127.0.0.1:{port + 2},127.0.0.1:{port + 4}"
+    voters = f"1@127.0.0.1:{port + 1},2@127.0.0.1:{port + 3},3@127.0.0.1:{port + 5}"
+    for node in kafka_broker.nodes(s):
+        props = dict(
+            line.split("=", 1)
+            for line in kafka_broker.server_properties(s, node.paths, node).splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+        assert props["node.id"] == str(node.id)
+        assert props["controller.quorum.voters"] == voters
+        assert props["listeners"] == f"CLIENT://127.0.0.1:{port + 2 * (node.id - 1)},CONTROLLER://127.0.0.1:{port + 2 * node.id - 1}"
+        assert (props["default.replication.factor"], props["min.insync.replicas"]) == ("3", "2")
+        assert props["offsets.topic.replication.factor"] == "3"
+        assert props["unclean.leader.election.enable"] == "false"
+        assert props["log.dirs"] == str(s.state_dir / "kafka-cluster3" / f"node-{node.id}" / "data")

@@ -42,7 +42,7 @@ def _produce(topic: str, messages: list, start_ms: int | None = None) -> None:
     from core.kafka_io import make_producer
 
     start_ms = start_ms or int(time.time() * 1000)
-    producer = make_producer()
+    producer = make_producer(role="admin")
     try:
         for i, msg in enumerate(messages):
             key = msg.get("request_id") if isinstance(msg, dict) else str(i)
@@ -59,7 +59,7 @@ def _produce(topic: str, messages: list, start_ms: int | None = None) -> None:
 def _produce_raw(topic: str, payloads: list[bytes]) -> None:
     from core.kafka_io import make_producer
 
-    producer = make_producer(value_serializer=None)
+    producer = make_producer(value_serializer=None, role="admin")
     try:
         for p in payloads:
             producer.send(topic, key="bad", value=p)
@@ -71,7 +71,7 @@ def _produce_raw(topic: str, payloads: list[bytes]) -> None:
 def _read_all(topic: str, expect: int, timeout_s: float = 20.0) -> list[dict]:
     from core.kafka_io import make_consumer
 
-    consumer = make_consumer([topic], f"reader-{uuid.uuid4().hex[:8]}")
+    consumer = make_consumer([topic], f"reader-{uuid.uuid4().hex[:8]}", role="admin")
     out: list[dict] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -86,7 +86,7 @@ def _read_all(topic: str, expect: int, timeout_s: float = 20.0) -> list[dict]:
 def _consumer(topics: list[str], group: str):
     from core.kafka_io import make_consumer
 
-    return make_consumer(topics, group, check_crcs=False, max_poll_records=5000)
+    return make_consumer(topics, group, check_crcs=False, max_poll_records=5000, role="admin")
 
 
 def _committed(topic: str, group: str) -> int:
@@ -94,10 +94,12 @@ def _committed(topic: str, group: str) -> int:
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
+    from core.kafka_io import client_security
     from core.settings import settings
 
     consumer = KafkaConsumer(
-        bootstrap_servers=settings().kafka_bootstrap.split(","), group_id=group, enable_auto_commit=False
+        bootstrap_servers=settings().kafka_bootstrap.split(","), group_id=group, enable_auto_commit=False,
+        **client_security("admin"),
     )
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -119,7 +121,7 @@ def test_drifted_predictions_produce_an_alert_on_the_alerts_topic(stack, kafka_t
     _produce(predictions, messages)
 
     metrics = MonitorMetrics()
-    producer = make_producer()
+    producer = make_producer(role="admin")
     config = MonitorConfig(window=WindowSpec(size=WINDOW, min_events=100), retrain=RetrainConfig(enabled=False))
     monitor = Monitor(config, lambda: reference, tmp_path, metrics, AlertSink(producer, alerts, metrics=metrics))
     consumer = _consumer([predictions], f"mon-{uuid.uuid4().hex[:8]}")

@@ -223,7 +223,7 @@ def read_predictions(request_ids: set[str], timeout_s: float = 30.0) -> dict[str
     from core.kafka_io import make_consumer
     from core.settings import settings
 
-    consumer = make_consumer([settings().topics.predictions], group_id=None, consumer_timeout_ms=500)
+    consumer = make_consumer([settings().topics.predictions], group_id=None, consumer_timeout_ms=500, role="admin")
     found: dict[str, dict] = {}
     deadline = time.monotonic() + timeout_s
     try:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def _consume_all(topic: str, expected: int, timeout_s: float = 60.0) -> list:
     from core.kafka_io import make_consumer
 
-    consumer = make_consumer([topic], group_id=None, consumer_timeout_ms=500)
+    consumer = make_consumer([topic], group_id=None, consumer_timeout_ms=500, role="admin")
     records = []
     deadline = time.monotonic() + timeout_s
     try:

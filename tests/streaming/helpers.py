@@ -56,14 +56,14 @@ def publish(topic: str, events: list[dict], raw: list[bytes] | None = None) -> N
     """Send events (JSON per the wire format, key user_id, timestamp = event time) and raw byte records."""
     from core.kafka_io import make_producer
 
-    producer = make_producer()
+    producer = make_producer(role="admin")
     for e in events:
         producer.send(topic, key=e["user_id"], value=wire(e),
                       timestamp_ms=int(e["event_timestamp"].timestamp() * 1000))
     producer.flush()
     producer.close()
     if raw:
-        p = make_producer(key_serializer=None, value_serializer=None)
+        p = make_producer(key_serializer=None, value_serializer=None, role="admin")
         for value in raw:
             p.send(topic, value=value)
         p.flush()
@@ -133,7 +133,7 @@ def read_dlq(topic: str, expect: int, timeout_s: float = 30.0) -> list[dict]:
 
     from core.kafka_io import make_consumer
 
-    consumer = make_consumer([topic], group_id=None)
+    consumer = make_consumer([topic], group_id=None, role="admin")
     out: list[dict] = []
     deadline = time.monotonic() + timeout_s
     try:
