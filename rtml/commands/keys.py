@@ -15,19 +15,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--scope", action="append", choices=auth.SCOPES, required=True,
                         help="endpoint scope; repeat for several (predict, predict_batch, metrics, admin)")
     create.add_argument("--rate", type=float, default=auth.DEFAULT_RATE_PER_S, help="requests per second (burst = rate)")
+    create.add_argument("--reason", default="new API client", help="recorded in the audit trail")
     ls = sub.add_parser("list", help="keys with scopes and dates (never the secret)")
     ls.add_argument("--json", action="store_true")
     revoke = sub.add_parser("revoke", help="revoke a key by id; the service refuses it within seconds")
     revoke.add_argument("key_id")
+    revoke.add_argument("--reason", default="manual revocation", help="recorded in the audit trail")
 
 
 def run(args: argparse.Namespace) -> int:
+    from core import audit
+
     if args.action == "create":
         token = auth.create_key(args.name, args.scope, args.rate)
+        key_id = token[len(auth.PREFIX):].split("_", 1)[0]
+        audit.record("key.create", after={"id": key_id, "name": args.name, "scopes": sorted(set(args.scope)),
+                                          "rate_per_s": args.rate}, reason=args.reason)
         print(token)
         return 0
     if args.action == "revoke":
         record = auth.revoke_key(args.key_id)
+        audit.record("key.revoke", before={"id": record["id"], "name": record["name"], "scopes": record["scopes"]},
+                     after={"revoked_at": record["revoked_at"]}, reason=args.reason)
         print(f"revoked {record['id']} ({record['name']}) at {record['revoked_at']}")
         return 0
     rows = auth.list_keys()

@@ -114,3 +114,20 @@ def test_middleware_guards_everything_but_health_probes(keyfile):
     assert _call(app, "/predict_batch", token).status_code == 403
     assert _call(app, "/metrics", token).status_code == 403
     assert _call(app, "/docs", token).status_code == 403
+
+
+def test_key_commands_are_audited_without_the_secret(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RTML_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # no broker: the JSONL still gets every entry
+    from core import audit
+    from rtml.cli import main
+
+    assert main(["keys", "create", "--name", "checkout", "--scope", "predict", "--reason", "new client"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    key_id = token.split("_")[1]
+    assert main(["keys", "revoke", key_id]) == 0
+    text = audit.path().read_text()
+    entries = [json.loads(line) for line in text.splitlines()]
+    assert [e["action"] for e in entries] == ["key.create", "key.revoke"]
+    assert entries[0]["after"]["id"] == key_id and entries[0]["reason"] == "new client"
+    assert token.split("_", 2)[2] not in text
