@@ -40,9 +40,9 @@ from bentos import metrics  # noqa: E402
 from bentos.feature_plan import FeaturePlan, build_plan  # noqa: E402
 from bentos.prediction_log import PredictionLog  # noqa: E402
 from bentos.predictor import RowPredictor  # noqa: E402
+from bentos.schemas import Transaction, TransactionBatch  # noqa: E402
 from core.online_store import OnlineStore  # noqa: E402
 from core.redis_client import RedisUnavailable  # noqa: E402
-from bentos.schemas import Transaction, TransactionBatch  # noqa: E402
 from core.settings import settings  # noqa: E402
 
 log = logging.getLogger("rtml.serving")
