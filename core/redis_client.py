@@ -19,13 +19,14 @@ import collections
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 import hiredis
 from redis.crc import key_slot
 
 SLOTS = 16384
+_ReplyError = hiredis.ReplyError
 Address = tuple[str, int]
 
 
@@ -162,7 +163,7 @@ class FastRedis:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._proto = proto
             if self.db:
-                reply = await self._send(proto, resp(b"SELECT", str(self.db).encode()), 1)
+                reply = await self._submit(proto, resp(b"SELECT", str(self.db).encode()), 1)
                 if isinstance(reply[0], hiredis.ReplyError):
                     raise RedisUnavailable(f"SELECT {self.db} failed: {reply[0]}", self.where)
             fut.set_result(proto)
@@ -189,7 +190,8 @@ class FastRedis:
         else:
             proto.watchdog = loop.call_at(head.deadline, self._watch, proto)
 
-    async def _send(self, proto: _Protocol, payload: bytes, n_replies: int) -> list:
+    def _submit(self, proto: _Protocol, payload: bytes, n_replies: int) -> asyncio.Future:
+        """Write ``payload``; the future gets its ``n_replies`` replies (a plain call: no extra coroutine)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         deadline = loop.time() + self.timeout_s
@@ -197,7 +199,12 @@ class FastRedis:
         proto.transport.write(payload)  # type: ignore[union-attr]
         if proto.watchdog is None:
             proto.watchdog = loop.call_at(deadline, self._watch, proto)
-        return await future
+        return future
+
+    def _count(self, exc: RedisUnavailable) -> None:
+        self.errors += 1
+        self.last_error = f"{exc} ({exc.where})"
+        self.last_error_at = time.time()
 
     async def execute_raw(self, payload: bytes, n_replies: int) -> list:
         """Replies (error replies included as ``hiredis.ReplyError``); raise :class:`RedisUnavailable`."""
@@ -205,18 +212,23 @@ class FastRedis:
             proto = self._proto
             if proto is None or proto.closed:
                 proto = await self._connect()
-            return await self._send(proto, payload, n_replies)
+            return await self._submit(proto, payload, n_replies)
         except RedisUnavailable as exc:
-            self.errors += 1
-            self.last_error = f"{exc} ({exc.where})"
-            self.last_error_at = time.time()
+            self._count(exc)
             raise
 
     async def execute(self, payload: bytes, n_replies: int) -> list:
         """Replies of the ``n_replies`` commands in ``payload``; any error reply raises."""
-        replies = await self.execute_raw(payload, n_replies)
+        try:
+            proto = self._proto
+            if proto is None or proto.closed:
+                proto = await self._connect()
+            replies = await self._submit(proto, payload, n_replies)
+        except RedisUnavailable as exc:
+            self._count(exc)
+            raise
         for r in replies:
-            if isinstance(r, hiredis.ReplyError):
+            if r.__class__ is _ReplyError:
                 raise RedisUnavailable(f"Redis error: {str(r).split(' ', 1)[0]}", f"{self.where}: {r}")
         return replies
 
@@ -365,8 +377,14 @@ class AsyncRouter:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     # -- commands
-    async def execute(self, payload: bytes, n_replies: int) -> list:
-        """Replies of a batch of commands on a single (non-cluster) deployment."""
+    def execute(self, payload: bytes, n_replies: int) -> Awaitable[list]:
+        """Replies of a batch of commands on a single (non-cluster) deployment (awaitable; with one Redis
+        the node's own coroutine, no extra frame on the hot path)."""
+        if self.target.mode == "standalone":
+            return self._primary.execute(payload, n_replies)  # type: ignore[union-attr]
+        return self._execute_on_primary(payload, n_replies)
+
+    async def _execute_on_primary(self, payload: bytes, n_replies: int) -> list:
         primary = self._primary
         if primary is None:
             await self.refresh(force=True)
