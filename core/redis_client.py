@@ -20,7 +20,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import hiredis
 from redis.crc import key_slot
@@ -46,14 +46,22 @@ class RedisTarget:
     nodes: tuple[Address, ...]  # the server, the cluster's seed nodes, or the sentinels
     db: int = 0
     sentinel_master: str = "mymaster"
-    password: str | None = None
+    username: str | None = field(default=None, repr=False)  # Redis ACL user of the data nodes (None: default user)
+    password: str | None = field(default=None, repr=False)
+
+    def credentials_for(self, addr: Address) -> tuple[str | None, str | None]:
+        """AUTH credentials for a data node (sentinels are not data nodes: they get none)."""
+        if self.mode == "sentinel" and addr in self.nodes:
+            return None, None
+        return self.username, self.password
 
     @classmethod
     def from_settings(cls, s=None) -> RedisTarget:
         from core.settings import settings
 
         s = s or settings()
-        return cls(s.redis_mode, tuple(s.redis_nodes), s.redis_db, s.redis_sentinel_master)
+        return cls(s.redis_mode, tuple(s.redis_nodes), s.redis_db, s.redis_sentinel_master,
+                   username=s.redis_user, password=s.redis_password)
 
 
 def resp(*parts: bytes) -> bytes:
@@ -126,7 +134,10 @@ class _Protocol(asyncio.Protocol):
 class FastRedis:
     """Send pre-encoded RESP commands to one node, get their replies within ``timeout_s``."""
 
-    def __init__(self, host: str, port: int, db: int = 0, timeout_s: float = 0.1, connect_timeout_s: float = 0.2):
+    def __init__(self, host: str, port: int, db: int = 0, timeout_s: float = 0.1, connect_timeout_s: float = 0.2,
+                 username: str | None = None, password: str | None = None):
+        self._auth = None if password is None else resp(b"AUTH", *((username.encode(),) if username else ()),
+                                                          password.encode())
         self.host = host
         self.port = port
         self.db = db
@@ -162,6 +173,10 @@ class FastRedis:
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._proto = proto
+            if self._auth is not None:
+                reply = await self._submit(proto, self._auth, 1)
+                if isinstance(reply[0], hiredis.ReplyError):  # the reason names no secret (WRONGPASS, ...)
+                    raise RedisUnavailable(f"Redis refused the credentials: {str(reply[0]).split(' ', 1)[0]}", self.where)
             if self.db:
                 reply = await self._submit(proto, resp(b"SELECT", str(self.db).encode()), 1)
                 if isinstance(reply[0], hiredis.ReplyError):
@@ -301,8 +316,9 @@ class AsyncRouter:
     def _node(self, addr: Address) -> FastRedis:
         node = self._nodes.get(addr)
         if node is None:
+            user, password = self.target.credentials_for(addr)
             node = self._nodes[addr] = FastRedis(addr[0], addr[1], self.target.db if not self.cluster else 0,
-                                                 self.timeout_s, self.connect_timeout_s)
+                                                 self.timeout_s, self.connect_timeout_s, user, password)
         return node
 
     # -- topology
@@ -336,7 +352,8 @@ class AsyncRouter:
                 continue
             if reply:
                 host, port = (reply[0].decode(), int(reply[1]))
-                primary = FastRedis(host, port, self.target.db, self.timeout_s, self.connect_timeout_s)
+                primary = FastRedis(host, port, self.target.db, self.timeout_s, self.connect_timeout_s,
+                                    self.target.username, self.target.password)
                 role = await primary.execute_raw(resp(b"ROLE"), 1)
                 if isinstance(role[0], list) and role[0][0] in (b"master", "master"):
                     if self._primary is not None and self._primary is not primary:
@@ -491,10 +508,11 @@ class SyncRouter:
 
         c = self._clients.get(addr)
         if c is None:
+            user, password = self.target.credentials_for(addr)
             c = self._clients[addr] = redis.Redis(
                 host=addr[0], port=addr[1], db=0 if self.target.mode == "cluster" else self.target.db,
                 socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.socket_timeout_s,
-                password=self.target.password,
+                username=user, password=password,
             )
         return c
 

@@ -173,7 +173,10 @@ class Settings:
     def feast_redis_connection(self) -> str:
         """Redis connection string in Feast's format (``host:port[,host:port],db=N``)."""
         nodes = ",".join(f"{h}:{p}" for h, p in self.redis_nodes)
-        return nodes if self.redis_mode == "cluster" else f"{nodes},db={self.redis_db}"
+        out = nodes if self.redis_mode == "cluster" else f"{nodes},db={self.redis_db}"
+        if self.redis_password:  # Feast passes these to redis-py (the ACL user of this component)
+            out += (f",username={self.redis_user}" if self.redis_user else "") + f",password={self.redis_password}"
+        return out
 
     @property
     def feast_online_store(self) -> dict:

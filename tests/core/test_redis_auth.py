@@ -1,0 +1,94 @@
+"""Redis ACL users on the online store's clients, against a real redis-server started (and stopped) here."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+from core.redis_client import FastRedis, RedisTarget, RedisUnavailable, SyncRouter, resp
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def acl_redis(tmp_path_factory):
+    """A redis-server whose default user is off: `reader` may only read, `writer` may do everything."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path_factory.mktemp("redis")),
+         "--user", "default", "off",
+         "--user", "reader", "on", ">reader-pw", "~*", "&*", "+@read", "+@connection",
+         "--user", "writer", "on", ">writer-pw", "~*", "&*", "+@all"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=port, username="writer", password="writer-pw").ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _get(port: int, username: str | None, password: str | None, key: bytes = b"k") -> list:
+    async def go():
+        client = FastRedis("127.0.0.1", port, username=username, password=password, timeout_s=2, connect_timeout_s=2)
+        try:
+            return await client.execute(resp(b"GET", key), 1)
+        finally:
+            client.close()
+
+    return asyncio.run(go())
+
+
+def test_hot_path_client_authenticates_and_reads(acl_redis):
+    redis.Redis(port=acl_redis, username="writer", password="writer-pw").set("k", "v")
+    assert _get(acl_redis, "reader", "reader-pw") == [b"v"]
+
+
+def test_unauthenticated_and_wrong_password_are_refused_without_leaking_the_secret(acl_redis):
+    with pytest.raises(RedisUnavailable, match="NOAUTH"):
+        _get(acl_redis, None, None)
+    with pytest.raises(RedisUnavailable) as refused:
+        _get(acl_redis, "reader", "not-the-password")
+    assert "WRONGPASS" in str(refused.value) and "not-the-password" not in str(refused.value)
+
+
+def test_writer_connections_carry_the_acl_user(acl_redis):
+    addr = ("127.0.0.1", acl_redis)
+    reader = SyncRouter(RedisTarget("standalone", (addr,), username="reader", password="reader-pw"))
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        reader.client(addr).hset("h", "f", "1")
+    writer = SyncRouter(RedisTarget("standalone", (addr,), username="writer", password="writer-pw"))
+    assert writer.client(addr).hset("h", "f", "1") == 1
+
+
+def test_settings_hand_the_user_to_every_client(monkeypatch):
+    from core.settings import settings
+
+    monkeypatch.setenv("RTML_REDIS_USER", "rtml-serving")
+    monkeypatch.setenv("RTML_REDIS_PASSWORD", "s3cret")
+    target = RedisTarget.from_settings()
+    assert (target.username, target.password) == ("rtml-serving", "s3cret")
+    assert "s3cret" not in repr(target) and "s3cret" not in repr(settings())
+    assert settings().feast_redis_connection.endswith(",username=rtml-serving,password=s3cret")
