@@ -187,17 +187,17 @@ def main() -> dict:
         Path(bodies_file).write_text(json.dumps(_bodies(2000)))
 
         services = {}
-        for name in ("fraud", "baseline"):
+        for name in ("prediction", "baseline"):
             port = free_port()
             pid, url = serve.start_detached(name, "127.0.0.1", port, workers=1, timeout=180)
             ports.append(port)
             services[name] = (port, _worker_pids(pid))
             _load(port, 4, 3, bodies_file)  # warm-up (imports, connections, caches)
 
-        results: dict[str, dict] = {"fraud": {}, "baseline": {}}
+        results: dict[str, dict] = {"prediction": {}, "baseline": {}}
         load_avg = []
         for c in CONCURRENCY:
-            for name in ("fraud", "baseline"):
+            for name in ("prediction", "baseline"):
                 port, pids = services[name]
                 load_avg.append(os.getloadavg()[0])
                 cpu0 = _cpu_seconds(pids)
@@ -209,12 +209,12 @@ def main() -> dict:
                     f"errors {r['errors']}  server cpu {r['server_cpu_ms_per_request']:.3f} ms/req",
                     flush=True,
                 )
-        stages = _stage_means(services["fraud"][0])
+        stages = _stage_means(services["prediction"][0])
         print("fraud service stage means (us):", {k: round(v, 1) for k, v in stages.items()}, flush=True)
 
         # Extra (not a goal): the same service with 2 workers at the highest concurrency.
         port2 = free_port()
-        pid2, _ = serve.start_detached("fraud", "127.0.0.1", port2, workers=2, timeout=180)
+        pid2, _ = serve.start_detached("prediction", "127.0.0.1", port2, workers=2, timeout=180)
         ports.append(port2)
         _load(port2, 8, 3, bodies_file)
         pids2 = _worker_pids(pid2)
@@ -222,7 +222,7 @@ def main() -> dict:
         two_workers = _summary(_load(port2, 32, seconds, bodies_file), _cpu_seconds(pids2) - cpu0)
         print(f"fraud x2  c=32  {two_workers['rps']:8.0f} req/s  p50 {two_workers['p50_ms']:7.2f} ms  p99 {two_workers['p99_ms']:7.2f} ms", flush=True)
 
-        fast, base = results["fraud"], results["baseline"]
+        fast, base = results["prediction"], results["baseline"]
         out: dict = {
             "model": {"tag": tag, "trees": 300, "max_depth": 6, "features": len(model_store.get_model(tag).info.metadata["features"])},
             "setup": {

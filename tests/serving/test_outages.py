@@ -127,7 +127,7 @@ def test_no_broker_at_startup_and_metadata_defaults(serving):
         mp.setenv("RTML_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
         mp.setenv("RTML_SERVING_LOG_QUEUE", "4")
         t0 = time.monotonic()
-        _, url = serve.start_detached("fraud", "127.0.0.1", port, model=tag, timeout=120)
+        _, url = serve.start_detached("prediction", "127.0.0.1", port, model=tag, timeout=120)
         startup = time.monotonic() - t0
     try:
         assert startup < 100

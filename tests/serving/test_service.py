@@ -168,12 +168,18 @@ def test_batch_equals_single_predictions(serving):
 def _bad_requests() -> list[tuple[str, str, object, str]]:
     good = txn(USER_BASE + 1, MERCHANT_BASE + 1, 10.0, "DE")
     without_amount = {k: v for k, v in good.items() if k != "amount"}
-    from bentos.schemas import MAX_BATCH
+    from core.settings import settings
+
+    MAX_BATCH = settings().serving.max_batch  # noqa: N806
 
     return [
         ("missing field", "/predict", without_amount, "amount"),
         ("wrong type", "/predict", {**good, "user_id": "abc"}, "user_id"),
         ("numeric string id", "/predict", {**good, "merchant_id": "12"}, "merchant_id"),
+        ("id above int64", "/predict", {**good, "user_id": 2**63}, "user_id"),
+        ("negative id below int64", "/predict", {**good, "merchant_id": -(2**63) - 1}, "merchant_id"),
+        ("short country", "/predict", {**good, "country": "D"}, "country"),
+        ("explain not a bool", "/predict", {**good, "explain": "yes"}, "explain"),
         ("negative amount", "/predict", {**good, "amount": -5.0}, "amount"),
         ("zero amount", "/predict", {**good, "amount": 0}, "amount"),
         ("string amount", "/predict", {**good, "amount": "10"}, "amount"),
