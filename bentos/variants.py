@@ -110,7 +110,7 @@ class Variant:
         contribs = self.booster.predict(
             xgb.DMatrix(arr, missing=np.nan, nthread=1), pred_contribs=True, approx_contribs=self.explain_approx, validate_features=False
         )[0]
-        order = np.argsort(-np.abs(contribs[:-1]))[:top_k]
+        order = np.argsort(-np.abs(contribs[:-1]), kind="stable")[:top_k]
         return [
             {"feature": self.features[i], "value": _json_float(row[i]), "contribution": float(contribs[i])}
             for i in order

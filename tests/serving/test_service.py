@@ -224,22 +224,25 @@ def test_health_readiness_and_metrics(serving):
         assert name in text, name
 
 
-def read_predictions(request_ids: set[str], timeout_s: float = 30.0) -> dict[str, dict]:
-    """Messages of the ``predictions`` topic with these request ids (key = request id)."""
+def read_predictions(request_ids: set[str], timeout_s: float = 30.0, expect_per_key: int = 1) -> dict:
+    """Messages of the ``predictions`` topic with these request ids (key = request id): one record per id,
+    or with ``expect_per_key`` > 1 a list of that many (a shadow rollout logs two per request)."""
     from core.kafka_io import make_consumer
     from core.settings import settings
 
     consumer = make_consumer([settings().topics.predictions], group_id=None, consumer_timeout_ms=500)
-    found: dict[str, dict] = {}
+    found: dict[str, list[dict]] = {}
     deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline and len(found) < len(request_ids):
+        while time.monotonic() < deadline and sum(len(v) >= expect_per_key for v in found.values()) < len(request_ids):
             for msg in consumer:
                 key = msg.key.decode() if msg.key else None
                 if key in request_ids:
-                    found[key] = json.loads(msg.value)
+                    found.setdefault(key, []).append(json.loads(msg.value))
     finally:
         consumer.close()
+    if expect_per_key == 1:
+        return {k: v[0] for k, v in found.items()}
     return found
 
 
