@@ -284,9 +284,10 @@ def status_dir() -> Path:
     return settings().state_dir / "rollout"
 
 
-def read_status() -> dict[str, Any] | None:
-    """The last status the controller wrote (``<state_dir>/rollout/status.json``), or None."""
-    path = status_dir() / "status.json"
+def read_status(mode: str | None = None) -> dict[str, Any] | None:
+    """The last status the controller wrote (``<state_dir>/rollout/status.json``; with ``mode``, the last
+    one of that stage of the rollout), or None."""
+    path = status_dir() / (f"status-{mode}.json" if mode else "status.json")
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -327,7 +328,9 @@ class RolloutController:
 
     def write(self, status: dict[str, Any], decision: Decision) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in (("status.json", json.dumps(status, indent=2, default=str)), ("report.html", render_html(status, decision))):
+        text = json.dumps(status, indent=2, default=str)
+        stage = f"status-{status['rollout'].get('mode')}.json"  # the last word on each stage stays readable
+        for name, text in (("status.json", text), (stage, text), ("report.html", render_html(status, decision))):
             tmp = self.out_dir / f".{name}.tmp"
             tmp.write_text(text)
             tmp.replace(self.out_dir / name)

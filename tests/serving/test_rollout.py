@@ -236,3 +236,127 @@ def test_explain_returns_the_top_contributions_with_the_values_used(serving):
         # all contributions + bias are the log-odds of the score
         assert float(c.sum()) == pytest.approx(math.log(body["score"] / (1 - body["score"])), abs=1e-4)
     assert "reasons" not in post(serving.url, "/predict", txns[0]).json()
+
+
+# ---- the rollout policy end to end: service -> Kafka -> monitoring.rollout -> registry -> service ----------
+
+
+class Watcher:
+    """What the monitor does for rollouts (``RolloutFeed.observe`` on every batch), on its own consumer."""
+
+    def __init__(self, step_every_s: float = 0.5):
+        import threading
+
+        from core.kafka_io import make_consumer
+        from core.settings import settings
+        from monitoring.rollout import RolloutFeed
+
+        topics = settings().topics
+        self.consumer = make_consumer([topics.predictions, topics.labels], group_id=None, auto_offset_reset="latest")
+        deadline = time.monotonic() + 20
+        while not self.consumer.assignment() and time.monotonic() < deadline:
+            self.consumer.poll(timeout_ms=200)
+        assert self.consumer.assignment(), "no partitions assigned"
+        self.consumer.seek_to_end()
+        self.feed = RolloutFeed(topics.predictions, step_every_s=step_every_s)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            batch = self.consumer.poll(timeout_ms=200)
+            for tp, records in batch.items():
+                self.feed.observe(tp.topic, records)
+            self.feed.observe("", [])  # let the policy step while idle
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.consumer.close()
+
+
+def wait_history(action: str, timeout_s: float = 30.0) -> dict:
+    from core import model_store
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events = [e for e in model_store.history() if e["action"] == action]
+        if events:
+            return events[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"no {action} in {[e['action'] for e in model_store.history()[-5:]]}")
+
+
+def test_policy_goes_shadow_canary_complete_on_its_own(serving, challenger, capsys):
+    from core import model_store
+    from monitoring.rollout import read_status
+    from rtml.cli import main as cli
+
+    watcher = Watcher()
+    try:
+        policy = {"shadow_predictions": 40, "min_agreement": 0.0, "canary_share": 0.5, "canary_predictions": 15, "min_error_sample": 10}
+        rollout = model_store.start_rollout(challenger, "shadow", auto=True, policy=policy)
+        wait_for(serving.url, challenger=challenger, mode="shadow")
+        for t in known_transactions(50, seed=60):
+            assert post(serving.url, "/predict", t).status_code == 200
+        event = wait_history("rollout-canary")
+        assert event["tag"] == challenger and event["reason"].startswith("policy: shadow: ")
+        status = read_status("shadow")
+        assert status["rollout"]["id"] == rollout["id"] and status["shadow"]["pairs"] >= 40
+        assert 0.0 <= status["shadow"]["decision_agreement"] <= 1.0 and status["shadow"]["score_mean_abs_diff"] > 0
+        wait_for(serving.url, challenger=challenger, mode="canary", share=0.5)
+        served = {"production": 0, "challenger": 0}
+        for t in known_transactions(60, seed=61):
+            served[post(serving.url, "/predict", t).json()["variant"]] += 1
+        assert served["challenger"] > 0  # the policy completes after 15 of them: later requests see it as production
+        wait_history("rollout-complete")
+        wait_for(serving.url, production=challenger, challenger=None)
+        assert model_store.production_tag() == challenger and model_store.rollout_state() is None
+        status = read_status("canary")
+        assert status["recommendation"]["action"] == "complete" and status["variants"]["challenger"]["predictions"] >= 15
+        assert "Recommendation: <b>complete</b>" in (model_store.registry_dir().parent / "rollout" / "report.html").read_text()
+    finally:
+        watcher.close()
+    capsys.readouterr()
+    assert cli(["models", "rollout-status"]) == 0
+    assert "no rollout is running" in capsys.readouterr().out
+
+
+def test_policy_aborts_a_challenger_that_ranks_worse_once_labels_arrive(serving):
+    """A challenger trained on shuffled labels: once labels arrive its PR-AUC is far below production's -> abort."""
+    import json
+
+    import xgboost as xgb
+
+    from core import model_store
+    from core.kafka_io import make_producer
+    from core.settings import settings
+    from tests.fixtures.models import synthetic_feature_frame
+    from training.registry import register_model
+
+    meta, _ = model_and_booster(serving.model_tag)
+    features = list(meta["features"])
+    X, y = synthetic_feature_frame(2000, seed=9, features=features)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "seed": 9, "nthread": 1},
+                        xgb.DMatrix(X, label=np.random.default_rng(9).permutation(y), feature_names=features), 20)
+    bad = register_model(booster, {**{k: meta[k] for k in ("feature_refs", "defaults")}, "features": features, "threshold": 0.5}, None)
+    watcher = Watcher()
+    producer = make_producer(value_serializer=None, key_serializer=None)
+    try:
+        policy = {"shadow_predictions": 10**6, "min_labels": 40, "max_pr_auc_drop": 0.05}
+        model_store.start_rollout(bad, "shadow", auto=True, policy=policy)
+        wait_for(serving.url, challenger=bad, mode="shadow")
+        txns = known_transactions(120, seed=70)
+        bodies = [post(serving.url, "/predict", t).json() for t in txns]
+        cut = np.quantile([b["score"] for b in bodies], 0.75)
+        for t, b in zip(txns, bodies, strict=True):  # the truth follows production's ranking: production is right
+            label = {"transaction_id": t["transaction_id"], "is_fraud": int(b["score"] >= cut)}
+            producer.send(settings().topics.labels, key=t["transaction_id"].encode(), value=json.dumps(label).encode())
+        producer.flush(10)
+        event = wait_history("rollout-abort")
+        assert event["tag"] == bad and "PR-AUC" in event["reason"], event
+        wait_for(serving.url, production=serving.model_tag, challenger=None)
+    finally:
+        producer.close()
+        watcher.close()
