@@ -328,9 +328,9 @@ class RolloutController:
 
     def write(self, status: dict[str, Any], decision: Decision) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(status, indent=2, default=str)
+        raw = json.dumps(status, indent=2, default=str)
         stage = f"status-{status['rollout'].get('mode')}.json"  # the last word on each stage stays readable
-        for name, text in (("status.json", text), (stage, text), ("report.html", render_html(status, decision))):
+        for name, text in (("status.json", raw), (stage, raw), ("report.html", render_html(status, decision))):
             tmp = self.out_dir / f".{name}.tmp"
             tmp.write_text(text)
             tmp.replace(self.out_dir / name)
