@@ -274,3 +274,31 @@ def test_prediction_log_messages_arrive_complete(serving):
     unknown = next(r for r in found.values() if r["user_id"] == UNKNOWN_USER)
     assert unknown["features"]["account_age_days"] is None  # NaN default is logged as null
     assert not any(isinstance(v, float) and math.isnan(v) for r in found.values() for v in r["features"].values())
+
+
+def test_batch_score_equals_the_online_score_for_the_same_events(serving, tmp_path):
+    """`rtml score` over events stamped after the feature rows sees the feature values the service read
+    online: the same scores (max abs diff <= 1e-6), decisions and model version, with every join engine."""
+    from bentos.batch_score import score_range
+    from core.settings import settings
+
+    txns = known_transactions(30, seed=80) + [txn(UNKNOWN_USER, UNKNOWN_MERCHANT, 12.0, "FR")]
+    times = [serving.now + pd.Timedelta(minutes=2, milliseconds=i) for i in range(len(txns))]
+    served = {t["transaction_id"]: post(serving.url, "/predict", t).json() for t in txns}
+    events = pd.DataFrame(txns).drop(columns=["timestamp"]).assign(event_timestamp=times)
+    folder = settings().data_dir / "transactions"
+    folder.mkdir(parents=True, exist_ok=True)
+    events.to_parquet(folder / "part-batch-test.parquet", index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+    try:
+        for engine in ("duckdb", "sorted", "feast"):
+            result = score_range(serving.now + pd.Timedelta(minutes=1), serving.now + pd.Timedelta(minutes=3), engine=engine,
+                                 out=tmp_path / f"{engine}.parquet")
+            out = pd.read_parquet(result.path).set_index("transaction_id")
+            assert result.rows == len(txns) and set(out.index) == set(served), engine
+            diff = max(abs(out.loc[k, "score"] - b["score"]) for k, b in served.items())
+            assert diff <= 1e-6, (engine, diff)
+            assert all(out.loc[k, "decision"] == b["decision"] for k, b in served.items())
+            assert set(out["model_version"]) == {serving.model_tag.split(":")[1]} and set(out["variant"]) == {"production"}
+            assert list(out["user_id"]) == [t["user_id"] for t in txns]  # in event order
+    finally:
+        (folder / "part-batch-test.parquet").unlink()
