@@ -77,7 +77,7 @@ def _bodies(n: int, seed: int = 1) -> list[dict]:
     return out
 
 
-def _train_model() -> str:
+def _train_model(seed: int = 4, promote_it: bool = True) -> str:
     """A model of realistic size on synthetic rows with the service's feature list, promoted."""
     import math
 
@@ -87,8 +87,8 @@ def _train_model() -> str:
     from tests.fixtures import models as fixture_models
     refs = feature_refs.service_feature_refs()
     features = feature_refs.ref_names(refs)
-    X, y = fixture_models.synthetic_feature_frame(20_000, seed=4, features=features)
-    params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2, "seed": 4}
+    X, y = fixture_models.synthetic_feature_frame(20_000, seed=seed, features=features)
+    params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2, "seed": seed}
     booster = xgb.train(params, xgb.DMatrix(X, label=y, feature_names=features), num_boost_round=300)
     meta = {
         "features": features,
@@ -99,7 +99,8 @@ def _train_model() -> str:
         "params": {**params, "num_boost_round": 300},
     }
     tag = registry.register_model(booster, meta, None)
-    model_store.promote(tag, reason="serving benchmark")
+    if promote_it:
+        model_store.promote(tag, reason="serving benchmark")
     return tag
 
 
