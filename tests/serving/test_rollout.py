@@ -46,6 +46,18 @@ def online_frame(serving, txns: list[dict], features: list[str], feature_service
     return pd.DataFrame({f: [np.nan if v is None else v for v in online[f]] for f in features})
 
 
+def variant_metric(url: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` carrying all ``labels`` (in any order)."""
+    import re
+
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        m = re.match(rf"^{re.escape(name)}\{{([^}}]*)\}}\s+(\S+)$", line)
+        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
 def bucket(key, rollout_id: str) -> int:
     """The documented split: CRC-32 of the key, salted with the CRC-32 of the rollout id, mod 10000."""
     return zlib.crc32(str(key).encode(), zlib.crc32(rollout_id.encode())) % 10_000
@@ -101,6 +113,12 @@ def test_shadow_scores_every_request_logged_never_returned(serving, challenger):
         assert shadow["decision"] == ("fraud" if shadow["score"] >= float(chal_meta["threshold"]) else "legit")
         assert shadow["latency_ms"] > 0
     assert not np.allclose(chal_expected, [b["score"] for b in bodies], atol=1e-3), "the two models should differ"
+    # Per-variant metrics: the challenger's 20 shadow scores and decisions are counted under its own labels.
+    chal = {"variant": "challenger", "model_version": challenger.split(":")[1]}
+    assert variant_metric(serving.url, "rtml_serving_variant_score_count", **chal) >= 20
+    decisions = variant_metric(serving.url, "rtml_serving_variant_decisions_total", **chal)
+    assert decisions == variant_metric(serving.url, "rtml_serving_variant_score_count", **chal)
+    assert variant_metric(serving.url, "rtml_serving_variant_latency_seconds_count", variant="production") >= 20
 
 
 def test_canary_share_is_a_deterministic_hash_of_the_request_id(serving, challenger):
