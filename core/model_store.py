@@ -338,55 +338,46 @@ def start_rollout(
     return rollout
 
 
-def set_rollout_mode(mode: str, share: str | float, reason: str = "manual") -> dict[str, Any]:
-    """Move the running rollout to ``mode`` with ``share`` (e.g. shadow -> canary 5%)."""
-    if mode not in ROLLOUT_MODES:
-        raise UserFacingError(f"rollout mode {mode!r}: use one of {', '.join(ROLLOUT_MODES)}")
-    fraction = parse_share(share)
+@contextlib.contextmanager
+def _running_rollout(action: str, reason: str, **extra: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Change the running rollout under the lock: yields (pointer state, rollout); logs ``action`` in history."""
     with _pointer_lock():
         state = _read_pointer()
         rollout = state.get("rollout")
         if not rollout:
             raise UserFacingError("no rollout is running (`rtml models rollout TAG --mode ...`)")
-        rollout.update(mode=mode, share=fraction, updated_at=_now())
+        previous = state.get("current")
+        yield state, rollout
         state.setdefault("history", []).append(
-            {"action": f"rollout-{mode}", "tag": rollout["challenger"], "previous": state.get("current"), "reason": reason, "at": _now(), "share": fraction}
+            {"action": action, "tag": rollout["challenger"], "previous": previous, "reason": reason, "at": _now(), **extra}
         )
         _write_pointer(state)
+
+
+def set_rollout_mode(mode: str, share: str | float, reason: str = "manual") -> dict[str, Any]:
+    """Move the running rollout to ``mode`` with ``share`` (e.g. shadow -> canary 5%)."""
+    if mode not in ROLLOUT_MODES:
+        raise UserFacingError(f"rollout mode {mode!r}: use one of {', '.join(ROLLOUT_MODES)}")
+    fraction = parse_share(share)
+    with _running_rollout(f"rollout-{mode}", reason, share=fraction) as (_state, rollout):
+        rollout.update(mode=mode, share=fraction, updated_at=_now())
     return rollout
 
 
 def complete_rollout(reason: str = "manual") -> str:
     """Make the challenger the production model and end the rollout; return its tag."""
-    with _pointer_lock():
-        state = _read_pointer()
-        rollout = state.get("rollout")
-        if not rollout:
-            raise UserFacingError("no rollout is running")
+    with _running_rollout("rollout-complete", reason) as (state, rollout):
         tag = rollout["challenger"]
         get_model(tag)  # must still exist
-        previous = state.get("current")
-        if previous != tag:
+        if state.get("current") != tag:
             state["stack"] = [*state.get("stack", []), tag]
         state["current"] = tag
         state["rollout"] = None
-        state.setdefault("history", []).append(
-            {"action": "rollout-complete", "tag": tag, "previous": previous, "reason": reason, "at": _now()}
-        )
-        _write_pointer(state)
     return tag
 
 
 def abort_rollout(reason: str = "manual") -> str:
     """End the rollout without promoting; return the challenger's tag."""
-    with _pointer_lock():
-        state = _read_pointer()
-        rollout = state.get("rollout")
-        if not rollout:
-            raise UserFacingError("no rollout is running")
+    with _running_rollout("rollout-abort", reason) as (state, rollout):
         state["rollout"] = None
-        state.setdefault("history", []).append(
-            {"action": "rollout-abort", "tag": rollout["challenger"], "previous": state.get("current"), "reason": reason, "at": _now()}
-        )
-        _write_pointer(state)
     return rollout["challenger"]
