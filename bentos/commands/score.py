@@ -11,8 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", required=True, help="end of the range (exclusive)")
     parser.add_argument("--model", default=None, help="model tag (default: the registry's production model)")
     parser.add_argument(
-        "--engine", choices=("duckdb", "sorted", "feast"), default="duckdb",
-        help="point-in-time join: duckdb (default), sorted (numpy), or feast (the configured offline store; Spark with RTML_OFFLINE_STORE=spark)",
+        "--engine", choices=("auto", "duckdb", "sorted", "feast"), default="auto",
+        help="point-in-time join: auto (default: sorted for integer keys, else duckdb), duckdb, sorted, "
+        "or feast (the configured offline store; Spark with RTML_OFFLINE_STORE=spark)",
     )
     parser.add_argument("--out", type=Path, default=None, help="output Parquet (default <state_dir>/scores/VERSION-START-END.parquet)")
 

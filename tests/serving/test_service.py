@@ -290,7 +290,7 @@ def test_batch_score_equals_the_online_score_for_the_same_events(serving, tmp_pa
     folder.mkdir(parents=True, exist_ok=True)
     events.to_parquet(folder / "part-batch-test.parquet", index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
     try:
-        for engine in ("duckdb", "sorted", "feast"):
+        for engine in ("auto", "duckdb", "sorted", "feast"):
             result = score_range(serving.now + pd.Timedelta(minutes=1), serving.now + pd.Timedelta(minutes=3), engine=engine,
                                  out=tmp_path / f"{engine}.parquet")
             out = pd.read_parquet(result.path).set_index("transaction_id")
