@@ -178,7 +178,7 @@ class PredictionService:
         plan = self._plans.get(tuple(refs))
         if plan is None:
             plan = self._plans[tuple(refs)] = build_plan(self.store, refs, features, defaults)
-        key = (prod.tag, chal.tag if chal else None, (rollout or {}).get("mode"), (rollout or {}).get("share"), (rollout or {}).get("id"))
+        key = self._key_of(production_tag, rollout)
         d = Deployment(
             plan,
             prod.bind(PRODUCTION, features),
@@ -193,11 +193,20 @@ class PredictionService:
             del self._models[tag]  # models no longer served
         return key, d
 
+    @staticmethod
+    def _key_of(production_tag: str, rollout: dict | None) -> tuple:
+        """What a deployment serves; a rollout of the production model itself is no rollout."""
+        r = rollout or {}
+        challenger = r.get("challenger")
+        if not challenger or challenger == production_tag:
+            return (production_tag, None, None, None, None)
+        return (production_tag, challenger, r.get("mode"), r.get("share"), r.get("id"))
+
     def reload(self) -> bool:
         """Serve what the registry says now; True if the deployment changed. Failures keep the current one."""
         production_tag, rollout = self._wanted()
-        key = (production_tag, (rollout or {}).get("challenger"), (rollout or {}).get("mode"), (rollout or {}).get("share"), (rollout or {}).get("id"))
-        if key == self._key or (rollout and rollout.get("challenger") == production_tag and key[0] == self._key[0] and self._key[1] is None):
+        key = self._key_of(production_tag, rollout)
+        if key == self._key:
             return False
         t0 = time.monotonic()
         try:

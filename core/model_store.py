@@ -255,7 +255,7 @@ def _now() -> str:
 # ---------------------------------------------------------------- rollouts (challenger variants)
 #
 # A rollout lives in the same pointer file, under "rollout": {"id", "challenger", "production", "mode",
-# "share", "auto", "policy", "started_at", "updated_at"}. The prediction service polls the file and
+# "share", "auto", "policy", "thresholds", "started_at", "updated_at"}. The prediction service polls the file and
 # serves what it says (see bentos.variants); the monitor's rollout policy may move it on
 # (monitoring.rollout). Every change is appended to "history".
 
@@ -305,7 +305,8 @@ def start_rollout(
     """Declare ``tag`` the challenger of the production model in ``mode`` (shadow, canary or ab)."""
     if mode not in ROLLOUT_MODES:
         raise UserFacingError(f"rollout mode {mode!r}: use one of {', '.join(ROLLOUT_MODES)}")
-    full = str(get_model(tag).tag)
+    challenger = get_model(tag)
+    full = str(challenger.tag)
     fraction = parse_share(share)
     with _pointer_lock():
         state = _read_pointer()
@@ -327,6 +328,11 @@ def start_rollout(
             "share": fraction,
             "auto": bool(auto),
             "policy": dict(policy or {}),
+            # decision thresholds, so readers (the monitor) need not load the models
+            "thresholds": {
+                "production": float(get_model(current).info.metadata["threshold"]),
+                "challenger": float(challenger.info.metadata["threshold"]),
+            },
             "started_at": _now(),
             "updated_at": _now(),
         }

@@ -410,15 +410,5 @@ def _unserved(value: bytes | str) -> bool:
 
 
 def _thresholds(state: dict[str, Any]) -> dict[str, float]:
-    from core import model_store
-
-    out = {}
-    for variant, key in ((PRODUCTION, "production"), (CHALLENGER, "challenger")):
-        tag = state.get(key)
-        if not tag:
-            continue
-        try:
-            out[variant] = float(model_store.get_model(tag).info.metadata["threshold"])
-        except Exception:  # noqa: BLE001 - a missing model: precision at 0.5
-            out[variant] = 0.5
-    return out
+    """Decision thresholds of the two variants, recorded in the rollout by the model store."""
+    return {k: float(v) for k, v in (state.get("thresholds") or {}).items()}
