@@ -294,12 +294,13 @@ class Watcher:
         self.consumer.close()
 
 
-def wait_history(action: str, timeout_s: float = 30.0) -> dict:
+def wait_history(action: str, tag: str, timeout_s: float = 60.0) -> dict:
+    """The registry's history event ``action`` of ``tag`` (waits for the policy to act)."""
     from core import model_store
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        events = [e for e in model_store.history() if e["action"] == action]
+        events = [e for e in model_store.history() if e["action"] == action and e["tag"] == tag]
         if events:
             return events[-1]
         time.sleep(0.2)
@@ -318,7 +319,7 @@ def test_policy_goes_shadow_canary_complete_on_its_own(serving, challenger, caps
         wait_for(serving.url, challenger=challenger, mode="shadow")
         for t in known_transactions(50, seed=60):
             assert post(serving.url, "/predict", t).status_code == 200
-        event = wait_history("rollout-canary")
+        event = wait_history("rollout-canary", challenger)
         assert event["tag"] == challenger and event["reason"].startswith("policy: shadow: ")
         status = read_status("shadow")
         assert status["rollout"]["id"] == rollout["id"] and status["shadow"]["pairs"] >= 40
@@ -328,7 +329,7 @@ def test_policy_goes_shadow_canary_complete_on_its_own(serving, challenger, caps
         for t in known_transactions(60, seed=61):
             served[post(serving.url, "/predict", t).json()["variant"]] += 1
         assert served["challenger"] > 0  # the policy completes after 15 of them: later requests see it as production
-        wait_history("rollout-complete")
+        wait_history("rollout-complete", challenger)
         wait_for(serving.url, production=challenger, challenger=None)
         assert model_store.production_tag() == challenger and model_store.rollout_state() is None
         status = read_status("canary")
@@ -372,7 +373,7 @@ def test_policy_aborts_a_challenger_that_ranks_worse_once_labels_arrive(serving)
             label = {"transaction_id": t["transaction_id"], "is_fraud": int(b["score"] >= cut)}
             producer.send(settings().topics.labels, key=t["transaction_id"].encode(), value=json.dumps(label).encode())
         producer.flush(10)
-        event = wait_history("rollout-abort")
+        event = wait_history("rollout-abort", bad)
         assert event["tag"] == bad and "PR-AUC" in event["reason"], event
         wait_for(serving.url, production=serving.model_tag, challenger=None)
     finally:
