@@ -53,3 +53,23 @@ def test_bad_shares_and_modes_are_clear_errors(models, share, message):
         model_store.start_rollout(models[0], "shadow")
     with pytest.raises(UserFacingError, match="no rollout is running"):
         model_store.complete_rollout()
+
+
+def test_cli_rollout_status_complete_abort(models, capsys):
+    from core import model_store
+    from rtml.cli import main as cli
+
+    prod, chal = models
+    assert cli(["models", "rollout", chal.split(":")[1], "--mode", "canary", "--share", "10%"]) == 0
+    assert f"{chal} as canary challenger of {prod} (10.0%)" in capsys.readouterr().out
+    assert cli(["models", "rollout-status"]) == 0
+    out = capsys.readouterr().out
+    assert "mode canary (10.0%)" in out and "no comparison yet" in out
+    assert cli(["models", "complete"]) == 0
+    assert model_store.production_tag() == chal
+    assert cli(["models", "abort"]) == 1
+    assert "no rollout is running" in capsys.readouterr().err
+    assert cli(["models", "rollout", prod, "--policy", '{"shadow_predictions": 7}', "--auto"]) == 0
+    assert model_store.rollout_state()["policy"] == {"shadow_predictions": 7} and model_store.rollout_state()["auto"] is True
+    assert cli(["models", "history"]) == 0
+    assert "rollout-shadow" in capsys.readouterr().out
