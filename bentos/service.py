@@ -44,9 +44,10 @@ from starlette.responses import Response  # noqa: E402
 from bentos import metrics  # noqa: E402
 from bentos.feature_plan import FeaturePlan, FetchResult, build_plan  # noqa: E402
 from bentos.prediction_log import PredictionLog  # noqa: E402
-from bentos.redis_reader import FastRedis, RedisUnavailable  # noqa: E402
 from bentos.request_schema import RequestSpec, request_models, request_spec  # noqa: E402
 from bentos.variants import CHALLENGER, PRODUCTION, Deployment, Variant, load_model  # noqa: E402
+from core.online_store import OnlineStore  # noqa: E402
+from core.redis_client import RedisUnavailable  # noqa: E402
 from core.settings import settings  # noqa: E402
 
 log = logging.getLogger("rtml.serving")
@@ -109,12 +110,11 @@ class PredictionService:
 
         self.spec = SPEC
         self.store = get_store()
+        self.redis = OnlineStore.from_settings(feast_store=self.store, timeout_s=_SERVING.redis_timeout_s)
         self._models: dict[str, Variant] = {}
         self._plans: dict[tuple[str, ...], FeaturePlan] = {}
         self.pinned = bool(_SERVING.model_tag)
         self._key, self.deployment = self._deployment(*self._wanted())
-        host, port = settings().redis_host_port
-        self.redis = FastRedis(host, port, settings().redis_db, timeout_s=_SERVING.redis_timeout_s)
         self._m_fetch = metrics.stage_seconds.labels(stage="feature_fetch")
         self._m_on_demand = metrics.stage_seconds.labels(stage="on_demand")
         self._m_predict = metrics.stage_seconds.labels(stage="predict")
@@ -177,7 +177,7 @@ class PredictionService:
             defaults = {**chal.defaults, **defaults}
         plan = self._plans.get(tuple(refs))
         if plan is None:
-            plan = self._plans[tuple(refs)] = build_plan(self.store, refs, features, defaults)
+            plan = self._plans[tuple(refs)] = build_plan(self.store, refs, features, defaults, self.redis)
         key = self._key_of(production_tag, rollout)
         d = Deployment(
             plan,
@@ -271,13 +271,10 @@ class PredictionService:
 
     # ---- hot path -------------------------------------------------------------------------------
     async def _fetch(self, d: Deployment, reqs: Sequence[dict]) -> list[FetchResult]:
-        """Online features of ``reqs``: the one place that reads Redis (one pipelined round trip)."""
-        plan = d.plan
-        k = d.n_reads
+        """Online features of ``reqs``: the one place that reads the online store (one pipelined round trip)."""
         if len(reqs) == 1:
-            return [plan.decode(await self.redis.execute(plan.commands(reqs[0]), k))]
-        replies = await self.redis.execute(b"".join(plan.commands(r) for r in reqs), k * len(reqs))
-        return [plan.decode(replies[i * k : (i + 1) * k]) for i in range(len(reqs))]
+            return [await self.redis.read(d.plan.read, reqs[0])]
+        return await self.redis.read_many(d.plan.read, reqs)
 
     def _redis_down(self, exc: RedisUnavailable) -> Response:
         metrics.redis_errors_total.inc()

@@ -3,7 +3,7 @@
 Stream job (``rtml stream``): :mod:`streaming.stream_job` wires Spark's Kafka source,
 :mod:`streaming.parsing` (JSON parse + validation -> dead letters) and :mod:`streaming.processor`
 (per micro-batch: watermark, :mod:`streaming.aggregates` exact windowed features from the registry's
-StreamFeatureViews (:mod:`streaming.feature_specs`), :mod:`streaming.online_writer` Redis in Feast's
+StreamFeatureViews (:mod:`streaming.feature_specs`), :class:`core.online_store.OnlineStore` Redis in Feast's
 format, :mod:`streaming.offline_writer` Parquet, :mod:`streaming.state_store` versioned state in the
 checkpoint folder, :mod:`streaming.metrics` Prometheus).
 

@@ -44,14 +44,11 @@ class BackfillResult:
 
 
 def _writer(store, kind: str):
-    import redis
+    from core.online_store import OnlineStore
+    from streaming.online_writer import FeastOnlineWriter
 
-    from streaming.online_writer import FeastOnlineWriter, PipelinedOnlineWriter
-
-    client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=30)
-    if kind == "feast":
-        return FeastOnlineWriter(store, client)
-    return PipelinedOnlineWriter(client, store.config.project, store.config.entity_key_serialization_version)
+    online = OnlineStore.from_settings(feast_store=store)
+    return FeastOnlineWriter(online) if kind == "feast" else online
 
 
 def _us(ts: datetime) -> int:
@@ -86,12 +83,13 @@ def _bucket_fn(spec: ViewSpec, start_us: int, end_us: int, stem: str, folder: st
 
 
 def run_backfill(start: datetime, end: datetime, spark=None, store=None, master: str | None = None,
-                 materialize: bool = True, buckets: int = 4, max_amount: float = 1_000_000.0,
+                 materialize: bool = True, buckets: int = 4,
                  source_path: str | None = None, offline_dirs: dict[str, str] | None = None,
                  online_writer: str = "pipelined") -> BackfillResult:
     """Recompute the stream views for events in [start, end) into the offline store, then materialize."""
     from pyspark.sql import functions as F
 
+    from core.contracts import stream_rules
     from streaming.parsing import valid_history_condition
 
     if start.tzinfo is None or end.tzinfo is None:
@@ -119,7 +117,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     raw = spark.read.parquet(path)
     history = (
         raw.withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
-        .where(valid_history_condition(max_amount))
+        .where(valid_history_condition(spec.rules or stream_rules()))
         .where((F.col("event_us") > F.lit(context_us)) & (F.col("event_us") < F.lit(end_us)))
     )
     history = history.cache()

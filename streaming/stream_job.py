@@ -19,17 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.contracts import stream_rules
 from core.settings import settings
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
-from streaming.parsing import parse_transactions
+from streaming.parsing import parse_events
 from streaming.processor import BatchProcessor
 from streaming.state_store import StateStore
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_AMOUNT = 1_000_000.0
-DEFAULT_FUTURE_TOLERANCE_S = 300.0
 
 
 @dataclass
@@ -44,8 +42,6 @@ class StreamOptions:
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
     online_writer: str = "pipelined"  # or "feast"
-    max_amount: float = DEFAULT_MAX_AMOUNT
-    future_tolerance_s: float = DEFAULT_FUTURE_TOLERANCE_S
     metrics_port: int = 9108
     shuffle_partitions: int = 2
     offline_dirs: dict[str, str] | None = None  # tests: per-view output folders
@@ -73,6 +69,7 @@ class StreamJob:
             topic=options.topic or spec.topic,
             bootstrap=options.bootstrap or spec.bootstrap or s.kafka_bootstrap,
             watermark_delay_us=spec.watermark_delay_us,
+            rules=spec.rules or stream_rules(),
         )
         if not options.bootstrap and spec.bootstrap and spec.bootstrap != s.kafka_bootstrap:
             log.warning("Kafka bootstrap from the registry (%s) differs from settings (%s): using the registry's; "
@@ -92,24 +89,31 @@ class StreamJob:
     def _redis_client(self):
         import redis
 
+        from core.redis_client import RedisTarget, RedisUnavailable, SyncRouter
+
         if self._redis is None:
-            self._redis = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=10)
+            router = SyncRouter(RedisTarget.from_settings(), socket_timeout_s=10)
             try:
-                self._redis.ping()
-            except redis.RedisError as exc:
+                for client in router.nodes():
+                    client.ping()
+            except (redis.RedisError, OSError, RedisUnavailable) as exc:
                 from core.errors import UserFacingError
 
+                router.close()
                 raise UserFacingError(f"Redis does not answer at {settings().redis_url}: {exc}") from exc
+            self._redis = router
         return self._redis
 
     def _online_writer(self):
-        from streaming.online_writer import FeastOnlineWriter, PipelinedOnlineWriter
+        from core.online_store import OnlineStore
+        from streaming.online_writer import FeastOnlineWriter
 
+        self._redis_client()  # fail fast with a clear error when Redis does not answer
+        online = OnlineStore.from_settings(feast_store=self.store)
         if self.options.online_writer == "feast":
-            return FeastOnlineWriter(self.store, self._redis_client())
+            return FeastOnlineWriter(online)
         if self.options.online_writer == "pipelined":
-            cfg = self.store.config
-            return PipelinedOnlineWriter(self._redis_client(), cfg.project, cfg.entity_key_serialization_version)
+            return online
         raise ValueError(f"unknown online writer {self.options.online_writer!r} (feast|pipelined)")
 
     def _send_dead_letters(self, letters) -> None:
@@ -185,8 +189,7 @@ class StreamJob:
             reader = reader.option("maxOffsetsPerTrigger", str(self.options.max_offsets_per_trigger))
         needed = sorted({v.join_key for v in self.spec.views} | {c for v in self.spec.views for c in v.value_columns}
                         - {"event_timestamp"})
-        parsed = parse_transactions(reader.load(), self.options.max_amount, self.options.future_tolerance_s,
-                                    keep_columns=tuple(needed))
+        parsed = parse_events(reader.load(), self.spec.rules, keep_columns=tuple(needed))
         checkpoint = self.options.checkpoint()
         checkpoint.mkdir(parents=True, exist_ok=True)
         self.query = (

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streaming.online_writer import PipelinedOnlineWriter
+from core.online_store import OnlineStore
 from tests.streaming.helpers import (
     assert_rows_equal,
     fresh_id_base,
@@ -69,9 +69,9 @@ def test_stream_and_backfill_agree(stream_job, feast_store, spark, tmp_path, red
                      for v in stream_job.spec.views}
 
     # Redis loses the entities, the backfill (offline rows + full materialize) brings them back.
-    writer = PipelinedOnlineWriter(redis_client, feast_store.config.project)
+    writer = OnlineStore.from_settings(feast_store=feast_store)
     for v in stream_job.spec.views:
-        keys = writer.redis_keys(v.join_key, np.array(sorted({e[v.join_key] for e in all_events}), dtype=np.int64))
+        keys = writer.redis_keys(v.name, np.array(sorted({e[v.join_key] for e in all_events}), dtype=np.int64))
         redis_client.delete(*keys)
     b_start = min(e["event_timestamp"] for e in all_events).replace(microsecond=0) - timedelta(seconds=1)
     b_end = sentinel["event_timestamp"] + timedelta(seconds=1)
