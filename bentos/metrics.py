@@ -39,3 +39,33 @@ prediction_log_dropped_total = bentoml.metrics.Counter(
     documentation="Prediction log records dropped (queue full or Kafka send failed).",
     labelnames=["reason"],
 )
+
+# ---- per variant (production / challenger during a rollout) ---------------------------------------
+VARIANT_LABELS = ["variant", "model_version"]
+variant_latency_seconds = bentoml.metrics.Histogram(
+    name="rtml_serving_variant_latency_seconds",
+    documentation="Model scoring time per prediction, by variant (shadow: per row of a batched call).",
+    labelnames=VARIANT_LABELS,
+    buckets=STAGE_BUCKETS,
+)
+variant_score = bentoml.metrics.Histogram(
+    name="rtml_serving_variant_score",
+    documentation="Scores by variant (shadow scores included: logged, never returned).",
+    labelnames=VARIANT_LABELS,
+    buckets=SCORE_BUCKETS,
+)
+variant_decisions_total = bentoml.metrics.Counter(
+    name="rtml_serving_variant_decisions_total",
+    documentation="Decisions by variant (decision rate = fraud / all).",
+    labelnames=[*VARIANT_LABELS, "decision"],
+)
+variant_errors_total = bentoml.metrics.Counter(
+    name="rtml_serving_variant_errors_total",
+    documentation="Predictions a variant failed to make (a failing challenger never fails a request).",
+    labelnames=VARIANT_LABELS,
+)
+reloads_total = bentoml.metrics.Counter(
+    name="rtml_serving_reloads_total",
+    documentation="Deployment changes picked up from the registry without a restart, by result (ok, failed).",
+    labelnames=["result"],
+)

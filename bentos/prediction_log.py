@@ -7,6 +7,13 @@ hands them to a kafka-python producer (long linger: few wake-ups of its sender t
 and yielding between chunks keeps the GIL with the event loop: a Python thread that wakes per request
 makes the request thread wait for the GIL. The thread waits for the broker in the background (short
 ``check_broker``, retry), so a missing broker neither blocks start-up nor requests.
+
+Shadow predictions are queued unscored (score ``None``): this thread scores them, many rows per
+XGBoost call (which releases the GIL), so a shadow challenger adds almost nothing to a request.
+
+A record carries the request's id field and entity keys (named by the feature service), the variant
+that made it (``production`` or ``challenger``), whether its score was ``served`` to the caller, and the
+model's scoring time ``latency_ms``.
 """
 
 from __future__ import annotations
@@ -17,17 +24,17 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from core.contracts import PREDICTION_FIELDS
 from core.settings import settings
 
 log = logging.getLogger(__name__)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
-# (request_id, transaction_id, user_id, merchant_id, epoch seconds, score, decision, row, missing, age)
+# (request_id, request dict, epoch seconds, score | None, decision | None, row, missing, age, variant,
+#  served, scoring seconds | None). Score None = a shadow prediction still to be scored.
 Entry = tuple
 
 
@@ -40,9 +47,8 @@ class PredictionLog:
 
     def __init__(
         self,
-        model_name: str,
-        model_version: str,
-        feature_names: list[str],
+        id_field: str,
+        entity_keys: Sequence[str],
         maxsize: int = 10_000,
         on_drop: Callable[[str, int], None] | None = None,
         topic: str | None = None,
@@ -54,9 +60,8 @@ class PredictionLog:
         s = settings()
         self.topic = topic or s.topics.predictions
         self.bootstrap = bootstrap or s.kafka_bootstrap
-        self.model_name = model_name
-        self.model_version = model_version
-        self.feature_names = feature_names
+        self.id_field = id_field
+        self.entity_keys = tuple(entity_keys)
         self.maxsize = maxsize
         self.queue: collections.deque[Entry] = collections.deque()
         self.flush_interval_s = flush_interval_s
@@ -84,22 +89,49 @@ class PredictionLog:
             self.queue.append(entry)
 
     def record(self, e: Entry) -> dict[str, Any]:
-        """The ``PREDICTION_FIELDS`` record of one queued entry."""
-        request_id, txn_id, user_id, merchant_id, ts, score, decision, row, missing, age = e
-        return {
-            "request_id": request_id,
-            "transaction_id": txn_id,
-            "user_id": user_id,
-            "merchant_id": merchant_id,
-            "prediction_timestamp": datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "score": score,
-            "decision": decision,
-            "features": {n: _clean(v) for n, v in zip(self.feature_names, row, strict=True)},
-            "missing_features": list(missing),
-            "feature_age_seconds": None if age is None else _clean(age),
-        }
+        """The ``PREDICTION_FIELDS`` record of one queued (and scored) entry."""
+        request_id, req, ts, score, decision, row, missing, age, variant, served, seconds = e
+        out: dict[str, Any] = {"request_id": request_id, self.id_field: req[self.id_field]}
+        for key in self.entity_keys:
+            out[key] = req[key]
+        out["prediction_timestamp"] = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        out["model_name"] = variant.tag.split(":", 1)[0]
+        out["model_version"] = variant.model_version
+        out["variant"] = variant.name
+        out["served"] = served
+        out["score"] = score
+        out["decision"] = decision
+        out["latency_ms"] = None if seconds is None else 1000.0 * seconds
+        out["features"] = {n: _clean(v) for n, v in zip(variant.features, row, strict=True)}
+        out["missing_features"] = list(missing)
+        out["feature_age_seconds"] = None if age is None else _clean(age)
+        return out
+
+    @staticmethod
+    def score_shadow(entries: list[Entry]) -> list[Entry]:
+        """Score the unscored (shadow) entries, one XGBoost call per challenger; failures become ``error``."""
+        todo: dict[int, list[int]] = {}
+        for i, e in enumerate(entries):
+            if e[3] is None and e[4] is None:
+                todo.setdefault(id(e[8]), []).append(i)
+        for idx in todo.values():
+            variant = entries[idx[0]][8]
+            t0 = time.perf_counter()
+            try:
+                scores = variant.score_rows([entries[i][5] for i in idx])
+            except Exception as exc:  # noqa: BLE001 - a broken challenger must not stop the log
+                log.warning("shadow %s failed: %s", variant.tag, exc)
+                for i in idx:
+                    variant.error()
+                    entries[i] = (*entries[i][:4], "error", *entries[i][5:])
+                continue
+            per_row = (time.perf_counter() - t0) / len(idx)
+            for i, s in zip(idx, scores, strict=True):
+                score = float(s)
+                decision = variant.observe(score, per_row)
+                e = entries[i]
+                entries[i] = (e[0], e[1], e[2], score, decision, e[5], e[6], e[7], e[8], e[9], per_row)
+        return entries
 
     # ---- background thread ----------------------------------------------------------------------
     def _connect(self) -> None:
@@ -141,8 +173,8 @@ class PredictionLog:
                 self._stop.wait(self.flush_interval_s)
                 continue
             partitions = self._partitions
-            for _ in range(min(self.chunk, len(q))):
-                entry = q.popleft()
+            entries = [q.popleft() for _ in range(min(self.chunk, len(q)))]
+            for entry in self.score_shadow(entries):
                 try:
                     record = self.record(entry)
                     self._next = (self._next + 1) % len(partitions)
@@ -167,9 +199,3 @@ class PredictionLog:
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
-
-
-assert set(PREDICTION_FIELDS) == {
-    "request_id", "transaction_id", "user_id", "merchant_id", "prediction_timestamp", "model_name",
-    "model_version", "score", "decision", "features", "missing_features", "feature_age_seconds",
-}, "core/contracts.py PREDICTION_FIELDS changed: update PredictionLog.record"

@@ -1,19 +1,24 @@
-"""Online fraud scoring on BentoML: request-time features from Redis, XGBoost, a prediction log.
+"""Online predictions on BentoML for any feature repo: request-time features from Redis, XGBoost, a
+prediction log, and model rollouts (shadow, canary, A/B) that change without a restart.
 
-Per request: one pipelined Redis round trip reads the model's online features in Feast's own storage
-format (see :mod:`bentos.feature_plan`), the on-demand features are computed from the request with the
-feature repo's own body, XGBoost scores with ``inplace_predict`` (one thread), and the prediction is
-queued for the Kafka ``predictions`` topic (never blocking). Everything that can be resolved once
-(feature references, field hashes, the feature order, metric children) is resolved at start-up.
+The service is configured by a model and the feature service it was trained on: the request model
+(:mod:`bentos.request_schema`), the Redis read plan (:mod:`bentos.feature_plan`) and the on-demand
+inputs all come from that feature service's definitions, so another domain is another feature repo.
 
-Endpoints: ``POST /predict``, ``POST /predict_batch``; BentoML's ``/healthz`` ``/livez`` (process
-alive), ``/readyz`` (model loaded and Redis answers) and ``/metrics``.
+Per request: one pipelined Redis round trip reads the online features in Feast's own format, the
+on-demand features are computed with the feature repo's own body, the variant that answers is picked
+(:mod:`bentos.variants`), XGBoost scores one preallocated row, and the prediction is queued for the
+Kafka ``predictions`` topic (never blocking). In shadow mode the challenger scores the same feature
+vector in the prediction log's thread (off the request path). ``"explain": true`` adds the top feature
+contributions (XGBoost ``pred_contribs``) with the values used.
 
-Settings (environment): ``RTML_SERVING_WORKERS`` (1), ``RTML_SERVING_MAX_BATCH`` (256),
-``RTML_SERVING_REDIS_TIMEOUT_MS`` (100), ``RTML_SERVING_LOG_QUEUE`` (10000), ``RTML_SERVING_MODEL_TAG``
-(default: the registry's production model), ``RTML_SERVING_SWITCH_INTERVAL_MS`` (0.5: GIL switch
-interval), ``RTML_SERVING_PROFILE`` (path: cProfile the worker, for
-developers).
+Hot reload: a thread polls the registry's pointer file; when the production model or the rollout
+changes it loads the new models and builds a new :class:`~bentos.variants.Deployment` beside the old
+one, then swaps one attribute. Requests read the deployment once, so none fails during a change.
+
+Endpoints: ``POST /predict``, ``POST /predict_batch``, ``GET /deployment``; BentoML's ``/healthz``
+``/livez`` (process alive), ``/readyz`` (model loaded and Redis answers) and ``/metrics``.
+Settings: ``settings().serving`` (``RTML_SERVING_*``).
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import math
 import os
 import sys
+import threading
 import time
 import uuid
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from core.model_store import bentoml_home
@@ -37,10 +42,10 @@ import bentoml  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from bentos import metrics  # noqa: E402
-from bentos.feature_plan import FeaturePlan, build_plan  # noqa: E402
+from bentos.feature_plan import FeaturePlan, FetchResult, build_plan  # noqa: E402
 from bentos.prediction_log import PredictionLog  # noqa: E402
-from bentos.predictor import RowPredictor  # noqa: E402
-from bentos.schemas import Transaction, TransactionBatch  # noqa: E402
+from bentos.request_schema import RequestSpec, request_models, request_spec  # noqa: E402
+from bentos.variants import CHALLENGER, PRODUCTION, Deployment, Variant, load_model  # noqa: E402
 from core.online_store import OnlineStore  # noqa: E402
 from core.redis_client import RedisUnavailable  # noqa: E402
 from core.settings import settings  # noqa: E402
@@ -48,11 +53,6 @@ from core.settings import settings  # noqa: E402
 log = logging.getLogger("rtml.serving")
 
 _SERVING = settings().serving
-WORKERS = _SERVING.workers
-REDIS_TIMEOUT_S = _SERVING.redis_timeout_s
-LOG_QUEUE = _SERVING.log_queue
-SWITCH_INTERVAL_S = _SERVING.switch_interval_s
-
 _perf = time.perf_counter
 _now = time.time
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -64,9 +64,10 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def model_tag() -> str:
     """The model to serve: ``RTML_SERVING_MODEL_TAG``, else the registry's production model, else (inside a
-    built Bento, where there is no registry pointer) the latest ``fraud_model`` in the store."""
+    built Bento, where there is no registry pointer) the latest model of that name in the store."""
     from core import model_store
-    tag = os.environ.get("RTML_SERVING_MODEL_TAG")
+
+    tag = _SERVING.model_tag
     if tag:
         return tag if ":" in tag else f"{model_store.model_name()}:{tag}"
     current = model_store.production_tag()
@@ -79,16 +80,27 @@ def model_tag() -> str:
 MODEL_TAG = model_tag()
 
 
+def _request_spec() -> RequestSpec:
+    from core import model_store
+
+    meta = model_store.get_model(MODEL_TAG).info.metadata
+    return request_spec(meta.get("feature_service"))
+
+
+SPEC = _request_spec()
+Request, RequestBatch = request_models(SPEC, _SERVING.max_batch)
+
+
 @bentoml.service(
-    name="fraud_scorer",
-    workers=WORKERS,
+    name="prediction_service",
+    workers=_SERVING.workers,
     traffic={"timeout": 10},
     logging={"access": {"enabled": False}},
     # BentoML's request metrics stay on; per-request tracing spans (~0.2 ms of CPU each) are off for the hot path.
     tracing={"excluded_urls": ["predict", "livez", "healthz", "readyz", "metrics"]},
 )
-class FraudScorer:
-    """Scores card transactions for fraud."""
+class PredictionService:
+    """Scores requests with the production model (and a challenger during a rollout)."""
 
     # Resolved at import, so `bentoml build` packs the served model into the Bento.
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
@@ -96,37 +108,141 @@ class FraudScorer:
     def __init__(self) -> None:
         from core.feast_store import get_store
 
-        self.model = self.model_ref
-        self.booster = bentoml.xgboost.load_model(self.model)
-        meta = self.model.info.metadata
-        self.model_name = self.model.tag.name
-        self.model_version = self.model.tag.version
-        self.features: list[str] = list(meta["features"])
-        self.threshold = float(meta["threshold"])
-        defaults = {k: v for k, v in (meta.get("defaults") or {}).items() if v is not None and not _isnan(v)}
-        feast_store = get_store()
-        self.redis = OnlineStore.from_settings(feast_store=feast_store, timeout_s=REDIS_TIMEOUT_S)
-        self.plan: FeaturePlan = build_plan(feast_store, meta["feature_refs"], self.features, defaults, self.redis)
-        self.n_reads = len(self.plan.reads)
-        self.predictor = RowPredictor(self.booster, len(self.features))
+        self.spec = SPEC
+        self.store = get_store()
+        self.redis = OnlineStore.from_settings(feast_store=self.store, timeout_s=_SERVING.redis_timeout_s)
+        self._models: dict[str, Variant] = {}
+        self._plans: dict[tuple[str, ...], FeaturePlan] = {}
+        self.pinned = bool(_SERVING.model_tag)
+        self._key, self.deployment = self._deployment(*self._wanted())
         self._m_fetch = metrics.stage_seconds.labels(stage="feature_fetch")
         self._m_on_demand = metrics.stage_seconds.labels(stage="on_demand")
         self._m_predict = metrics.stage_seconds.labels(stage="predict")
         self._m_missing: dict[str, Any] = {}
         dropped = {r: metrics.prediction_log_dropped_total.labels(reason=r) for r in ("queue_full", "send_failed")}
         self.prediction_log = PredictionLog(
-            self.model_name,
-            self.model_version,
-            self.features,
-            maxsize=LOG_QUEUE,
+            self.spec.id_field,
+            self.spec.entity_keys,
+            maxsize=_SERVING.log_queue,
             on_drop=lambda reason, n: dropped[reason].inc(n),
         )
         self.prediction_log.start()
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="registry-watch", daemon=True)
+        if not self.pinned:
+            self._watcher.start()
+        d = self.deployment
         log.info(
-            "serving %s (%d features, %d Redis reads/request, threshold %.4f)",
-            self.model.tag, len(self.features), self.n_reads, self.threshold,
+            "serving %s (%d features, %d Redis reads/request, threshold %.4f)%s",
+            d.production.tag, len(d.production.features), d.n_reads, d.production.threshold,
+            f"; {d.mode} rollout of {d.challenger.tag} ({d.share:.1%})" if d.challenger else "",
         )
 
+    # ---- deployments ------------------------------------------------------------------------------
+    def _wanted(self) -> tuple[str, dict | None]:
+        """(production tag, running rollout) as the registry says now (the pinned tag, no rollout, if pinned)."""
+        from core import model_store
+
+        if self.pinned or not model_store.pointer_path().exists():
+            return MODEL_TAG, None
+        state = model_store.pointer_state()
+        return state.get("current") or MODEL_TAG, state.get("rollout") or None
+
+    def _model(self, tag: str) -> Variant:
+        model = self._models.get(tag)
+        if model is None:
+            model = self._models[tag] = load_model(tag, explain_approx=not _SERVING.explain_exact)
+        return model
+
+    def _deployment(self, production_tag: str, rollout: dict | None) -> tuple[tuple, Deployment]:
+        """A deployment for the production model and the rollout (models loaded once, plans cached)."""
+        prod = self._model(production_tag)
+        chal = None
+        if rollout and rollout.get("challenger") and rollout["challenger"] != prod.tag:
+            chal = self._model(rollout["challenger"])
+            if chal.feature_service != prod.feature_service:
+                needs = request_spec(chal.feature_service)
+                extra = set(needs.names) - set(self.spec.names)
+                if extra:
+                    raise RuntimeError(f"challenger {chal.tag} needs request fields {sorted(extra)} this service does not accept")
+        features = list(prod.features)
+        refs = list(prod.feature_refs)
+        defaults = dict(prod.defaults)
+        if chal is not None:
+            by_name = dict(zip(chal.features, chal.feature_refs, strict=True))
+            for f in chal.features:
+                if f not in features:
+                    features.append(f)
+                    refs.append(by_name[f])
+            defaults = {**chal.defaults, **defaults}
+        plan = self._plans.get(tuple(refs))
+        if plan is None:
+            plan = self._plans[tuple(refs)] = build_plan(self.store, refs, features, defaults, self.redis)
+        key = self._key_of(production_tag, rollout)
+        d = Deployment(
+            plan,
+            prod.bind(PRODUCTION, features),
+            chal.bind(CHALLENGER, features) if chal else None,
+            mode=(rollout or {}).get("mode", "") if chal else "",
+            share=float((rollout or {}).get("share") or 0.0),
+            rollout_id=(rollout or {}).get("id", ""),
+            id_field=self.spec.id_field,
+            sticky_key=self.spec.entity_keys[0],
+        )
+        for tag in [t for t in self._models if t not in (prod.tag, chal.tag if chal else None)]:
+            del self._models[tag]  # models no longer served
+        return key, d
+
+    @staticmethod
+    def _key_of(production_tag: str, rollout: dict | None) -> tuple:
+        """What a deployment serves; a rollout of the production model itself is no rollout."""
+        r = rollout or {}
+        challenger = r.get("challenger")
+        if not challenger or challenger == production_tag:
+            return (production_tag, None, None, None, None)
+        return (production_tag, challenger, r.get("mode"), r.get("share"), r.get("id"))
+
+    def reload(self) -> bool:
+        """Serve what the registry says now; True if the deployment changed. Failures keep the current one."""
+        production_tag, rollout = self._wanted()
+        key = self._key_of(production_tag, rollout)
+        if key == self._key:
+            return False
+        t0 = time.monotonic()
+        try:
+            new_key, new = self._deployment(production_tag, rollout)
+        except Exception as exc:  # noqa: BLE001 - a bad model or rollout must not stop serving
+            metrics.reloads_total.labels(result="failed").inc()
+            log.error("reload of %s / %s failed, still serving %s: %s", production_tag, rollout, self._key, exc)
+            self._key = key  # do not retry the same state every poll
+            return False
+        self.deployment = new  # one attribute: requests in flight keep the deployment they read
+        self._key = new_key
+        metrics.reloads_total.labels(result="ok").inc()
+        gc.freeze()
+        log.info("now serving %s in %.0f ms", new.describe(), 1000 * (time.monotonic() - t0))
+        return True
+
+    def _watch(self) -> None:
+        from core import model_store
+
+        path = model_store.pointer_path()
+        last = None
+        while not self._stop.wait(_SERVING.reload_interval_s):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if sig == last:
+                continue
+            last = sig
+            try:
+                self.reload()
+            except Exception as exc:  # noqa: BLE001 - e.g. a half-written pointer from another tool
+                log.warning("registry watch: %s", exc)
+
+    # ---- life cycle ----------------------------------------------------------------------------
     @bentoml.on_startup
     def _freeze_heap(self) -> None:
         """Start-up objects never need scanning again: keeps gen-2 GC pauses off the request path."""
@@ -134,9 +250,10 @@ class FraudScorer:
         gc.freeze()
         # Background threads (prediction log, Kafka sender) give the GIL back to the event loop within
         # this interval instead of the default 5 ms, which would otherwise show up in p99.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        if os.environ.get("RTML_SERVING_PROFILE"):  # developer option: cProfile the worker, dumped at shutdown
+        sys.setswitchinterval(_SERVING.switch_interval_s)
+        if _SERVING.profile_path:  # developer option: cProfile the worker, dumped at shutdown
             import cProfile
+
             self._prof = cProfile.Profile()
             self._prof.enable()
 
@@ -144,14 +261,21 @@ class FraudScorer:
     def _close(self) -> None:
         if getattr(self, "_prof", None):
             self._prof.disable()
-            self._prof.dump_stats(os.environ["RTML_SERVING_PROFILE"])
+            self._prof.dump_stats(_SERVING.profile_path)
+        self._stop.set()
         self.prediction_log.stop()
         self.redis.close()
 
     async def __is_ready__(self) -> bool:
-        return self.booster is not None and await self.redis.ping()
+        return self.deployment is not None and await self.redis.ping()
 
     # ---- hot path -------------------------------------------------------------------------------
+    async def _fetch(self, d: Deployment, reqs: Sequence[dict]) -> list[FetchResult]:
+        """Online features of ``reqs``: the one place that reads the online store (one pipelined round trip)."""
+        if len(reqs) == 1:
+            return [await self.redis.read(d.plan.read, reqs[0])]
+        return await self.redis.read_many(d.plan.read, reqs)
+
     def _redis_down(self, exc: RedisUnavailable) -> Response:
         metrics.redis_errors_total.inc()
         return _json({"error": "online feature store unavailable", "detail": str(exc)}, 503)
@@ -163,8 +287,18 @@ class FraudScorer:
                 child = self._m_missing[name] = metrics.missing_features_total.labels(feature=name)
             child.inc()
 
-    def _finish(self, req: dict, fetched, row: list[float], missing: list[str], score: float, now: float) -> dict:
-        decision = "fraud" if score >= self.threshold else "legit"
+    def _challenger_failed(self, d: Deployment, v: Variant, req: dict, plan_row: list[float], now: float, exc: Exception) -> Variant:
+        """A challenger that cannot score: counted and logged; production answers instead."""
+        v.error()
+        log.warning("challenger %s failed (%s); production answers", v.tag, exc)
+        self.prediction_log.put((uuid.uuid4().hex, req, now, None, "error", v.row(plan_row), [], None, v, False, None))
+        return d.production
+
+    def _finish(
+        self, d: Deployment, v: Variant, req: dict, fetched: FetchResult, plan_row: list[float], row: list[float],
+        missing: list[str], score: float, seconds: float, now: float,
+    ) -> dict:
+        decision = v.observe(score, seconds)
         age = None if fetched.oldest_ts is None else max(0.0, now - fetched.oldest_ts)
         request_id = uuid.uuid4().hex
         if missing:
@@ -172,74 +306,94 @@ class FraudScorer:
         if age is not None:
             metrics.feature_age_seconds.observe(age)
         metrics.score.observe(score)
-        self.prediction_log.put(
-            (request_id, req["transaction_id"], req["user_id"], req["merchant_id"], now, score, decision, row, missing, age)
-        )
-        return {
+        log_put = self.prediction_log.put
+        log_put((request_id, req, now, score, decision, row, missing, age, v, True, seconds))
+        shadow = d.shadow
+        if shadow is not None:  # scored in the prediction log's thread
+            log_put((request_id, req, now, None, None, shadow.row(plan_row), missing, age, shadow, False, None))
+        out = {
             "request_id": request_id,
-            "transaction_id": req["transaction_id"],
+            d.id_field: req[d.id_field],
             "score": score,
             "decision": decision,
-            "model_version": self.model_version,
+            "model_version": v.model_version,
+            "variant": v.name,
             "missing_features": missing,
             "feature_age_seconds": age,
         }
+        if req.get("explain"):
+            out["reasons"] = v.explain(row, _SERVING.explain_top_k)
+        return out
 
-    @bentoml.api(input_spec=Transaction, route="/predict")
-    async def predict(
-        self,
-        transaction_id: str,
-        user_id: int,
-        merchant_id: int,
-        amount: float,
-        country: str,
-        currency: str = "EUR",
-        channel: str = "unknown",
-        timestamp: datetime | None = None,
-    ) -> dict:
-        """Score one transaction."""
-        req = {"transaction_id": transaction_id, "user_id": user_id, "merchant_id": merchant_id, "amount": amount, "country": country}
-        plan = self.plan
+    @bentoml.api(input_spec=Request, route="/predict")
+    async def predict(self, **req: Any) -> dict:
+        """Score one request."""
+        d = self.deployment
         t0 = _perf()
         try:
-            fetched = await self.redis.read(plan.read, req)
+            fetched = await self._fetch(d, (req,))
         except RedisUnavailable as exc:
             return self._redis_down(exc)
         t1 = _perf()
-        rows, missing = plan.rows((fetched,), (req,))
+        rows, missing = d.plan.rows(fetched, (req,))
         t2 = _perf()
-        score = self.predictor.predict_row(rows[0])
+        plan_row = rows[0]
+        v = d.pick(req) if d.routes else d.production
+        row = v.row(plan_row)
+        try:
+            score = v.predictor.predict_row(row)
+        except Exception as exc:
+            if v is d.production:
+                raise
+            v = self._challenger_failed(d, v, req, plan_row, _now(), exc)
+            row = v.row(plan_row)
+            score = v.predictor.predict_row(row)
         t3 = _perf()
         self._m_fetch.observe(t1 - t0)
         self._m_on_demand.observe(t2 - t1)
         self._m_predict.observe(t3 - t2)
-        return _json(self._finish(req, fetched, rows[0], missing[0], score, _now()))
+        return _json(self._finish(d, v, req, fetched[0], plan_row, row, missing[0], score, t3 - t2, _now()))
 
-    @bentoml.api(input_spec=TransactionBatch, route="/predict_batch")
-    async def predict_batch(self, transactions: list[Transaction]) -> dict:
-        """Score up to ``RTML_SERVING_MAX_BATCH`` transactions with one Redis round trip and one predict call."""
-        plan = self.plan
-        reqs = [
-            {"transaction_id": t.transaction_id, "user_id": t.user_id, "merchant_id": t.merchant_id, "amount": t.amount, "country": t.country}
-            for t in transactions
-        ]
+    @bentoml.api(input_spec=RequestBatch, route="/predict_batch")
+    async def predict_batch(self, requests: list) -> dict:
+        """Score up to ``RTML_SERVING_MAX_BATCH`` requests with one Redis round trip and one predict call per variant."""
+        d = self.deployment
+        reqs = [r.__dict__ for r in requests]
         t0 = _perf()
         try:
-            fetched = await self.redis.read_many(plan.read, reqs)
+            fetched = await self._fetch(d, reqs)
         except RedisUnavailable as exc:
             return self._redis_down(exc)
         t1 = _perf()
-        rows, missing = plan.rows(fetched, reqs)
+        rows, missing = d.plan.rows(fetched, reqs)
         t2 = _perf()
-        scores = self.predictor.predict_rows(rows)
+        picked = [d.pick(r) for r in reqs] if d.routes else [d.production] * len(reqs)
+        scores: list[float] = [0.0] * len(reqs)
+        for v in {id(v): v for v in picked}.values():
+            idx = [i for i, p in enumerate(picked) if p is v]
+            try:
+                out = v.predictor.predict_rows([v.row(rows[i]) for i in idx])
+            except Exception as exc:
+                if v is d.production:
+                    raise
+                for i in idx:
+                    picked[i] = self._challenger_failed(d, v, reqs[i], rows[i], _now(), exc)
+                out = d.production.predictor.predict_rows([d.production.row(rows[i]) for i in idx])
+            for i, s in zip(idx, out, strict=True):
+                scores[i] = float(s)
         t3 = _perf()
         self._m_fetch.observe(t1 - t0)
         self._m_on_demand.observe(t2 - t1)
         self._m_predict.observe(t3 - t2)
         now = _now()
-        out = [self._finish(reqs[i], fetched[i], rows[i], missing[i], float(scores[i]), now) for i in range(len(reqs))]
-        return _json({"predictions": out, "model_version": self.model_version})
+        per_row = (t3 - t2) / len(reqs)
+        out = [
+            self._finish(d, picked[i], reqs[i], fetched[i], rows[i], picked[i].row(rows[i]), missing[i], scores[i], per_row, now)
+            for i in range(len(reqs))
+        ]
+        return _json({"predictions": out, "model_version": d.production.model_version})
 
-
-def _isnan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
+    @bentoml.api(route="/deployment")
+    async def deployment_info(self) -> dict:
+        """What this worker serves: production, challenger, rollout mode and share."""
+        return self.deployment.describe()

@@ -38,8 +38,11 @@ PREDICTION_FIELDS: dict[str, type] = {
     "prediction_timestamp": str,
     "model_name": str,
     "model_version": str,
+    "variant": str,  # production | challenger (during a rollout)
+    "served": bool,  # the caller got this score (false: a shadow prediction, or a failed challenger)
     "score": float,
     "decision": str,
+    "latency_ms": float,  # model scoring time
     "features": dict,
     "missing_features": list,
     "feature_age_seconds": float,

@@ -38,14 +38,19 @@ Production pointer
     ``<state_dir>/registry/production.json``: ``{"current": tag, "stack": [...], "history": [...]}``.
     :func:`production_model` returns the current production ``bentoml.Model`` (``UserFacingError`` if
     none); :func:`promote` makes a tag production; :func:`rollback` restores the previous one.
+    ``"rollout"``: the running rollout of a challenger (:func:`start_rollout`, :func:`set_rollout_mode`,
+    :func:`complete_rollout`, :func:`abort_rollout`), which the prediction service follows without a restart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -262,3 +267,140 @@ def history() -> list[dict[str, Any]]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- rollouts (challenger variants)
+#
+# A rollout lives in the same pointer file, under "rollout": {"id", "challenger", "production", "mode",
+# "share", "auto", "policy", "thresholds", "started_at", "updated_at"}. The prediction service polls the file and
+# serves what it says (see bentos.variants); the monitor's rollout policy may move it on
+# (monitoring.rollout). Every change is appended to "history".
+
+ROLLOUT_MODES = ("shadow", "canary", "ab")
+
+
+@contextlib.contextmanager
+def _pointer_lock() -> Iterator[None]:
+    """Serialise read-modify-write of the pointer file between processes (CLI, monitor policy)."""
+    import fcntl
+
+    registry_dir().mkdir(parents=True, exist_ok=True)
+    with open(registry_dir() / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def pointer_state() -> dict[str, Any]:
+    """The whole pointer file (``current``, ``rollout``, ``stack``, ``history``): one consistent read."""
+    return _read_pointer()
+
+
+def rollout_state() -> dict[str, Any] | None:
+    """The running rollout, or None."""
+    return _read_pointer().get("rollout") or None
+
+
+def parse_share(share: str | float) -> float:
+    """``"5%"``, ``"0.05"`` or ``0.05`` -> 0.05 (must be in (0, 1])."""
+    text = str(share).strip()
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise UserFacingError(f"share {share!r} is not a number or a percentage (e.g. 5%)") from None
+    if not 0 < value <= 1:
+        raise UserFacingError(f"share {share!r} must be more than 0% and at most 100%")
+    return value
+
+
+def start_rollout(
+    tag: str, mode: str, share: str | float = "5%", auto: bool = False, policy: dict[str, Any] | None = None,
+    reason: str = "manual",
+) -> dict[str, Any]:
+    """Declare ``tag`` the challenger of the production model in ``mode`` (shadow, canary or ab)."""
+    if mode not in ROLLOUT_MODES:
+        raise UserFacingError(f"rollout mode {mode!r}: use one of {', '.join(ROLLOUT_MODES)}")
+    challenger = get_model(tag)
+    full = str(challenger.tag)
+    fraction = parse_share(share)
+    with _pointer_lock():
+        state = _read_pointer()
+        current = state.get("current")
+        if not current:
+            raise UserFacingError("no production model to compare with: promote one first (`rtml models promote TAG`)")
+        if full == current:
+            raise UserFacingError(f"{full} is already the production model")
+        running = state.get("rollout")
+        if running:
+            raise UserFacingError(
+                f"a rollout of {running['challenger']} ({running['mode']}) is running: `rtml models complete` or `rtml models abort` first"
+            )
+        rollout = {
+            "id": uuid.uuid4().hex[:12],
+            "challenger": full,
+            "production": current,
+            "mode": mode,
+            "share": fraction,
+            "auto": bool(auto),
+            "policy": dict(policy or {}),
+            # decision thresholds, so readers (the monitor) need not load the models
+            "thresholds": {
+                "production": float(get_model(current).info.metadata["threshold"]),
+                "challenger": float(challenger.info.metadata["threshold"]),
+            },
+            "started_at": _now(),
+            "updated_at": _now(),
+        }
+        state["rollout"] = rollout
+        state.setdefault("history", []).append(
+            {"action": f"rollout-{mode}", "tag": full, "previous": current, "reason": reason, "at": _now(), "share": fraction}
+        )
+        _write_pointer(state)
+    return rollout
+
+
+@contextlib.contextmanager
+def _running_rollout(action: str, reason: str, **extra: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Change the running rollout under the lock: yields (pointer state, rollout); logs ``action`` in history."""
+    with _pointer_lock():
+        state = _read_pointer()
+        rollout = state.get("rollout")
+        if not rollout:
+            raise UserFacingError("no rollout is running (`rtml models rollout TAG --mode ...`)")
+        previous = state.get("current")
+        yield state, rollout
+        state.setdefault("history", []).append(
+            {"action": action, "tag": rollout["challenger"], "previous": previous, "reason": reason, "at": _now(), **extra}
+        )
+        _write_pointer(state)
+
+
+def set_rollout_mode(mode: str, share: str | float, reason: str = "manual") -> dict[str, Any]:
+    """Move the running rollout to ``mode`` with ``share`` (e.g. shadow -> canary 5%)."""
+    if mode not in ROLLOUT_MODES:
+        raise UserFacingError(f"rollout mode {mode!r}: use one of {', '.join(ROLLOUT_MODES)}")
+    fraction = parse_share(share)
+    with _running_rollout(f"rollout-{mode}", reason, share=fraction) as (_state, rollout):
+        rollout.update(mode=mode, share=fraction, updated_at=_now())
+    return rollout
+
+
+def complete_rollout(reason: str = "manual") -> str:
+    """Make the challenger the production model and end the rollout; return its tag."""
+    with _running_rollout("rollout-complete", reason) as (state, rollout):
+        tag = rollout["challenger"]
+        get_model(tag)  # must still exist
+        if state.get("current") != tag:
+            state["stack"] = [*state.get("stack", []), tag]
+        state["current"] = tag
+        state["rollout"] = None
+    return tag
+
+
+def abort_rollout(reason: str = "manual") -> str:
+    """End the rollout without promoting; return the challenger's tag."""
+    with _running_rollout("rollout-abort", reason) as (state, rollout):
+        state["rollout"] = None
+    return rollout["challenger"]

@@ -46,6 +46,9 @@ class ServingSettings:
     max_batch: int = 256
     model_tag: str | None = None  # pin a model instead of the registry's production pointer
     profile_path: str | None = None  # developer option: cProfile dump of a worker
+    reload_interval_s: float = 0.5  # how often a worker checks the registry pointer (hot reload)
+    explain_top_k: int = 5  # feature contributions returned with "explain": true
+    explain_exact: bool = False  # exact TreeSHAP (slower) instead of XGBoost's approximate contributions
     api_keys_file: str | None = None  # RTML_API_KEYS_FILE: API key hashes (default <state_dir>/secrets/api_keys.json)
 
 
@@ -268,6 +271,9 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             max_batch=int(env.get("RTML_SERVING_MAX_BATCH") or 256),
             model_tag=env.get("RTML_SERVING_MODEL_TAG") or None,
             profile_path=env.get("RTML_SERVING_PROFILE") or None,
+            reload_interval_s=float(env.get("RTML_SERVING_RELOAD_MS") or 500) / 1000,
+            explain_top_k=int(env.get("RTML_SERVING_EXPLAIN_TOP_K") or 5),
+            explain_exact=(env.get("RTML_SERVING_EXPLAIN_EXACT") or "0").lower() in ("1", "true", "yes"),
             api_keys_file=env.get("RTML_API_KEYS_FILE") or None,
         ),
         broker=BrokerSettings(

@@ -11,8 +11,9 @@ from features import merchant_profile, user_profile, user_txn_aggregates
 transaction_request = RequestSource(
     name="transaction_request",
     schema=[
-        Field(name="amount", dtype=Float64),
-        Field(name="country", dtype=String),
+        # Tags are validation rules: the prediction service rejects a request breaking one (400 naming the field).
+        Field(name="amount", dtype=Float64, tags={"gt": "0"}),
+        Field(name="country", dtype=String, tags={"min_length": "2", "max_length": "3"}),
     ],
     description="Fields of the transaction being scored.",
 )

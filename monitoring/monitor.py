@@ -434,6 +434,9 @@ class Monitor:
         events = 0
         last_stats = last_msg = time.monotonic()
         decode = self.decoder.decode
+        from monitoring.rollout import RolloutFeed
+
+        rollout_feed = RolloutFeed(predictions_topic)
         if idle_flush_s is None and timed:
             idle_flush_s = self.config.window.seconds
 
@@ -464,6 +467,8 @@ class Monitor:
             batch = consumer.poll(timeout_ms=500, max_records=5000)
             now = time.monotonic()
             for tp, records in batch.items():
+                # Rollout comparison (monitoring/rollout.py): sees every record; drift and performance keep the served ones.
+                records = rollout_feed.observe(tp.topic, records)
                 if max_windows is not None and windows >= max_windows:
                     break  # the rest of the batch is not committed: read again after a restart
                 if tp.topic == predictions_topic:

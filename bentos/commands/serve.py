@@ -21,7 +21,7 @@ from core.errors import UserFacingError
 from core.settings import REPO_ROOT, settings
 
 SERVICES = {
-    "fraud": "bentos.service:FraudScorer",
+    "prediction": "bentos.service:PredictionService",
     "baseline": "bentos.baseline_service:BaselineScorer",
 }
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("RTML_SERVING_WORKERS", "1")), help="worker processes (default 1)")
-    parser.add_argument("--service", choices=sorted(SERVICES), default="fraud", help="fraud (default) or the plain baseline")
+    parser.add_argument("--service", choices=sorted(SERVICES), default="prediction", help="prediction (default) or the plain baseline")
     parser.add_argument("--model", default=None, help="model tag to serve (default: the registry's production model)")
     parser.add_argument("--detach", action="store_true", help="start in the background, wait for readiness, print the URL")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness with --detach")

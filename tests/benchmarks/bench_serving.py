@@ -85,7 +85,7 @@ def _bodies(n: int, seed: int = 1) -> list[dict]:
     return out
 
 
-def _train_model() -> str:
+def _train_model(seed: int = 4, promote_it: bool = True) -> str:
     """A model of realistic size on synthetic rows with the service's feature list, promoted."""
     import math
 
@@ -95,8 +95,8 @@ def _train_model() -> str:
     from tests.fixtures import models as fixture_models
     refs = feature_refs.service_feature_refs()
     features = feature_refs.ref_names(refs)
-    X, y = fixture_models.synthetic_feature_frame(20_000, seed=4, features=features)
-    params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2, "seed": 4}
+    X, y = fixture_models.synthetic_feature_frame(20_000, seed=seed, features=features)
+    params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2, "seed": seed}
     booster = xgb.train(params, xgb.DMatrix(X, label=y, feature_names=features), num_boost_round=300)
     meta = {
         "features": features,
@@ -107,7 +107,8 @@ def _train_model() -> str:
         "params": {**params, "num_boost_round": 300},
     }
     tag = registry.register_model(booster, meta, None)
-    model_store.promote(tag, reason="serving benchmark")
+    if promote_it:
+        model_store.promote(tag, reason="serving benchmark")
     return tag
 
 
@@ -175,7 +176,7 @@ def _cluster_runs(seconds: float, bodies_file: str, now, data, ports: list[int])
         load_online(now, data)
         bytes_per_entity = _bytes_per_entity(now, N_USERS, N_MERCHANTS)
         port = free_port()
-        pid, _ = serve.start_detached("fraud", "127.0.0.1", port, workers=1, timeout=180)
+        pid, _ = serve.start_detached("prediction", "127.0.0.1", port, workers=1, timeout=180)
         ports.append(port)
         _load(port, 4, 3, bodies_file)
         pids = _worker_pids(pid)
@@ -305,17 +306,17 @@ def main() -> dict:
         Path(bodies_file).write_text(json.dumps(_bodies(2000)))
 
         services = {}
-        for name in ("fraud", "baseline"):
+        for name in ("prediction", "baseline"):
             port = free_port()
             pid, url = serve.start_detached(name, "127.0.0.1", port, workers=1, timeout=180)
             ports.append(port)
             services[name] = (port, _worker_pids(pid))
             _load(port, 4, 3, bodies_file)  # warm-up (imports, connections, caches)
 
-        results: dict[str, dict] = {"fraud": {}, "baseline": {}}
+        results: dict[str, dict] = {"prediction": {}, "baseline": {}}
         load_avg = []
         for c in CONCURRENCY:
-            for name in ("fraud", "baseline"):
+            for name in ("prediction", "baseline"):
                 port, pids = services[name]
                 load_avg.append(os.getloadavg()[0])
                 cpu0 = _cpu_seconds(pids)
@@ -327,7 +328,7 @@ def main() -> dict:
                     f"errors {r['errors']}  server cpu {r['server_cpu_ms_per_request']:.3f} ms/req",
                     flush=True,
                 )
-        stages = _stage_means(services["fraud"][0])
+        stages = _stage_means(services["prediction"][0])
         print("fraud service stage means (us):", {k: round(v, 1) for k, v in stages.items()}, flush=True)
 
         # /predict_batch with 100 transactions per request, concurrency 1 (1 worker)
@@ -344,7 +345,7 @@ def main() -> dict:
 
         # 2 workers: the highest throughput at which p99 stays <= 25 ms
         port2 = free_port()
-        pid2, _ = serve.start_detached("fraud", "127.0.0.1", port2, workers=2, timeout=180)
+        pid2, _ = serve.start_detached("prediction", "127.0.0.1", port2, workers=2, timeout=180)
         ports.append(port2)
         _load(port2, 8, 3, bodies_file)
         pids2 = _worker_pids(pid2)
@@ -359,7 +360,7 @@ def main() -> dict:
         cluster = _cluster_runs(seconds, bodies_file, now, data, ports)
         load_avg.append(os.getloadavg()[0])
 
-        fast, base = results["fraud"], results["baseline"]
+        fast, base = results["prediction"], results["baseline"]
         out: dict = {
             "model": {"tag": tag, "trees": 300, "max_depth": 6, "features": len(model_store.get_model(tag).info.metadata["features"])},
             "setup": {

@@ -47,6 +47,15 @@ HEADLINES: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("primary killed under load: seconds of failed requests", "failover_failed_request_seconds", None, "<= 15"),
         ("Redis bytes per entity hash", "redis_bytes_per_entity", None, ""),
     ],
+    "rollout": [
+        ("p50 ms c1, shadow challenger (vs none)", "p50_ms_c1_shadow", "p50_ms_c1_no_rollout", ""),
+        ("shadow overhead p50 ms, c1", "shadow_overhead_p50_ms_c1", None, "<= 0.3"),
+        ("shadow overhead p99 ms, c1", "shadow_overhead_p99_ms_c1", None, ""),
+        ("explain p99 ms, c1 (vs no explain)", "explain_p99_ms_c1", "p99_ms_c1_no_rollout", "within the latency budget"),
+        ("failed requests during registry changes under load", "reload_failed_requests", None, "0"),
+        ("batch score rows/s (vs Feast get_historical_features)", "batch_score_rows_per_s", "baseline_batch_score_rows_per_s_feast", ">= 200,000"),
+        ("batch vs online score max abs diff", "batch_vs_online_score_max_abs_diff", None, "<= 1e-6"),
+    ],
     "monitoring": [
         ("events/s consumed (monitor loop)", "consume_events_per_s", "plain_kafka_json_events_per_s", ">= 20,000"),
         ("5k-row window evaluation (s)", "window_eval_s_5k", None, "<= 1"),
@@ -59,6 +68,7 @@ BASELINE_NAMES = {
     "training": "Feast offline store",
     "serving": "plain BentoML + FeatureStore.get_online_features",
     "monitoring": "plain kafka-python + json, no monitoring work",
+    "rollout": "no rollout / plain Feast offline retrieval",
 }
 
 

@@ -29,7 +29,7 @@ def test_bentoml_accepts_the_bentofile():
 
     with open(BENTOFILE) as fh:
         config = BentoBuildConfig.from_yaml(fh)
-    assert config.service == "bentos.service:FraudScorer"
+    assert config.service == "bentos.service:PredictionService"
     assert (REPO_ROOT / config.python.requirements_txt).exists()
 
 
@@ -126,7 +126,7 @@ def test_bentoml_build_packs_code_and_the_served_model(tmp_path):
     assert len(bentos) == 1
     bento = bentos[0]
     info = yaml.safe_load((bento / "bento.yaml").read_text())
-    assert info["name"] == _config()["name"] and info["entry_service"] == "fraud_scorer"
+    assert info["name"] == _config()["name"] and info["entry_service"] == "prediction_service"
     packed = [m["tag"] for svc in info["services"] for m in svc["models"]] + [m["tag"] for m in info["models"]]
     assert packed == [tag]
     src = bento / "src"

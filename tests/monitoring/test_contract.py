@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,12 +17,15 @@ from monitoring.synthetic import DEFAULT_FEATURES
 def test_serving_prediction_record_decodes():
     prediction_log = pytest.importorskip("bentos.prediction_log")
     features = list(DEFAULT_FEATURES)
-    log = prediction_log.PredictionLog("fraud_model", "v1", features)  # not started: no Kafka needed
+    log = prediction_log.PredictionLog("transaction_id", ("user_id", "merchant_id"))  # not started: no Kafka needed
     row = [float(i) for i in range(len(features))]
     row[features.index("secs_since_prev_txn")] = math.nan
-    entry = ("req-1", "txn-1", 7, 9, 1_764_000_000.5, 0.42, "approve", row, ["merchant_txn_count_1h"], 3.5)
+    variant = SimpleNamespace(tag="fraud_model:v1", model_version="v1", name="production", features=features)
+    req = {"transaction_id": "txn-1", "user_id": 7, "merchant_id": 9, "amount": 3.0, "country": "DE"}
+    entry = ("req-1", req, 1_764_000_000.5, 0.42, "approve", row, ["merchant_txn_count_1h"], 3.5, variant, True, 0.0001)
     record = log.record(entry)
-    assert set(record) == set(PREDICTION_FIELDS)
+    assert list(record) == list(PREDICTION_FIELDS)
+    assert (record["variant"], record["model_version"], record["served"], record["latency_ms"]) == ("production", "v1", True, 0.1)
     raw = prediction_log._dumps(record).encode()  # the bytes the service sends
     decoded, txn = PredictionDecoder(features).decode(raw)
     assert txn == "txn-1" and decoded[-1] == 0.42

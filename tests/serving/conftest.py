@@ -150,7 +150,7 @@ def serving(stack, tmp_path_factory) -> Iterator[ServingEnv]:
         tag = fixture_models.save_test_model(n_rows=3000, rounds=30, promote_it=True)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k.startswith(("RTML_", "BENTOML_HOME"))}
-        pid, url = serve.start_detached("fraud", "127.0.0.1", port, workers=1, timeout=120)
+        pid, url = serve.start_detached("prediction", "127.0.0.1", port, workers=1, timeout=120)
         try:
             yield ServingEnv(url=url, port=port, model_tag=tag, now=now, data=data, stack=stack, env=env)
         finally:

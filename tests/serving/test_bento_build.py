@@ -29,7 +29,7 @@ def test_bentoml_build_packs_service_sources_and_the_production_model(tmp_path, 
     bentos = list((home / "bentos" / "rtml-fraud-scorer").glob("*/bento.yaml"))
     assert len(bentos) == 1
     info = yaml.safe_load(bentos[0].read_text())
-    assert info["service"] == "bentos.service:FraudScorer"
+    assert info["service"] == "bentos.service:PredictionService"
     assert [m["tag"] for m in info["services"][0]["models"]] == [tag]
     src = bentos[0].parent / "src"
     for path in ("bentos/service.py", "bentos/feature_plan.py", "feature_repo/on_demand.py", "core/settings.py",

@@ -129,7 +129,7 @@ def test_no_broker_at_startup_and_metadata_defaults(serving):
         mp.setenv("RTML_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
         mp.setenv("RTML_SERVING_LOG_QUEUE", "4")
         t0 = time.monotonic()
-        _, url = serve.start_detached("fraud", "127.0.0.1", port, model=tag, timeout=120)
+        _, url = serve.start_detached("prediction", "127.0.0.1", port, model=tag, timeout=120)
         startup = time.monotonic() - t0
     try:
         assert startup < 100
@@ -155,5 +155,12 @@ def test_no_broker_at_startup_and_metadata_defaults(serving):
         assert body["score"] == pytest.approx(float(expected), abs=1e-6)
         # Nothing drains the 4-slot queue without a broker: the rest were dropped and counted.
         assert metric(url, "rtml_serving_prediction_log_dropped_total", 'reason="queue_full"') >= 12 - 4
+        # A pinned tag (RTML_SERVING_MODEL_TAG, as images run) ignores the registry: no production change, no rollout.
+        model_store.start_rollout(tag, "canary", "100%")
+        time.sleep(2.0)  # four reload intervals
+        assert httpx.post(f"{url}/deployment", json={}, timeout=5).json()["challenger"] is None
+        assert httpx.post(f"{url}/predict", json=t, timeout=5).json()["model_version"] == tag.split(":")[1]
     finally:
+        if model_store.rollout_state():
+            model_store.abort_rollout("test cleanup")
         serve.stop(port)

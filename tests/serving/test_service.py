@@ -168,12 +168,18 @@ def test_batch_equals_single_predictions(serving):
 def _bad_requests() -> list[tuple[str, str, object, str]]:
     good = txn(USER_BASE + 1, MERCHANT_BASE + 1, 10.0, "DE")
     without_amount = {k: v for k, v in good.items() if k != "amount"}
-    from bentos.schemas import MAX_BATCH
+    from core.settings import settings
+
+    MAX_BATCH = settings().serving.max_batch  # noqa: N806
 
     return [
         ("missing field", "/predict", without_amount, "amount"),
         ("wrong type", "/predict", {**good, "user_id": "abc"}, "user_id"),
         ("numeric string id", "/predict", {**good, "merchant_id": "12"}, "merchant_id"),
+        ("id above int64", "/predict", {**good, "user_id": 2**63}, "user_id"),
+        ("negative id below int64", "/predict", {**good, "merchant_id": -(2**63) - 1}, "merchant_id"),
+        ("short country", "/predict", {**good, "country": "D"}, "country"),
+        ("explain not a bool", "/predict", {**good, "explain": "yes"}, "explain"),
         ("negative amount", "/predict", {**good, "amount": -5.0}, "amount"),
         ("zero amount", "/predict", {**good, "amount": 0}, "amount"),
         ("string amount", "/predict", {**good, "amount": "10"}, "amount"),
@@ -218,22 +224,25 @@ def test_health_readiness_and_metrics(serving):
         assert name in text, name
 
 
-def read_predictions(request_ids: set[str], timeout_s: float = 30.0) -> dict[str, dict]:
-    """Messages of the ``predictions`` topic with these request ids (key = request id)."""
+def read_predictions(request_ids: set[str], timeout_s: float = 30.0, expect_per_key: int = 1) -> dict:
+    """Messages of the ``predictions`` topic with these request ids (key = request id): one record per id,
+    or with ``expect_per_key`` > 1 a list of that many (a shadow rollout logs two per request)."""
     from core.kafka_io import make_consumer
     from core.settings import settings
 
     consumer = make_consumer([settings().topics.predictions], group_id=None, consumer_timeout_ms=500, role="admin")
-    found: dict[str, dict] = {}
+    found: dict[str, list[dict]] = {}
     deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline and len(found) < len(request_ids):
+        while time.monotonic() < deadline and sum(len(v) >= expect_per_key for v in found.values()) < len(request_ids):
             for msg in consumer:
                 key = msg.key.decode() if msg.key else None
                 if key in request_ids:
-                    found[key] = json.loads(msg.value)
+                    found.setdefault(key, []).append(json.loads(msg.value))
     finally:
         consumer.close()
+    if expect_per_key == 1:
+        return {k: v[0] for k, v in found.items()}
     return found
 
 
@@ -265,3 +274,31 @@ def test_prediction_log_messages_arrive_complete(serving):
     unknown = next(r for r in found.values() if r["user_id"] == UNKNOWN_USER)
     assert unknown["features"]["account_age_days"] is None  # NaN default is logged as null
     assert not any(isinstance(v, float) and math.isnan(v) for r in found.values() for v in r["features"].values())
+
+
+def test_batch_score_equals_the_online_score_for_the_same_events(serving, tmp_path):
+    """`rtml score` over events stamped after the feature rows sees the feature values the service read
+    online: the same scores (max abs diff <= 1e-6), decisions and model version, with every join engine."""
+    from bentos.batch_score import score_range
+    from core.settings import settings
+
+    txns = known_transactions(30, seed=80) + [txn(UNKNOWN_USER, UNKNOWN_MERCHANT, 12.0, "FR")]
+    times = [serving.now + pd.Timedelta(minutes=2, milliseconds=i) for i in range(len(txns))]
+    served = {t["transaction_id"]: post(serving.url, "/predict", t).json() for t in txns}
+    events = pd.DataFrame(txns).drop(columns=["timestamp"]).assign(event_timestamp=times)
+    folder = settings().data_dir / "transactions"
+    folder.mkdir(parents=True, exist_ok=True)
+    events.to_parquet(folder / "part-batch-test.parquet", index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+    try:
+        for engine in ("auto", "duckdb", "sorted", "feast"):
+            result = score_range(serving.now + pd.Timedelta(minutes=1), serving.now + pd.Timedelta(minutes=3), engine=engine,
+                                 out=tmp_path / f"{engine}.parquet")
+            out = pd.read_parquet(result.path).set_index("transaction_id")
+            assert result.rows == len(txns) and set(out.index) == set(served), engine
+            diff = max(abs(out.loc[k, "score"] - b["score"]) for k, b in served.items())
+            assert diff <= 1e-6, (engine, diff)
+            assert all(out.loc[k, "decision"] == b["decision"] for k, b in served.items())
+            assert set(out["model_version"]) == {serving.model_tag.split(":")[1]} and set(out["variant"]) == {"production"}
+            assert list(out["user_id"]) == [t["user_id"] for t in txns]  # in event order
+    finally:
+        (folder / "part-batch-test.parquet").unlink()
