@@ -270,7 +270,8 @@ class Watcher:
         from monitoring.rollout import RolloutFeed
 
         topics = settings().topics
-        self.consumer = make_consumer([topics.predictions, topics.labels], group_id=None, auto_offset_reset="latest")
+        self.consumer = make_consumer([topics.predictions, topics.labels], group_id=None, auto_offset_reset="latest",
+                                      role="admin")
         deadline = time.monotonic() + 20
         while not self.consumer.assignment() and time.monotonic() < deadline:
             self.consumer.poll(timeout_ms=200)
@@ -361,7 +362,7 @@ def test_policy_aborts_a_challenger_that_ranks_worse_once_labels_arrive(serving)
                         xgb.DMatrix(X, label=np.random.default_rng(9).permutation(y), feature_names=features), 20)
     bad = register_model(booster, {**{k: meta[k] for k in ("feature_refs", "defaults")}, "features": features, "threshold": 0.5}, None)
     watcher = Watcher()
-    producer = make_producer(value_serializer=None, key_serializer=None)
+    producer = make_producer(value_serializer=None, key_serializer=None, role="admin")
     try:
         policy = {"shadow_predictions": 10**6, "min_labels": 40, "max_pr_auc_drop": 0.05}
         model_store.start_rollout(bad, "shadow", auto=True, policy=policy)
