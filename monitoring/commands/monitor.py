@@ -4,6 +4,7 @@ retraining trigger. Stop with Ctrl-C (offsets of evaluated windows are committed
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import shlex
 import signal
@@ -47,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     d.add_argument("--alert-min-features", type=int, default=1, help="drifted features that count for FeatureDrift")
     d.add_argument("--alert-windows", type=int, default=1, help="consecutive such windows before FeatureDrift fires")
+    d.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="ignore the model's calibration (seasonal reference + thresholds measured on its training period)",
+    )
     p = parser.add_argument_group("performance (needs labels)")
     p.add_argument("--perf-window", type=int, default=5000, help="labelled predictions in the rolling metrics")
     p.add_argument("--perf-min-labels", type=int, default=500)
@@ -145,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from monitoring.alerts import AlertSink
     from monitoring.metrics import MonitorMetrics
     from monitoring.monitor import Monitor
+    from monitoring.reference import registry_reference
 
     cfg = settings()
     config = build_config(args)
@@ -156,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = MonitorMetrics()
     sink = AlertSink(None, alerts, metrics=metrics)
     try:  # load the reference first: no port or client is opened for a monitor that cannot start
-        monitor = Monitor(config, state_dir=cfg.state_dir, metrics=metrics, sink=sink)
+        loader = functools.partial(registry_reference, window_rows=args.window_size, calibrated=not args.no_calibration)
+        monitor = Monitor(config, loader, state_dir=cfg.state_dir, metrics=metrics, sink=sink)
     except (StatTestNotFoundError, ValueError) as exc:
         raise UserFacingError(f"bad drift configuration: {exc}") from None
     try:

@@ -34,7 +34,7 @@ DRIFT_WINDOWS = 4
 
 
 def _messages(features: list[str]) -> tuple[list[dict], int]:
-    from monitoring.synthetic import feature_frame, prediction_messages
+    from tests.fixtures.predictions import feature_frame, prediction_messages
 
     clean = feature_frame(CLEAN_WINDOWS * WINDOW + WINDOW // 2, seed=11)
     drifted = feature_frame(DRIFT_WINDOWS * WINDOW - WINDOW // 2, seed=12, amount_scale=3.0)
@@ -92,7 +92,7 @@ def _window_eval(reference: pd.DataFrame, features: list[str]) -> dict:
     from evidently.presets import DataDriftPreset
 
     from monitoring.drift import DriftDetector
-    from monitoring.synthetic import feature_frame
+    from tests.fixtures.predictions import feature_frame
 
     detector = DriftDetector(reference, features)
     windows = [feature_frame(WINDOW, seed=100 + i, amount_scale=3.0 if i % 2 else 1.0) for i in range(10)]
@@ -131,7 +131,7 @@ def _direct_delay(reference: pd.DataFrame, features: list[str], **drift) -> dict
     from monitoring.monitor import FEATURE_DRIFT, Monitor, MonitorConfig
     from monitoring.reference import Reference
     from monitoring.retrain import RetrainConfig
-    from monitoring.synthetic import feature_frame
+    from tests.fixtures.predictions import feature_frame
 
     with tempfile.TemporaryDirectory() as tmp:
         mon = Monitor(
@@ -167,7 +167,7 @@ def main() -> dict:
     from monitoring.monitor import FEATURE_DRIFT, Monitor, MonitorConfig
     from monitoring.reference import Reference
     from monitoring.retrain import RetrainConfig
-    from monitoring.synthetic import DEFAULT_FEATURES, feature_frame
+    from tests.fixtures.predictions import DEFAULT_FEATURES, feature_frame
     from monitoring.windows import WindowSpec
 
     features = list(DEFAULT_FEATURES)
