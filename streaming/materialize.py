@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from core.freshness import FreshnessMarks
 from streaming.aggregates import TS
 from streaming.feature_specs import ViewSpec
 
@@ -54,6 +55,8 @@ def materialize_views(views: tuple[ViewSpec, ...], start: datetime, end: datetim
                 part[a.name] = part[a.name].astype(np.int64 if a.is_int else np.float64)
             n += writer.write(spec, part)
         written[spec.name] = n
+        if len(rows):
+            FreshnessMarks().mark(spec.name, int(rows[TS].max()) / 1e6)  # TS: int64 us
     return written
 
 

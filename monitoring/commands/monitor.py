@@ -143,6 +143,20 @@ def build_config(args: argparse.Namespace):
     )
 
 
+def export_freshness(metrics) -> None:
+    """The views' declared freshness SLOs, and the age of what batch writers (materialize) wrote."""
+    from core.feature_repo import repo_contents
+    from core.freshness import FreshnessGauge, FreshnessMarks, view_slos
+
+    try:
+        rc = repo_contents()
+        slos = view_slos([*rc.feature_views, *rc.stream_feature_views])
+    except Exception as exc:  # noqa: BLE001 - drift monitoring goes on without the SLO gauges
+        log.warning("no freshness SLOs exported: cannot read the feature repo (%s)", exc)
+        return
+    FreshnessGauge(metrics.registry, slos, source="materialize", marks=FreshnessMarks())
+
+
 def run(args: argparse.Namespace) -> int:
     from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
 
@@ -161,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     alerts = args.alerts_topic or cfg.topics.alerts
     ensure_topics([predictions, labels, alerts])
     metrics = MonitorMetrics()
+    export_freshness(metrics)
     sink = AlertSink(None, alerts, metrics=metrics)
     try:  # load the reference first: no port or client is opened for a monitor that cannot start
         loader = functools.partial(registry_reference, window_rows=args.window_size, calibrated=not args.no_calibration)
