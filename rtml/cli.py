@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backfill": ("streaming.commands.backfill", "Recompute stream features from historical events (Spark batch) and re-materialize Redis."),
     "serve": ("bentos.commands.serve", "Run the online prediction service (BentoML); --detach waits for readiness."),
     "monitor": ("monitoring.commands.monitor", "Watch predictions for drift and decay: Prometheus metrics, alerts, retraining trigger."),
+    "consistency": ("monitoring.commands.consistency", "Online/offline consistency of the served features (report for the promotion gate)."),
 }
 
 
