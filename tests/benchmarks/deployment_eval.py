@@ -46,15 +46,17 @@ def _features() -> list[str]:
     return ref_names(service_feature_refs())
 
 
-def run_monitor(frame: pd.DataFrame, reference, features: list[str]) -> dict[str, Any]:
-    """Default monitor over ``frame`` (time-ordered: features, score, is_fraud, event/label timestamps)."""
+def run_monitor(frame: pd.DataFrame, reference, features: list[str], window: int = WINDOW) -> dict[str, Any]:
+    """Default monitor over ``frame`` (time-ordered: features, score, is_fraud, event/label timestamps)
+    in windows of ``window`` predictions."""
     from monitoring.monitor import Monitor, MonitorConfig
     from monitoring.retrain import RetrainConfig
+    from monitoring.windows import WindowSpec
 
     now = [0.0]
     with tempfile.TemporaryDirectory() as tmp:
         mon = Monitor(
-            MonitorConfig(render_reports=False, retrain=RetrainConfig(enabled=False)),
+            MonitorConfig(window=WindowSpec(size=window), render_reports=False, retrain=RetrainConfig(enabled=False)),
             lambda: reference,
             Path(tmp),
             clock=lambda: now[0],
@@ -67,9 +69,10 @@ def run_monitor(frame: pd.DataFrame, reference, features: list[str]) -> dict[str
         labels = frame["is_fraud"].to_numpy()[label_order]
         next_label = 0
         fired: list[tuple[int, str, float]] = []  # (window, alert, window end)
+        summaries: dict[int, str] = {}  # window -> summary of its first FeatureDrift
         eval_s = []
-        for k in range(len(frame) // WINDOW):
-            rows = slice(k * WINDOW, (k + 1) * WINDOW)
+        for k in range(len(frame) // window):
+            rows = slice(k * window, (k + 1) * window)
             for i in range(rows.start, rows.stop):
                 mon.performance.add_prediction(txn[i], matrix[i, -1])
             end = ts[rows.stop - 1]
@@ -83,9 +86,17 @@ def run_monitor(frame: pd.DataFrame, reference, features: list[str]) -> dict[str
             for alert in mon.sink.sent[before:]:
                 if alert.details.get("action") == "fire":
                     fired.append((k + 1, alert.alert, end))
+                    if alert.alert == "FeatureDrift":
+                        summaries.setdefault(k + 1, alert.summary)
                     if len(fired) <= 3:
                         print(f"    window {k + 1}: {alert.alert}: {alert.summary[:160]}")
-        return {"windows": len(frame) // WINDOW, "fired": fired, "eval_s": eval_s, "ends": ts[WINDOW - 1 :: WINDOW]}
+        return {
+            "windows": len(frame) // window,
+            "fired": fired,
+            "summaries": summaries,
+            "eval_s": eval_s,
+            "ends": ts[window - 1 :: window],
+        }
 
 
 def _stream_slo_s() -> float:
