@@ -86,12 +86,13 @@ def _bucket_fn(spec: ViewSpec, start_us: int, end_us: int, stem: str, folder: st
 
 
 def run_backfill(start: datetime, end: datetime, spark=None, store=None, master: str | None = None,
-                 materialize: bool = True, buckets: int = 4, max_amount: float = 1_000_000.0,
+                 materialize: bool = True, buckets: int = 4,
                  source_path: str | None = None, offline_dirs: dict[str, str] | None = None,
                  online_writer: str = "pipelined") -> BackfillResult:
     """Recompute the stream views for events in [start, end) into the offline store, then materialize."""
     from pyspark.sql import functions as F
 
+    from core.contracts import stream_rules
     from streaming.parsing import valid_history_condition
 
     if start.tzinfo is None or end.tzinfo is None:
@@ -119,7 +120,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     raw = spark.read.parquet(path)
     history = (
         raw.withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
-        .where(valid_history_condition(max_amount))
+        .where(valid_history_condition(spec.rules or stream_rules()))
         .where((F.col("event_us") > F.lit(context_us)) & (F.col("event_us") < F.lit(end_us)))
     )
     history = history.cache()

@@ -25,9 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
     parser.add_argument("--online-writer", choices=["pipelined", "feast"], default="pipelined",
                         help="pipelined: Feast-format bytes in one Redis pipeline (default); feast: write_to_online_store")
-    parser.add_argument("--max-amount", type=float, default=1_000_000.0, help="larger amounts go to the DLQ")
-    parser.add_argument("--future-tolerance-seconds", type=float, default=300.0,
-                        help="event times later than now + this go to the DLQ")
     parser.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0: off)")
     parser.add_argument("--shuffle-partitions", type=int, default=2)
     parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
@@ -51,8 +48,6 @@ def run(args: argparse.Namespace) -> int:
         starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
         online_writer=args.online_writer,
-        max_amount=args.max_amount,
-        future_tolerance_s=args.future_tolerance_seconds,
         metrics_port=args.metrics_port,
         shuffle_partitions=args.shuffle_partitions,
         warm_start=args.warm_start,
