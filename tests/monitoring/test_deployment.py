@@ -14,7 +14,7 @@ from monitoring.reference import Reference
 from tests.benchmarks.deployment_eval import run_monitor
 from tests.fixtures.traffic import Incident, day_start, fit_score_model, score, simulate_traffic
 
-TRAIN_DAYS, EVAL_DAYS, USERS, WINDOW = 7, 3, 1500, 2000
+TRAIN_DAYS, EVAL_DAYS, USERS, WINDOW = 14, 3, 1500, 2000  # two weeks: every weekday twice
 
 
 @pytest.fixture(scope="module")
