@@ -104,7 +104,7 @@ def consume(
             else:
                 for rec in records:
                     try:
-                        txn, label = decode_label(rec.value)
+                        txn, label = decode_label(rec.value, mon.config.label_key, mon.config.label_column)
                         mon.performance.add_label(txn, label)
                     except MalformedMessage as exc:
                         malformed(mon, tp.topic, rec, exc)

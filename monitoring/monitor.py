@@ -66,6 +66,8 @@ class MonitorConfig:
     reference_check_every_s: float = 300.0
     commit_every_window: bool = True
     use_calibration: bool = True  # the model's calibrated thresholds (explicit thresholds still win)
+    label_key: str = "transaction_id"  # label messages: event key and label fields (the repo's label view)
+    label_column: str = "is_fraud"
 
 
 class Monitor:

@@ -93,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):
+    from core.feature_refs import label_definition
     from monitoring.drift import DriftConfig
     from monitoring.monitor import MonitorConfig
     from monitoring.retrain import RetrainConfig, default_command
@@ -126,7 +127,10 @@ def build_config(args: argparse.Namespace):
         command=shlex.split(args.retrain_command) if args.retrain_command else default_command(),
         enabled=not args.no_retrain,
     )
+    labels = label_definition()
     return MonitorConfig(
+        label_key=labels.event_key,
+        label_column=labels.label,
         window=window,
         drift=drift,
         retrain=retrain,
