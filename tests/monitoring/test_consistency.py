@@ -62,3 +62,25 @@ def test_a_bug_in_the_online_write_is_caught_and_blocks_promotion(redis_client, 
     assert len(blockers) == 1 and blockers[0].startswith("user_txn_aggregates:txn_sum_1h")
     assert promotion_blockers(refs[1:], min_rate=0.99, path=path) == []  # a model without that feature passes
     assert promotion_blockers(refs, min_rate=0.99, path=tmp_path / "none.json") == []  # no report: no verdict
+
+
+def test_the_gate_refuses_promotion_while_the_models_features_are_skewed(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from core.consistency import report_path
+    from training.gate import decide
+
+    monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path))
+    candidate = SimpleNamespace(metrics={"pr_auc": 0.6}, passed=True, failed_checks=lambda: [])
+    refs = ["user_txn_aggregates:txn_sum_1h", "user_profile:credit_limit"]
+    assert decide(candidate, None, None, 0.005, feature_refs=refs).promote  # no report yet: first model
+    report = {"features": {"user_txn_aggregates:txn_sum_1h": {"rows": 500, "rate": 0.9},
+                           "user_profile:credit_limit": {"rows": 500, "rate": 1.0}}}
+    assert write_report(report) == report_path() == tmp_path / "monitor" / "consistency.json"
+    refused = decide(candidate, None, None, 0.005, feature_refs=refs)
+    assert not refused.promote
+    assert refused.reason == (
+        "online/offline consistency below threshold: user_txn_aggregates:txn_sum_1h 90.00% consistent over 500 rows"
+    )
+    monkeypatch.setenv("RTML_CONSISTENCY_MIN_RATE", "0.85")  # the threshold is a setting
+    assert decide(candidate, None, None, 0.005, feature_refs=refs).promote
