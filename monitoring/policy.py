@@ -72,6 +72,16 @@ def describe_cause(cause: dict[str, Any], r: WindowDrift) -> str:
     return "; ".join(parts)
 
 
+def summarize_causes(causes: list[dict[str, Any]], r: WindowDrift) -> str:
+    """Raw inputs first; features without known lineage (their own input) in one phrase at the end."""
+    lines = [describe_cause(c, r) for c in causes if c["features"] != [c["input"]] or r.features[c["input"]].missing_drift]
+    alone = [c["input"] for c in causes if c["features"] == [c["input"]] and not r.features[c["input"]].missing_drift]
+    if alone:
+        noun = "feature" if len(alone) == 1 else "features"
+        lines.append(f"{len(alone)} {noun} moved ({', '.join(alone[:6])}{', ...' if len(alone) > 6 else ''})")
+    return "; ".join(lines)
+
+
 class AlertPolicy:
     """Turns window results into alert events; its streak and the tracker's states are persisted."""
 
@@ -122,7 +132,7 @@ class AlertPolicy:
         tested = sum(c.tested for c in r.features.values())
         causes = root_causes(r, self.lineage)
         summary = (
-            "; ".join(describe_cause(c, r) for c in causes)
+            summarize_causes(causes, r)
             + f" ({len(drifted)} of {tested} features drifted, share {r.drift_share:.2f}, window {r.window_id})"
         )
         details = {
