@@ -79,6 +79,29 @@ class FreshnessMarks:
         tmp.replace(self.path)
 
 
+def mark_sources(views: Iterable[Any], end_ts: float, marks: FreshnessMarks | None = None) -> dict[str, float]:
+    """After a batch materialization: mark each view with the newest event time of its offline source
+    before ``end_ts`` (epoch s); returns what was marked."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    marks = marks or FreshnessMarks()
+    done = {}
+    for view in views:
+        src = view.batch_source
+        path, field = getattr(src, "path", None), src.timestamp_field
+        if not path or not Path(path).exists():
+            continue
+        column = ds.dataset(path, format="parquet").to_table(columns=[field]).column(field)
+        newest = pc.max(column).as_py()
+        if newest is None:
+            continue
+        ts = min(newest.timestamp(), end_ts)
+        marks.mark(view.name, ts)
+        done[view.name] = ts
+    return done
+
+
 class FreshnessGauge(Collector):
     """Exports the age of each view's newest event (at scrape time) from ``observe`` calls and/or marks."""
 

@@ -47,6 +47,10 @@ def materialize(
         store.materialize_incremental(end_date=end, feature_views=plain)
     elif plain:
         store.materialize(start_date=start, end_date=end, feature_views=plain)
+    if plain:  # freshness marks (core/freshness.py): the newest event each view now serves
+        from core.freshness import mark_sources
+
+        mark_sources([store.get_feature_view(v) for v in plain], end.timestamp())
     stream = [v for v in views if v in windowed]
     if stream:
         # Feast's local engine refuses windowed stream views; their offline rows already are the

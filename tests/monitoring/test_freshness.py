@@ -81,3 +81,19 @@ def test_the_stream_job_reports_the_newest_event_it_wrote_per_view(tmp_path):
     metrics.view_freshness.clock = lambda: now_us / 1e6 + 42.0
     labels = {"view": "v", "source": "stream"}
     assert metrics.registry.get_sample_value("rtml_feature_view_age_seconds", labels) == pytest.approx(42.0)
+
+
+def test_batch_materialization_marks_the_newest_source_event(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from core.freshness import mark_sources
+
+    pd.DataFrame(
+        {"user_id": [1, 2], "event_timestamp": pd.to_datetime([1_000, 7_000], unit="s", utc=True)}
+    ).to_parquet(tmp_path / "users.parquet")
+    view = SimpleNamespace(name="user_profile", batch_source=SimpleNamespace(path=str(tmp_path / "users.parquet"), timestamp_field="event_timestamp"))
+    marks = FreshnessMarks(tmp_path / "freshness.json")
+    assert mark_sources([view], end_ts=10_000.0, marks=marks) == {"user_profile": 7_000.0}
+    assert marks.read() == {"user_profile": 7_000.0}
