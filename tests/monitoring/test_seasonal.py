@@ -3,6 +3,8 @@ defaults measured on clean history stay quiet on daily and weekly cycles but cat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,3 +96,37 @@ def test_calibration_is_margin_times_the_worst_clean_window_and_round_trips(tmp_
     assert loaded == cal and isinstance(loaded, Calibration)
     pd.testing.assert_frame_equal(ref2, reference, check_dtype=False)
     assert load(tmp_path / "nothing") is None
+
+
+def test_the_monitor_calibrates_a_model_once_on_its_training_set_and_stores_it_next_to_the_model(tmp_path, monkeypatch):
+    import json
+
+    from core.model_store import production_model
+    from monitoring.calibration import FOLDER
+    from monitoring.reference import registry_reference
+    from tests.fixtures.models import save_test_model, synthetic_feature_frame
+
+    monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path))
+    save_test_model(n_rows=500)  # its metadata names the training set "synthetic"
+    model = production_model()
+    features = list(model.info.metadata["features"])
+    frame, y = synthetic_feature_frame(14 * 24 * 30, seed=1, features=features)
+    frame["txn_timestamp"] = pd.to_datetime(MONDAY + np.arange(len(frame)) * 120.0, unit="s", utc=True)
+    frame["is_fraud"] = y
+    folder = tmp_path / "training_sets" / "synthetic"
+    folder.mkdir(parents=True)
+    frame.to_parquet(folder / "data.parquet")
+    (folder / "manifest.json").write_text(json.dumps({"features": features}))
+
+    ref = registry_reference(window_rows=1000)
+    stored = Path(model.path_of(FOLDER))
+    assert (stored / "calibration.json").is_file() and (stored / "reference.parquet").is_file()
+    assert ref.calibration is not None and ref.calibration.model == str(model.tag)
+    assert ref.calibration.windows == len(frame) // 1000
+    assert TIME_COLUMN in ref.frame.columns and len(ref.frame) == len(frame)  # < 1000 rows per hour of week
+    assert ref.lineage["txn_amount"] == ["amount"]  # lineage from the feature repo, stored with it
+    mtime = (stored / "calibration.json").stat().st_mtime_ns
+    again = registry_reference(window_rows=1000)  # calibrated once: the stored one is reused
+    assert (stored / "calibration.json").stat().st_mtime_ns == mtime and again.calibration == ref.calibration
+    flat = registry_reference(window_rows=1000, calibrated=False)
+    assert flat.calibration is None and TIME_COLUMN not in flat.frame.columns
