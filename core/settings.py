@@ -95,6 +95,7 @@ class MonitorSettings:
     retrain_command: str | None = None  # None: `rtml train` with the current interpreter
     runbook_base: str | None = None  # URL prefix of runbook links (default: the repo's files)
     alert_webhook: str | None = None
+    consistency_min_rate: float = 0.99  # online/offline consistency below which promotion is refused
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             retrain_command=env.get("RTML_RETRAIN_COMMAND") or None,
             runbook_base=env.get("RTML_RUNBOOK_BASE") or None,
             alert_webhook=env.get("RTML_ALERT_WEBHOOK") or None,
+            consistency_min_rate=float(env.get("RTML_CONSISTENCY_MIN_RATE") or 0.99),
         ),
     )
 

@@ -1,6 +1,7 @@
 """Feature views of the fraud model.
 
-Stream views declare their aggregations here; ``streaming/`` reads these declarations from the
+Each view declares its freshness SLO (tag ``freshness_slo``: how old its newest data may get,
+core/freshness.py). Stream views declare their aggregations here; ``streaming/`` reads these declarations from the
 registry and computes exactly them (one source of truth). Semantics of a stream aggregate: for an
 event of an entity at time t, the aggregate over that entity's events with timestamp in (t - W, t];
 ``seconds_since_previous`` is t minus the entity's previous event time within W (null if none).
@@ -32,7 +33,7 @@ user_profile = FeatureView(
     online=True,
     owner=OWNER,
     description="Card holder profile, refreshed daily from the issuing system.",
-    tags={"kind": "batch", "team": "risk"},
+    tags={"kind": "batch", "team": "risk", "freshness_slo": "2d"},
 )
 
 merchant_profile = FeatureView(
@@ -48,7 +49,7 @@ merchant_profile = FeatureView(
     online=True,
     owner=OWNER,
     description="Merchant profile from the acquiring system.",
-    tags={"kind": "batch", "team": "risk"},
+    tags={"kind": "batch", "team": "risk", "freshness_slo": "2d"},
 )
 
 
@@ -88,7 +89,7 @@ user_txn_aggregates = StreamFeatureView(
     offline=True,
     owner=OWNER,
     description="Card holder spending over sliding windows, as of the holder's latest transaction.",
-    tags={"kind": "stream", "team": "risk", "source_topic": "transactions"},
+    tags={"kind": "stream", "team": "risk", "source_topic": "transactions", "freshness_slo": "5m"},
 )
 
 _MERCHANT_AGGS = [
@@ -107,5 +108,5 @@ merchant_txn_aggregates = StreamFeatureView(
     offline=True,
     owner=OWNER,
     description="Merchant traffic over the last hour, as of the merchant's latest transaction.",
-    tags={"kind": "stream", "team": "risk", "source_topic": "transactions"},
+    tags={"kind": "stream", "team": "risk", "source_topic": "transactions", "freshness_slo": "5m"},
 )

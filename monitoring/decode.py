@@ -113,13 +113,14 @@ class PredictionDecoder:
         return out
 
 
-def decode_label(raw: bytes | str) -> tuple[str, int]:
-    """``labels`` message -> (transaction_id, is_fraud)."""
+def decode_label(raw: bytes | str, key: str = "transaction_id", label: str = "is_fraud") -> tuple[str, int]:
+    """``labels`` message -> (event key, 0/1 label); the field names come from the feature repo's label
+    view (``core.feature_refs.label_definition``)."""
     msg = _load(raw)
-    txn = msg.get("transaction_id")
+    txn = msg.get(key)
     if txn.__class__ is not str:
-        raise MalformedMessage(f"transaction_id must be a string, got {txn!r}")
-    label = msg.get("is_fraud")
-    if label not in (0, 1) or label.__class__ is bool:
-        raise MalformedMessage(f"is_fraud must be 0 or 1, got {label!r}")
-    return txn, int(label)
+        raise MalformedMessage(f"{key} must be a string, got {txn!r}")
+    value = msg.get(label)
+    if value not in (0, 1) or value.__class__ is bool:
+        raise MalformedMessage(f"{label} must be 0 or 1, got {value!r}")
+    return txn, int(value)

@@ -14,7 +14,16 @@ samples of the same distribution is not 0 but ~ sqrt(1/n_ref + 1/n_window) (samp
 mean 0.035, max 0.107 over 40 no-drift windows of 2000 rows vs 5000 reference rows), so unless a
 threshold is configured the Wasserstein threshold is ``max(0.1, noise_margin * sqrt(1/n_ref + 1/n_window))``.
 Any registered Evidently method name (``psi``, ``ks``, ``kl_div``, ...) and threshold can be
-configured globally or per feature; a configured threshold is used as is.
+configured globally or per feature; a configured threshold is used as is (the monitor configures the
+thresholds calibrated for the production model, :mod:`monitoring.calibration`).
+
+Seasonality: when the reference sample carries each row's event time (``event_timestamp``) and the
+window's row times are given, every window is compared with reference rows from the same hours of
+the week (:mod:`monitoring.seasonal`), so the daily and weekly cycles do not read as drift.
+
+Missing values: a column whose missing rate rises by more than its tolerance above the (matched)
+reference's is flagged too (``missing_drift``), also when too few values are left to test its
+distribution: a broken upstream that nulls a feature is drift, not an untested column.
 """
 
 from __future__ import annotations
@@ -28,7 +37,10 @@ from evidently.legacy.calculations.stattests import StatTest
 from evidently.legacy.calculations.stattests.registry import get_registered_stattest
 from evidently.legacy.core import ColumnType
 
+from monitoring.seasonal import SeasonalConfig, SeasonalReference, window_seed
+
 SCORE_COLUMN = "score"
+TIME_COLUMN = "event_timestamp"  # optional in the reference: enables the seasonal reference
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,11 @@ class DriftConfig:
     score_threshold: float | None = None
     drift_share: float = 0.3  # share of drifted features above which the window counts as drifted
     discrete_max_unique: int = 5
-    min_rows: int = 50
-    noise_margin: float = 6.0  # auto Wasserstein threshold = max(default, margin * sqrt(1/n_ref + 1/n_cur))  # non-missing rows a column needs in the window to be tested
+    min_rows: int = 50  # non-missing rows a column needs in the window to be tested
+    noise_margin: float = 6.0  # auto Wasserstein threshold = max(default, margin * sqrt(1/n_ref + 1/n_cur))
+    missing_tolerance: float = 0.2  # missing-rate rise over the reference's that flags a column
+    per_feature_missing_tolerance: dict[str, float] = field(default_factory=dict)
+    seasonal: SeasonalConfig = field(default_factory=SeasonalConfig)
 
 
 @dataclass(frozen=True)
@@ -59,10 +74,12 @@ class ColumnDrift:
     detected: bool
     missing_rate: float
     n: int  # non-missing rows in the window
+    reference_missing_rate: float = 0.0
+    missing_drift: bool = False  # the missing rate rose above the reference's by more than the tolerance
 
     @property
     def tested(self) -> bool:
-        return not math.isnan(self.score)
+        return not math.isnan(self.score) or self.missing_drift
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,8 @@ class WindowDrift:
 
 
 def _severity(c: ColumnDrift) -> float:
+    if math.isnan(c.score):
+        return math.inf if c.missing_drift else 0.0
     return c.score / c.threshold if c.threshold else c.score
 
 
@@ -106,7 +125,10 @@ class _RefColumn:
 
 
 class DriftDetector:
-    """Compares windows with one reference sample; the reference side is prepared once."""
+    """Compares windows with one reference sample; the reference side is prepared once.
+
+    With an ``event_timestamp`` column in the reference, :meth:`evaluate` given the window's row times
+    draws a reference matched to the window's hours of the week (:class:`SeasonalReference`)."""
 
     def __init__(self, reference: pd.DataFrame, features: list[str], config: DriftConfig | None = None) -> None:
         self.config = config or DriftConfig()
@@ -119,6 +141,14 @@ class DriftDetector:
         self.reference = reference
         self._columns = {f: self._prepare(f, self.config.per_feature_method.get(f)) for f in self.features}
         self._score = self._prepare(SCORE_COLUMN, self.config.score_method, self.config.score_threshold)
+        cols = [*self.features, SCORE_COLUMN]
+        self._matrix = reference[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        self._missing = np.isnan(self._matrix).mean(axis=0)
+        self.seasonal: SeasonalReference | None = None
+        if TIME_COLUMN in reference.columns:
+            ts = _epoch_seconds(reference[TIME_COLUMN])
+            self.seasonal = SeasonalReference(self._matrix, ts, self.config.seasonal)
+        self.last_reference_rows: np.ndarray | None = None  # rows of the reference the last window was compared with
 
     def _prepare(self, name: str, method: str | None, threshold: float | None = None) -> _RefColumn:
         values = pd.to_numeric(self.reference[name], errors="coerce").astype(float).dropna().reset_index(drop=True)
@@ -150,30 +180,73 @@ class DriftDetector:
         cols = [*self._columns.values(), self._score]
         return {c.name: c.kind == ColumnType.Categorical for c in cols}
 
-    def _test(self, ref: _RefColumn, current: np.ndarray) -> ColumnDrift:
+    def missing_tolerance(self, name: str) -> float:
+        return self.config.per_feature_missing_tolerance.get(name, self.config.missing_tolerance)
+
+    def _test(
+        self, ref: _RefColumn, current: np.ndarray, ref_values: np.ndarray | None = None, ref_missing: float = 0.0
+    ) -> ColumnDrift:
         n_total = len(current)
         present = current[~np.isnan(current)]
         missing = 1.0 - len(present) / n_total if n_total else 0.0
+        missing_drift = n_total > 0 and missing - ref_missing > self.missing_tolerance(ref.name)
+        values = ref.values if ref_values is None else pd.Series(ref_values[~np.isnan(ref_values)])
         threshold = self.threshold_for(ref, len(present))
-        if len(present) < self.config.min_rows or len(ref.values) == 0:
-            return ColumnDrift(ref.name, ref.stattest.name, threshold, math.nan, False, missing, len(present))
-        result = ref.stattest(ref.values, pd.Series(present), ref.kind, threshold)
+        if len(present) < self.config.min_rows or len(values) == 0:
+            return ColumnDrift(
+                ref.name, ref.stattest.name, threshold, math.nan, missing_drift, missing, len(present), ref_missing,
+                missing_drift,
+            )
+        result = ref.stattest(values, pd.Series(present), ref.kind, threshold)
         score = float(result.drift_score)
-        return ColumnDrift(ref.name, ref.stattest.name, threshold, score, bool(result.drifted), missing, len(present))
+        detected = bool(result.drifted) or missing_drift
+        return ColumnDrift(
+            ref.name, ref.stattest.name, threshold, score, detected, missing, len(present), ref_missing, missing_drift
+        )
+
+    def reference_rows(self, ts: np.ndarray | None, exclude_days: np.ndarray | None = None) -> np.ndarray | None:
+        """Reference row indexes matched to the hours of the week of ``ts`` (None: the whole sample)."""
+        if self.seasonal is None or ts is None or len(ts) == 0:
+            return None
+        return self.seasonal.match(ts, exclude_days, seed=window_seed(ts))
+
+    def reference_frame(self, rows: np.ndarray | None) -> pd.DataFrame:
+        """The reference rows a window was compared with (features + score)."""
+        cols = [*self.features, SCORE_COLUMN]
+        return self.reference[cols] if rows is None else pd.DataFrame(self._matrix[rows], columns=cols)
 
     def evaluate(
-        self, window: pd.DataFrame | np.ndarray, start: float = 0.0, end: float = 0.0, window_id: int = 0
+        self,
+        window: pd.DataFrame | np.ndarray,
+        start: float = 0.0,
+        end: float = 0.0,
+        window_id: int = 0,
+        ts: np.ndarray | None = None,
+        exclude_days: np.ndarray | None = None,
     ) -> WindowDrift:
         """Drift of ``window`` (DataFrame with the features + ``score``, or a float matrix in
-        ``features + [score]`` column order; missing values as NaN)."""
+        ``features + [score]`` column order; missing values as NaN). ``ts``: the rows' event times
+        (epoch s), which select a seasonal reference when the reference sample has event times."""
         if isinstance(window, pd.DataFrame):
             # Absent columns become all-missing (missing_rate 1.0, not tested).
             cols = [*self.features, SCORE_COLUMN]
             matrix = window.reindex(columns=cols).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
         else:
             matrix = np.asarray(window, dtype=float)
-        features = {f: self._test(ref, matrix[:, i]) for i, (f, ref) in enumerate(self._columns.items())}
-        prediction = self._test(self._score, matrix[:, len(self.features)])
+        rows = self.reference_rows(ts, exclude_days)
+        self.last_reference_rows = rows
+        if rows is None:
+            ref_matrix, ref_missing = None, self._missing
+        else:
+            ref_matrix = self._matrix[rows]
+            ref_missing = np.isnan(ref_matrix).mean(axis=0)
+        columns = [*self._columns.values(), self._score]
+        tests = [
+            self._test(ref, matrix[:, i], None if ref_matrix is None else ref_matrix[:, i], float(ref_missing[i]))
+            for i, ref in enumerate(columns)
+        ]
+        features = {c.column: c for c in tests[:-1]}
+        prediction = tests[-1]
         tested = [c for c in features.values() if c.tested]
         share = sum(c.detected for c in tested) / len(tested) if tested else 0.0
         return WindowDrift(
@@ -186,3 +259,16 @@ class DriftDetector:
             drift_share=share,
             dataset_drift=share >= self.config.drift_share and bool(tested),
         )
+
+
+def _epoch_seconds(values: pd.Series) -> np.ndarray:
+    """Event times as epoch seconds (datetimes of any unit/zone, or numbers already in seconds)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=float)
+    ts = pd.to_datetime(values, utc=True)
+    return ts.astype("int64").to_numpy() / 10 ** _unit_digits(ts)
+
+
+def _unit_digits(ts: pd.Series) -> int:
+    unit = getattr(ts.dtype, "unit", "ns")
+    return {"s": 0, "ms": 3, "us": 6, "ns": 9}[unit]

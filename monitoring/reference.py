@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from monitoring.calibration import Calibration
 from monitoring.drift import SCORE_COLUMN
 
 
@@ -18,19 +19,24 @@ class Reference:
     model: str = "unknown"  # model tag the sample belongs to
     threshold: float | None = None  # decision threshold on the score
     metrics: dict[str, Any] = field(default_factory=dict)  # the model's offline metrics (pr_auc, ...)
+    calibration: Calibration | None = None  # thresholds measured on clean history (monitoring.calibration)
+    lineage: dict[str, list[str]] = field(default_factory=dict)  # feature -> raw inputs (monitoring.lineage)
 
 
 ReferenceLoader = Callable[[], "Reference | pd.DataFrame"]
 
 
-def registry_reference() -> Reference:
-    """Reference sample, feature list, threshold and metrics of the production model (training/registry.py)."""
+def registry_reference(window_rows: int = 5000, calibrated: bool = True) -> Reference:
+    """The production model's reference: with its calibration (calibrated once if it has none), the
+    seasonal reference and calibrated thresholds; else its plain reference sample (core/model_store.py)."""
     from core.model_store import production_model, reference_sample
+    from monitoring.calibrate_model import ensure_calibration
 
     model = production_model()
     meta = model.info.metadata
+    stored = ensure_calibration(model, window_rows) if calibrated else None
+    calibration, frame = stored if stored is not None else (None, reference_sample(model))
     features = list(meta.get("features") or [])
-    frame = reference_sample(model)
     if not features:
         features = [c for c in frame.columns if c != SCORE_COLUMN]
     threshold = meta.get("threshold")
@@ -40,6 +46,8 @@ def registry_reference() -> Reference:
         model=str(model.tag),
         threshold=float(threshold) if threshold is not None else None,
         metrics=dict(meta.get("metrics") or {}),
+        calibration=calibration,
+        lineage=calibration.lineage if calibration is not None else {},
     )
 
 

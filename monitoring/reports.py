@@ -55,13 +55,11 @@ def render_report(
 
 class ReportStore:
     """``<state_dir>/reports/drift/``: ``window-<id>-<time>.html`` per drifted window (the newest
-    ``keep`` are kept) and ``latest.html`` (rewritten at most every ``latest_every_s`` seconds)."""
+    ``keep`` are kept) and ``latest.html`` (how often: :mod:`monitoring.report_limit`)."""
 
-    def __init__(self, directory: Path, keep: int = 20, latest_every_s: float = 300.0) -> None:
+    def __init__(self, directory: Path, keep: int = 20) -> None:
         self.directory = Path(directory)
         self.keep = keep
-        self.latest_every_s = latest_every_s
-        self._latest_at = 0.0
 
     def drift_path(self, window_id: int, end: float) -> Path:
         return self.directory / f"window-{window_id:06d}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(end))}.html"
@@ -69,12 +67,6 @@ class ReportStore:
     @property
     def latest_path(self) -> Path:
         return self.directory / LATEST
-
-    def latest_due(self, now: float) -> bool:
-        return now - self._latest_at >= self.latest_every_s
-
-    def mark_latest(self, now: float) -> None:
-        self._latest_at = now
 
     def prune(self) -> list[Path]:
         """Delete the oldest drifted-window reports beyond ``keep``; returns what was deleted."""

@@ -39,6 +39,7 @@ class Window:
     rows: np.ndarray  # float matrix: features + score
     start: float  # event time (epoch s) of the first and last row
     end: float
+    ts: np.ndarray | None = None  # event time (epoch s) of every row
 
 
 class Windower:
@@ -82,7 +83,7 @@ class Windower:
             self._ts.popleft()
         if self._since_eval >= spec.step and len(self._rows) >= spec.min_events:
             self._since_eval = 0
-            return Window(np.array(self._rows, dtype=float), self._ts[0], self._ts[-1])
+            return self._view()
         return None
 
     def flush(self, force: bool = False) -> Window | None:
@@ -94,10 +95,14 @@ class Windower:
         if self._since_eval == 0 and not force:
             return None
         self._since_eval = 0
-        return Window(np.array(self._rows, dtype=float), self._ts[0], self._ts[-1])
+        return self._view()
+
+    def _view(self) -> Window:
+        ts = np.fromiter(self._ts, dtype=float, count=len(self._ts))
+        return Window(np.array(self._rows, dtype=float), float(ts[0]), float(ts[-1]), ts)
 
     def _take(self) -> Window:
-        window = Window(np.array(self._rows, dtype=float), self._ts[0], self._ts[-1])
+        window = self._view()
         self._rows.clear()
         self._ts.clear()
         return window

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("rtml.commands.keys", "API keys of the prediction service: create, list, revoke."),
     "serve": ("bentos.commands.serve", "Run the online prediction service (BentoML); --detach waits for readiness."),
     "monitor": ("monitoring.commands.monitor", "Watch predictions for drift and decay: Prometheus metrics, alerts, retraining trigger."),
+    "consistency": ("monitoring.commands.consistency", "Online/offline consistency of the served features (report for the promotion gate)."),
 }
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 import pandas as pd
 import pyarrow.dataset as ds
 
+from core.freshness import FreshnessMarks
 from core.online_store import TS
 
 
@@ -71,6 +72,8 @@ def materialize_views(views: Iterable, start: datetime, end: datetime, writer,
         for i in range(0, len(rows), chunk):
             n += writer.write(view, rows.iloc[i : i + chunk])
         written[spec.name] = n
+        if len(rows):
+            FreshnessMarks().mark(spec.name, int(rows[TS].max()) / 1e6)  # TS: int64 us
     return written
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from core.freshness import FreshnessGauge
+
 _FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -34,6 +36,7 @@ class StreamMetrics:
             "rtml_stream_feature_freshness_seconds_hist", "Online write time minus newest event time, per batch.",
             buckets=_FRESHNESS_BUCKETS, registry=r,
         )
+        self.view_freshness = FreshnessGauge(r)  # age per view, growing while nothing is written
         self.consumer_lag = Gauge(
             "rtml_stream_consumer_lag", "Records in Kafka not yet processed, per partition.", ["partition"], registry=r
         )

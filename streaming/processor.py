@@ -207,6 +207,8 @@ class BatchProcessor:
             m.rows_written.labels(view=view, store="offline").inc(n)
         m.batch_duration.observe(result.seconds)
         if len(accepted):
+            for view in result.online_rows:
+                m.view_freshness.observe(view, int(accepted[TS].max()) / 1e6)
             freshness = write_time - int(accepted[TS].max()) / 1e6
             m.freshness.set(freshness)
             m.freshness_hist.observe(max(freshness, 0.0))

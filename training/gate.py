@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
+from core.consistency import promotion_blockers
 from core.settings import settings
 from training.evaluate import Evaluation
 from training.model import LABEL, predict
@@ -53,12 +54,22 @@ def production_pr_auc(model: Any, holdout: pd.DataFrame) -> tuple[float | None, 
     return float(average_precision_score(holdout[LABEL], scores)), ""
 
 
-def decide(ev: Evaluation, holdout: pd.DataFrame, production: Any | None, margin: float | None = None) -> Decision:
-    """Should the candidate (evaluated as ``ev`` on ``holdout``) become production?"""
+def decide(
+    ev: Evaluation,
+    holdout: pd.DataFrame,
+    production: Any | None,
+    margin: float | None = None,
+    feature_refs: list[str] | None = None,
+) -> Decision:
+    """Should the candidate (evaluated as ``ev`` on ``holdout``) become production? Not while the online/
+    offline consistency of its ``feature_refs`` is below threshold (core/consistency.py)."""
     margin = default_margin() if margin is None else margin
     cand = ev.metrics["pr_auc"]
     if not ev.passed:
         return Decision(False, "checks failed: " + "; ".join(ev.failed_checks()), cand, margin=margin)
+    skew = promotion_blockers(feature_refs or [])
+    if skew:
+        return Decision(False, "online/offline consistency below threshold: " + "; ".join(skew), cand, margin=margin)
     if production is None:
         return Decision(True, f"first model (PR-AUC {cand:.4f}) and its checks pass", cand, margin=margin)
     tag = str(production.tag)

@@ -59,7 +59,7 @@ def train(
         current = model_store.production_model()
     except errors.UserFacingError:
         current = None
-    decision = decide(ev, split.test, current, margin)
+    decision = decide(ev, split.test, current, margin, feature_refs=refs)
 
     scores = predict(result.booster, split.test, features)
     ref = split.test[features].assign(score=scores)

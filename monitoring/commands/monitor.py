@@ -4,6 +4,7 @@ retraining trigger. Stop with Ctrl-C (offsets of evaluated windows are committed
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import shlex
 import signal
@@ -47,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     d.add_argument("--alert-min-features", type=int, default=1, help="drifted features that count for FeatureDrift")
     d.add_argument("--alert-windows", type=int, default=1, help="consecutive such windows before FeatureDrift fires")
+    d.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="ignore the model's calibration (seasonal reference + thresholds measured on its training period)",
+    )
     p = parser.add_argument_group("performance (needs labels)")
     p.add_argument("--perf-window", type=int, default=5000, help="labelled predictions in the rolling metrics")
     p.add_argument("--perf-min-labels", type=int, default=500)
@@ -87,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):
+    from core.feature_refs import label_definition
     from monitoring.drift import DriftConfig
     from monitoring.monitor import MonitorConfig
     from monitoring.retrain import RetrainConfig, default_command
@@ -120,7 +127,10 @@ def build_config(args: argparse.Namespace):
         command=shlex.split(args.retrain_command) if args.retrain_command else default_command(),
         enabled=not args.no_retrain,
     )
+    labels = label_definition()
     return MonitorConfig(
+        label_key=labels.event_key,
+        label_column=labels.label,
         window=window,
         drift=drift,
         retrain=retrain,
@@ -137,6 +147,20 @@ def build_config(args: argparse.Namespace):
     )
 
 
+def export_freshness(metrics) -> None:
+    """The views' declared freshness SLOs, and the age of what batch writers (materialize) wrote."""
+    from core.feature_repo import repo_contents
+    from core.freshness import FreshnessGauge, FreshnessMarks, view_slos
+
+    try:
+        rc = repo_contents()
+        slos = view_slos([*rc.feature_views, *rc.stream_feature_views])
+    except Exception as exc:  # noqa: BLE001 - drift monitoring goes on without the SLO gauges
+        log.warning("no freshness SLOs exported: cannot read the feature repo (%s)", exc)
+        return
+    FreshnessGauge(metrics.registry, slos, source="materialize", marks=FreshnessMarks())
+
+
 def run(args: argparse.Namespace) -> int:
     from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
 
@@ -145,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from monitoring.alerts import AlertSink
     from monitoring.metrics import MonitorMetrics
     from monitoring.monitor import Monitor
+    from monitoring.reference import registry_reference
 
     cfg = settings()
     config = build_config(args)
@@ -154,9 +179,11 @@ def run(args: argparse.Namespace) -> int:
     alerts = args.alerts_topic or cfg.topics.alerts
     ensure_topics([predictions, labels, alerts], role="monitor")
     metrics = MonitorMetrics()
+    export_freshness(metrics)
     sink = AlertSink(None, alerts, metrics=metrics)
     try:  # load the reference first: no port or client is opened for a monitor that cannot start
-        monitor = Monitor(config, state_dir=cfg.state_dir, metrics=metrics, sink=sink)
+        loader = functools.partial(registry_reference, window_rows=args.window_size, calibrated=not args.no_calibration)
+        monitor = Monitor(config, loader, state_dir=cfg.state_dir, metrics=metrics, sink=sink)
     except (StatTestNotFoundError, ValueError) as exc:
         raise UserFacingError(f"bad drift configuration: {exc}") from None
     try:

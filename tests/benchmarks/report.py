@@ -61,6 +61,11 @@ HEADLINES: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("5k-row window evaluation (s)", "window_eval_s_5k", None, "<= 1"),
         ("detection delay (windows)", "detection_delay_windows", None, "<= 2"),
         ("false alarms in 20 clean windows", "false_alarms_in_20_windows", None, "0"),
+        ("false alarms per clean day, 14 simulated days, defaults", "false_alarms_per_clean_day_defaults", None, "0"),
+        ("detection delay, worst incident (windows)", "detection_delay_windows_max", None, "<= 2"),
+        ("online/offline consistency, clean", "consistency_rate_clean", None, ">= 0.999"),
+        ("injected online-write skew caught", "consistency_detects_injected_skew", None, "1"),
+        ("consistency rows checked/s", "consistency_rows_per_s", None, ""),
     ],
 }
 BASELINE_NAMES = {

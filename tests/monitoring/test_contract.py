@@ -7,15 +7,13 @@ import json
 import math
 from types import SimpleNamespace
 
-import pytest
-
+from bentos import prediction_log
 from core.contracts import PREDICTION_FIELDS
 from monitoring.decode import PredictionDecoder
-from monitoring.synthetic import DEFAULT_FEATURES
+from tests.fixtures.predictions import DEFAULT_FEATURES
 
 
 def test_serving_prediction_record_decodes():
-    prediction_log = pytest.importorskip("bentos.prediction_log")
     features = list(DEFAULT_FEATURES)
     log = prediction_log.PredictionLog("transaction_id", ("user_id", "merchant_id"))  # not started: no Kafka needed
     row = [float(i) for i in range(len(features))]

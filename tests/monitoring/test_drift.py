@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from monitoring.drift import DriftConfig, DriftDetector
-from monitoring.synthetic import DEFAULT_FEATURES, feature_frame
+from tests.fixtures.predictions import DEFAULT_FEATURES, feature_frame
 
 AMOUNT_FEATURES = {"txn_amount", "txn_mean_24h", "txn_sum_24h", "txn_max_24h", "merchant_amount_mean_1h"}
 RATIOS = {"amount_to_mean_24h", "is_foreign", "risk_tier", "account_age_days"}
@@ -102,18 +102,26 @@ def test_scores_equal_evidently_report_values(reference, detector):
     assert result.prediction.score == pytest.approx(values["score"], rel=1e-6)
 
 
-def test_missing_values_rate_and_untested_columns(reference):
-    detector = DriftDetector(reference, DEFAULT_FEATURES, DriftConfig(min_rows=100))
+def test_missing_values_rate_and_a_broken_column(reference):
+    """A column that goes missing is drift (a broken upstream), not an untested column."""
+    detector = DriftDetector(reference, DEFAULT_FEATURES, DriftConfig(min_rows=100, missing_tolerance=0.2))
     window = feature_frame(1000, seed=7)
-    window.loc[:299, "txn_amount"] = np.nan  # 30% missing
-    window["credit_limit"] = np.nan  # all missing: not tested
+    window.loc[:149, "account_age_days"] = np.nan  # 15% missing: within the tolerance
+    window.loc[:299, "txn_amount"] = np.nan  # 30% missing: above it
+    window["credit_limit"] = np.nan  # all missing: nothing left to test, still flagged
     result = detector.evaluate(window)
-    assert result.features["txn_amount"].missing_rate == pytest.approx(0.3)
-    assert result.features["txn_amount"].n == 700
-    assert result.features["credit_limit"].missing_rate == 1.0
-    assert not result.features["credit_limit"].tested and math.isnan(result.features["credit_limit"].score)
-    tested = [c for c in result.features.values() if c.tested]
-    assert len(tested) == len(DEFAULT_FEATURES) - 1
+    age, amount, limit = (result.features[f] for f in ("account_age_days", "txn_amount", "credit_limit"))
+    assert age.missing_rate == pytest.approx(0.15) and not age.missing_drift and not age.detected
+    assert amount.missing_rate == pytest.approx(0.3) and amount.n == 700 and amount.missing_drift and amount.detected
+    assert not math.isnan(amount.score)  # the 700 present values are still tested
+    assert limit.missing_rate == 1.0 and math.isnan(limit.score) and limit.missing_drift and limit.detected
+    assert limit.reference_missing_rate == 0.0
+    secs = result.features["secs_since_prev_txn"]  # missing in ~20% of the reference rows too: no alarm
+    assert secs.reference_missing_rate == pytest.approx(reference["secs_since_prev_txn"].isna().mean())
+    assert not secs.missing_drift
+    assert result.drifted_features[0] == "credit_limit"  # a broken column is the most severe
+    assert set(result.drifted_features) == {"credit_limit", "txn_amount"}
+    assert result.drift_share == pytest.approx(2 / len(DEFAULT_FEATURES))
 
 
 def test_method_and_threshold_are_configurable(reference):

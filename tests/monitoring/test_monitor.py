@@ -1,6 +1,6 @@
 """The monitor's decisions, fed without Kafka: windows directly, or records through a fake consumer.
 
-Data: prediction messages from :mod:`monitoring.synthetic` (features + score + labels with known
+Data: prediction messages from :mod:`tests.fixtures.predictions` (features + score + labels with known
 drift knobs). Expected values are recomputed here independently (sklearn, counting).
 """
 
@@ -18,12 +18,13 @@ from sklearn.metrics import average_precision_score
 
 from core.contracts import ALERT_FIELDS
 from monitoring.alerts import AlertSink
+from monitoring.lineage import repo_lineage
 from monitoring.metrics import MonitorMetrics
 from monitoring.monitor import FEATURE_DRIFT, PERFORMANCE_DECAY, PREDICTION_DRIFT, Monitor, MonitorConfig
 from monitoring.reference import Reference
 from monitoring.retrain import RetrainConfig
-from monitoring.synthetic import DEFAULT_FEATURES, feature_frame, label_messages, prediction_messages
 from monitoring.windows import WindowSpec
+from tests.fixtures.predictions import DEFAULT_FEATURES, feature_frame, label_messages, prediction_messages
 from tests.monitoring.helpers import FakeConsumer, records
 
 F = DEFAULT_FEATURES
@@ -40,12 +41,23 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def reference() -> Reference:
+def lineage() -> dict[str, list[str]]:
+    """The real feature repo's lineage (the synthetic rows have its feature names)."""
+    return repo_lineage().to_dict()
+
+
+@pytest.fixture(scope="module")
+def reference(lineage) -> Reference:
     frame = feature_frame(5000, seed=1)
     test_split = feature_frame(50_000, seed=2)  # the model's offline evaluation set
     pr_auc = average_precision_score(test_split["is_fraud"], test_split["score"])
     return Reference(
-        frame=frame[[*F, "score"]], features=F, model="fraud_model:ref", threshold=0.5, metrics={"pr_auc": pr_auc}
+        frame=frame[[*F, "score"]],
+        features=F,
+        model="fraud_model:ref",
+        threshold=0.5,
+        metrics={"pr_auc": pr_auc},
+        lineage=lineage,
     )
 
 
@@ -65,7 +77,7 @@ def make_monitor(
     )
 
 
-def test_injected_amount_drift_alerts_within_two_windows_and_names_features(tmp_path, reference):
+def test_injected_amount_drift_alerts_within_two_windows_and_names_its_cause(tmp_path, reference, lineage):
     mon = make_monitor(tmp_path, reference)
     for i in range(3):
         mon.process_window(feature_frame(WINDOW, seed=100 + i), 1000.0 * i, 1000.0 * i + 999)
@@ -85,7 +97,14 @@ def test_injected_amount_drift_alerts_within_two_windows_and_names_features(tmp_
     assert "amount_to_mean_24h" not in named and "account_age_days" not in named
     for name, info in alert["details"]["drifted_features"].items():
         assert info["score"] >= info["threshold"], name
-        assert name in alert["summary"] or len(named) > 5
+    # root cause: every drifted feature computed from the raw amount is grouped under it, first
+    fired_window = next(r for r in mon.results if r.window_id == alert["details"]["window_id"])
+    from_amount = [f for f in fired_window.drifted_features if "amount" in lineage[f]]
+    assert len(from_amount) >= len(AMOUNT_FEATURES)
+    causes = alert["details"]["root_causes"]
+    assert causes[0] == {"input": "amount", "features": from_amount}
+    assert sorted(f for c in causes for f in c["features"]) == sorted(named)  # each drifted feature once
+    assert alert["summary"].startswith(f"amount shifted: {len(from_amount)} dependent features moved (")
     assert alert["started_at"] in ("1970-01-01T00:50:00Z", "1970-01-01T01:06:40Z")  # window 4 or 5 start
     assert Path(alert["report_path"]).is_file() and Path(alert["report_path"]).stat().st_size > 10_000
     assert alert["runbook"].endswith("FeatureDrift.md") and Path(alert["runbook"]).is_file()
@@ -218,7 +237,9 @@ def test_retraining_fires_once_and_respects_its_cooldown(tmp_path, reference):
     assert mon.results[0].drift_share > 0.3
     # window 1: 1 in a row; window 2: starts; then cool-down (the counter restarts: 3->1, 4->2 ...)
     assert decisions[:2] == [None, "started"]
-    assert mon.retrain.decisions.count(next(d for d in mon.retrain.decisions if d.decision == "started")) == 1
+    started = mon.retrain.decisions[0]
+    assert started.reasons == ["drift"] and started.at == clock.t - 6 * 60  # window 2 of 8, a minute apart
+    assert started.detail.startswith(f"drift share {mon.results[1].drift_share:.2f} > 0.3 for 2 window(s)")
     assert [d.decision for d in mon.retrain.decisions].count("started") == 1
     assert {d.decision for d in mon.retrain.decisions[1:]} == {"cooldown"}
     assert marker.read_text().split() == ["drift"]
@@ -385,7 +406,7 @@ def test_persistent_drift_reports_are_rate_limited(tmp_path, reference):
     paths = []
     for i in range(5):  # a drifted window every 50 s: reports at 0 s (episode start) and 150 s
         mon.process_window(feature_frame(1000, seed=996 + i, amount_scale=3.0), clock.t, clock.t + 49)
-        paths.append(mon._last_drift_report)
+        paths.append(mon.report_limit.last_drift_report)
         clock.t += 50
     ids = [p.name.split("-")[1] for p in mon.reports.reports()]
     assert ids == ["000001", "000004"]

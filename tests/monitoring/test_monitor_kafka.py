@@ -24,8 +24,8 @@ from monitoring.metrics import MonitorMetrics
 from monitoring.monitor import FEATURE_DRIFT, Monitor, MonitorConfig
 from monitoring.reference import Reference
 from monitoring.retrain import RetrainConfig
-from monitoring.synthetic import DEFAULT_FEATURES, feature_frame, prediction_messages
 from monitoring.windows import WindowSpec
+from tests.fixtures.predictions import DEFAULT_FEATURES, feature_frame, prediction_messages
 
 pytestmark = pytest.mark.integration
 F = DEFAULT_FEATURES

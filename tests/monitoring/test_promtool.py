@@ -34,7 +34,7 @@ def test_rules_are_valid(promtool):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_scrape_config_is_valid_and_scrapes_the_three_jobs(promtool):
+def test_scrape_config_is_valid_and_scrapes_the_four_jobs(promtool):
     result = _run(promtool, "check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
@@ -43,6 +43,7 @@ def test_scrape_config_is_valid_and_scrapes_the_three_jobs(promtool):
         "rtml-serving": ["127.0.0.1:3000"],
         "rtml-stream": ["127.0.0.1:9108"],
         "rtml-monitor": ["127.0.0.1:9109"],
+        "rtml-consistency": ["127.0.0.1:9110"],
     }
 
 
@@ -79,6 +80,9 @@ def test_every_alert_has_annotations_a_runbook_and_a_unit_test():
         "PredictionDrift",
         "PerformanceDecay",
         "StaleFeatures",
+        "FeatureFreshnessSLO",
+        "NoEvents",
+        "OnlineOfflineSkew",
         "DLQRate",
         "ServingLatencyP99",
         "ServingErrorRate",

@@ -1,0 +1,168 @@
+"""The monitor's Kafka loop: ``predictions`` + ``labels`` in one consumer group, windows fed to the monitor.
+
+Offsets are committed after each evaluated window, so a restart resumes where the last evaluated
+window ended (at-least-once: the rows of an unfinished window are read again). Labels partitions are
+committed on the stats tick (nothing waits for them). Malformed messages are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from monitoring.decode import MalformedMessage, decode_label
+from monitoring.windows import Window, Windower
+
+if TYPE_CHECKING:
+    from monitoring.monitor import Monitor
+
+log = logging.getLogger(__name__)
+
+
+def consume(
+    monitor: Monitor,
+    consumer,
+    predictions_topic: str,
+    labels_topic: str | None,
+    stop: threading.Event | None = None,
+    max_windows: int | None = None,
+    idle_exit_s: float | None = None,
+    idle_flush_s: float | None = None,
+    stats_every_s: float = 5.0,
+) -> int:
+    """Consume until ``stop`` is set, ``max_windows`` windows were evaluated, or nothing arrived for
+    ``idle_exit_s`` seconds. Returns the number of windows evaluated."""
+    from kafka.structs import OffsetAndMetadata
+
+    mon = monitor
+    stop = stop or threading.Event()
+    windower = Windower(mon.config.window)
+    timed = mon.config.window.seconds is not None
+    processed: dict[Any, int] = {}
+    committed: dict[Any, int] = {}
+    windows = 0
+    events = 0
+    last_stats = last_msg = time.monotonic()
+    decode = mon.decoder.decode
+    from monitoring.rollout import RolloutFeed
+
+    rollout_feed = RolloutFeed(predictions_topic)
+    if idle_flush_s is None and timed:
+        idle_flush_s = mon.config.window.seconds
+
+    def commit(offsets: dict[Any, int]) -> None:
+        if offsets and mon.config.commit_every_window:
+            consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+            committed.update(offsets)
+
+    def commit_safe() -> None:
+        """Commit what no unfinished window depends on: every partition when the window buffer is
+        empty, else the labels partitions only."""
+        offsets = {tp: off for tp, off in processed.items() if committed.get(tp) != off}
+        if len(windower):
+            offsets = {tp: off for tp, off in offsets.items() if tp.topic != predictions_topic}
+        commit(offsets)
+
+    def close(window: Window) -> None:
+        nonlocal windows, windower, decode
+        mon.process_window(window.rows, window.start, window.end, window.ts)
+        windows += 1
+        commit(dict(processed))
+        if decode.__self__ is not mon.decoder:  # new reference: rows in progress have the old layout
+            decode = mon.decoder.decode
+            windower = Windower(mon.config.window)
+
+    def done() -> bool:
+        return max_windows is not None and windows >= max_windows
+
+    while not stop.is_set() and not done():
+        batch = consumer.poll(timeout_ms=500, max_records=5000)
+        now = time.monotonic()
+        for tp, records in batch.items():
+            # Rollout comparison (monitoring/rollout.py): sees every record; drift and performance keep the served ones.
+            records = rollout_feed.observe(tp.topic, records)
+            if done():
+                break  # the rest of the batch is not committed: read again after a restart
+            if tp.topic == predictions_topic:
+                for rec in records:
+                    if done():
+                        break
+                    try:
+                        row, txn = decode(rec.value)
+                    except MalformedMessage as exc:
+                        malformed(mon, tp.topic, rec, exc)
+                        processed[tp] = rec.offset + 1
+                        continue
+                    ts = rec.timestamp / 1000.0
+                    if timed:
+                        early = windower.close_before(ts)
+                        if early is not None:
+                            close(early)
+                    mon.performance.add_prediction(txn, row[-1])
+                    processed[tp] = rec.offset + 1
+                    window = windower.add(row, ts)
+                    if window is not None:
+                        close(window)
+                events += len(records)
+            else:
+                for rec in records:
+                    try:
+                        txn, label = decode_label(rec.value, mon.config.label_key, mon.config.label_column)
+                        mon.performance.add_label(txn, label)
+                    except MalformedMessage as exc:
+                        malformed(mon, tp.topic, rec, exc)
+                    processed[tp] = rec.offset + 1
+            mon.metrics.events_total.labels(topic=tp.topic).inc(len(records))
+            if records:
+                last_msg = now
+        if now - last_stats >= stats_every_s:
+            mon.metrics.events_per_second.set(events / (now - last_stats))
+            events, last_stats = 0, now
+            export_lag(mon, consumer)
+            commit_safe()
+            mon.tick()
+            if decode.__self__ is not mon.decoder:
+                decode = mon.decoder.decode
+                windower = Windower(mon.config.window)
+        if batch:
+            continue
+        idle = time.monotonic() - last_msg
+        if idle_flush_s is not None and idle >= idle_flush_s and len(windower):
+            window = windower.flush()
+            if window is not None:
+                close(window)
+        if idle_exit_s is not None and idle >= idle_exit_s:
+            break
+    commit_safe()
+    export_lag(mon, consumer)
+    mon.refresh_performance()
+    return windows
+
+
+def malformed(mon: Monitor, topic: str, rec, exc: Exception) -> None:
+    mon.malformed += 1
+    mon.metrics.malformed_total.labels(topic=topic).inc()
+    if mon.malformed <= 10 or mon.malformed % 1000 == 0:
+        log.warning(
+            "skipping malformed %s message (partition %s offset %s): %s [%d so far]",
+            topic,
+            rec.partition,
+            rec.offset,
+            exc,
+            mon.malformed,
+        )
+
+
+def export_lag(mon: Monitor, consumer) -> None:
+    try:
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        ends = consumer.end_offsets(assigned)
+        for tp in assigned:
+            lag = max(0, ends.get(tp, 0) - consumer.position(tp))
+            mon.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+    except Exception as exc:  # noqa: BLE001 - lag is informative only
+        log.debug("could not read consumer lag: %s", exc)

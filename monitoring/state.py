@@ -1,0 +1,57 @@
+"""What the monitor keeps across restarts: ``<state_dir>/monitor/state.json``.
+
+Window counter, the FeatureDrift streak, alert states, the retraining controller's state and the
+labelled (score, label) pairs of the rolling performance. Written atomically after every window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitorState:
+    window_id: int = 0
+    feature_streak: int = 0
+    feature_streak_start: float = 0.0
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retrain: dict[str, Any] = field(default_factory=dict)
+    pairs: list[tuple[float, int]] = field(default_factory=list)
+    reference_model: str = ""
+
+
+class StateFile:
+    """Reads and writes :class:`MonitorState` as JSON (an unreadable file is logged and ignored)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> MonitorState:
+        if not self.path.exists():
+            return MonitorState()
+        try:
+            raw = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.error("ignoring unreadable monitor state %s: %s", self.path, exc)
+            return MonitorState()
+        return MonitorState(
+            window_id=int(raw.get("window_id", 0)),
+            feature_streak=int(raw.get("feature_streak", 0)),
+            feature_streak_start=float(raw.get("feature_streak_start", 0.0)),
+            alerts=dict(raw.get("alerts") or {}),
+            retrain=dict(raw.get("retrain") or {}),
+            pairs=[(float(s), int(y)) for s, y in raw.get("pairs", [])],
+            reference_model=str(raw.get("reference_model", "")),
+        )
+
+    def save(self, state: MonitorState) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state.__dict__))
+        tmp.replace(self.path)
