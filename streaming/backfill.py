@@ -1,12 +1,17 @@
-"""Backfill: the stream features recomputed from historical raw events with the stream job's own
-transformation (:mod:`streaming.aggregates`), as a Spark batch job, then re-materialized into Redis.
+"""Backfill and offline rows: the stream features recomputed from the raw event log with the stream job's
+own tile code (:mod:`streaming.state_schema`, :mod:`streaming.tiles`), as a Spark batch job.
 
-Events of [start - longest window, end) are read from the raw transactions folder, split by entity
-into buckets, and each bucket (on an executor) computes the exact rows of its events in [start, end)
-and writes them to ``<view folder>/backfill-<start>-<end>-p<bucket>.parquet`` (a rerun of the same
-range replaces its files). Then a full materialization over [start, end) (:mod:`streaming.materialize`;
-Feast's own materialize refuses windowed stream views) loads every entity's latest value into Redis,
-which also restores Redis after it lost its data.
+Offline rows (one per event, as of that event): events of the whole UTC hours covering [start, end)
+plus the longest window before them are turned into per-timestamp tiles by the stream job's tile
+aggregation (grouped by entity and event time instead of tile), and each event's row is merged from
+the tiles of its window with the same function the stream job uses online
+(:func:`streaming.tiles.features_from_tiles`). Executors write ``<view folder>/h<hour>-b<bucket>.parquet``
+(a fixed number of entity buckets): a rerun, a replay or a reset of the stream job rewrites the same
+files with the same rows, never a duplicate.
+
+Online (``materialize=True``): the tiles of the last longest window before ``end`` are written to
+Redis and merged into Feast rows exactly as the stream job does (:mod:`streaming.tile_store`): this
+seeds a stream job (new features, new views, a new checkpoint) and restores Redis after a loss.
 """
 
 from __future__ import annotations
@@ -19,16 +24,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.settings import settings
-from streaming.aggregates import TS, aggregate, range_index, sort_events
 from streaming.feature_specs import ViewSpec, load_stream_spec
-from streaming.materialize import materialize_views
-from streaming.offline_writer import write_offline
 
 log = logging.getLogger(__name__)
 HISTORY_SOURCE = "transactions_history"
+OFFLINE_BUCKETS = 8  # fixed: file names must not depend on run arguments
+HOUR_US = 3_600_000_000
 
 
 @dataclass
@@ -43,56 +48,108 @@ class BackfillResult:
     materialized: dict[str, int] = field(default_factory=dict)
 
 
-def _writer(store, kind: str):
-    import redis
-
-    from streaming.online_writer import FeastOnlineWriter, PipelinedOnlineWriter
-
-    client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=30)
-    if kind == "feast":
-        return FeastOnlineWriter(store, client)
-    return PipelinedOnlineWriter(client, store.config.project, store.config.entity_key_serialization_version)
-
-
 def _us(ts: datetime) -> int:
     return int((ts - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
 
 
-def range_tag(start: datetime, end: datetime) -> str:
-    return f"backfill-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
-
-
 def history_path(store) -> str:
-    """Folder of the raw event history: the KafkaSource's batch source in the registry, else the data dir."""
+    """Folder of the raw event log: the registry's ``transactions_history`` source, else the data dir."""
     try:
         return store.get_data_source(HISTORY_SOURCE).path
     except Exception:  # noqa: BLE001
         return str(settings().data_dir / "transactions")
 
 
-def _bucket_fn(spec: ViewSpec, start_us: int, end_us: int, stem: str, folder: str):
-    """The per-bucket function run by Spark: same sort/aggregate as the stream job."""
+def offline_rows(spec: ViewSpec, frame: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
+    """Per-event rows of the events in [start_us, end_us) from per-(entity, event time) tiles ``frame``."""
+    from streaming.tile_store import tile_measures
+    from streaming.tiles import features_from_tiles, view_measures
 
-    def compute(pdf: pd.DataFrame) -> pd.DataFrame:
-        if pdf.empty:
-            return pd.DataFrame({"bucket": pd.Series([], dtype="int64"), "rows": pd.Series([], dtype="int64")})
-        bucket = int(pdf["bucket"].iloc[0])
-        events = sort_events(pdf.rename(columns={"event_us": TS}), spec)
-        rows = aggregate(events, spec, range_index(events, start_us, end_us))
-        write_offline(spec, rows, f"{stem}-p{bucket:04d}", folder)
-        return pd.DataFrame({"bucket": [bucket], "rows": [len(rows)]})
+    measures = view_measures(spec)
+    frame = frame.sort_values(["k", "ts_us"], kind="stable")
+    keys, times, counts = [], [], []
+    values: dict[str, list] = {a.name: [] for a in spec.aggs}
+    reach = spec.max_window_us + spec.tile_us
+    for k, group in frame.groupby("k", sort=False):
+        recs = group.to_dict("records")
+        tiles = [(int(r["ts_us"]), tile_measures(r, measures), int(r["n_events"])) for r in recs]
+        lo = 0
+        for i, (t, _m, n) in enumerate(tiles):
+            while tiles[lo][0] < t - reach:
+                lo += 1
+            if t < start_us or t >= end_us:
+                continue
+            _latest, feats = features_from_tiles(spec, {ts: m for ts, m, _n in tiles[lo : i + 1]})
+            keys.append(int(k))
+            times.append(t)
+            counts.append(n)
+            for name, v in feats.items():
+                values[name].append(v)
+    reps = np.asarray(counts, dtype=np.int64)
+    out = pd.DataFrame({spec.join_key: np.repeat(np.asarray(keys, np.int64), reps),
+                        "event_timestamp": np.repeat(np.asarray(times, np.int64), reps)})
+    for agg in spec.aggs:
+        col = np.repeat(np.asarray(values[agg.name], dtype=np.float64), reps)
+        out[agg.name] = col.astype(np.int64) if agg.is_int else col
+    return out
 
-    return compute
+
+def _offline_fn(spec: ViewSpec, start_us: int, end_us: int, folder: str):
+    def run(frames):
+        from streaming.offline_writer import write_offline
+
+        parts = [f for f in frames if len(f)]
+        if not parts:
+            return
+        frame = pd.concat(parts, ignore_index=True)
+        out = []
+        for bucket, part in frame.groupby("bucket"):
+            rows = offline_rows(spec, part, start_us, end_us)
+            hours = rows["event_timestamp"].to_numpy(np.int64) // HOUR_US
+            for hour in np.unique(hours):
+                stamp = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(hours=int(hour))
+                write_offline(spec, rows[hours == hour], f"h{stamp:%Y%m%dT%H}-b{int(bucket):02d}", folder)
+            out.append((int(bucket), len(rows)))
+        yield pd.DataFrame(out, columns=["bucket", "rows"])
+
+    return run
+
+
+def _online_fn(spec: ViewSpec, redis_url: str, project: str):
+    def run(frames):
+        import redis
+
+        from streaming.online_writer import PipelinedOnlineWriter
+        from streaming.tile_store import write_view_partition
+
+        parts = [f for f in frames if len(f)]
+        if not parts:
+            return
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=60)
+        try:
+            ttl_s = int(2 * spec.max_window_us / 1e6) + 3600
+            tiles, rows = write_view_partition(spec, pd.concat(parts, ignore_index=True), client,
+                                               PipelinedOnlineWriter(client, project), ttl_s)
+        finally:
+            client.close()
+        yield pd.DataFrame({"tiles": [tiles], "rows": [rows]})
+
+    return run
 
 
 def run_backfill(start: datetime, end: datetime, spark=None, store=None, master: str | None = None,
-                 materialize: bool = True, buckets: int = 4, max_amount: float = 1_000_000.0,
+                 materialize: bool = True, buckets: int | None = None, max_amount: float = 1_000_000.0,
                  source_path: str | None = None, offline_dirs: dict[str, str] | None = None,
-                 online_writer: str = "pipelined") -> BackfillResult:
-    """Recompute the stream views for events in [start, end) into the offline store, then materialize."""
+                 views: tuple[str, ...] | None = None, online_writer: str = "pipelined") -> BackfillResult:
+    """Offline rows of the events in the UTC hours covering [start, end), then (optionally) Redis tiles + rows.
+
+    ``views``: only these stream views (default all). ``buckets``/``online_writer``: accepted for
+    compatibility, ignored (file names use a fixed bucket count; online rows go through the tile writer).
+    """
     from pyspark.sql import functions as F
 
     from streaming.parsing import valid_history_condition
+    from streaming.state_schema import tile_aggregation, tile_rows
 
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be timezone-aware")
@@ -103,6 +160,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
 
         store = get_store()
     spec = load_stream_spec(store)
+    chosen = tuple(v for v in spec.views if views is None or v.name in views)
     if spark is None:
         from streaming.spark_session import build_session
 
@@ -113,38 +171,42 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
 
         raise UserFacingError(f"no historical events under {path} (run `rtml simulate` first)")
     result = BackfillResult(start=start, end=end)
-    start_us, end_us = _us(start), _us(end)
-    context_us = start_us - max(v.max_window_us for v in spec.views)
+    start_us = (_us(start) // HOUR_US) * HOUR_US
+    end_us = -((-_us(end)) // HOUR_US) * HOUR_US
+    context_us = start_us - max(v.max_window_us + v.tile_us for v in chosen)
     t0 = time.perf_counter()
-    raw = spark.read.parquet(path)
     history = (
-        raw.withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
+        spark.read.parquet(path)
+        .withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
         .where(valid_history_condition(max_amount))
-        .where((F.col("event_us") > F.lit(context_us)) & (F.col("event_us") < F.lit(end_us)))
-    )
-    history = history.cache()
-    result.events_read = history.where(F.col("event_us") >= F.lit(start_us)).count()
-    stem = range_tag(start, end)
-    for view in spec.views:
+        .where((F.col("event_us") >= F.lit(context_us)) & (F.col("event_us") < F.lit(end_us)))
+    ).cache()
+    result.events_read = history.where(F.col("event_us") >= F.lit(_us(start))).where(
+        F.col("event_us") < F.lit(_us(end))).count()
+    for view in chosen:
         folder = (offline_dirs or {}).get(view.name, view.offline_path)
         Path(folder).mkdir(parents=True, exist_ok=True)
-        for old in glob.glob(os.path.join(folder, f"{stem}-p*.parquet")):
-            os.remove(old)
-        cols = [F.col(view.join_key).cast("bigint"), F.col("event_us")]
-        cols += [F.col(c).cast("double") for c in view.value_columns]
-        df = history.select(*cols).withColumn("bucket", F.pmod(F.xxhash64(view.join_key), F.lit(buckets)))
-        out = df.groupBy("bucket").applyInPandas(
-            _bucket_fn(view, start_us, end_us, stem, folder), schema="bucket long, rows long"
-        )
-        written = out.collect()
+        rows = tile_rows(history, (view,), with_dead_letters=False)
+        per_ts = tile_aggregation(rows, (view,), keys=("k", "ts_us"), extra=[F.count(F.lit(1)).alias("n_events")])
+        per_ts = per_ts.withColumn("bucket", F.pmod(F.xxhash64("k"), F.lit(OFFLINE_BUCKETS)))
+        written = per_ts.repartition(OFFLINE_BUCKETS, "bucket").mapInPandas(
+            _offline_fn(view, start_us, end_us, folder), "bucket long, rows long").collect()
         result.rows_written[view.name] = int(sum(r["rows"] for r in written))
-        result.files[view.name] = sorted(glob.glob(os.path.join(folder, f"{stem}-p*.parquet")))
-    history.unpersist()
+        result.files[view.name] = sorted(glob.glob(os.path.join(folder, "h*-b*.parquet")))
     result.compute_seconds = time.perf_counter() - t0
     if materialize:
         t1 = time.perf_counter()
-        result.materialized = materialize_views(spec.views, start, end, _writer(store, online_writer), offline_dirs)
+        for view in chosen:
+            recent = history.where(F.col("event_us") >= F.lit(_us(end) - view.max_window_us - view.tile_us)).where(
+                F.col("event_us") < F.lit(_us(end)))
+            tiles = tile_aggregation(tile_rows(recent, (view,), with_dead_letters=False), (view,))
+            tiles = tiles.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
+            done = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").mapInPandas(
+                _online_fn(view, settings().redis_url, store.config.project), "tiles long, rows long").collect()
+            result.materialized[view.name] = int(sum(r["rows"] for r in done))
         result.materialize_seconds = time.perf_counter() - t1
-    log.info("backfill %s..%s: %d events, rows %s, compute %.1fs, materialize %.1fs", start, end,
-             result.events_read, result.rows_written, result.compute_seconds, result.materialize_seconds)
+    history.unpersist()
+    log.info("backfill %s..%s: %d events, rows %s, compute %.1fs, online %s in %.1fs", start, end,
+             result.events_read, result.rows_written, result.compute_seconds, result.materialized,
+             result.materialize_seconds)
     return result

@@ -13,14 +13,17 @@ from datetime import timedelta
 from core.settings import settings
 
 STREAM_SOURCE_NAME = "transactions_stream"
-SUPPORTED_FUNCTIONS = ("count", "sum", "mean", "max", "count_distinct", "seconds_since_previous")
+# Every aggregation function Feast defines (feast.aggregation: sum, max, min, count, mean/avg, std/stddev,
+# var/variance, count_distinct), plus rtml's seconds_since_previous.
+SUPPORTED_FUNCTIONS = ("count", "sum", "mean", "avg", "min", "max", "std", "stddev", "var", "variance",
+                       "count_distinct", "seconds_since_previous")
 INT_FUNCTIONS = ("count", "count_distinct")
 DEFAULT_WATERMARK = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
 class AggSpec:
-    """One aggregation: ``function`` over ``column`` for events in (t - window, t]."""
+    """One aggregation: ``function`` over ``column`` in a tiled window (see :mod:`streaming.tiles`)."""
 
     name: str
     function: str
@@ -41,6 +44,7 @@ class ViewSpec:
     aggs: tuple[AggSpec, ...]
     offline_path: str
     feature_names: tuple[str, ...]  # every feature Feast lists for the view, in Feast's order
+    tile_us: int = 60_000_000  # the view's tile size (its aggregations' slide_interval)
 
     @property
     def max_window_us(self) -> int:
@@ -81,11 +85,21 @@ def view_spec(view) -> ViewSpec:
         raise ValueError(f"{view.name}: exactly one entity join key supported")
     join_key = view.entity_columns[0].name
     aggs = []
+    tiles = set()
     for agg in view.aggregations:
         if agg.function not in SUPPORTED_FUNCTIONS:
             raise ValueError(f"{view.name}.{agg.name}: unsupported aggregation function {agg.function!r}")
-        aggs.append(AggSpec(name=agg.name or f"{agg.function}_{agg.column}", function=agg.function,
-                            column=agg.column, window_us=_window_us(agg.time_window)))
+        spec = AggSpec(name=agg.name or f"{agg.function}_{agg.column}", function=agg.function,
+                       column=agg.column, window_us=_window_us(agg.time_window))
+        tile = _window_us(agg.slide_interval or agg.time_window)
+        if spec.window_us % tile:
+            raise ValueError(f"{view.name}.{spec.name}: window {agg.time_window} is not a multiple of its "
+                             f"slide_interval (tile) {agg.slide_interval}")
+        tiles.add(tile)
+        aggs.append(spec)
+    if len(tiles) != 1:
+        raise ValueError(f"{view.name}: all aggregations of a stream view need the same slide_interval (its tile "
+                         f"size); found {sorted(t / 1e6 for t in tiles)} s")
     path = getattr(view.batch_source, "path", None) or str(settings().data_dir / view.name)
     return ViewSpec(
         name=view.name,
@@ -93,6 +107,7 @@ def view_spec(view) -> ViewSpec:
         aggs=tuple(aggs),
         offline_path=path,
         feature_names=tuple(f.name for f in view.features),
+        tile_us=tiles.pop(),
     )
 
 
