@@ -25,7 +25,8 @@ forward in event time. Offline rows come from the batch job over the raw event l
 (:mod:`streaming.backfill`), with the same tile code: stream and backfill agree to the bit.
 
 State schema versioning: the Spark checkpoint lives under ``<checkpoint>/spark-<schema id>``, the id a
-hash of the tile layout (views, keys, tile sizes, measures). See :mod:`streaming.state_schema`.
+hash of the tile layout (views, keys, tile sizes, measures). After ``feast apply`` changed the views, a
+restart hands over at the committed offsets and seeds the changed views (:mod:`streaming.evolution`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def job_counters(checkpoint_dir: Path) -> dict[str, int]:
 class StreamJob:
     """Builds and starts the streaming query; owns the metrics and the progress watcher."""
 
-    def __init__(self, options: StreamOptions, spark=None, store=None, metrics: StreamMetrics | None = None):
+    def __init__(self, options: StreamOptions, spark=None, store=None, metrics: StreamMetrics | None = None,
+                 fault_hook=None):
         from core.feast_store import get_store
         from core.kafka_io import check_broker
 
@@ -102,6 +104,7 @@ class StreamJob:
         check_broker(self.spec.bootstrap)
         self.metrics = metrics or StreamMetrics()
         self._spark = spark
+        self._fault_hook = fault_hook  # tests: (batch_id, step) -> may raise to simulate a crash
         self.query = None
         self._stop = threading.Event()
         self._seen_batches: set[int] = set()
@@ -138,17 +141,25 @@ class StreamJob:
     def start(self):
         """Start the streaming query (returns the StreamingQuery)."""
         from core.kafka_io import ensure_topics
+        from streaming.evolution import plan, save_lineage, seed
         from streaming.state_schema import schema_id
         from streaming.writer import BatchWriter
 
         ensure_topics([self.dlq_topic], bootstrap=self.spec.bootstrap)
         self._check_redis()
         spark = self.spark()
+        checkpoint = self.options.checkpoint()
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        sid = schema_id(self.spec.views)
+        self.plan = plan(checkpoint, self.spec.views, sid)
+        if self.plan.seed_views:
+            seed(spark, self.plan, self.spec.topic, self.spec.bootstrap, self.options.max_amount,
+                 self.options.future_tolerance_s, settings().redis_url, self.store.config.project)
         reader = (
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", self.spec.bootstrap)
             .option("subscribe", self.spec.topic)
-            .option("startingOffsets", self.options.starting_offsets)
+            .option("startingOffsets", self.plan.starting_offsets or self.options.starting_offsets)
             .option("failOnDataLoss", "false")
         )
         if self.options.max_offsets_per_trigger:
@@ -157,13 +168,11 @@ class StreamJob:
                         - {"event_timestamp"})
         parsed = parse_transactions(reader.load(), self.options.max_amount, self.options.future_tolerance_s,
                                     keep_columns=tuple(needed))
-        checkpoint = self.options.checkpoint()
-        checkpoint.mkdir(parents=True, exist_ok=True)
-        sid = schema_id(self.spec.views)
         writer = BatchWriter(
             views=self.spec.views, redis_url=settings().redis_url, project=self.store.config.project,
             bootstrap=self.spec.bootstrap, dlq_topic=self.dlq_topic, partitions=self.options.shuffle_partitions,
-            batches_dir=checkpoint / "batches", metrics=self.metrics,
+            batches_dir=checkpoint / "batches", metrics=self.metrics, epoch=sid.encode(), epochs=self.plan.epochs,
+            fault_hook=self._fault_hook,
         )
         self.writer = writer
         self.query = (
@@ -174,6 +183,7 @@ class StreamJob:
             .trigger(processingTime=f"{int(self.options.trigger_seconds * 1000)} milliseconds")
             .start()
         )
+        save_lineage(checkpoint, self.plan.lineage)
         self._stop.clear()
         threading.Thread(target=self._watch_progress, name="rtml-stream-progress", daemon=True).start()
         log.info("stream job %s: %s@%s -> %s (checkpoint %s, state schema %s)", self.options.job_name,

@@ -1,10 +1,13 @@
 """Tiles in Redis, written and merged on the executors (one hash per view and entity).
 
 Key: ``rtml:tiles:<view>:`` + the entity's Feast Redis key (built by the online writer's encoder).
-Field: ``<tile start us>:<watermark tile end us>`` (the second part only differs for an event stamped
-in the future, whose watermark time is clamped to processing time). Value: the tile's measures as
-JSON, the *absolute* value Spark's state store holds for that tile, so writing it again (a replayed
-micro-batch) changes nothing.
+Field: ``<tile start us>:<watermark tile end us>:<epoch>`` (the second part only differs for an event
+stamped in the future, whose watermark time is clamped to processing time; the epoch is the state
+schema id of the query that wrote it, ``seed-<id>`` for tiles seeded from history when that schema
+started, ``bf`` for a backfill). Value: the tile's measures as JSON, the *absolute* value Spark's state
+store holds for that tile, so writing it again (a replayed micro-batch) changes nothing. Fields of
+different epochs of a view hold disjoint events (a new schema's query starts at the offsets where the
+previous one stopped) and are combined; epochs from before a view's last definition change are ignored.
 
 After writing a partition's tiles, each touched entity's hash is read back, its features are merged
 with :func:`streaming.tiles.features_from_tiles` and written in Feast's format through the
@@ -54,18 +57,30 @@ def encode_tile(row, measures) -> bytes:
     return json.dumps(tile_measures(row, measures), separators=(",", ":")).encode()
 
 
-def decode_tiles(fields: dict[bytes, bytes]) -> dict[int, dict]:
-    """{tile start: measures} of a stored hash (sub-tiles of the same start combined)."""
-    tiles: dict[int, dict] = {}
+BACKFILL_EPOCH = b"bf"
+
+
+def decode_tiles(fields: dict[bytes, bytes], epochs: frozenset[bytes] | None = None) -> dict[int, dict]:
+    """{tile start: measures} of a stored hash: sub-tiles of the same start combined, over the allowed
+    ``epochs`` (None: all). A backfill tile counts only where no stream epoch has that tile start."""
+    stream: dict[int, dict] = {}
+    backfill: dict[int, dict] = {}
     for f, v in fields.items():
-        start = int(f.split(b":", 1)[0])
-        tile = json.loads(v)
-        tiles[start] = combine(tiles[start], tile) if start in tiles else combine({}, tile)
-    return tiles
+        start_b, _wend, epoch = (f.split(b":", 2) + [b""])[:3]
+        into = backfill if epoch == BACKFILL_EPOCH else stream
+        if epochs is not None and epoch not in epochs and epoch != BACKFILL_EPOCH:
+            continue
+        start = int(start_b)
+        into[start] = combine(into.get(start, {}), json.loads(v))
+    for start, tile in backfill.items():
+        stream.setdefault(start, tile)
+    return stream
 
 
-def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, client, writer, ttl_s: int) -> tuple[int, int]:
-    """Write the updated tiles of one view in ``rows`` (k, tile, wend_us, measure columns), merge, upsert.
+def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, client, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,
+                         epochs: frozenset[bytes] | None = None) -> tuple[int, int]:
+    """Write the updated tiles of one view in ``rows`` (k, tile, wend_us, measure columns) under ``epoch``,
+    merge each entity's tiles of the allowed ``epochs`` and upsert its Feast row.
 
     Returns (tiles written, feature rows written).
     """
@@ -78,7 +93,7 @@ def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, client, writer, ttl
     fields: dict[int, dict[bytes, bytes]] = defaultdict(dict)
     records = rows.to_dict("records")
     for i, rec in enumerate(records):
-        field = b"%d:%d" % (int(rec["tile"]), int(rec["wend_us"]))
+        field = b"%d:%d:%s" % (int(rec["tile"]), int(rec["wend_us"]), epoch)
         fields[int(inverse[i])][field] = encode_tile(rec, measures)
     pipe = client.pipeline(transaction=False)
     for j, mapping in fields.items():
@@ -91,7 +106,9 @@ def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, client, writer, ttl
     out_keys, out_ts, values = [], [], defaultdict(list)
     stale = []
     for j, raw in enumerate(stored):
-        tiles = decode_tiles(raw)
+        tiles = decode_tiles(raw, epochs)
+        if not tiles:
+            continue
         latest, feats = features_from_tiles(spec, tiles)
         out_keys.append(int(uniq[j]))
         out_ts.append(latest)

@@ -35,7 +35,7 @@ def _dead_letters(rows: pd.DataFrame, batch_id: int) -> list[tuple[str, dict]]:
 
 
 def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, project: str, bootstrap: str, dlq_topic: str,
-                     batch_id: int):
+                     batch_id: int, epoch: bytes, epochs: dict[str, frozenset[bytes]]):
     """The function run by ``mapInPandas`` on each entity partition of a micro-batch's tile rows."""
     ttl_s = int(2 * max(v.max_window_us for v in views) / 1e6) + 3600
 
@@ -67,7 +67,8 @@ def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, project: str, 
             for i, spec in enumerate(views):
                 mine = rows[rows["vid"] == i]
                 if len(mine):
-                    tiles, written = write_view_partition(spec, mine, client, writer, ttl_s)
+                    tiles, written = write_view_partition(spec, mine, client, writer, ttl_s, epoch,
+                                                          epochs.get(spec.name))
                     out.append((i, tiles, written, None, 0, int(mine["last"].max())))
         finally:
             client.close()
@@ -87,11 +88,14 @@ class BatchWriter:
     partitions: int
     batches_dir: Path
     metrics: StreamMetrics
+    epoch: bytes = b""  # the state schema id of this query
+    epochs: dict | None = None  # view -> allowed epochs (see streaming.evolution)
     fault_hook: object = None  # tests: called with (batch_id, step) to simulate a crash
 
     def __call__(self, df, batch_id: int) -> None:
         started = time.perf_counter()
-        run = partition_writer(self.views, self.redis_url, self.project, self.bootstrap, self.dlq_topic, batch_id)
+        run = partition_writer(self.views, self.redis_url, self.project, self.bootstrap, self.dlq_topic, batch_id,
+                               self.epoch, self.epochs or {})
         if self.fault_hook is not None:
             self.fault_hook(batch_id, "before_write")
         from pyspark.sql import functions as F

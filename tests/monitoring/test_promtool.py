@@ -80,6 +80,7 @@ def test_every_alert_has_annotations_a_runbook_and_a_unit_test():
         "PerformanceDecay",
         "StaleFeatures",
         "DLQRate",
+        "LateEventsDropped",
         "ServingLatencyP99",
         "ServingErrorRate",
         "ConsumerLag",

@@ -40,14 +40,14 @@ def stream_job(stack, feast_store, spark, tmp_path, kafka_topic):
     spec = load_stream_spec(feast_store)
     offline = {v.name: str(tmp_path / "offline" / v.name) for v in spec.views}
 
-    def make(**overrides):
+    def make(fault_hook=None, **overrides):
         opts = dict(
             job_name=f"t{uuid.uuid4().hex[:6]}", topic=topic, dlq_topic=dlq, checkpoint_dir=tmp_path / "checkpoint",
             trigger_seconds=0.2, metrics_port=0,
         )
         opts.update(overrides)
         job = StreamJob(StreamOptions(**opts), spark=spark, store=feast_store,
-                        metrics=StreamMetrics(CollectorRegistry()))
+                        metrics=StreamMetrics(CollectorRegistry()), fault_hook=fault_hook)
         jobs.append(job)
         return job
 
