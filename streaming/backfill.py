@@ -9,8 +9,8 @@ the tiles of its window with the same function the stream job uses online
 (a fixed number of entity buckets): a rerun, a replay or a reset of the stream job rewrites the same
 files with the same rows, never a duplicate.
 
-Online (``materialize=True``): the tiles of the last longest window before ``end`` are written to
-Redis and merged into Feast rows exactly as the stream job does (:mod:`streaming.tile_store`): this
+Online (``materialize=True``): the tiles of the events before ``end`` are written to Redis (those
+older than an entity's longest window are pruned) and merged into Feast rows exactly as the stream job does (:mod:`streaming.tile_store`): this
 seeds a stream job (new features, new views, a new checkpoint) and restores Redis after a loss.
 """
 
@@ -61,29 +61,72 @@ def history_path(store) -> str:
 
 
 def offline_rows(spec: ViewSpec, frame: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
-    """Per-event rows of the events in [start_us, end_us) from per-(entity, event time) tiles ``frame``."""
+    """Per-event rows of the events in [start_us, end_us) from per-(entity, event time) tiles ``frame``.
+
+    For each event the measures of its window are combined exactly (prefix sums of the exact integer sums,
+    min/max over the window, a sliding multiset for distinct values) and turned into values by
+    :func:`streaming.tiles.finalize`, the function the stream job's online merge uses.
+    """
+    from collections import Counter
+
     from streaming.tile_store import tile_measures
-    from streaming.tiles import features_from_tiles, view_measures
+    from streaming.tiles import finalize, view_measures, window_start
 
     measures = view_measures(spec)
     frame = frame.sort_values(["k", "ts_us"], kind="stable")
     keys, times, counts = [], [], []
     values: dict[str, list] = {a.name: [] for a in spec.aggs}
-    reach = spec.max_window_us + spec.tile_us
     for k, group in frame.groupby("k", sort=False):
-        recs = group.to_dict("records")
-        tiles = [(int(r["ts_us"]), tile_measures(r, measures), int(r["n_events"])) for r in recs]
-        lo = 0
-        for i, (t, _m, n) in enumerate(tiles):
-            while tiles[lo][0] < t - reach:
-                lo += 1
-            if t < start_us or t >= end_us:
-                continue
-            _latest, feats = features_from_tiles(spec, {ts: m for ts, m, _n in tiles[lo : i + 1]})
+        tiles = [tile_measures(r, measures) for r in group.to_dict("records")]
+        ts = group["ts_us"].to_numpy(np.int64)
+        n_events = group["n_events"].to_numpy(np.int64)
+        prefix: dict[str, list[int]] = {}
+        for m in measures:
+            if m.kind in ("c", "s", "q"):
+                acc, run = [0], 0
+                for t in tiles:
+                    run += t.get(m.name) or 0
+                    acc.append(run)
+                prefix[m.name] = acc
+        extremes = {m.name: np.array([t.get(m.name, np.nan) for t in tiles], dtype=np.float64)
+                    for m in measures if m.kind in ("mn", "mx")}
+        distinct = {m.name for m in measures if m.kind == "d"}
+        sliding: dict[tuple[str, int], tuple[Counter, list[int]]] = {}
+        for i in range(len(tiles)):
+            t = int(ts[i])
+            if not start_us <= t < end_us:
+                continue  # context only (the sliding sets catch up lazily)
+            row_values = {}
+            for agg in spec.aggs:
+                lo = window_start(agg, spec.tile_us, t)
+                j = int(np.searchsorted(ts, lo, side="left"))
+                m: dict = {}
+                col = agg.column
+                for name in (f"c__{col}", f"s__{col}", f"q__{col}"):
+                    if name in prefix:
+                        m[name] = prefix[name][i + 1] - prefix[name][j]
+                for name, kind in ((f"mn__{col}", np.nanmin), (f"mx__{col}", np.nanmax)):
+                    if name in extremes:
+                        window = extremes[name][j : i + 1]
+                        if np.any(~np.isnan(window)):
+                            m[name] = float(kind(window))
+                dname = f"d__{col}"
+                if agg.function == "count_distinct" and dname in distinct:
+                    counter, bounds = sliding.setdefault((dname, agg.window_us), (Counter(), [0, 0]))
+                    while bounds[1] <= i:  # add tiles up to i
+                        counter.update(tiles[bounds[1]].get(dname, ()))
+                        bounds[1] += 1
+                    while bounds[0] < j:  # drop tiles before the window
+                        counter.subtract(tiles[bounds[0]].get(dname, ()))
+                        bounds[0] += 1
+                    m[dname] = {v for v, c in counter.items() if c > 0}
+                if agg.function == "seconds_since_previous" and i > j:
+                    m["ts"] = [int(ts[i - 1]), t]
+                row_values[agg.name] = finalize(agg, m, t)
             keys.append(int(k))
             times.append(t)
-            counts.append(n)
-            for name, v in feats.items():
+            counts.append(int(n_events[i]))
+            for name, v in row_values.items():
                 values[name].append(v)
     reps = np.asarray(counts, dtype=np.int64)
     out = pd.DataFrame({spec.join_key: np.repeat(np.asarray(keys, np.int64), reps),
@@ -197,9 +240,9 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     if materialize:
         t1 = time.perf_counter()
         for view in chosen:
-            recent = history.where(F.col("event_us") >= F.lit(_us(end) - view.max_window_us - view.tile_us)).where(
-                F.col("event_us") < F.lit(_us(end)))
-            tiles = tile_aggregation(tile_rows(recent, (view,), with_dead_letters=False), (view,))
+            # every entity's tiles (its latest event may be long before `end`); old tiles are pruned on write
+            until = history.where(F.col("event_us") < F.lit(_us(end)))
+            tiles = tile_aggregation(tile_rows(until, (view,), with_dead_letters=False), (view,))
             tiles = tiles.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
             done = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").mapInPandas(
                 _online_fn(view, settings().redis_url, store.config.project), "tiles long, rows long").collect()
