@@ -147,36 +147,47 @@ def combine(a: dict, b: dict) -> dict:
     return out
 
 
-def finalize(agg: AggSpec, m: dict, t_us: int):
-    """The feature value of ``agg`` from the merged measures of its window, as of event time ``t_us``."""
-    fn, col = agg.function, agg.column
-    n = m.get(f"c__{col}") or 0
+def finalize_arrays(agg: AggSpec, n: np.ndarray, s: list, q: list, mn: np.ndarray, mx: np.ndarray,
+                    distinct: np.ndarray, prev: np.ndarray, t_us: np.ndarray) -> np.ndarray:
+    """Feature values of ``agg`` for many windows at once, from their combined measures: ``n`` counts, ``s``/``q``
+    exact sums / sums of squares (Python ints, 1e-10 units), ``mn``/``mx`` (NaN if none), ``distinct`` counts,
+    ``prev`` the latest event time before ``t_us`` in the window (-1 if none). The stream's online merge and
+    the backfill's offline rows both end here, so equal measures give equal bits."""
+    fn = agg.function
     if fn == "count":
-        return int(n)
+        return np.asarray(n, dtype=np.int64)
     if fn == "count_distinct":
-        return len(m.get(f"d__{col}") or ())
+        return np.asarray(distinct, dtype=np.int64)
     if fn == "seconds_since_previous":
-        before = [x for x in (m.get("ts") or ()) if x < t_us]
-        return (t_us - max(before)) / 1e6 if before else math.nan
+        prev = np.asarray(prev, dtype=np.int64)
+        return np.where(prev >= 0, (np.asarray(t_us, dtype=np.int64) - prev) / 1e6, np.nan)
     if fn == "min":
-        v = m.get(f"mn__{col}")
-        return math.nan if v is None else float(v)
+        return np.asarray(mn, dtype=np.float64)
     if fn == "max":
-        v = m.get(f"mx__{col}")
-        return math.nan if v is None else float(v)
-    if n == 0:
-        return math.nan
-    s = m.get(f"s__{col}") or 0
+        return np.asarray(mx, dtype=np.float64)
+    counts = [int(x) for x in n]
     if fn == "sum":
-        return s / UNIT
+        return np.array([x / UNIT if c else math.nan for x, c in zip(s, counts, strict=True)], dtype=np.float64)
     if fn in ("mean", "avg"):
-        return s / (n * UNIT)
-    if n < 2:
-        return math.nan
-    q = m.get(f"q__{col}") or 0
-    var = Fraction(q * UNIT * n - s * s, UNIT * UNIT * n * (n - 1))
-    var_f = float(max(var, Fraction(0)))
-    return var_f if fn in ("var", "variance") else math.sqrt(var_f)
+        return np.array([x / (c * UNIT) if c else math.nan for x, c in zip(s, counts, strict=True)], dtype=np.float64)
+    out = np.full(len(counts), math.nan)
+    for i, c in enumerate(counts):
+        if c >= 2:
+            var = float(max(Fraction(q[i] * UNIT * c - s[i] * s[i], UNIT * UNIT * c * (c - 1)), Fraction(0)))
+            out[i] = var if fn in ("var", "variance") else math.sqrt(var)
+    return out
+
+
+def finalize(agg: AggSpec, m: dict, t_us: int):
+    """The feature value of ``agg`` from the merged measures (a dict) of one window, as of ``t_us``."""
+    col = agg.column
+    before = [x for x in (m.get("ts") or ()) if x < t_us]
+    mn, mx = m.get(f"mn__{col}"), m.get(f"mx__{col}")
+    v = finalize_arrays(agg, np.array([m.get(f"c__{col}") or 0]), [m.get(f"s__{col}") or 0], [m.get(f"q__{col}") or 0],
+                        np.array([math.nan if mn is None else mn]), np.array([math.nan if mx is None else mx]),
+                        np.array([len(m.get(f"d__{col}") or ())]), np.array([max(before) if before else -1]),
+                        np.array([t_us]))[0]
+    return int(v) if agg.is_int else float(v)
 
 
 def window_start(agg: AggSpec, tile_us: int, t_us: int) -> int:
@@ -184,18 +195,102 @@ def window_start(agg: AggSpec, tile_us: int, t_us: int) -> int:
     return (t_us // tile_us) * tile_us + tile_us - agg.window_us
 
 
-def features_from_tiles(spec: ViewSpec, tiles: dict[int, dict]) -> tuple[int, dict]:
-    """(latest event time, {feature: value}) of an entity from all its tiles {tile start us: measures}."""
-    latest = max(t["last"] for t in tiles.values() if t.get("last") is not None)
-    out = {}
+@dataclass
+class TileColumns:
+    """Many entities' tiles, flattened and sorted by (entity index, tile start): one array per measure."""
+
+    entity: np.ndarray  # int64 entity index, 0..n_entities-1, every entity present
+    start: np.ndarray  # int64 tile start (us)
+    values: dict[str, object]  # measure name -> np.ndarray (c, mn, mx, last) | list (s, q: ints; d, ts: lists)
+    n_entities: int
+
+
+def merge_entities(spec: ViewSpec, tiles: TileColumns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(latest event time, {feature: values}) per entity, each as of its latest event: vectorised over entities."""
+    ent, start, vals, n = tiles.entity, tiles.start, tiles.values, tiles.n_entities
+    seg_end = np.searchsorted(ent, np.arange(n), side="right")
+    seg_start = np.searchsorted(ent, np.arange(n), side="left")
+    last = np.asarray(vals["last"], dtype=np.int64)
+    latest = np.maximum.reduceat(last, seg_start)
+    out: dict[str, np.ndarray] = {}
     cache: dict[int, dict] = {}
     for agg in spec.aggs:
-        lo = window_start(agg, spec.tile_us, latest)
-        if lo not in cache:
-            merged: dict = {}
-            for start, tile in tiles.items():
-                if lo <= start <= latest:
-                    merged = combine(merged, tile)
-            cache[lo] = merged
-        out[agg.name] = finalize(agg, cache[lo], latest)
+        lo = (latest // spec.tile_us) * spec.tile_us + spec.tile_us - agg.window_us
+        if agg.window_us not in cache:
+            inwin = start >= lo[ent]
+            first = seg_end - np.bincount(ent[inwin], minlength=n)
+            cache[agg.window_us] = {"inwin": inwin, "first": first}
+        w = cache[agg.window_us]
+        m = _window_measures(agg, vals, ent, w["inwin"], w["first"], seg_end, latest, n)
+        out[agg.name] = finalize_arrays(agg, *m, latest)
     return latest, out
+
+
+def _window_measures(agg: AggSpec, vals: dict, ent, inwin, first, seg_end, latest, n: int):
+    col = agg.column
+    nan = np.full(n, np.nan)
+
+    def window_sum(name: str, obj: bool):
+        if name not in vals:
+            return [0] * n if obj else np.zeros(n, np.int64)
+        arr = np.asarray(vals[name], dtype=object if obj else np.int64)
+        cum = np.concatenate([np.zeros(1, dtype=arr.dtype), np.cumsum(arr)])
+        res = cum[seg_end] - cum[first]
+        return list(res) if obj else res.astype(np.int64)
+
+    def window_reduce(name: str, ufunc):
+        if name not in vals:
+            return nan
+        arr = np.append(np.asarray(vals[name], dtype=np.float64), np.nan)
+        idx = np.empty(2 * n, dtype=np.int64)
+        idx[0::2], idx[1::2] = first, seg_end
+        return ufunc.reduceat(arr, idx)[0::2]
+
+    n_win = window_sum(f"c__{col}", False) if agg.function not in ("count_distinct", "seconds_since_previous") else None
+    s = window_sum(f"s__{col}", True) if agg.function in ("sum", "mean", "avg", "std", "stddev", "var", "variance") else None
+    q = window_sum(f"q__{col}", True) if agg.function in ("std", "stddev", "var", "variance") else None
+    mn = window_reduce(f"mn__{col}", np.fmin) if agg.function == "min" else nan
+    mx = window_reduce(f"mx__{col}", np.fmax) if agg.function == "max" else nan
+    distinct = np.zeros(n, np.int64)
+    prev = np.full(n, -1, np.int64)
+    if agg.function == "count_distinct":
+        sets: list[set] = [set() for _ in range(n)]
+        for i in np.flatnonzero(inwin):
+            sets[ent[i]].update(vals[f"d__{col}"][i] or ())
+        distinct = np.array([len(x) for x in sets], dtype=np.int64)
+    if agg.function == "seconds_since_previous":
+        for i in np.flatnonzero(inwin):
+            e = ent[i]
+            for x in vals["ts"][i] or ():
+                if prev[e] < x < latest[e]:
+                    prev[e] = x
+    return (n_win if n_win is not None else np.zeros(n, np.int64), s or [0] * n, q or [0] * n, mn, mx, distinct, prev)
+
+
+def tile_columns(spec: ViewSpec, per_entity: list[dict[int, list]]) -> TileColumns:
+    """:class:`TileColumns` from, per entity, {tile start: [measures dicts...]} (tests, small inputs)."""
+    ent, start, rows = [], [], []
+    for e, tiles in enumerate(per_entity):
+        for st in sorted(tiles):
+            for m in tiles[st]:
+                ent.append(e)
+                start.append(st)
+                rows.append(m)
+    values: dict[str, object] = {}
+    for m in view_measures(spec):
+        col = [r.get(m.name) for r in rows]
+        if m.kind in ("c", "last"):
+            values[m.name] = np.array([x or 0 for x in col], dtype=np.int64)
+        elif m.kind in ("mn", "mx"):
+            values[m.name] = np.array([np.nan if x is None else x for x in col], dtype=np.float64)
+        elif m.kind in ("s", "q"):
+            values[m.name] = [x or 0 for x in col]
+        else:
+            values[m.name] = [x or () for x in col]
+    return TileColumns(np.array(ent, np.int64), np.array(start, np.int64), values, len(per_entity))
+
+
+def features_from_tiles(spec: ViewSpec, tiles: dict[int, dict]) -> tuple[int, dict]:
+    """(latest event time, {feature: value}) of one entity from its tiles {tile start: measures}."""
+    latest, values = merge_entities(spec, tile_columns(spec, [{k: [v] for k, v in tiles.items()}]))
+    return int(latest[0]), {a.name: (int(values[a.name][0]) if a.is_int else float(values[a.name][0])) for a in spec.aggs}

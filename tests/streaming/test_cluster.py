@@ -71,9 +71,15 @@ def cluster(tmp_path_factory):
                 [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
                  "--memory", "1g", "--webui-port", str(ui), "--work-dir", str(work / f"w{ui}"), url],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        deadline = time.monotonic() + 90
-        while len([w for w in _get(f"http://127.0.0.1:{MASTER_UI}/json/").get("workers", [])
-                   if w.get("state") == "ALIVE"]) < 2:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                alive = [w for w in _get(f"http://127.0.0.1:{MASTER_UI}/json/").get("workers", [])
+                         if w.get("state") == "ALIVE"]
+            except OSError:  # the master's UI comes up after its RPC port
+                alive = []
+            if len(alive) >= 2:
+                break
             assert time.monotonic() < deadline, (work / "cluster.log").read_text()[-3000:]
             time.sleep(0.5)
         yield url
