@@ -63,76 +63,93 @@ def history_path(store) -> str:
 def offline_rows(spec: ViewSpec, frame: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
     """Per-event rows of the events in [start_us, end_us) from per-(entity, event time) tiles ``frame``.
 
-    For each event the measures of its window are combined exactly (prefix sums of the exact integer sums,
-    min/max over the window, a sliding multiset for distinct values) and turned into values by
-    :func:`streaming.tiles.finalize`, the function the stream job's online merge uses.
+    Vectorised over all rows: each event's window is a run [j, i] of the sorted per-timestamp tiles of its
+    entity; counts and exact sums come from prefix sums, min/max from ``reduceat``, distinct values from a
+    sliding multiset; the values from :func:`streaming.tiles.finalize_arrays`, as for the online merge.
     """
     from collections import Counter
 
-    from streaming.tile_store import tile_measures
-    from streaming.tiles import finalize, view_measures, window_start
+    from streaming.tiles import decimal_units, finalize_arrays
 
-    measures = view_measures(spec)
-    frame = frame.sort_values(["k", "ts_us"], kind="stable")
-    keys, times, counts = [], [], []
-    values: dict[str, list] = {a.name: [] for a in spec.aggs}
-    for k, group in frame.groupby("k", sort=False):
-        tiles = [tile_measures(r, measures) for r in group.to_dict("records")]
-        ts = group["ts_us"].to_numpy(np.int64)
-        n_events = group["n_events"].to_numpy(np.int64)
-        prefix: dict[str, list[int]] = {}
-        for m in measures:
-            if m.kind in ("c", "s", "q"):
-                acc, run = [0], 0
-                for t in tiles:
-                    run += t.get(m.name) or 0
-                    acc.append(run)
-                prefix[m.name] = acc
-        extremes = {m.name: np.array([t.get(m.name, np.nan) for t in tiles], dtype=np.float64)
-                    for m in measures if m.kind in ("mn", "mx")}
-        distinct = {m.name for m in measures if m.kind == "d"}
-        sliding: dict[tuple[str, int], tuple[Counter, list[int]]] = {}
-        for i in range(len(tiles)):
-            t = int(ts[i])
-            if not start_us <= t < end_us:
-                continue  # context only (the sliding sets catch up lazily)
-            row_values = {}
-            for agg in spec.aggs:
-                lo = window_start(agg, spec.tile_us, t)
-                j = int(np.searchsorted(ts, lo, side="left"))
-                m: dict = {}
-                col = agg.column
-                for name in (f"c__{col}", f"s__{col}", f"q__{col}"):
-                    if name in prefix:
-                        m[name] = prefix[name][i + 1] - prefix[name][j]
-                for name, kind in ((f"mn__{col}", np.nanmin), (f"mx__{col}", np.nanmax)):
-                    if name in extremes:
-                        window = extremes[name][j : i + 1]
-                        if np.any(~np.isnan(window)):
-                            m[name] = float(kind(window))
-                dname = f"d__{col}"
-                if agg.function == "count_distinct" and dname in distinct:
-                    counter, bounds = sliding.setdefault((dname, agg.window_us), (Counter(), [0, 0]))
-                    while bounds[1] <= i:  # add tiles up to i
-                        counter.update(tiles[bounds[1]].get(dname, ()))
-                        bounds[1] += 1
-                    while bounds[0] < j:  # drop tiles before the window
-                        counter.subtract(tiles[bounds[0]].get(dname, ()))
-                        bounds[0] += 1
-                    m[dname] = {v for v, c in counter.items() if c > 0}
-                if agg.function == "seconds_since_previous" and i > j:
-                    m["ts"] = [int(ts[i - 1]), t]
-                row_values[agg.name] = finalize(agg, m, t)
-            keys.append(int(k))
-            times.append(t)
-            counts.append(int(n_events[i]))
-            for name, v in row_values.items():
-                values[name].append(v)
-    reps = np.asarray(counts, dtype=np.int64)
-    out = pd.DataFrame({spec.join_key: np.repeat(np.asarray(keys, np.int64), reps),
-                        "event_timestamp": np.repeat(np.asarray(times, np.int64), reps)})
+    frame = frame.sort_values(["k", "ts_us"], kind="stable").reset_index(drop=True)
+    n = len(frame)
+    keys = frame["k"].to_numpy(np.int64)
+    ts = frame["ts_us"].to_numpy(np.int64)
+    seg_first = np.zeros(n, np.int64)
+    if n:
+        new_key = np.r_[True, keys[1:] != keys[:-1]]
+        seg_first = np.maximum.accumulate(np.where(new_key, np.arange(n), 0))
+    out_mask = (ts >= start_us) & (ts < end_us)
+    rows_idx = np.flatnonzero(out_mask)
+    result = {}
     for agg in spec.aggs:
-        col = np.repeat(np.asarray(values[agg.name], dtype=np.float64), reps)
+        col = agg.column
+        lo = (ts // spec.tile_us) * spec.tile_us + spec.tile_us - agg.window_us
+        # first row of the same entity with ts >= lo: binary search inside each entity's run
+        j = seg_first.copy()
+        hi = np.arange(n)
+        lo_idx = seg_first.copy()
+        while True:  # vectorised bisection (rows are sorted by ts within an entity)
+            active = lo_idx < hi
+            if not active.any():
+                break
+            mid = (lo_idx + hi) // 2
+            go_right = active & (ts[np.minimum(mid, n - 1)] < lo)
+            lo_idx = np.where(go_right, mid + 1, lo_idx)
+            hi = np.where(active & ~go_right, mid, hi)
+        j = lo_idx
+        ii = rows_idx
+        jj = j[ii]
+
+        def window_sum(name: str, exact: bool):
+            if name not in frame:
+                return [0] * len(ii) if exact else np.zeros(len(ii), np.int64)
+            if exact:
+                arr = np.array([0 if v is None else decimal_units(v) for v in frame[name]], dtype=object)
+            else:
+                arr = frame[name].fillna(0).to_numpy(np.int64)
+            cum = np.concatenate([np.zeros(1, dtype=arr.dtype), np.cumsum(arr)])
+            res = cum[ii + 1] - cum[jj]
+            return list(res) if exact else res.astype(np.int64)
+
+        def window_reduce(name: str, ufunc):
+            if name not in frame or not len(ii):
+                return np.full(len(ii), np.nan)
+            arr = np.append(frame[name].to_numpy(np.float64, na_value=np.nan), np.nan)
+            idx = np.empty(2 * len(ii), np.int64)
+            idx[0::2], idx[1::2] = jj, ii + 1
+            return ufunc.reduceat(arr, idx)[0::2]
+
+        fn = agg.function
+        cnt = window_sum(f"c__{col}", False) if fn not in ("count_distinct", "seconds_since_previous") else None
+        sums = window_sum(f"s__{col}", True) if fn in ("sum", "mean", "avg", "std", "stddev", "var", "variance") else None
+        sq = window_sum(f"q__{col}", True) if fn in ("std", "stddev", "var", "variance") else None
+        mn = window_reduce(f"mn__{col}", np.fmin) if fn == "min" else np.full(len(ii), np.nan)
+        mx = window_reduce(f"mx__{col}", np.fmax) if fn == "max" else np.full(len(ii), np.nan)
+        distinct = np.zeros(len(ii), np.int64)
+        if fn == "count_distinct":
+            sets = frame[f"d__{col}"].tolist()
+            counter: Counter = Counter()
+            a = b = 0  # the multiset holds rows [a, b)
+            for r, (i, jw) in enumerate(zip(ii.tolist(), jj.tolist(), strict=True)):
+                if jw >= b or i + 1 < a:  # another entity or a jump: restart
+                    counter, a, b = Counter(), jw, jw
+                while b <= i:
+                    counter.update(() if sets[b] is None else list(sets[b]))
+                    b += 1
+                while a < jw:
+                    counter.subtract(() if sets[a] is None else list(sets[a]))
+                    a += 1
+                distinct[r] = sum(1 for c in counter.values() if c > 0)
+        prev = np.where(ii > jj, ts[np.maximum(ii - 1, 0)], -1) if fn == "seconds_since_previous" else np.full(len(ii), -1)
+        zeros = [0] * len(ii)
+        result[agg.name] = finalize_arrays(agg, cnt if cnt is not None else np.zeros(len(ii), np.int64),
+                                           sums if sums is not None else zeros, sq if sq is not None else zeros,
+                                           mn, mx, distinct, prev, ts[ii])
+    reps = frame["n_events"].to_numpy(np.int64)[rows_idx]
+    out = pd.DataFrame({spec.join_key: np.repeat(keys[rows_idx], reps), "event_timestamp": np.repeat(ts[rows_idx], reps)})
+    for agg in spec.aggs:
+        col = np.repeat(np.asarray(result[agg.name], dtype=np.float64), reps)
         out[agg.name] = col.astype(np.int64) if agg.is_int else col
     return out
 

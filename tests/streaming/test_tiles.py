@@ -117,3 +117,13 @@ def test_window_edges_follow_tiles(events):
     assert [at[m]["count_10"] for m in (0, 5, 10, 15)] == [1, 2, 3, 3]  # at 10:00 the 0:00 tile has left
     assert at[15]["count_60"] == 5 and at[15]["ssp"] == 300.0
     assert at[10]["ssp"] == 300.0  # the other event at the same time is not "previous"
+
+
+def test_offline_rows_of_a_range_equal_those_rows_of_the_whole_history(events):
+    frame = per_timestamp_frame(events)
+    whole = offline_rows(SPEC, frame, -(2**62), 2**62)
+    lo, hi = _us(datetime(2026, 1, 1, 12, tzinfo=UTC)), _us(datetime(2026, 1, 1, 20, tzinfo=UTC))
+    part = offline_rows(SPEC, frame.sample(frac=1.0, random_state=1), lo, hi)  # any input order
+    want = whole[(whole["event_timestamp"] >= lo) & (whole["event_timestamp"] < hi)].reset_index(drop=True)
+    assert 0 < len(part) < len(whole)
+    pd.testing.assert_frame_equal(part.reset_index(drop=True), want, check_exact=True)
