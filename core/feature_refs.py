@@ -80,6 +80,45 @@ def _definitions(repo: str, wanted: str | None) -> ServiceDefinition:
     )
 
 
+@dataclass(frozen=True)
+class LabelDefinition:
+    """Where a model's labels come from: a Feast ``LabelView`` of the feature repo."""
+
+    name: str
+    event_key: str  # join key of the labelled event (e.g. transaction_id)
+    label: str  # the label column
+    path: str  # offline source of the labels
+    label_timestamp_field: str  # when the label became known
+    topic: str | None  # the Kafka topic carrying labels live (the view's "topic" tag)
+
+
+@cache
+def _labels(repo: str, service_name: str | None) -> LabelDefinition:
+    contents = repo_contents()
+    views = {v.name: v for v in contents.label_views}
+    wanted = dict(service_definition(service_name).tags).get("labels")
+    if wanted is None and len(views) == 1:
+        wanted = next(iter(views))
+    view = views.get(wanted)
+    if view is None:
+        raise UserFacingError(
+            f"no label view {wanted!r} in {repo} (has: {sorted(views)}); declare a LabelView and name it in the "
+            "feature service's 'labels' tag"
+        )
+    if len(view.entity_columns) != 1 or len(view.features) != 1:
+        raise UserFacingError(f"label view {view.name}: exactly one entity key and one label column are supported")
+    return LabelDefinition(
+        name=view.name, event_key=view.entity_columns[0].name, label=view.features[0].name,
+        path=getattr(view.source, "path", ""), label_timestamp_field=view.source.timestamp_field,
+        topic=(view.tags or {}).get("topic"),
+    )
+
+
+def label_definition(service_name: str | None = None) -> LabelDefinition:
+    """The labels of the feature service's model (its ``labels`` tag, else the repo's only LabelView)."""
+    return _labels(str(repo_path()), service_name or settings().feature_service)
+
+
 def service_definition(service_name: str | None = None) -> ServiceDefinition:
     """The feature service ``service_name`` (default: settings, else the repo's only one)."""
     return _definitions(str(repo_path()), service_name or settings().feature_service)

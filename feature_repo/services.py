@@ -16,5 +16,5 @@ fraud_model_v1 = FeatureService(
     ],
     owner="risk-ml@rtml.dev",
     description="Features of the card-fraud XGBoost model.",
-    tags={"model": "fraud"},
+    tags={"model": "fraud", "labels": "fraud_labels"},
 )

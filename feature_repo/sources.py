@@ -7,27 +7,13 @@ Spark sources over the same files, so the same definitions serve data beyond one
 
 from datetime import timedelta
 
-from feast import FileSource, KafkaSource, PushSource
-from feast.data_format import JsonFormat, ParquetFormat
-from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+from feast import KafkaSource, PushSource
+from feast.data_format import JsonFormat
 
+from core.offline_sources import parquet_source
 from core.settings import settings
 
 _S = settings()
-DATA_DIR = _S.data_dir
-
-
-def parquet_source(name: str, relative_path: str, description: str, timestamp_field: str = "event_timestamp"):
-    """A Parquet batch source under the data dir (a file or a folder of part files)."""
-    path = str(DATA_DIR / relative_path)
-    if _S.offline_store == "spark":
-        return SparkSource(
-            name=name, path=path, file_format="parquet", timestamp_field=timestamp_field, description=description
-        )
-    # file_format is explicit: Feast's duckdb store reads a folder only when the format is declared.
-    return FileSource(
-        name=name, path=path, file_format=ParquetFormat(), timestamp_field=timestamp_field, description=description
-    )
 
 
 users_source = parquet_source("users", "users.parquet", "User profile snapshots from the card-issuing system.")
@@ -51,6 +37,9 @@ transactions_stream = KafkaSource(
     watermark_delay_threshold=timedelta(minutes=5),
     description="Raw card transactions (JSON, keyed by user_id).",
     owner="payments-platform@rtml.dev",
+    # Validation rules of the raw events (core/contracts.py): out of range or too far in the future goes to
+    # the dead-letter topic in the stream job and is left out by the backfill.
+    tags={"rtml.range.amount": "0..1000000", "rtml.future_tolerance_s": "300"},
 )
 
 user_txn_push = PushSource(

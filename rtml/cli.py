@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from core.errors import UserFacingError
 
@@ -28,9 +29,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
     "stream": ("streaming.commands.stream", "Run the Kafka -> Spark -> Feast (Redis + Parquet) stream feature job."),
     "backfill": ("streaming.commands.backfill", "Recompute stream features from historical events (Spark batch) and re-materialize Redis."),
+    "keys": ("rtml.commands.keys", "API keys of the prediction service: create, list, revoke."),
     "serve": ("bentos.commands.serve", "Run the online prediction service (BentoML); --detach waits for readiness."),
     "monitor": ("monitoring.commands.monitor", "Watch predictions for drift and decay: Prometheus metrics, alerts, retraining trigger."),
 }
+
+
+def quiet_third_parties() -> None:
+    """One line per step for users: no library INFO spam, no known third-party warnings."""
+    for noisy in ("kafka", "py4j", "urllib3", "httpx", "feast", "bentoml", "evidently", "mlflow", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="Stream feature views are experimental", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(feast|bentoml|evidently|pandas|sklearn)\b.*")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("kafka", "py4j", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_third_parties()
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"rtml {name}", description=help_text)
     module.add_arguments(parser)

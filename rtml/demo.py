@@ -195,12 +195,34 @@ class Demo:
             time.sleep(2)
         else:
             raise UserFacingError(f"no retrained model within {self.options.retrain_timeout_s:.0f} s; see {self.facts['monitor_log']}")
-        from core.model_store import production_tag
+        from core.model_store import history, production_tag
 
-        self.facts["retrained_model"] = new[0]["tag"]
+        tag = new[0]["tag"]
+        self.facts["retrained_model"] = tag
+        # The model is registered before its gate decides: report the registry once the run has finished.
+        finished = self._wait_for_retraining_run(deadline)
         self.facts["production_after"] = production_tag() or ""
-        verdict = "promoted" if self.facts["production_after"] == new[0]["tag"] else "kept, not promoted (gate)"
-        return f"retrained {new[0]['tag']}: {verdict}"
+        promotions = [e for e in history() if e["action"] == "promote" and e["tag"] == tag]
+        if self.facts["production_after"] == tag:
+            verdict = f"promoted ({promotions[-1]['reason']})" if promotions else "promoted"
+        elif finished:
+            verdict = f"kept, not promoted by the gate; production stays {self.facts['production_after']}"
+        else:
+            verdict = "gate decision still pending when the demo stopped waiting"
+        return f"retrained {tag}: {verdict}"
+
+    def _wait_for_retraining_run(self, deadline: float) -> bool:
+        """Wait until the monitor has seen its retraining run finish (decisions.jsonl); False at the deadline."""
+        decisions = settings().state_dir / "monitor" / "retrain" / "decisions.jsonl"
+        since = self.started_ms / 1000
+        while time.monotonic() < deadline:
+            if decisions.exists():
+                for line in decisions.read_text().splitlines():
+                    entry = json.loads(line)
+                    if entry.get("event") == "finished" and entry.get("at", 0) >= since:
+                        return True
+            time.sleep(1)
+        return False
 
     def summary(self) -> None:
         s = settings()

@@ -15,11 +15,13 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from core.contracts import LABEL_FIELDS, encode_records, iso_utc
 from core.settings import settings
 
 
@@ -33,20 +35,16 @@ def _day_table(start: datetime, end: datetime) -> pa.Table:
 
 
 def _label_values(transaction_ids: list[str]) -> list[tuple[str, bytes]]:
+    """Label records of the given transactions, in the labels topic's wire format (the same encoder as the simulator)."""
     labels = pq.read_table(settings().data_dir / "labels.parquet").to_pandas().set_index("transaction_id")
-    rows = labels.loc[transaction_ids]
-    out = []
-    for tid, row in rows.iterrows():
-        value = {
-            "transaction_id": tid,
-            "user_id": int(row.user_id),
-            "merchant_id": int(row.merchant_id),
-            "event_timestamp": row.event_timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "label_timestamp": row.label_timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "is_fraud": int(row.is_fraud),
-        }
-        out.append((tid, json.dumps(value, separators=(",", ":")).encode()))
-    return out
+    rows = labels.loc[transaction_ids].reset_index()
+    columns = {name: rows[name].tolist() for name in LABEL_FIELDS if LABEL_FIELDS[name] is not str}
+    columns["transaction_id"] = rows["transaction_id"].tolist()
+    for name in ("event_timestamp", "label_timestamp"):
+        naive = pd.to_datetime(rows[name], utc=True).dt.tz_localize(None)
+        columns[name] = iso_utc(naive.to_numpy().astype("datetime64[us]").astype("int64"))
+    values = encode_records(LABEL_FIELDS, zip(*(columns[name] for name in LABEL_FIELDS), strict=True))
+    return list(zip(columns["transaction_id"], values, strict=True))
 
 
 def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400.0, chunk: int = 50,

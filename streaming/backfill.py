@@ -198,7 +198,7 @@ def _online_fn(spec: ViewSpec, redis_url: str, project: str):
 
 
 def run_backfill(start: datetime, end: datetime, spark=None, store=None, master: str | None = None,
-                 materialize: bool = True, buckets: int | None = None, max_amount: float = 1_000_000.0,
+                 materialize: bool = True, buckets: int | None = None,
                  source_path: str | None = None, offline_dirs: dict[str, str] | None = None,
                  views: tuple[str, ...] | None = None, online_writer: str = "pipelined") -> BackfillResult:
     """Offline rows of the events in the UTC hours covering [start, end), then (optionally) Redis tiles + rows.
@@ -208,6 +208,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     """
     from pyspark.sql import functions as F
 
+    from core.contracts import stream_rules
     from streaming.parsing import valid_history_condition
     from streaming.state_schema import tile_aggregation, tile_rows
 
@@ -238,7 +239,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     history = (
         spark.read.parquet(path)
         .withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
-        .where(valid_history_condition(max_amount))
+        .where(valid_history_condition(spec.rules or stream_rules()))
         .where((F.col("event_us") >= F.lit(context_us)) & (F.col("event_us") < F.lit(end_us)))
     ).cache()
     result.events_read = history.where(F.col("event_us") >= F.lit(_us(start))).where(

@@ -23,17 +23,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.contracts import stream_rules
 from core.settings import settings
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
-from streaming.parsing import parse_transactions
+from streaming.parsing import parse_events
 from streaming.processor import BatchProcessor
 from streaming.state_store import StateStore
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_AMOUNT = 1_000_000.0
-DEFAULT_FUTURE_TOLERANCE_S = 300.0
 
 
 @dataclass
@@ -48,8 +46,6 @@ class StreamOptions:
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
     online_writer: str = "pipelined"  # or "feast"
-    max_amount: float = DEFAULT_MAX_AMOUNT
-    future_tolerance_s: float = DEFAULT_FUTURE_TOLERANCE_S
     metrics_port: int = 9108
     shuffle_partitions: int = 2
     offline_dirs: dict[str, str] | None = None  # tests: per-view output folders
@@ -77,6 +73,7 @@ class StreamJob:
             topic=options.topic or spec.topic,
             bootstrap=options.bootstrap or spec.bootstrap or s.kafka_bootstrap,
             watermark_delay_us=spec.watermark_delay_us,
+            rules=spec.rules or stream_rules(),
         )
         if not options.bootstrap and spec.bootstrap and spec.bootstrap != s.kafka_bootstrap:
             log.warning("Kafka bootstrap from the registry (%s) differs from settings (%s): using the registry's; "
@@ -189,8 +186,7 @@ class StreamJob:
             reader = reader.option("maxOffsetsPerTrigger", str(self.options.max_offsets_per_trigger))
         needed = sorted({v.join_key for v in self.spec.views} | {c for v in self.spec.views for c in v.value_columns}
                         - {"event_timestamp"})
-        parsed = parse_transactions(reader.load(), self.options.max_amount, self.options.future_tolerance_s,
-                                    keep_columns=tuple(needed))
+        parsed = parse_events(reader.load(), self.spec.rules, keep_columns=tuple(needed))
         checkpoint = self.options.checkpoint()
         checkpoint.mkdir(parents=True, exist_ok=True)
         self.query = (

@@ -101,12 +101,11 @@ def save_lineage(checkpoint: Path, lineage: list[dict]) -> None:
     tmp.replace(path)
 
 
-def seed(spark, p: Plan, topic: str, bootstrap: str, max_amount: float, future_tolerance_s: float,
-         redis_url: str, project: str) -> dict[str, int]:
+def seed(spark, p: Plan, topic: str, bootstrap: str, rules, redis_url: str, project: str) -> dict[str, int]:
     """Tiles of the seeded views from the events in Kafka before the hand-over offsets (backfill tile code)."""
     from pyspark.sql import functions as F
 
-    from streaming.parsing import parse_transactions
+    from streaming.parsing import parse_events
     from streaming.tile_store import write_view_partition
 
     if not p.seed_views:
@@ -116,7 +115,7 @@ def seed(spark, p: Plan, topic: str, bootstrap: str, max_amount: float, future_t
            .option("failOnDataLoss", "false").load())
     cols = sorted({v.join_key for v in p.seed_views} | {c for v in p.seed_views for c in v.value_columns}
                   - {"event_timestamp"})
-    events = parse_transactions(raw, max_amount, future_tolerance_s, keep_columns=tuple(cols)).where(
+    events = parse_events(raw, rules, keep_columns=tuple(cols)).where(
         F.col("dlq_reason").isNull()).drop("batch_us")
     epoch = b"seed-" + p.sid.encode()
     out = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from core.contracts import SourceRules, source_rules
 from core.settings import settings
 
 STREAM_SOURCE_NAME = "transactions_stream"
@@ -68,6 +69,7 @@ class StreamSpec:
     topic: str
     bootstrap: str
     watermark_delay_us: int
+    rules: SourceRules | None = None  # parsing and dead-letter rules of the Kafka source (None: no source registered)
 
     def view(self, name: str) -> ViewSpec:
         return next(v for v in self.views if v.name == name)
@@ -121,13 +123,15 @@ def load_stream_spec(store=None) -> StreamSpec:
     if not views:
         raise ValueError("no StreamFeatureView in the registry: run `rtml apply` first")
     s = settings()
-    topic, bootstrap, delay = s.topics.transactions, s.kafka_bootstrap, DEFAULT_WATERMARK
+    topic, bootstrap, delay, rules = s.topics.transactions, s.kafka_bootstrap, DEFAULT_WATERMARK, None
     try:
         source = store.get_data_source(STREAM_SOURCE_NAME)
+    except Exception:  # noqa: BLE001 - no Kafka source registered: settings are the fallback
+        source = None
+    if source is not None:
         options = source.kafka_options
         topic = options.topic or topic
         bootstrap = options.kafka_bootstrap_servers or bootstrap
         delay = options.watermark_delay_threshold or delay
-    except Exception:  # noqa: BLE001 - no Kafka source registered: settings are the fallback
-        pass
-    return StreamSpec(views=views, topic=topic, bootstrap=bootstrap, watermark_delay_us=_window_us(delay))
+        rules = source_rules(source)
+    return StreamSpec(views=views, topic=topic, bootstrap=bootstrap, watermark_delay_us=_window_us(delay), rules=rules)

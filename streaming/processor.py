@@ -72,7 +72,7 @@ def dead_letters(rows: pd.DataFrame, batch_id: int) -> list[tuple[str, dict]]:
 
 
 class BatchProcessor:
-    """Turns parsed micro-batches (pandas, see :func:`streaming.parsing.parse_transactions`) into writes."""
+    """Turns parsed micro-batches (pandas, see :func:`streaming.parsing.parse_events`) into writes."""
 
     def __init__(
         self,

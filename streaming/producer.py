@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from core.contracts import LABEL_FIELDS, TRANSACTION_FIELDS, encode_records, iso_utc, stream_rules
 from core.settings import settings
-from streaming.simulation import catalog as C
-from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, LiveBatch, iso_utc, iter_live_batches, wire_columns
+from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, LiveBatch, iter_live_batches, wire_rows
 from streaming.simulation.scenarios import Scenario, to_us
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,7 @@ class StreamReport:
 
 def transaction_values(batch: LiveBatch) -> list[bytes]:
     """JSON values of a batch, byte-for-byte what goes on the wire (no per-row json.dumps)."""
-    fmt = (
-        '{"transaction_id":"%s","user_id":%d,"merchant_id":%d,"amount":%r,"currency":"'
-        + C.CURRENCY
-        + '","country":"%s","channel":"%s","event_timestamp":"%s"}'
-    )
-    return [(fmt % row).encode() for row in wire_columns(batch)]
+    return encode_records(TRANSACTION_FIELDS, wire_rows(batch))
 
 
 def label_values(batch: LiveBatch) -> list[bytes]:
@@ -74,11 +69,7 @@ def label_values(batch: LiveBatch) -> list[bytes]:
         ev.is_fraud.tolist(),
         strict=True,
     )
-    fmt = (
-        '{"transaction_id":"%s","user_id":%d,"merchant_id":%d,"event_timestamp":"%s",'
-        '"label_timestamp":"%s","is_fraud":%d}'
-    )
-    return [(fmt % row).encode() for row in rows]
+    return encode_records(LABEL_FIELDS, rows)
 
 
 def stream_live(
@@ -286,23 +277,12 @@ class ReplayReport:
 def history_values(table) -> tuple[list[bytes], list[bytes], list[int]]:
     """(values, keys, Kafka timestamps in ms) of a transactions table in the simulator's Parquet layout."""
     ts_us = table["event_timestamp"].cast("int64").to_numpy()
-    fmt = (
-        '{"transaction_id":"%s","user_id":%d,"merchant_id":%d,"amount":%r,"currency":"%s",'
-        '"country":"%s","channel":"%s","event_timestamp":"%s"}'
-    )
+    ts_field = stream_rules().timestamp_field
+    fields = TRANSACTION_FIELDS
+    columns = [iso_utc(ts_us) if name == ts_field else table[name].to_pylist() for name in fields]
     uids = table["user_id"].to_pylist()
-    rows = zip(
-        table["transaction_id"].to_pylist(),
-        uids,
-        table["merchant_id"].to_pylist(),
-        table["amount"].to_pylist(),
-        table["currency"].to_pylist(),
-        table["country"].to_pylist(),
-        table["channel"].to_pylist(),
-        iso_utc(ts_us),
-        strict=True,
-    )
-    return [(fmt % r).encode() for r in rows], [str(u).encode() for u in uids], (ts_us // 1000).tolist()
+    values = encode_records(fields, zip(*columns, strict=True))
+    return values, [str(u).encode() for u in uids], (ts_us // 1000).tolist()
 
 
 def replay_history(

@@ -54,7 +54,7 @@ def _tile_end(time_us, tile_us: int):
 
 
 def tile_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = True):
-    """Parsed events (see :func:`streaming.parsing.parse_transactions`) -> one row per view (and dead letter).
+    """Parsed events (see :func:`streaming.parsing.parse_events`) -> one row per view (and dead letter).
 
     ``events`` needs ``event_us`` and the views' columns; for the stream also ``batch_us``,
     ``dlq_reason``, ``dlq_field``, ``raw_base64``, ``source_topic``, ``partition``, ``offset``.

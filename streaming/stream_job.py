@@ -2,7 +2,7 @@
 
 One streaming query (Spark SQL end to end, nothing collected to the driver but per-batch counts):
 
-1. Kafka records are parsed and validated (:func:`streaming.parsing.parse_transactions`).
+1. Kafka records are parsed and validated (:func:`streaming.parsing.parse_events`).
 2. Each valid event becomes one row per stream view (``vid``, entity key ``k``, tile start, values);
    a dead letter becomes one row of its own (``vid = -1``, keyed by its offset). One pass, one parse.
 3. ``groupBy(vid, k, tile, wend)`` aggregates the tile measures (:mod:`streaming.tiles`) natively in
@@ -38,15 +38,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.contracts import stream_rules
 from core.settings import settings
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
-from streaming.parsing import parse_transactions
+from streaming.parsing import parse_events
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_AMOUNT = 1_000_000.0
-DEFAULT_FUTURE_TOLERANCE_S = 300.0
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 200_000  # bounds the first batch of a long backlog (and its replay)
 
 
@@ -61,8 +60,6 @@ class StreamOptions:
     trigger_seconds: float = 1.0
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = DEFAULT_MAX_OFFSETS_PER_TRIGGER  # None/0: unbounded (not advised)
-    max_amount: float = DEFAULT_MAX_AMOUNT
-    future_tolerance_s: float = DEFAULT_FUTURE_TOLERANCE_S
     metrics_port: int = 9108
     shuffle_partitions: int = 2
     ui_port: int | None = None  # Spark UI / REST API of the driver (off by default)
@@ -99,6 +96,7 @@ class StreamJob:
             topic=options.topic or spec.topic,
             bootstrap=options.bootstrap or spec.bootstrap or s.kafka_bootstrap,
             watermark_delay_us=spec.watermark_delay_us,
+            rules=spec.rules or stream_rules(),
         )
         self.dlq_topic = options.dlq_topic or s.topics.transactions_dlq
         check_broker(self.spec.bootstrap)
@@ -153,8 +151,8 @@ class StreamJob:
         sid = schema_id(self.spec.views)
         self.plan = plan(checkpoint, self.spec.views, sid)
         if self.plan.seed_views:
-            seed(spark, self.plan, self.spec.topic, self.spec.bootstrap, self.options.max_amount,
-                 self.options.future_tolerance_s, settings().redis_url, self.store.config.project)
+            seed(spark, self.plan, self.spec.topic, self.spec.bootstrap, self.spec.rules, settings().redis_url,
+                 self.store.config.project)
         reader = (
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", self.spec.bootstrap)
@@ -166,8 +164,7 @@ class StreamJob:
             reader = reader.option("maxOffsetsPerTrigger", str(self.options.max_offsets_per_trigger))
         needed = sorted({v.join_key for v in self.spec.views} | {c for v in self.spec.views for c in v.value_columns}
                         - {"event_timestamp"})
-        parsed = parse_transactions(reader.load(), self.options.max_amount, self.options.future_tolerance_s,
-                                    keep_columns=tuple(needed))
+        parsed = parse_events(reader.load(), self.spec.rules, keep_columns=tuple(needed))
         writer = BatchWriter(
             views=self.spec.views, redis_url=settings().redis_url, project=self.store.config.project,
             bootstrap=self.spec.bootstrap, dlq_topic=self.dlq_topic, partitions=self.options.shuffle_partitions,

@@ -25,9 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--starting-offsets", default="earliest", help="earliest|latest, first start only")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=DEFAULT_MAX_OFFSETS_PER_TRIGGER,
                         help=f"records per micro-batch at most (default {DEFAULT_MAX_OFFSETS_PER_TRIGGER}; 0: unbounded)")
-    parser.add_argument("--max-amount", type=float, default=1_000_000.0, help="larger amounts go to the DLQ")
-    parser.add_argument("--future-tolerance-seconds", type=float, default=300.0,
-                        help="event times later than now + this go to the DLQ")
     parser.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0: off)")
     parser.add_argument("--shuffle-partitions", type=int, default=2)
     parser.add_argument("--ui-port", type=int, default=None, help="Spark UI / REST API port of the driver (default: off)")
@@ -49,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
         trigger_seconds=args.trigger_seconds,
         starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
-        max_amount=args.max_amount,
-        future_tolerance_s=args.future_tolerance_seconds,
         metrics_port=args.metrics_port,
         shuffle_partitions=args.shuffle_partitions,
         ui_port=args.ui_port,

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.contracts import TRANSACTION_FIELDS, iso_utc
 from streaming.simulation import catalog as C
 from streaming.simulation import scenarios as S
 from streaming.simulation import tables as T
@@ -66,12 +67,6 @@ def natural_rate_per_s(n_users: int = 2000, n_merchants: int = 300, seed: int = 
 def chunk_size(rate_per_s: float) -> int:
     """Events per generation chunk: about a quarter second of stream, 1..MAX_CHUNK (depends on rate only)."""
     return int(min(MAX_CHUNK, max(1, round(rate_per_s / 4))))
-
-
-def iso_utc(ts_us: np.ndarray) -> list[str]:
-    """ISO-8601 UTC strings with microseconds and 'Z' (``2026-11-26T13:30:00.123456Z``)."""
-    s = np.datetime_as_string(np.asarray(ts_us, dtype=np.int64).astype("datetime64[us]"), unit="us")
-    return [x + "Z" for x in s.tolist()]
 
 
 def _place(slot_ts: np.ndarray, due_ts: np.ndarray) -> np.ndarray:
@@ -179,39 +174,34 @@ def _total_events(rate_per_s: float, max_events: int | None, duration_s: float |
     return min(limits) if limits else None
 
 
-def wire_columns(batch: LiveBatch):
-    """(transaction_id, user_id, merchant_id, amount, country, channel, event_timestamp) per event, as plain Python values."""
+def wire_columns(batch: LiveBatch) -> dict[str, list]:
+    """Each transaction field (``core.contracts.TRANSACTION_FIELDS``) of a batch, as plain Python values."""
     ev = batch.events
-    return zip(
-        batch.transaction_ids,
-        batch.user_ids.tolist(),
-        batch.merchant_ids.tolist(),
-        ev.amount.tolist(),
-        [C.COUNTRIES[i] for i in ev.country.tolist()],
-        [C.CHANNELS[i] for i in ev.channel.tolist()],
-        iso_utc(ev.ts_us),
-        strict=True,
-    )
+    n = len(batch.transaction_ids)
+    return {
+        "transaction_id": batch.transaction_ids,
+        "user_id": batch.user_ids.tolist(),
+        "merchant_id": batch.merchant_ids.tolist(),
+        "amount": ev.amount.tolist(),
+        "currency": [C.CURRENCY] * n,
+        "country": [C.COUNTRIES[i] for i in ev.country.tolist()],
+        "channel": [C.CHANNELS[i] for i in ev.channel.tolist()],
+        "event_timestamp": iso_utc(ev.ts_us),
+    }
+
+
+def wire_rows(batch: LiveBatch):
+    """Tuples of the transaction fields in the contract's order (what :func:`core.contracts.encode_records` takes)."""
+    columns = wire_columns(batch)
+    return zip(*(columns[name] for name in TRANSACTION_FIELDS), strict=True)
 
 
 def batch_records(batch: LiveBatch, with_labels: bool = False) -> list[dict]:
     """Transaction dicts in the wire format (core/contracts.py); optionally with is_fraud and label_timestamp."""
-    ev = batch.events
-    rows = []
-    for tid, uid, mid, amount, country, channel, t in wire_columns(batch):
-        rows.append(
-            {
-                "transaction_id": tid,
-                "user_id": uid,
-                "merchant_id": mid,
-                "amount": amount,
-                "currency": C.CURRENCY,
-                "country": country,
-                "channel": channel,
-                "event_timestamp": t,
-            }
-        )
+    names = list(TRANSACTION_FIELDS)
+    rows = [dict(zip(names, values, strict=True)) for values in wire_rows(batch)]
     if with_labels:
+        ev = batch.events
         for row, fraud, lt in zip(rows, ev.is_fraud.tolist(), iso_utc(batch.label_ts_us), strict=True):
             row["is_fraud"] = fraud
             row["label_timestamp"] = lt

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.contracts import arrow_schema, stream_rules
 from streaming.simulation import catalog as C
 from streaming.simulation.events import Events
 
@@ -38,18 +39,7 @@ MERCHANTS_SCHEMA = pa.schema(
         ("event_timestamp", TS),
     ]
 )
-TRANSACTIONS_SCHEMA = pa.schema(
-    [
-        ("transaction_id", pa.string()),
-        ("user_id", pa.int64()),
-        ("merchant_id", pa.int64()),
-        ("amount", pa.float64()),
-        ("currency", pa.string()),
-        ("country", pa.string()),
-        ("channel", pa.string()),
-        ("event_timestamp", TS),
-    ]
-)
+TRANSACTIONS_SCHEMA = arrow_schema(stream_rules())  # the feature repo's KafkaSource schema
 LABELS_SCHEMA = pa.schema(
     [
         ("transaction_id", pa.string()),

@@ -54,8 +54,8 @@ def test_late_events_and_dead_letters(stream_job, feast_store):
         json.dumps({**good, "user_id": "abc"}).encode(): ("bad_type", "user_id"),
         json.dumps({**good, "merchant_id": 1.5}).encode(): ("bad_type", "merchant_id"),
         json.dumps({**good, "event_timestamp": "yesterday"}).encode(): ("bad_type", "event_timestamp"),
-        json.dumps({**good, "amount": -5.0}).encode(): ("negative_amount", "amount"),
-        json.dumps({**good, "amount": 2e6}).encode(): ("amount_too_large", "amount"),
+        json.dumps({**good, "amount": -5.0}).encode(): ("below_min", "amount"),
+        json.dumps({**good, "amount": 2e6}).encode(): ("above_max", "amount"),
         json.dumps({**good, "event_timestamp": iso(datetime.now(UTC) + timedelta(days=1))}).encode():
             ("future_timestamp", "event_timestamp"),
     }

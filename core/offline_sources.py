@@ -1,0 +1,28 @@
+"""Offline sources of a feature repo: Parquet under the data dir, as Feast ``FileSource``s or ``SparkSource``s.
+
+Feature repos declare their offline data with :func:`parquet_source` so where it lives (``RTML_DATA_DIR``)
+and which engine reads it (``RTML_OFFLINE_STORE=duckdb|spark``) are settings, not definitions.
+"""
+
+from __future__ import annotations
+
+from core.settings import settings
+
+
+def parquet_source(name: str, relative_path: str, description: str, timestamp_field: str = "event_timestamp"):
+    """A Parquet batch source under the data dir (a file or a folder of part files)."""
+    from feast import FileSource
+    from feast.data_format import ParquetFormat
+
+    s = settings()
+    path = str(s.data_dir / relative_path)
+    if s.offline_store == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(
+            name=name, path=path, file_format="parquet", timestamp_field=timestamp_field, description=description
+        )
+    # file_format is explicit: Feast's duckdb store reads a folder only when the format is declared.
+    return FileSource(
+        name=name, path=path, file_format=ParquetFormat(), timestamp_field=timestamp_field, description=description
+    )
