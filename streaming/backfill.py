@@ -31,7 +31,6 @@ from core.settings import settings
 from streaming.feature_specs import ViewSpec, load_stream_spec
 
 log = logging.getLogger(__name__)
-HISTORY_SOURCE = "transactions_history"
 OFFLINE_BUCKETS = 8  # fixed: file names must not depend on run arguments
 HOUR_US = 3_600_000_000
 
@@ -53,11 +52,12 @@ def _us(ts: datetime) -> int:
 
 
 def history_path(store) -> str:
-    """Folder of the raw event log: the registry's ``transactions_history`` source, else the data dir."""
-    try:
-        return store.get_data_source(HISTORY_SOURCE).path
-    except Exception:  # noqa: BLE001
-        return str(settings().data_dir / "transactions")
+    """Folder of the raw event log: the batch source of the stream views' KafkaSource, else the data dir."""
+    from streaming.feature_specs import stream_source
+
+    source = stream_source(store)
+    path = getattr(getattr(source, "batch_source", None), "path", None)
+    return path or str(settings().data_dir / "transactions")
 
 
 def offline_rows(spec: ViewSpec, frame: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from datetime import timedelta
 from core.contracts import SourceRules, source_rules
 from core.settings import settings
 
-STREAM_SOURCE_NAME = "transactions_stream"
+STREAM_SOURCE_NAME = "transactions_stream"  # last resort when several KafkaSources match nothing
 # Every aggregation function Feast defines (feast.aggregation: sum, max, min, count, mean/avg, std/stddev,
 # var/variance, count_distinct), plus rtml's seconds_since_previous.
 SUPPORTED_FUNCTIONS = ("count", "sum", "mean", "avg", "min", "max", "std", "stddev", "var", "variance",
@@ -113,21 +113,35 @@ def view_spec(view) -> ViewSpec:
     )
 
 
+def stream_source(store, feast_views=None):
+    """The registry's KafkaSource the stream views read: the one whose topic is the views' ``source_topic`` tag,
+    else the only KafkaSource, else the one named ``transactions_stream``; None if there is none."""
+    from feast import KafkaSource
+
+    sources = [d for d in store.list_data_sources() if isinstance(d, KafkaSource)]
+    views = feast_views if feast_views is not None else store.list_stream_feature_views()
+    topics = {v.tags.get("source_topic") for v in views if v.tags.get("source_topic")}
+    matching = [d for d in sources if d.kafka_options.topic in topics]
+    if len(matching) == 1:
+        return matching[0]
+    if len(sources) == 1:
+        return sources[0]
+    return next((d for d in sources if d.name == STREAM_SOURCE_NAME), None)
+
+
 def load_stream_spec(store=None) -> StreamSpec:
     """Read the stream feature views and the Kafka source from the registry (settings as fallback)."""
     if store is None:
         from core.feast_store import get_store
 
         store = get_store()
-    views = tuple(sorted((view_spec(v) for v in store.list_stream_feature_views()), key=lambda v: v.name))
+    feast_views = store.list_stream_feature_views()
+    views = tuple(sorted((view_spec(v) for v in feast_views), key=lambda v: v.name))
     if not views:
         raise ValueError("no StreamFeatureView in the registry: run `rtml apply` first")
     s = settings()
     topic, bootstrap, delay, rules = s.topics.transactions, s.kafka_bootstrap, DEFAULT_WATERMARK, None
-    try:
-        source = store.get_data_source(STREAM_SOURCE_NAME)
-    except Exception:  # noqa: BLE001 - no Kafka source registered: settings are the fallback
-        source = None
+    source = stream_source(store, feast_views)  # None: no Kafka source registered, settings are the fallback
     if source is not None:
         options = source.kafka_options
         topic = options.topic or topic
