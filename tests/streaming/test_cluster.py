@@ -95,6 +95,10 @@ def cluster(tmp_path_factory):
         log.close()
 
 
+def _shift_back(values: dict, shift: int) -> dict:
+    return {k - shift: row for k, row in values.items()}
+
+
 def _shifted(events: list[dict], by: int) -> list[dict]:
     return [dict(e, user_id=e["user_id"] + by, merchant_id=e["merchant_id"] + by) for e in events]
 
@@ -112,6 +116,7 @@ def test_stream_and_backfill_on_a_standalone_cluster_equal_local(cluster, stream
     publish(stream_job.topic, events)
     job.start().processAllAvailable()
     job.stop()
+    local = {v.name: online_values(feast_store, v, sorted({e[v.join_key] for e in events})) for v in stream_job.spec.views}
 
     # the cluster: `rtml stream --master spark://...` as an operator runs it
     topic, dlq = kafka_topic("txns", partitions=4), kafka_topic("dlq", partitions=1)
@@ -136,10 +141,8 @@ def test_stream_and_backfill_on_a_standalone_cluster_equal_local(cluster, stream
                 used = {e["hostPort"]: e["totalTasks"] for e in executors if e["id"] != "driver"}
             except (OSError, IndexError, KeyError, ValueError):
                 pass
-            done = all(online_values(feast_store, v, keys[v.name][-1:])[keys[v.name][-1]][v.aggs[0].name] is not None
-                       for v in specs)
+            done = all(_shift_back(online_values(feast_store, v, keys[v.name]), shift) == local[v.name] for v in specs)
             if done and len(used) >= 2 and all(n > 0 for n in used.values()):
-                time.sleep(3)  # the last micro-batch's writes
                 break
             time.sleep(1.0)
     finally:
@@ -155,12 +158,10 @@ def test_stream_and_backfill_on_a_standalone_cluster_equal_local(cluster, stream
         Path(os.environ["RTML_CLUSTER_REPORT"]).write_text(json.dumps(used))
 
     for v in stream_job.spec.views:
-        local_keys = sorted({e[v.join_key] for e in events})
-        local = online_values(feast_store, v, local_keys)
-        on_cluster = online_values(feast_store, v, [k + shift for k in local_keys])
-        assert {k - shift: row for k, row in on_cluster.items()} == local, f"online {v.name}: cluster != local[2]"
+        on_cluster = online_values(feast_store, v, [k + shift for k in sorted(local[v.name])])
+        assert _shift_back(on_cluster, shift) == local[v.name], f"online {v.name}: cluster != local[2]"
         want = {k: row for (k, _t), row in oracle(events, v.join_key, view_aggregations(v)).items()}
-        assert_rows_equal(want, local, f"online {v.name}")
+        assert_rows_equal(want, local[v.name], f"online {v.name}")
 
     # offline rows: the backfill on the cluster == the backfill on local[2]
     history = tmp_path / "history"
