@@ -631,7 +631,7 @@ def main() -> dict:
     r["cluster"] = cluster_run() if not os.environ.get("RTML_BENCH_SKIP_CLUSTER") else {
         "passed": False, "executors_used": 0, "skipped": True}
     log.info("cluster: %s", r["cluster"])
-    n_label = f"{STATE_EVENTS / 1e6:g}m"
+    n_label = f"{STATE_EVENTS // 1_000_000}m" if STATE_EVENTS % 1_000_000 == 0 else f"{STATE_EVENTS // 1000}k"
     st, sd = r["state_tiled"], r["state_driver"]
     result = {
         "sustained_events_per_s": r["sustained"]["events_per_s_steady"],
