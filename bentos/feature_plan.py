@@ -1,6 +1,7 @@
-"""Resolve a model's feature references once at start-up into a fetch plan: which Redis hash fields to
-read per entity key (one pipelined HMGET per entity, one round trip per request), how to decode them
-and how to assemble the model's input row, including the on-demand features computed from the request.
+"""Resolve a model's feature references once at start-up into a fetch plan: the online store's read
+plan (which Redis hash fields to read per entity key, one round trip per request, see
+:class:`core.online_store.ReadPlan`) and how to assemble the model's input row, including the
+on-demand features computed from the request.
 
 The plan is built from the Feast registry (views, entities, on-demand view sources), so it follows
 the feature definitions; only the on-demand body (``compute_transaction_context``) is imported as code.
@@ -13,50 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bentos.feast_codec import decode_timestamp, decode_value, entity_key_encoder, mmh3_field
-
-
-@dataclass
-class ViewRead:
-    """The part of one HMGET reply that belongs to one feature view."""
-
-    name: str
-    ts_index: int
-    features: list[tuple[str, int]]  # (feature name, index in the reply)
-
-
-@dataclass
-class EntityRead:
-    """One HMGET per request: all fields of all needed views sharing this entity key."""
-
-    join_key: str
-    encode_key: Callable[[Any], bytes]
-    fields: list[bytes]
-    views: list[ViewRead]
-    command_tail: bytes = b""  # RESP encoding of the field list, appended after the key
-
-    def __post_init__(self) -> None:
-        self.command_tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in self.fields)
-        self._head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(self.fields) + 2)
-
-    def command(self, entity_value: Any) -> bytes:
-        key = self.encode_key(entity_value)
-        return b"%s$%d\r\n%s\r\n%s" % (self._head, len(key), key, self.command_tail)
-
-
-@dataclass
-class FetchResult:
-    """Decoded online features of one transaction."""
-
-    values: dict[str, Any]
-    missing: list[str]  # features of views with no row for this entity (unknown entity)
-    oldest_ts: float | None
+from core.online_store import FetchResult, OnlineStore, ReadPlan
 
 
 @dataclass
 class FeaturePlan:
     model_features: list[str]
-    reads: list[EntityRead]
+    read: ReadPlan
     request_fields: list[str]  # request fields the on-demand body reads
     odfv_inputs: list[str]  # stored features the on-demand body reads
     odfv_outputs: list[str]
@@ -64,29 +28,10 @@ class FeaturePlan:
     defaults: dict[str, float]
     stored_model_features: list[str] = field(default_factory=list)
 
-    # ---- hot path -------------------------------------------------------------------------------
-    def commands(self, entity_values: Mapping[str, Any]) -> bytes:
-        """The RESP bytes of this transaction's HMGETs (one per entity key)."""
-        return b"".join(r.command(entity_values[r.join_key]) for r in self.reads)
-
-    def decode(self, replies: Sequence[list]) -> FetchResult:
-        """Decode this transaction's HMGET replies (same order as :meth:`commands`)."""
-        values: dict[str, Any] = {}
-        missing: list[str] = []
-        oldest: float | None = None
-        for read, reply in zip(self.reads, replies, strict=True):
-            for view in read.views:
-                ts = decode_timestamp(reply[view.ts_index])
-                if ts is None:
-                    for name, _ in view.features:
-                        values[name] = None
-                        missing.append(name)
-                    continue
-                if oldest is None or ts < oldest:
-                    oldest = ts
-                for name, idx in view.features:
-                    values[name] = decode_value(reply[idx])
-        return FetchResult(values, missing, oldest)
+    @property
+    def reads(self) -> list:
+        """One entry per Redis read (entity key) of a request."""
+        return self.read.reads
 
     def rows(self, fetched: Sequence[FetchResult], requests: Sequence[Mapping[str, Any]]) -> tuple[list[list[float]], list[list[str]]]:
         """Model input rows (ordered as the model's features) and the missing model features per row."""
@@ -152,17 +97,12 @@ def load_on_demand_body(odfv_name: str) -> Callable[[dict[str, list]], dict[str,
     return fn
 
 
-def build_plan(store, feature_refs: Sequence[str], model_features: Sequence[str], defaults: Mapping[str, float] | None = None) -> FeaturePlan:
-    """Resolve ``view:feature`` references against the registry of ``store`` (a Feast FeatureStore)."""
-    from feast.infra.online_stores.helpers import compute_versioned_name
-
-    config = store.config
-    project = config.project
-    if getattr(config, "entity_key_serialization_version", 3) != 3:
-        raise RuntimeError("the fast feature reader implements entity key serialization v3 only")
-    versioning = bool(getattr(config.registry, "enable_online_feature_view_versioning", False))
-    views = {fv.name: fv for fv in store.list_feature_views()}
-    views.update({fv.name: fv for fv in store.list_stream_feature_views()})
+def build_plan(store, feature_refs: Sequence[str], model_features: Sequence[str], defaults: Mapping[str, float] | None = None,
+               online: OnlineStore | None = None) -> FeaturePlan:
+    """Resolve ``view:feature`` references against the registry of ``store`` (a Feast FeatureStore);
+    ``online`` (default: the settings' online store) supplies the stored layout of the views."""
+    online = online or OnlineStore.from_settings(feast_store=store)
+    views = dict(online.views)
     odfvs = {fv.name: fv for fv in store.list_on_demand_feature_views()}
 
     ref_by_name = {}
@@ -219,32 +159,9 @@ def build_plan(store, feature_refs: Sequence[str], model_features: Sequence[str]
                 raise RuntimeError(f"on-demand view {odfv.name} reads {key!r}, which none of its sources provide")
         odfv_outputs = [f.name for f in odfv.features]
 
-    # Group views by entity (join key): views of the same entity share one Redis hash.
-    groups: dict[str, EntityRead] = {}
-    for view_name, feats in needed.items():
-        fv = views[view_name]
-        cols = list(fv.entity_columns)
-        if len(cols) != 1:
-            raise RuntimeError(f"view {view_name}: only single-key entities are supported, got {[c.name for c in cols]}")
-        join_key = cols[0].name
-        value_type = int(cols[0].dtype.to_value_type().value)
-        read = groups.get(join_key)
-        if read is None:
-            read = EntityRead(join_key, entity_key_encoder(join_key, value_type, project), [], [])
-            groups[join_key] = read
-        stored_name = compute_versioned_name(fv, versioning)
-        features = []
-        for feat in feats:
-            read.fields.append(mmh3_field(stored_name, feat))
-            features.append((feat, len(read.fields) - 1))
-        read.fields.append(f"_ts:{stored_name}".encode())
-        read.views.append(ViewRead(view_name, len(read.fields) - 1, features))
-    reads = list(groups.values())
-    for r in reads:
-        r.__post_init__()
     return FeaturePlan(
         model_features=list(model_features),
-        reads=reads,
+        read=online.read_plan(needed),
         request_fields=request_fields,
         odfv_inputs=odfv_inputs,
         odfv_outputs=odfv_outputs,

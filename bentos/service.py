@@ -40,8 +40,9 @@ from bentos import metrics  # noqa: E402
 from bentos.feature_plan import FeaturePlan, build_plan  # noqa: E402
 from bentos.prediction_log import PredictionLog  # noqa: E402
 from bentos.predictor import RowPredictor  # noqa: E402
-from bentos.redis_reader import FastRedis, RedisUnavailable  # noqa: E402
 from bentos.schemas import Transaction, TransactionBatch  # noqa: E402
+from core.online_store import OnlineStore  # noqa: E402
+from core.redis_client import RedisUnavailable  # noqa: E402
 from core.settings import settings  # noqa: E402
 
 log = logging.getLogger("rtml.serving")
@@ -103,12 +104,11 @@ class FraudScorer:
         self.features: list[str] = list(meta["features"])
         self.threshold = float(meta["threshold"])
         defaults = {k: v for k, v in (meta.get("defaults") or {}).items() if v is not None and not _isnan(v)}
-        self.plan: FeaturePlan = build_plan(get_store(), meta["feature_refs"], self.features, defaults)
+        feast_store = get_store()
+        self.redis = OnlineStore.from_settings(feast_store=feast_store, timeout_s=REDIS_TIMEOUT_S)
+        self.plan: FeaturePlan = build_plan(feast_store, meta["feature_refs"], self.features, defaults, self.redis)
         self.n_reads = len(self.plan.reads)
         self.predictor = RowPredictor(self.booster, len(self.features))
-        s = settings()
-        host, port = s.redis_host_port
-        self.redis = FastRedis(host, port, s.redis_db, timeout_s=REDIS_TIMEOUT_S)
         self._m_fetch = metrics.stage_seconds.labels(stage="feature_fetch")
         self._m_on_demand = metrics.stage_seconds.labels(stage="on_demand")
         self._m_predict = metrics.stage_seconds.labels(stage="predict")
@@ -202,10 +202,9 @@ class FraudScorer:
         plan = self.plan
         t0 = _perf()
         try:
-            replies = await self.redis.execute(plan.commands(req), self.n_reads)
+            fetched = await self.redis.read(plan.read, req)
         except RedisUnavailable as exc:
             return self._redis_down(exc)
-        fetched = plan.decode(replies)
         t1 = _perf()
         rows, missing = plan.rows((fetched,), (req,))
         t2 = _perf()
@@ -226,11 +225,9 @@ class FraudScorer:
         ]
         t0 = _perf()
         try:
-            replies = await self.redis.execute(b"".join(plan.commands(r) for r in reqs), self.n_reads * len(reqs))
+            fetched = await self.redis.read_many(plan.read, reqs)
         except RedisUnavailable as exc:
             return self._redis_down(exc)
-        k = self.n_reads
-        fetched = [plan.decode(replies[i * k : (i + 1) * k]) for i in range(len(reqs))]
         t1 = _perf()
         rows, missing = plan.rows(fetched, reqs)
         t2 = _perf()

@@ -16,7 +16,7 @@ def repo_config():
     s = settings()
     raw = yaml.safe_load((s.feature_repo / "feature_store.yaml").read_text())
     raw["registry"] = str(s.registry_path)
-    raw["online_store"] = {**raw.get("online_store", {}), "connection_string": s.feast_redis_connection}
+    raw["online_store"] = {**raw.get("online_store", {}), **s.feast_online_store}
     if s.offline_store == "spark":
         raw["offline_store"] = {
             "type": "spark",

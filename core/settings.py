@@ -80,6 +80,7 @@ class Settings:
     spark_master: str
     offline_store: str
     feature_repo: Path = FEATURE_REPO
+    redis_maxmemory: str = "1gb"  # local Redis (`rtml up`): memory cap; writes fail beyond it (noeviction)
     feature_service: str | None = None  # None: the repo's only feature service
     model_name: str | None = None  # None: derived from the feature service (see core.model_store)
     spark_jars: tuple[str, ...] = ()  # overrides the cached Kafka connector jars (cluster images)
@@ -96,16 +97,42 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
 
     @property
+    def redis_mode(self) -> str:
+        """``standalone`` (``redis://``), ``cluster`` (``redis-cluster://``) or ``sentinel`` (``redis-sentinel://``)."""
+        scheme = self.redis_url.split("://", 1)[0]
+        return {"redis-cluster": "cluster", "redis-sentinel": "sentinel"}.get(scheme, "standalone")
+
+    @property
+    def redis_nodes(self) -> list[tuple[str, int]]:
+        """The server, the cluster's seed nodes or the sentinels: ``host:port[,host:port...]`` of ``redis_url``."""
+        netloc = self.redis_url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        out = []
+        for part in netloc.split(","):
+            host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
+            out.append((host or "127.0.0.1", int(port or (26379 if self.redis_mode == "sentinel" else 6379))))
+        return out
+
+    @property
     def redis_host_port(self) -> tuple[str, int]:
-        """Host and port parsed from ``redis_url`` (``redis://host:port/db``)."""
-        rest = self.redis_url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-        host, _, port = rest.partition(":")
-        return host or "127.0.0.1", int(port or 6379)
+        """Host and port of the first node of ``redis_url``."""
+        return self.redis_nodes[0]
+
+    @property
+    def redis_path(self) -> list[str]:
+        return [p for p in self.redis_url.split("://", 1)[-1].split("/")[1:] if p]
 
     @property
     def redis_db(self) -> int:
-        tail = self.redis_url.split("://", 1)[-1].split("/", 1)
-        return int(tail[1]) if len(tail) > 1 and tail[1] else 0
+        """Database number (always 0 on a cluster); ``redis://h:p/<db>``, ``redis-sentinel://h:p/<master>/<db>``."""
+        path = self.redis_path
+        if self.redis_mode == "sentinel":
+            path = path[1:]
+        return int(path[0]) if path and self.redis_mode != "cluster" else 0
+
+    @property
+    def redis_sentinel_master(self) -> str:
+        path = self.redis_path
+        return path[0] if self.redis_mode == "sentinel" and path else "mymaster"
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:
@@ -115,9 +142,18 @@ class Settings:
 
     @property
     def feast_redis_connection(self) -> str:
-        """Redis connection string in Feast's format (``host:port,db=N``)."""
-        host, port = self.redis_host_port
-        return f"{host}:{port},db={self.redis_db}"
+        """Redis connection string in Feast's format (``host:port[,host:port],db=N``)."""
+        nodes = ",".join(f"{h}:{p}" for h, p in self.redis_nodes)
+        return nodes if self.redis_mode == "cluster" else f"{nodes},db={self.redis_db}"
+
+    @property
+    def feast_online_store(self) -> dict:
+        """Feast ``online_store`` settings (``redis_type`` follows the Redis mode)."""
+        out = {"connection_string": self.feast_redis_connection,
+               "redis_type": {"cluster": "redis_cluster", "sentinel": "redis_sentinel"}.get(self.redis_mode, "redis")}
+        if self.redis_mode == "sentinel":
+            out["sentinel_master"] = self.redis_sentinel_master
+        return out
 
     @property
     def registry_path(self) -> Path:
@@ -134,6 +170,18 @@ class Settings:
         return Path(_env("RTML_CACHE_DIR", str(REPO_ROOT / ".cache")))
 
 
+CLUSTER_NODES = 6  # local Redis Cluster: 3 primaries + 3 replicas
+
+
+def _local_redis_url(env: dict[str, str]) -> str:
+    """The Redis `rtml up` runs: one server on RTML_REDIS_PORT, or with RTML_REDIS_CLUSTER=1 a cluster of
+    six nodes on RTML_REDIS_CLUSTER_PORT (7000) and the five ports above it."""
+    if (env.get("RTML_REDIS_CLUSTER") or "0").lower() not in ("0", "false", "no", ""):
+        base = int(env.get("RTML_REDIS_CLUSTER_PORT") or 7000)
+        return "redis-cluster://" + ",".join(f"127.0.0.1:{base + i}" for i in range(CLUSTER_NODES))
+    return f"redis://127.0.0.1:{env.get('RTML_REDIS_PORT') or 6379}/0"
+
+
 @cache
 def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
     env = dict(env_key)
@@ -143,8 +191,9 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         data_dir=Path(env.get("RTML_DATA_DIR") or state_dir / "data").resolve(),
         kafka_bootstrap=env.get("RTML_KAFKA_BOOTSTRAP") or f"127.0.0.1:{env.get('RTML_KAFKA_PORT') or 9092}",
         kafka_external=bool(env.get("RTML_KAFKA_BOOTSTRAP")),
-        redis_url=env.get("RTML_REDIS_URL") or f"redis://127.0.0.1:{env.get('RTML_REDIS_PORT') or 6379}/0",
+        redis_url=env.get("RTML_REDIS_URL") or _local_redis_url(env),
         redis_external=bool(env.get("RTML_REDIS_URL")),
+        redis_maxmemory=env.get("RTML_REDIS_MAXMEMORY") or "1gb",
         spark_master=env.get("RTML_SPARK_MASTER") or "local[*]",
         offline_store=env.get("RTML_OFFLINE_STORE") or "duckdb",
         feature_repo=Path(env.get("RTML_FEATURE_REPO") or FEATURE_REPO).resolve(),

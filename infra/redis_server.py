@@ -1,4 +1,5 @@
-"""A local `redis-server` for Feast's online store (no persistence), started by `rtml up` when none answers.
+"""A local `redis-server` for Feast's online store (no persistence, ``maxmemory`` with the ``noeviction``
+policy: writes fail instead of features being evicted silently), started by `rtml up` when none answers.
 
 Files for the current settings: data dir ``state_dir/redis/``, pid ``run_dir/redis.pid``, log ``run_dir/redis.log``.
 Tests that need Redis to go away mid-test use :func:`stop_redis` / :func:`start_redis`.
@@ -45,9 +46,15 @@ def answers_ping(url: str | None = None, timeout_s: float = 1.0) -> bool:
     import redis
 
     url = url or settings().redis_url
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry_on_timeout=False
-    )
+    if "," in url.split("://", 1)[-1].split("/", 1)[0] or not url.startswith(("redis://", "rediss://", "unix://")):
+        # cluster / sentinel URL: its first node
+        host, _, port = url.split("://", 1)[-1].split("/", 1)[0].split(",")[0].rsplit("@", 1)[-1].rpartition(":")
+        client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_connect_timeout=timeout_s,
+                             socket_timeout=timeout_s, retry_on_timeout=False)
+    else:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry_on_timeout=False
+        )
     try:
         return bool(client.ping())
     except redis.exceptions.AuthenticationError:
@@ -159,6 +166,11 @@ def _start(progress: bool, timeout_s: float) -> StartResult:
         str(paths.log_file),
         "--loglevel",
         "warning",
+        # bounded memory: past maxmemory writes fail (the writers replay them) instead of evicting features
+        "--maxmemory",
+        s.redis_maxmemory,
+        "--maxmemory-policy",
+        "noeviction",
     ]
     say(f"redis: starting redis-server at {s.redis_url} (log: {paths.log_file})", flush=True)
     proc = subprocess.Popen(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import Settings, settings
-from infra import kafka_broker, redis_server, spark_deps
+from infra import kafka_broker, redis_cluster, redis_server, spark_deps
 from infra.redis_server import start_redis, stop_redis  # noqa: F401  (re-exported for tests)
 
 
@@ -63,13 +63,14 @@ def up(progress: bool = True, spark_jars: bool = True) -> StackInfo:
     kafka_broker.preflight()
     if spark_jars:
         spark_deps.preflight()
-    r = redis_server.start(progress=progress)
+    redis = redis_cluster if settings().redis_mode == "cluster" else redis_server
+    r = redis.start(progress=progress)
     try:
         k = kafka_broker.start(progress=progress)
         jars = spark_deps.connector_jars(progress=progress) if spark_jars else []
     except BaseException:
         if r.started:  # leave nothing half-started behind
-            redis_server.stop(progress=progress)
+            redis.stop(progress=progress)
         raise
     info = StackInfo(
         kafka=ServiceInfo("kafka", k.address, k.pid, k.started, k.managed, k.external),
@@ -89,7 +90,7 @@ def down(progress: bool = True, s: Settings | None = None) -> list[str]:
     stopped = []
     if kafka_broker.stop(progress=progress, s=s):
         stopped.append("kafka")
-    if redis_server.stop(progress=progress, s=s):
+    if redis_server.stop(progress=progress, s=s) | redis_cluster.stop(progress=progress, s=s):
         stopped.append("redis")
     if progress and not stopped:
         print("nothing to stop (no service started by `rtml up` runs for these settings)")
@@ -100,7 +101,12 @@ def status() -> list[ServiceStatus]:
     """State of each service for the current settings (bounded: a few seconds at most)."""
     s = settings()
     kafka_pid = None if s.kafka_external else kafka_broker.running_pid(s)
-    redis_pid = None if s.redis_external else redis_server.running_pid(s)
+    if s.redis_mode == "cluster":
+        pids = {} if s.redis_external else redis_cluster.running_pids(s)
+        redis_pid, redis_answers = (min(pids.values()) if pids else None), redis_cluster.cluster_ok(s)
+    else:
+        redis_pid = None if s.redis_external else redis_server.running_pid(s)
+        redis_answers = redis_server.answers_ping(s.redis_url)
     return [
         ServiceStatus(
             "kafka",
@@ -114,7 +120,7 @@ def status() -> list[ServiceStatus]:
             "redis",
             s.redis_url,
             redis_pid,
-            redis_server.answers_ping(s.redis_url),
+            redis_answers,
             managed=redis_pid is not None,
             external=s.redis_external,
         ),

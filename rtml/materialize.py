@@ -31,27 +31,42 @@ def materialize(
 ) -> list[str]:
     """Materialize ``views`` (default: every online view that has offline data) into Redis.
 
-    Full by default: every value in ``[start, end]`` is (re)written, so it repairs a Redis that lost
-    its data, which ``materialize-incremental`` would skip (windowed stream views are always loaded
-    in full). Returns the views materialized.
+    Full by default: every entity's latest value in ``[start, end)`` is (re)written, so it repairs a
+    Redis that lost its data, which ``incremental`` (each view from the end of its last
+    materialization, like ``feast materialize-incremental``) would skip; windowed stream views are
+    always loaded in full. Every view goes through :class:`core.online_store.OnlineStore`, the stream
+    job's writer: forward-only upserts, entity hashes that expire with the views' TTL, and on a Redis
+    Cluster each key to its node. Returns the views materialized.
     """
     from core.feast_store import get_store
+    from core.online_store import OnlineStore
+    from streaming.materialize import OfflineRows, materialize_views
 
     store = get_store()
     views = views or views_with_data(store)
     end = end or datetime.now(UTC) + timedelta(seconds=1)
     start = start or datetime(1970, 1, 2, tzinfo=UTC)
-    windowed = {v.name for v in store.list_stream_feature_views() if v.aggregations}
-    plain = [v for v in views if v not in windowed]
-    if plain and incremental:
-        store.materialize_incremental(end_date=end, feature_views=plain)
-    elif plain:
-        store.materialize(start_date=start, end_date=end, feature_views=plain)
-    stream = [v for v in views if v in windowed]
-    if stream:
-        # Feast's local engine refuses windowed stream views; their offline rows already are the
-        # aggregates, so load each entity's latest row (always a full, forward-only reload).
-        from streaming.materialize import materialize_stream_views
-
-        materialize_stream_views(store, stream, start, end)
+    batch = {v.name: v for v in store.list_feature_views()}
+    stream = {v.name: v for v in store.list_stream_feature_views()}
+    online = OnlineStore.from_settings(feast_store=store)
+    try:
+        for name in views:
+            fv = batch.get(name) or stream.get(name)
+            if fv is None:
+                raise ValueError(f"{name!r} is not a feature view of the registry")
+            source = fv.batch_source
+            path = getattr(source, "path", None)
+            if path is None:
+                raise ValueError(f"{name}: only file (Parquet) sources can be materialized, not {type(source).__name__}")
+            windowed = name in stream and bool(stream[name].aggregations)
+            since = start
+            if incremental and not windowed and fv.most_recent_end_time is not None:
+                since = max(start, fv.most_recent_end_time)
+            rows = OfflineRows(name, path, source.timestamp_field or "event_timestamp")
+            n = materialize_views([rows], since, end, online)[name]
+            if not windowed:
+                store.registry.apply_materialization(fv, store.project, since, end)
+            log.info("materialized %s: %d entities", name, n)
+    finally:
+        online.close()
     return views

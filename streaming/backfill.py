@@ -175,11 +175,10 @@ def _offline_fn(spec: ViewSpec, start_us: int, end_us: int, folder: str):
     return run
 
 
-def _online_fn(spec: ViewSpec, redis_url: str, project: str):
+def _online_fn(spec: ViewSpec, redis_url: str, online):
     def run(frames):
         import redis
 
-        from streaming.online_writer import PipelinedOnlineWriter
         from streaming.tile_store import write_view_partition
 
         parts = [f for f in frames if len(f)]
@@ -189,7 +188,7 @@ def _online_fn(spec: ViewSpec, redis_url: str, project: str):
         try:
             ttl_s = int(2 * spec.max_window_us / 1e6) + 3600
             tiles, rows = write_view_partition(spec, pd.concat(parts, ignore_index=True), client,
-                                               PipelinedOnlineWriter(client, project), ttl_s)
+                                               online, ttl_s)
         finally:
             client.close()
         yield pd.DataFrame({"tiles": [tiles], "rows": [rows]})
@@ -256,6 +255,9 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
         result.files[view.name] = sorted(glob.glob(os.path.join(folder, "h*-b*.parquet")))
     result.compute_seconds = time.perf_counter() - t0
     if materialize:
+        from core.online_store import OnlineStore
+
+        online = OnlineStore.from_settings(feast_store=store)
         t1 = time.perf_counter()
         for view in chosen:
             # every entity's tiles (its latest event may be long before `end`); old tiles are pruned on write
@@ -263,7 +265,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
             tiles = tile_aggregation(tile_rows(until, (view,), with_dead_letters=False), (view,))
             tiles = tiles.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
             done = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").mapInPandas(
-                _online_fn(view, settings().redis_url, store.config.project), "tiles long, rows long").collect()
+                _online_fn(view, settings().redis_url, online), "tiles long, rows long").collect()
             result.materialized[view.name] = int(sum(r["rows"] for r in done))
         result.materialize_seconds = time.perf_counter() - t1
     history.unpersist()

@@ -101,7 +101,7 @@ def save_lineage(checkpoint: Path, lineage: list[dict]) -> None:
     tmp.replace(path)
 
 
-def seed(spark, p: Plan, topic: str, bootstrap: str, rules, redis_url: str, project: str) -> dict[str, int]:
+def seed(spark, p: Plan, topic: str, bootstrap: str, rules, redis_url: str, online) -> dict[str, int]:
     """Tiles of the seeded views from the events in Kafka before the hand-over offsets (backfill tile code)."""
     from pyspark.sql import functions as F
 
@@ -129,15 +129,13 @@ def seed(spark, p: Plan, topic: str, bootstrap: str, rules, redis_url: str, proj
             import pandas as pd
             import redis
 
-            from streaming.online_writer import PipelinedOnlineWriter
-
             parts = [f for f in frames if len(f)]
             if not parts:
                 return
             client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=60)
             try:
                 n, rows = write_view_partition(view, pd.concat(parts, ignore_index=True), client,
-                                               PipelinedOnlineWriter(client, project), ttl_s, epoch, allowed)
+                                               online, ttl_s, epoch, allowed)
             finally:
                 client.close()
             yield pd.DataFrame({"tiles": [n], "rows": [rows]})

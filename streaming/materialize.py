@@ -1,75 +1,91 @@
-"""Full materialization of the stream views: latest offline row per entity -> Redis (Feast format).
+"""Full materialization: each entity's latest offline row in [start, end) -> the online store.
 
 Feast 0.67's own ``materialize`` refuses StreamFeatureViews with windowed aggregations ("Time
-window aggregation is not supported in the local compute engine"): the rows in the offline folders
-are already the aggregates, so this loads each entity's latest row in [start, end) and writes it
-with the stream job's online writer (Feast-format bytes, forward-only). It is a full reload, so it
-also restores Redis after it lost its data.
+window aggregation is not supported in the local compute engine"), and it writes Redis without the
+expiry rtml bounds memory with. The offline rows already are the feature values (the stream views'
+rows are the aggregates), so this reads each entity's latest row from the Parquet files and writes it
+with :meth:`core.online_store.OnlineStore.write`, the stream job's writer (Feast-format bytes,
+forward-only, TTL-bounded expiry). It is a full reload, so it also restores Redis after it lost its data.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from streaming.aggregates import TS
-from streaming.feature_specs import ViewSpec
+from core.online_store import TS
 
 
-def latest_rows(spec: ViewSpec, start: datetime, end: datetime, folder: str | None = None) -> pd.DataFrame:
-    """Each entity's latest row with start <= event_timestamp < end (event_timestamp as int64 us)."""
-    folder = folder or spec.offline_path
-    files = sorted(f for f in glob.glob(os.path.join(folder, "*.parquet")) if not os.path.basename(f).startswith("."))
+@dataclass(frozen=True)
+class OfflineRows:
+    """Where a view's offline rows are: a Parquet file or folder and its event-time column."""
+
+    name: str
+    offline_path: str
+    timestamp_field: str = TS
+
+
+def _files(path: str) -> list[str]:
+    if os.path.isfile(path):
+        return [path]
+    return sorted(f for f in glob.glob(os.path.join(path, "*.parquet")) if not os.path.basename(f).startswith("."))
+
+
+def latest_rows(path: str, join_key: str, columns: Iterable[str], start: datetime, end: datetime,
+                timestamp_field: str = TS) -> pd.DataFrame:
+    """Each entity's latest row with start <= event time < end (``event_timestamp`` as int64 us)."""
+    columns = [c for c in dict.fromkeys(columns) if c not in (join_key, timestamp_field)]
+    files = _files(path)
     if not files:
-        return pd.DataFrame(columns=[spec.join_key, TS, *[a.name for a in spec.aggs]])
-    dataset = ds.dataset(files, format="parquet")
-    ts = ds.field(TS)
-    table = dataset.to_table(
-        columns=[spec.join_key, TS, *[a.name for a in spec.aggs]],
+        return pd.DataFrame(columns=[join_key, TS, *columns])
+    ts = ds.field(timestamp_field)
+    table = ds.dataset(files, format="parquet").to_table(
+        columns=[join_key, timestamp_field, *columns],
         filter=(ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end)),
     )
-    df = table.to_pandas()
+    df = table.to_pandas().rename(columns={timestamp_field: TS})
     if df.empty:
         return df
-    df[TS] = df[TS].astype("datetime64[us, UTC]").astype("int64")
-    df = df.sort_values([spec.join_key, TS], kind="stable").drop_duplicates(spec.join_key, keep="last")
+    df[TS] = pd.to_datetime(df[TS], utc=True).astype("datetime64[us, UTC]").astype("int64")
+    df = df.sort_values([join_key, TS], kind="stable").drop_duplicates(join_key, keep="last")
     return df.reset_index(drop=True)
 
 
-def materialize_views(views: tuple[ViewSpec, ...], start: datetime, end: datetime, writer,
+def materialize_views(views: Iterable, start: datetime, end: datetime, writer,
                       folders: dict[str, str] | None = None, chunk: int = 20_000) -> dict[str, int]:
-    """Write the latest rows of every view to the online store; returns rows written per view."""
+    """Write the latest rows of every view (anything with ``name`` and ``offline_path``) with ``writer``
+    (an :class:`~core.online_store.OnlineStore`); returns rows written per view."""
     written = {}
     for spec in views:
-        rows = latest_rows(spec, start, end, (folders or {}).get(spec.name))
+        view = writer.view(spec.name)
+        path = (folders or {}).get(spec.name) or spec.offline_path
+        rows = latest_rows(path, view.join_key, [f for f, _ in view.features], start, end,
+                           getattr(spec, "timestamp_field", TS))
         n = 0
         for i in range(0, len(rows), chunk):
-            part = rows.iloc[i : i + chunk].copy()
-            for a in spec.aggs:
-                part[a.name] = part[a.name].astype(np.int64 if a.is_int else np.float64)
-            n += writer.write(spec, part)
+            n += writer.write(view, rows.iloc[i : i + chunk])
         written[spec.name] = n
     return written
 
 
-def materialize_stream_views(store, names: list[str] | None, start: datetime, end: datetime) -> dict[str, int]:
-    """Full materialization of the named stream views (default: all) with the pipelined Feast-format writer."""
-    import redis
-
-    from core.settings import settings
+def materialize_stream_views(store, names: list[str] | None, start: datetime, end: datetime,
+                             online=None) -> dict[str, int]:
+    """Full materialization of the named stream views (default: all)."""
+    from core.online_store import OnlineStore
     from streaming.feature_specs import load_stream_spec
-    from streaming.online_writer import PipelinedOnlineWriter
 
     spec = load_stream_spec(store)
     views = tuple(v for v in spec.views if names is None or v.name in names)
-    client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=30)
+    own = online is None
+    online = online or OnlineStore.from_settings(feast_store=store)
     try:
-        writer = PipelinedOnlineWriter(client, store.config.project, store.config.entity_key_serialization_version)
-        return materialize_views(views, start, end, writer)
+        return materialize_views(views, start, end, online)
     finally:
-        client.close()
+        if own:
+            online.close()

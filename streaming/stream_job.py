@@ -115,6 +115,11 @@ class StreamJob:
                                         self.options.shuffle_partitions, ui_port=self.options.ui_port)
         return self._spark
 
+    def _online_store(self):
+        from core.online_store import OnlineStore
+
+        return OnlineStore.from_settings(feast_store=self.store)
+
     def _check_redis(self) -> None:
         import redis
 
@@ -152,7 +157,7 @@ class StreamJob:
         self.plan = plan(checkpoint, self.spec.views, sid)
         if self.plan.seed_views:
             seed(spark, self.plan, self.spec.topic, self.spec.bootstrap, self.spec.rules, settings().redis_url,
-                 self.store.config.project)
+                 self._online_store())
         reader = (
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", self.spec.bootstrap)
@@ -166,7 +171,7 @@ class StreamJob:
                         - {"event_timestamp"})
         parsed = parse_events(reader.load(), self.spec.rules, keep_columns=tuple(needed))
         writer = BatchWriter(
-            views=self.spec.views, redis_url=settings().redis_url, project=self.store.config.project,
+            views=self.spec.views, redis_url=settings().redis_url, online=self._online_store(),
             bootstrap=self.spec.bootstrap, dlq_topic=self.dlq_topic, partitions=self.options.shuffle_partitions,
             batches_dir=checkpoint / "batches", metrics=self.metrics, epoch=sid.encode(), epochs=self.plan.epochs,
             fault_hook=self._fault_hook,

@@ -11,7 +11,7 @@ previous one stopped) and are combined; epochs from before a view's last definit
 
 After writing a partition's tiles, each touched entity's hash is read back, its features are merged
 with :func:`streaming.tiles.features_from_tiles` and written in Feast's format through the
-forward-only :class:`streaming.online_writer.PipelinedOnlineWriter`. Tiles older than the longest
+forward-only :meth:`core.online_store.OnlineStore.write`. Tiles older than the longest
 window are deleted; the hash expires if the entity goes quiet.
 """
 
@@ -30,7 +30,7 @@ BACKFILL_EPOCH = b"bf"
 
 def tile_keys(writer, spec: ViewSpec, keys: np.ndarray) -> list[bytes]:
     prefix = PREFIX + spec.name.encode() + b":"
-    return [prefix + k for k in writer.redis_keys(spec.join_key, keys)]
+    return [prefix + k for k in writer.redis_keys(spec.name, keys)]
 
 
 # KEYS: tile hashes. ARGV[1]: TTL (s); then per key: number of fields n, followed by n (field, value) pairs.

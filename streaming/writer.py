@@ -34,7 +34,7 @@ def _dead_letters(rows: pd.DataFrame, batch_id: int) -> list[tuple[str, dict]]:
     return out
 
 
-def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, project: str, bootstrap: str, dlq_topic: str,
+def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, online, bootstrap: str, dlq_topic: str,
                      batch_id: int, epoch: bytes, epochs: dict[str, frozenset[bytes]]):
     """The function run by ``mapInPandas`` on each entity partition of a micro-batch's tile rows."""
     ttl_s = int(2 * max(v.max_window_us for v in views) / 1e6) + 3600
@@ -42,11 +42,10 @@ def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, project: str, 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import redis
 
-        from streaming.online_writer import PipelinedOnlineWriter
         from streaming.tile_store import write_view_partition
 
         client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=60)
-        writer = PipelinedOnlineWriter(client, project)
+        writer = online  # core.online_store.OnlineStore (picklable; Feast rows, forward-only)
         out = []
         try:
             parts = [f for f in frames if len(f)]
@@ -82,7 +81,7 @@ def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, project: str, 
 class BatchWriter:
     views: tuple[ViewSpec, ...]
     redis_url: str
-    project: str
+    online: object  # core.online_store.OnlineStore
     bootstrap: str
     dlq_topic: str
     partitions: int
@@ -94,7 +93,7 @@ class BatchWriter:
 
     def __call__(self, df, batch_id: int) -> None:
         started = time.perf_counter()
-        run = partition_writer(self.views, self.redis_url, self.project, self.bootstrap, self.dlq_topic, batch_id,
+        run = partition_writer(self.views, self.redis_url, self.online, self.bootstrap, self.dlq_topic, batch_id,
                                self.epoch, self.epochs or {})
         if self.fault_hook is not None:
             self.fault_hook(batch_id, "before_write")

@@ -9,12 +9,27 @@ from infra.commands import quiet_client_logs
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-spark-jars", action="store_true", help="skip pre-resolving Spark's Kafka connector jars")
+    parser.add_argument(
+        "--redis-cluster", action="store_true",
+        help="run Redis as a local Redis Cluster (3 primaries + 3 replicas on RTML_REDIS_CLUSTER_PORT, 7000..7005); "
+        "other commands use it with RTML_REDIS_CLUSTER=1",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
 def run(args: argparse.Namespace) -> int:
     quiet_client_logs()
+    import os
+
     from infra.stack import up
 
+    if args.redis_cluster:
+        if os.environ.get("RTML_REDIS_URL") and not os.environ["RTML_REDIS_URL"].startswith("redis-cluster://"):
+            from core.errors import UserFacingError
+
+            raise UserFacingError("--redis-cluster conflicts with RTML_REDIS_URL, which names a single Redis")
+        os.environ["RTML_REDIS_CLUSTER"] = "1"
     up(progress=not args.quiet, spark_jars=not args.no_spark_jars)
+    if args.redis_cluster and not args.quiet:
+        print("redis: other rtml commands use this cluster with `export RTML_REDIS_CLUSTER=1`")
     return 0

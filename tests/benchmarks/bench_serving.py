@@ -7,8 +7,15 @@ requests) drives each service at concurrency 1, 8 and 32 for ``RTML_BENCH_SECOND
 runs alternate between the two services. Loopback only. Everything runs in a temporary state dir
 against the stack of the current settings (started here if needed and then stopped again).
 
-Goals on the 2-core machine: p99 <= 3 ms at concurrency 1; >= 1,000 req/s with p99 <= 25 ms at 32;
->= 2x the baseline's throughput.
+Also measured: ``/predict_batch`` with 100 transactions (``batch100_p99_ms``); 2 workers at concurrency
+8/16/32 (``rps_2_workers_at_p99_le_25ms``: the best throughput with p99 <= 25 ms); ``MEMORY USAGE`` of
+the entity hashes (``redis_bytes_per_entity``); the same service on a local Redis Cluster, 3 primaries +
+3 replicas (``cluster_p99_ms_c1``, ``cluster_rps_c8``), and a primary killed (SIGKILL) under load at
+concurrency 4: the span of failed (503) requests until its replica is promoted
+(``failover_failed_request_seconds``).
+
+Goals on the 2-core machine (issue 13): p99 <= 1.5 ms at concurrency 1; batch100 p99 <= 5 ms; >= 2,500
+req/s with 2 workers at p99 <= 25 ms; failover <= 15 s of failed requests; >= 6x the baseline's throughput.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,12 +111,118 @@ def _train_model() -> str:
     return tag
 
 
-def _load(port: int, concurrency: int, seconds: float, bodies_file: str) -> dict:
-    cmd = [sys.executable, str(HERE / "loadgen.py"), "/predict", "127.0.0.1", str(port), str(concurrency), str(seconds), bodies_file]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+def _loadgen(port: int, concurrency: int, seconds: float, bodies_file: str, path: str = "/predict") -> list[str]:
+    return [sys.executable, str(HERE / "loadgen.py"), path, "127.0.0.1", str(port), str(concurrency), str(seconds), bodies_file]
+
+
+def _load(port: int, concurrency: int, seconds: float, bodies_file: str, path: str = "/predict") -> dict:
+    done = subprocess.run(_loadgen(port, concurrency, seconds, bodies_file, path), capture_output=True, text=True,
+                          timeout=seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout)
+
+
+def _bytes_per_entity(now, n_users: int, n_merchants: int) -> dict:
+    """Redis memory of the entity hashes (``MEMORY USAGE``): user hashes (profile + aggregates), merchant
+    hashes (profile + aggregates), and the mean over all entities."""
+    from core.online_store import OnlineStore
+    from tests.serving.conftest import MERCHANT_BASE, USER_BASE
+
+    online = OnlineStore.from_settings()
+    try:
+        users = online.redis_keys("user_profile", np.arange(USER_BASE + 1, USER_BASE + n_users + 1, dtype=np.int64))
+        merchants = online.redis_keys("merchant_profile", np.arange(MERCHANT_BASE + 1, MERCHANT_BASE + n_merchants, dtype=np.int64))
+        sizes = {}
+        for name, keys in (("user", users), ("merchant", merchants)):
+            total = 0
+            for addr, idx in online.sync.owners(keys).items():
+                pipe = online.sync.client(addr).pipeline(transaction=False)
+                for i in idx:
+                    pipe.memory_usage(keys[i], samples=0)
+                total += sum(int(v or 0) for v in pipe.execute())
+            sizes[name] = total / len(keys)
+        sizes["all"] = (sizes["user"] * len(users) + sizes["merchant"] * len(merchants)) / (len(users) + len(merchants))
+        return sizes
+    finally:
+        online.close()
+
+
+def _free_cluster_base(start: int) -> int:
+    from infra.proc import port_open
+
+    base = start
+    while any(port_open("127.0.0.1", base + i, 0.2) for i in range(6)):
+        base += 6
+    return base
+
+
+def _cluster_runs(seconds: float, bodies_file: str, now, data, ports: list[int]) -> dict:
+    """The same service and load on a local Redis Cluster (3 primaries + 3 replicas), then a primary killed
+    (SIGKILL) under load: how long requests fail until its replica is promoted."""
+    from bentos.commands import serve
+    from infra import redis_cluster
+    from tests.serving.conftest import free_port, load_online
+
+    saved = os.environ.pop("RTML_REDIS_URL", None)
+    os.environ.update(RTML_REDIS_CLUSTER="1",
+                      RTML_REDIS_CLUSTER_PORT=str(_free_cluster_base(int(os.environ.get("RTML_BENCH_CLUSTER_PORT", "17110")))))
+    from core.settings import settings
+
+    s = settings()
+    try:
+        redis_cluster.start(progress=False)
+        load_online(now, data)
+        bytes_per_entity = _bytes_per_entity(now, N_USERS, N_MERCHANTS)
+        port = free_port()
+        pid, _ = serve.start_detached("fraud", "127.0.0.1", port, workers=1, timeout=180)
+        ports.append(port)
+        _load(port, 4, 3, bodies_file)
+        pids = _worker_pids(pid)
+        runs = {}
+        for c in (1, 8):
+            cpu0 = _cpu_seconds(pids)
+            runs[f"c{c}"] = _summary(_load(port, c, seconds, bodies_file), _cpu_seconds(pids) - cpu0)
+            r = runs[f"c{c}"]
+            print(f"cluster   c={c:<3d} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}", flush=True)
+
+        # failover: load at concurrency 4 for 30 s, the primary of slot 0 killed 5 s in
+        victim = min(redis_cluster.primaries(s))
+        proc = subprocess.Popen(_loadgen(port, 4, 30.0, bodies_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(6.0)
+        killed_at = time.time()
+        redis_cluster.stop_node(victim, s, kill=True)
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed: {err[-2000:]}")
+        run = json.loads(out)
+        fail_t = [run["start_epoch"] + f[0] for f in run["failures"]]
+        bodies = [f[2] for f in run["failures"] if f[2]]
+        for body in bodies:  # a clear body without addresses
+            assert "127.0.0.1" not in body and str(victim) not in body, body
+        failover = {
+            "killed_primary_port": victim,
+            "requests": sum(run["status"].values()),
+            "status": run["status"],
+            "failed_request_seconds": (max(fail_t) - min(fail_t)) if fail_t else 0.0,
+            "kill_to_last_failure_s": (max(fail_t) - killed_at) if fail_t else 0.0,
+            "load_seconds_after_last_failure": (run["start_epoch"] + 30.0 - max(fail_t)) if fail_t else None,
+            "sample_503_bodies": bodies,
+        }
+        print(f"failover  {failover['failed_request_seconds']:.2f} s of failed requests "
+              f"({run['status']}), kill->last failure {failover['kill_to_last_failure_s']:.2f} s", flush=True)
+        redis_cluster.start_node(victim, s)  # rejoins as a replica
+        serve.stop(port)
+        ports.remove(port)
+        return {"runs": runs, "failover": failover, "bytes_per_entity": bytes_per_entity}
+    finally:
+        redis_cluster.stop(progress=False, s=s)
+        for k in ("RTML_REDIS_CLUSTER", "RTML_REDIS_CLUSTER_PORT"):
+            os.environ.pop(k, None)
+        if saved is not None:
+            os.environ["RTML_REDIS_URL"] = saved
+
+
 
 
 def _stage_means(port: int) -> dict[str, float]:
@@ -152,6 +266,10 @@ def goals(out: dict) -> dict:
             f"c{c}": out[f"rps_c{c}"] >= 1000 and out[f"p99_ms_c{c}"] <= 25.0 for c in CONCURRENCY
         },
         "throughput_ge_2x_baseline": (out["throughput_ratio_vs_baseline"] or 0) >= 2.0,
+        "p99_c1_le_1_5ms": out["p99_ms_c1"] <= 1.5,
+        "batch100_p99_le_5ms": out["batch100_p99_ms"] <= 5.0,
+        "rps_2_workers_at_p99_le_25ms_ge_2500": out["rps_2_workers_at_p99_le_25ms"] >= 2500,
+        "failover_failed_request_seconds_le_15": out["failover_failed_request_seconds"] <= 15.0,
     }
 
 
@@ -212,15 +330,34 @@ def main() -> dict:
         stages = _stage_means(services["fraud"][0])
         print("fraud service stage means (us):", {k: round(v, 1) for k, v in stages.items()}, flush=True)
 
-        # Extra (not a goal): the same service with 2 workers at the highest concurrency.
+        # /predict_batch with 100 transactions per request, concurrency 1 (1 worker)
+        batch_file = str(tmp / "batches.json")
+        all_bodies = json.loads(Path(bodies_file).read_text())
+        Path(batch_file).write_text(json.dumps(
+            [{"transactions": [all_bodies[(i * 100 + j) % len(all_bodies)] for j in range(100)]} for i in range(50)]))
+        port_f, pids_f = services["fraud"]
+        _load(port_f, 1, 2, batch_file, "/predict_batch")
+        cpu0 = _cpu_seconds(pids_f)
+        batch100 = _summary(_load(port_f, 1, seconds, batch_file, "/predict_batch"), _cpu_seconds(pids_f) - cpu0)
+        print(f"fraud batch100 c=1 {batch100['rps']:6.0f} batches/s  p50 {batch100['p50_ms']:7.2f} ms  p99 {batch100['p99_ms']:7.2f} ms", flush=True)
+        bytes_per_entity = _bytes_per_entity(now, N_USERS, N_MERCHANTS)
+
+        # 2 workers: the highest throughput at which p99 stays <= 25 ms
         port2 = free_port()
         pid2, _ = serve.start_detached("fraud", "127.0.0.1", port2, workers=2, timeout=180)
         ports.append(port2)
         _load(port2, 8, 3, bodies_file)
         pids2 = _worker_pids(pid2)
-        cpu0 = _cpu_seconds(pids2)
-        two_workers = _summary(_load(port2, 32, seconds, bodies_file), _cpu_seconds(pids2) - cpu0)
-        print(f"fraud x2  c=32  {two_workers['rps']:8.0f} req/s  p50 {two_workers['p50_ms']:7.2f} ms  p99 {two_workers['p99_ms']:7.2f} ms", flush=True)
+        two_workers = {}
+        for c in (8, 16, 32):
+            cpu0 = _cpu_seconds(pids2)
+            two_workers[f"c{c}"] = r = _summary(_load(port2, c, seconds, bodies_file), _cpu_seconds(pids2) - cpu0)
+            load_avg.append(os.getloadavg()[0])
+            print(f"fraud x2  c={c:<3d} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms", flush=True)
+        serve.stop(port2)
+        ports.remove(port2)
+        cluster = _cluster_runs(seconds, bodies_file, now, data, ports)
+        load_avg.append(os.getloadavg()[0])
 
         fast, base = results["fraud"], results["baseline"]
         out: dict = {
@@ -235,7 +372,9 @@ def main() -> dict:
             },
             "fraud": {f"c{c}": v for c, v in fast.items()},
             "fraud_stage_mean_us": stages,
-            "fraud_2_workers": {"c32": two_workers},
+            "fraud_2_workers": two_workers,
+            "fraud_batch100": batch100,
+            "cluster": cluster,
             "baseline": {f"c{c}": v for c, v in base.items()},
         }
         for c in CONCURRENCY:
@@ -244,6 +383,14 @@ def main() -> dict:
                 out[f"{short}_ms_c{c}" if key.endswith("_ms") else f"{key}_c{c}"] = fast[c][key]
                 out[f"baseline_{short}_ms_c{c}" if key.endswith("_ms") else f"baseline_{key}_c{c}"] = base[c][key]
         out["throughput_ratio_vs_baseline"] = fast[32]["rps"] / base[32]["rps"] if base[32]["rps"] else None
+        out["batch100_p99_ms"] = batch100["p99_ms"]
+        ok = [r["rps"] for r in two_workers.values() if r["p99_ms"] <= 25.0 and r["errors"] == 0]
+        out["rps_2_workers_at_p99_le_25ms"] = max(ok) if ok else 0.0
+        out["cluster_p99_ms_c1"] = cluster["runs"]["c1"]["p99_ms"]
+        out["cluster_rps_c8"] = cluster["runs"]["c8"]["rps"]
+        out["failover_failed_request_seconds"] = cluster["failover"]["failed_request_seconds"]
+        out["redis_bytes_per_entity"] = bytes_per_entity["all"]
+        out["redis_bytes_per_entity_detail"] = {"standalone": bytes_per_entity, "cluster": cluster["bytes_per_entity"]}
         out["goals"] = goals(out)
         path = write_result("serving", out)
         print(json.dumps(out["goals"]), f"-> {path}")

@@ -457,11 +457,12 @@ def state_per_entity(spark, store, bootstrap, workdir, per_entity: int, entities
     time.sleep(2)
     spark_bytes = _spark_state_bytes(job.options.checkpoint())
     job.close()
-    from streaming.online_writer import PipelinedOnlineWriter
     from streaming.tile_store import tile_keys
 
     client = redis.Redis.from_url(settings().redis_url)
-    writer = PipelinedOnlineWriter(client, store.config.project)
+    from core.online_store import OnlineStore
+
+    writer = OnlineStore.from_settings(feast_store=store)
     pipe = client.pipeline(transaction=False)
     for v in job.spec.views:
         ids = np.arange(1, (entities if v.join_key == "user_id" else min(entities, N_MERCHANTS)) + 1) + id_base

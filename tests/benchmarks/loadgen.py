@@ -6,7 +6,7 @@ parsed by Content-Length with asyncio streams on uvloop: a few microseconds of c
 so on a 2-core machine the client takes as little as possible from the server.
 
 Run: ``python loadgen.py URL_PATH HOST PORT CONCURRENCY DURATION_S BODIES_JSON_FILE`` -> JSON on stdout
-(latencies in seconds, status counts).
+(latencies in seconds, status counts, when requests failed).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def encode_requests(host: str, port: int, path: str, bodies: list[bytes]) -> lis
     ]
 
 
-async def _worker(host: str, port: int, requests: list[bytes], offset: int, deadline: float, lat: list[float], status: dict, warmup_until: float) -> None:
+async def _worker(host: str, port: int, requests: list[bytes], offset: int, deadline: float, lat: list[float], status: dict,
+                  warmup_until: float, failures: list) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = offset
     n = len(requests)
@@ -47,12 +48,13 @@ async def _worker(host: str, port: int, requests: list[bytes], offset: int, dead
             k = lower.find(b"content-length:")
             if k >= 0:
                 length = int(lower[k + 15 : lower.find(b"\r\n", k)])
-            if length:
-                await reader.readexactly(length)
+            body = await reader.readexactly(length) if length else b""
             t1 = perf()
             if t0 >= warmup_until:
                 lat.append(t1 - t0)
                 status[code] = status.get(code, 0) + 1
+                if code != 200:  # when (s after the warm-up) and, for the first few, what
+                    failures.append([t0 - warmup_until, code, body[:300].decode(errors="replace") if len(failures) < 3 else ""])
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         status[type(exc).__name__] = status.get(type(exc).__name__, 0) + 1
     finally:
@@ -63,12 +65,14 @@ async def run(host: str, port: int, path: str, concurrency: int, duration_s: flo
     requests = encode_requests(host, port, path, bodies)
     lat: list[float] = []
     status: dict = {}
+    failures: list = []
     start = time.perf_counter()
     warmup_until = start + warmup_s
+    start_epoch = time.time() + warmup_s
     deadline = warmup_until + duration_s
     cpu0 = time.process_time()
     await asyncio.gather(
-        *(_worker(host, port, requests, j * 997, deadline, lat, status, warmup_until) for j in range(concurrency))
+        *(_worker(host, port, requests, j * 997, deadline, lat, status, warmup_until, failures) for j in range(concurrency))
     )
     elapsed = time.perf_counter() - warmup_until
     return {
@@ -76,6 +80,8 @@ async def run(host: str, port: int, path: str, concurrency: int, duration_s: flo
         "status": {str(k): v for k, v in status.items()},
         "elapsed_s": elapsed,
         "client_cpu_s": time.process_time() - cpu0,
+        "start_epoch": start_epoch,
+        "failures": failures,  # [seconds after the warm-up, status, body (first three)]
     }
 
 

@@ -27,13 +27,14 @@ def _same(a, b) -> bool:
 
 def test_pipelined_read_equals_feast_get_online_features(serving):
     from bentos.feature_plan import build_plan
-    from bentos.redis_reader import FastRedis
     from core import model_store
     from core.feast_store import get_store
-    from core.settings import settings
+    from core.online_store import OnlineStore
+
     meta = model_store.get_model(serving.model_tag).info.metadata
     store = get_store()
-    plan = build_plan(store, meta["feature_refs"], meta["features"], {})
+    online = OnlineStore.from_settings(feast_store=store, timeout_s=2.0)
+    plan = build_plan(store, meta["feature_refs"], meta["features"], {}, online)
     stored_refs = [f"{v.name}:{f}" for r in plan.reads for v in r.views for f, _ in v.features]
     assert len(stored_refs) >= 20  # model features + on-demand inputs (home_country, merchant_country)
 
@@ -42,14 +43,13 @@ def test_pipelined_read_equals_feast_get_online_features(serving):
     rows = [{"user_id": u, "merchant_id": m} for u, m in zip(users, merchants, strict=True)]
     expected = store.get_online_features(features=stored_refs, entity_rows=rows).to_dict()
 
-    host, port = settings().redis_host_port
-    redis = FastRedis(host, port, settings().redis_db, timeout_s=2.0)
-
     async def read_all():
-        out = []
-        for row in rows:
-            out.append(plan.decode(await redis.execute(plan.commands(row), len(plan.reads))))
-        return out
+        try:
+            one_by_one = [await online.read(plan.read, row) for row in rows]
+            assert await online.read_many(plan.read, rows) == one_by_one
+            return one_by_one
+        finally:
+            online.close()
 
     fetched = asyncio.run(read_all())
     compared = 0

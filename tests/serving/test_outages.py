@@ -60,6 +60,8 @@ def test_redis_down_gives_fast_clear_503_then_recovers(serving):
             elapsed = time.monotonic() - t0
             assert r.status_code == 503, r.text
             assert "feature store unavailable" in r.json()["error"] and "Redis" in r.json()["detail"]
+            host, port = serving.stack.redis_host_port
+            assert host not in r.text and str(port) not in r.text  # no addresses for API clients
             assert elapsed < 2.0, f"503 took {elapsed:.2f} s: the Redis timeout is not bounded"
         r = httpx.post(f"{serving.url}/predict_batch", json={"transactions": [known, known]}, timeout=5)
         assert r.status_code == 503

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streaming.online_writer import PipelinedOnlineWriter
 from streaming.tile_store import tile_keys
 from tests.streaming.helpers import assert_rows_equal, fresh_id_base, make_events, oracle, publish, view_aggregations
 from tests.streaming.test_stream_online import online_values
@@ -79,10 +78,12 @@ def test_stream_and_backfill_agree(stream_job, feast_store, spark, tmp_path, red
                 assert (served[n] is None and pd.isna(want)) or served[n] == want, (v.name, k, n, served[n], want)
 
     # Redis loses the entities (features and tiles); the backfill brings back the same online values.
-    writer = PipelinedOnlineWriter(redis_client, feast_store.config.project)
+    from core.online_store import OnlineStore
+
+    writer = OnlineStore.from_settings(feast_store=feast_store)
     for v in stream_job.spec.views:
         keys = np.array(sorted({e[v.join_key] for e in events}), dtype=np.int64)
-        redis_client.delete(*writer.redis_keys(v.join_key, keys), *tile_keys(writer, v, keys))
+        redis_client.delete(*writer.redis_keys(v.name, keys), *tile_keys(writer, v, keys))
         assert online_values(feast_store, v, [int(keys[0])])[int(keys[0])][v.aggs[0].name] is None
     restored = run_backfill(b_start, b_end, spark=spark, store=feast_store, source_path=str(history),
                             offline_dirs=offline_dirs, materialize=True)
