@@ -2,9 +2,12 @@
 
 Each view declares its freshness SLO (tag ``freshness_slo``: how old its newest data may get,
 core/freshness.py). Stream views declare their aggregations here; ``streaming/`` reads these declarations from the
-registry and computes exactly them (one source of truth). Semantics of a stream aggregate: for an
-event of an entity at time t, the aggregate over that entity's events with timestamp in (t - W, t];
-``seconds_since_previous`` is t minus the entity's previous event time within W (null if none).
+registry and computes exactly them (one source of truth). Windows are tiled: each stream view
+declares one tile size as the ``slide_interval`` of all its aggregations (every window a multiple of
+it). As of an event at time t, a window W covers the entity's events from the start of t's tile
+plus one tile minus W, up to t: the current tile up to t and the W/tile - 1 whole tiles before it
+(between W - tile and W long; see streaming/tiles.py). ``seconds_since_previous`` is t minus the
+entity's previous event time inside that window (null if none).
 """
 
 from datetime import timedelta
@@ -53,19 +56,26 @@ merchant_profile = FeatureView(
 )
 
 
+USER_TILE = timedelta(minutes=1)  # tile size of user_txn_aggregates (Chronon/Tecton-style tiles)
+MERCHANT_TILE = timedelta(minutes=1)  # tile size of merchant_txn_aggregates
+
+
 def _user_aggregations() -> list[Aggregation]:
     aggs = []
     for label, window in (("10m", timedelta(minutes=10)), ("1h", timedelta(hours=1)), ("24h", timedelta(hours=24))):
         for function in ("count", "sum", "mean", "max"):
-            aggs.append(Aggregation(column="amount", function=function, time_window=window, name=f"txn_{function}_{label}"))
+            aggs.append(Aggregation(column="amount", function=function, time_window=window, slide_interval=USER_TILE,
+                                    name=f"txn_{function}_{label}"))
     aggs.append(
-        Aggregation(column="merchant_id", function="count_distinct", time_window=timedelta(hours=1), name="distinct_merchants_1h")
+        Aggregation(column="merchant_id", function="count_distinct", time_window=timedelta(hours=1),
+                    slide_interval=USER_TILE, name="distinct_merchants_1h")
     )
     aggs.append(
         Aggregation(
             column="event_timestamp",
             function="seconds_since_previous",
             time_window=timedelta(hours=24),
+            slide_interval=USER_TILE,
             name="secs_since_prev_txn",
         )
     )
@@ -93,8 +103,10 @@ user_txn_aggregates = StreamFeatureView(
 )
 
 _MERCHANT_AGGS = [
-    Aggregation(column="amount", function="count", time_window=timedelta(hours=1), name="merchant_txn_count_1h"),
-    Aggregation(column="amount", function="mean", time_window=timedelta(hours=1), name="merchant_amount_mean_1h"),
+    Aggregation(column="amount", function="count", time_window=timedelta(hours=1), slide_interval=MERCHANT_TILE,
+                name="merchant_txn_count_1h"),
+    Aggregation(column="amount", function="mean", time_window=timedelta(hours=1), slide_interval=MERCHANT_TILE,
+                name="merchant_amount_mean_1h"),
 ]
 merchant_txn_aggregates = StreamFeatureView(
     name="merchant_txn_aggregates",

@@ -1,12 +1,16 @@
 """Streaming: transaction simulator/producer, and the stream feature job with its backfill.
 
 Stream job (``rtml stream``): :mod:`streaming.stream_job` wires Spark's Kafka source,
-:mod:`streaming.parsing` (JSON parse + validation -> dead letters) and :mod:`streaming.processor`
-(per micro-batch: watermark, :mod:`streaming.aggregates` exact windowed features from the registry's
-StreamFeatureViews (:mod:`streaming.feature_specs`), :class:`core.online_store.OnlineStore` Redis in Feast's
-format, :mod:`streaming.offline_writer` Parquet, :mod:`streaming.state_store` versioned state in the
-checkpoint folder, :mod:`streaming.metrics` Prometheus).
+:mod:`streaming.parsing` (JSON parse + validation -> dead letters), the tile rows and native tile
+aggregation of :mod:`streaming.state_schema` (state in Spark's RocksDB state store; window semantics in
+:mod:`streaming.tiles`), and :mod:`streaming.writer` (``foreachBatch`` on the executors: Redis tiles and
+Feast rows via :mod:`streaming.tile_store` / :mod:`streaming.online_writer`, dead letters to Kafka).
+:mod:`streaming.evolution` hands over to a new state layout after ``feast apply``; :mod:`streaming.metrics`
+holds the Prometheus metrics.
 
-Backfill (``rtml backfill``): :mod:`streaming.backfill` runs the same aggregates over the raw history
-with Spark, then :mod:`streaming.materialize` loads the latest rows into Redis.
+Backfill (``rtml backfill``): :mod:`streaming.backfill` computes the offline rows (and, optionally, the
+online tiles) from the raw event log with the same tile code.
+
+:mod:`streaming.driver_job` (with ``processor``, ``state_store``, ``aggregates``, ``warm_start``) is the former
+driver-side job, kept only as the benchmark baseline.
 """

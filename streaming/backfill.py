@@ -1,12 +1,17 @@
-"""Backfill: the stream features recomputed from historical raw events with the stream job's own
-transformation (:mod:`streaming.aggregates`), as a Spark batch job, then re-materialized into Redis.
+"""Backfill and offline rows: the stream features recomputed from the raw event log with the stream job's
+own tile code (:mod:`streaming.state_schema`, :mod:`streaming.tiles`), as a Spark batch job.
 
-Events of [start - longest window, end) are read from the raw transactions folder, split by entity
-into buckets, and each bucket (on an executor) computes the exact rows of its events in [start, end)
-and writes them to ``<view folder>/backfill-<start>-<end>-p<bucket>.parquet`` (a rerun of the same
-range replaces its files). Then a full materialization over [start, end) (:mod:`streaming.materialize`;
-Feast's own materialize refuses windowed stream views) loads every entity's latest value into Redis,
-which also restores Redis after it lost its data.
+Offline rows (one per event, as of that event): events of the whole UTC hours covering [start, end)
+plus the longest window before them are turned into per-timestamp tiles by the stream job's tile
+aggregation (grouped by entity and event time instead of tile), and each event's row is merged from
+the tiles of its window with the same function the stream job uses online
+(:func:`streaming.tiles.features_from_tiles`). Executors write ``<view folder>/h<hour>-b<bucket>.parquet``
+(a fixed number of entity buckets): a rerun, a replay or a reset of the stream job rewrites the same
+files with the same rows, never a duplicate.
+
+Online (``materialize=True``): the tiles of the events before ``end`` are written to Redis (those
+older than an entity's longest window are pruned) and merged into Feast rows exactly as the stream job does (:mod:`streaming.tile_store`): this
+seeds a stream job (new features, new views, a new checkpoint) and restores Redis after a loss.
 """
 
 from __future__ import annotations
@@ -19,16 +24,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.settings import settings
-from streaming.aggregates import TS, aggregate, range_index, sort_events
 from streaming.feature_specs import ViewSpec, load_stream_spec
-from streaming.materialize import materialize_views
-from streaming.offline_writer import write_offline
 
 log = logging.getLogger(__name__)
-HISTORY_SOURCE = "transactions_history"
+OFFLINE_BUCKETS = 8  # fixed: file names must not depend on run arguments
+HOUR_US = 3_600_000_000
 
 
 @dataclass
@@ -43,54 +47,169 @@ class BackfillResult:
     materialized: dict[str, int] = field(default_factory=dict)
 
 
-def _writer(store, kind: str):
-    from core.online_store import OnlineStore
-    from streaming.online_writer import FeastOnlineWriter
-
-    online = OnlineStore.from_settings(feast_store=store)
-    return FeastOnlineWriter(online) if kind == "feast" else online
-
-
 def _us(ts: datetime) -> int:
     return int((ts - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
 
 
-def range_tag(start: datetime, end: datetime) -> str:
-    return f"backfill-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
-
-
 def history_path(store) -> str:
-    """Folder of the raw event history: the KafkaSource's batch source in the registry, else the data dir."""
-    try:
-        return store.get_data_source(HISTORY_SOURCE).path
-    except Exception:  # noqa: BLE001
-        return str(settings().data_dir / "transactions")
+    """Folder of the raw event log: the batch source of the stream views' KafkaSource, else the data dir."""
+    from streaming.feature_specs import stream_source
+
+    source = stream_source(store)
+    path = getattr(getattr(source, "batch_source", None), "path", None)
+    return path or str(settings().data_dir / "transactions")
 
 
-def _bucket_fn(spec: ViewSpec, start_us: int, end_us: int, stem: str, folder: str):
-    """The per-bucket function run by Spark: same sort/aggregate as the stream job."""
+def offline_rows(spec: ViewSpec, frame: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
+    """Per-event rows of the events in [start_us, end_us) from per-(entity, event time) tiles ``frame``.
 
-    def compute(pdf: pd.DataFrame) -> pd.DataFrame:
-        if pdf.empty:
-            return pd.DataFrame({"bucket": pd.Series([], dtype="int64"), "rows": pd.Series([], dtype="int64")})
-        bucket = int(pdf["bucket"].iloc[0])
-        events = sort_events(pdf.rename(columns={"event_us": TS}), spec)
-        rows = aggregate(events, spec, range_index(events, start_us, end_us))
-        write_offline(spec, rows, f"{stem}-p{bucket:04d}", folder)
-        return pd.DataFrame({"bucket": [bucket], "rows": [len(rows)]})
+    Vectorised over all rows: each event's window is a run [j, i] of the sorted per-timestamp tiles of its
+    entity; counts and exact sums come from prefix sums, min/max from ``reduceat``, distinct values from a
+    sliding multiset; the values from :func:`streaming.tiles.finalize_arrays`, as for the online merge.
+    """
+    from collections import Counter
 
-    return compute
+    from streaming.tiles import decimal_units, finalize_arrays
+
+    frame = frame.sort_values(["k", "ts_us"], kind="stable").reset_index(drop=True)
+    n = len(frame)
+    keys = frame["k"].to_numpy(np.int64)
+    ts = frame["ts_us"].to_numpy(np.int64)
+    seg_first = np.zeros(n, np.int64)
+    if n:
+        new_key = np.r_[True, keys[1:] != keys[:-1]]
+        seg_first = np.maximum.accumulate(np.where(new_key, np.arange(n), 0))
+    out_mask = (ts >= start_us) & (ts < end_us)
+    rows_idx = np.flatnonzero(out_mask)
+    result = {}
+    for agg in spec.aggs:
+        col = agg.column
+        lo = (ts // spec.tile_us) * spec.tile_us + spec.tile_us - agg.window_us
+        # first row of the same entity with ts >= lo: binary search inside each entity's run
+        j = seg_first.copy()
+        hi = np.arange(n)
+        lo_idx = seg_first.copy()
+        while True:  # vectorised bisection (rows are sorted by ts within an entity)
+            active = lo_idx < hi
+            if not active.any():
+                break
+            mid = (lo_idx + hi) // 2
+            go_right = active & (ts[np.minimum(mid, n - 1)] < lo)
+            lo_idx = np.where(go_right, mid + 1, lo_idx)
+            hi = np.where(active & ~go_right, mid, hi)
+        j = lo_idx
+        ii = rows_idx
+        jj = j[ii]
+
+        def window_sum(name: str, exact: bool):
+            if name not in frame:
+                return [0] * len(ii) if exact else np.zeros(len(ii), np.int64)
+            if exact:
+                arr = np.array([0 if v is None else decimal_units(v) for v in frame[name]], dtype=object)
+            else:
+                arr = frame[name].fillna(0).to_numpy(np.int64)
+            cum = np.concatenate([np.zeros(1, dtype=arr.dtype), np.cumsum(arr)])
+            res = cum[ii + 1] - cum[jj]
+            return list(res) if exact else res.astype(np.int64)
+
+        def window_reduce(name: str, ufunc):
+            if name not in frame or not len(ii):
+                return np.full(len(ii), np.nan)
+            arr = np.append(frame[name].to_numpy(np.float64, na_value=np.nan), np.nan)
+            idx = np.empty(2 * len(ii), np.int64)
+            idx[0::2], idx[1::2] = jj, ii + 1
+            return ufunc.reduceat(arr, idx)[0::2]
+
+        fn = agg.function
+        cnt = window_sum(f"c__{col}", False) if fn not in ("count_distinct", "seconds_since_previous") else None
+        sums = window_sum(f"s__{col}", True) if fn in ("sum", "mean", "avg", "std", "stddev", "var", "variance") else None
+        sq = window_sum(f"q__{col}", True) if fn in ("std", "stddev", "var", "variance") else None
+        mn = window_reduce(f"mn__{col}", np.fmin) if fn == "min" else np.full(len(ii), np.nan)
+        mx = window_reduce(f"mx__{col}", np.fmax) if fn == "max" else np.full(len(ii), np.nan)
+        distinct = np.zeros(len(ii), np.int64)
+        if fn == "count_distinct":
+            sets = frame[f"d__{col}"].tolist()
+            counter: Counter = Counter()
+            a = b = 0  # the multiset holds rows [a, b)
+            for r, (i, jw) in enumerate(zip(ii.tolist(), jj.tolist(), strict=True)):
+                if jw >= b or i + 1 < a:  # another entity or a jump: restart
+                    counter, a, b = Counter(), jw, jw
+                while b <= i:
+                    counter.update(() if sets[b] is None else list(sets[b]))
+                    b += 1
+                while a < jw:
+                    counter.subtract(() if sets[a] is None else list(sets[a]))
+                    a += 1
+                distinct[r] = sum(1 for c in counter.values() if c > 0)
+        prev = np.where(ii > jj, ts[np.maximum(ii - 1, 0)], -1) if fn == "seconds_since_previous" else np.full(len(ii), -1)
+        zeros = [0] * len(ii)
+        result[agg.name] = finalize_arrays(agg, cnt if cnt is not None else np.zeros(len(ii), np.int64),
+                                           sums if sums is not None else zeros, sq if sq is not None else zeros,
+                                           mn, mx, distinct, prev, ts[ii])
+    reps = frame["n_events"].to_numpy(np.int64)[rows_idx]
+    out = pd.DataFrame({spec.join_key: np.repeat(keys[rows_idx], reps), "event_timestamp": np.repeat(ts[rows_idx], reps)})
+    for agg in spec.aggs:
+        col = np.repeat(np.asarray(result[agg.name], dtype=np.float64), reps)
+        out[agg.name] = col.astype(np.int64) if agg.is_int else col
+    return out
+
+
+def _offline_fn(spec: ViewSpec, start_us: int, end_us: int, folder: str):
+    def run(frames):
+        from streaming.offline_writer import write_offline
+
+        parts = [f for f in frames if len(f)]
+        if not parts:
+            return
+        frame = pd.concat(parts, ignore_index=True)
+        out = []
+        for bucket, part in frame.groupby("bucket"):
+            rows = offline_rows(spec, part, start_us, end_us)
+            hours = rows["event_timestamp"].to_numpy(np.int64) // HOUR_US
+            for hour in np.unique(hours):
+                stamp = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(hours=int(hour))
+                write_offline(spec, rows[hours == hour], f"h{stamp:%Y%m%dT%H}-b{int(bucket):02d}", folder)
+            out.append((int(bucket), len(rows)))
+        yield pd.DataFrame(out, columns=["bucket", "rows"])
+
+    return run
+
+
+def _online_fn(spec: ViewSpec, redis_url: str, online):
+    def run(frames):
+        import redis
+
+        from streaming.tile_store import write_view_partition
+
+        parts = [f for f in frames if len(f)]
+        if not parts:
+            return
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=60)
+        try:
+            ttl_s = int(2 * spec.max_window_us / 1e6) + 3600
+            tiles, rows = write_view_partition(spec, pd.concat(parts, ignore_index=True), client,
+                                               online, ttl_s)
+        finally:
+            client.close()
+        yield pd.DataFrame({"tiles": [tiles], "rows": [rows]})
+
+    return run
 
 
 def run_backfill(start: datetime, end: datetime, spark=None, store=None, master: str | None = None,
-                 materialize: bool = True, buckets: int = 4,
+                 materialize: bool = True, buckets: int | None = None,
                  source_path: str | None = None, offline_dirs: dict[str, str] | None = None,
-                 online_writer: str = "pipelined") -> BackfillResult:
-    """Recompute the stream views for events in [start, end) into the offline store, then materialize."""
+                 views: tuple[str, ...] | None = None, online_writer: str = "pipelined") -> BackfillResult:
+    """Offline rows of the events in the UTC hours covering [start, end), then (optionally) Redis tiles + rows.
+
+    ``views``: only these stream views (default all). ``buckets``/``online_writer``: accepted for
+    compatibility, ignored (file names use a fixed bucket count; online rows go through the tile writer).
+    """
     from pyspark.sql import functions as F
 
     from core.contracts import stream_rules
     from streaming.parsing import valid_history_condition
+    from streaming.state_schema import tile_aggregation, tile_rows
 
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be timezone-aware")
@@ -101,6 +220,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
 
         store = get_store()
     spec = load_stream_spec(store)
+    chosen = tuple(v for v in spec.views if views is None or v.name in views)
     if spark is None:
         from streaming.spark_session import build_session
 
@@ -111,38 +231,45 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
 
         raise UserFacingError(f"no historical events under {path} (run `rtml simulate` first)")
     result = BackfillResult(start=start, end=end)
-    start_us, end_us = _us(start), _us(end)
-    context_us = start_us - max(v.max_window_us for v in spec.views)
+    start_us = (_us(start) // HOUR_US) * HOUR_US
+    end_us = -((-_us(end)) // HOUR_US) * HOUR_US
+    context_us = start_us - max(v.max_window_us + v.tile_us for v in chosen)
     t0 = time.perf_counter()
-    raw = spark.read.parquet(path)
     history = (
-        raw.withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
+        spark.read.parquet(path)
+        .withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
         .where(valid_history_condition(spec.rules or stream_rules()))
-        .where((F.col("event_us") > F.lit(context_us)) & (F.col("event_us") < F.lit(end_us)))
-    )
-    history = history.cache()
-    result.events_read = history.where(F.col("event_us") >= F.lit(start_us)).count()
-    stem = range_tag(start, end)
-    for view in spec.views:
+        .where((F.col("event_us") >= F.lit(context_us)) & (F.col("event_us") < F.lit(end_us)))
+    ).cache()
+    result.events_read = history.where(F.col("event_us") >= F.lit(_us(start))).where(
+        F.col("event_us") < F.lit(_us(end))).count()
+    for view in chosen:
         folder = (offline_dirs or {}).get(view.name, view.offline_path)
         Path(folder).mkdir(parents=True, exist_ok=True)
-        for old in glob.glob(os.path.join(folder, f"{stem}-p*.parquet")):
-            os.remove(old)
-        cols = [F.col(view.join_key).cast("bigint"), F.col("event_us")]
-        cols += [F.col(c).cast("double") for c in view.value_columns]
-        df = history.select(*cols).withColumn("bucket", F.pmod(F.xxhash64(view.join_key), F.lit(buckets)))
-        out = df.groupBy("bucket").applyInPandas(
-            _bucket_fn(view, start_us, end_us, stem, folder), schema="bucket long, rows long"
-        )
-        written = out.collect()
+        rows = tile_rows(history, (view,), with_dead_letters=False)
+        per_ts = tile_aggregation(rows, (view,), keys=("k", "ts_us"), extra=[F.count(F.lit(1)).alias("n_events")])
+        per_ts = per_ts.withColumn("bucket", F.pmod(F.xxhash64("k"), F.lit(OFFLINE_BUCKETS)))
+        written = per_ts.repartition(OFFLINE_BUCKETS, "bucket").mapInPandas(
+            _offline_fn(view, start_us, end_us, folder), "bucket long, rows long").collect()
         result.rows_written[view.name] = int(sum(r["rows"] for r in written))
-        result.files[view.name] = sorted(glob.glob(os.path.join(folder, f"{stem}-p*.parquet")))
-    history.unpersist()
+        result.files[view.name] = sorted(glob.glob(os.path.join(folder, "h*-b*.parquet")))
     result.compute_seconds = time.perf_counter() - t0
     if materialize:
+        from core.online_store import OnlineStore
+
+        online = OnlineStore.from_settings(feast_store=store)
         t1 = time.perf_counter()
-        result.materialized = materialize_views(spec.views, start, end, _writer(store, online_writer), offline_dirs)
+        for view in chosen:
+            # every entity's tiles (its latest event may be long before `end`); old tiles are pruned on write
+            until = history.where(F.col("event_us") < F.lit(_us(end)))
+            tiles = tile_aggregation(tile_rows(until, (view,), with_dead_letters=False), (view,))
+            tiles = tiles.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
+            done = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").mapInPandas(
+                _online_fn(view, settings().redis_url, online), "tiles long, rows long").collect()
+            result.materialized[view.name] = int(sum(r["rows"] for r in done))
         result.materialize_seconds = time.perf_counter() - t1
-    log.info("backfill %s..%s: %d events, rows %s, compute %.1fs, materialize %.1fs", start, end,
-             result.events_read, result.rows_written, result.compute_seconds, result.materialize_seconds)
+    history.unpersist()
+    log.info("backfill %s..%s: %d events, rows %s, compute %.1fs, online %s in %.1fs", start, end,
+             result.events_read, result.rows_written, result.compute_seconds, result.materialized,
+             result.materialize_seconds)
     return result

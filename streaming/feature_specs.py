@@ -13,15 +13,18 @@ from datetime import timedelta
 from core.contracts import SourceRules, source_rules
 from core.settings import settings
 
-STREAM_SOURCE_NAME = "transactions_stream"
-SUPPORTED_FUNCTIONS = ("count", "sum", "mean", "max", "count_distinct", "seconds_since_previous")
+STREAM_SOURCE_NAME = "transactions_stream"  # last resort when several KafkaSources match nothing
+# Every aggregation function Feast defines (feast.aggregation: sum, max, min, count, mean/avg, std/stddev,
+# var/variance, count_distinct), plus rtml's seconds_since_previous.
+SUPPORTED_FUNCTIONS = ("count", "sum", "mean", "avg", "min", "max", "std", "stddev", "var", "variance",
+                       "count_distinct", "seconds_since_previous")
 INT_FUNCTIONS = ("count", "count_distinct")
 DEFAULT_WATERMARK = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
 class AggSpec:
-    """One aggregation: ``function`` over ``column`` for events in (t - window, t]."""
+    """One aggregation: ``function`` over ``column`` in a tiled window (see :mod:`streaming.tiles`)."""
 
     name: str
     function: str
@@ -42,6 +45,7 @@ class ViewSpec:
     aggs: tuple[AggSpec, ...]
     offline_path: str
     feature_names: tuple[str, ...]  # every feature Feast lists for the view, in Feast's order
+    tile_us: int = 60_000_000  # the view's tile size (its aggregations' slide_interval)
 
     @property
     def max_window_us(self) -> int:
@@ -83,11 +87,21 @@ def view_spec(view) -> ViewSpec:
         raise ValueError(f"{view.name}: exactly one entity join key supported")
     join_key = view.entity_columns[0].name
     aggs = []
+    tiles = set()
     for agg in view.aggregations:
         if agg.function not in SUPPORTED_FUNCTIONS:
             raise ValueError(f"{view.name}.{agg.name}: unsupported aggregation function {agg.function!r}")
-        aggs.append(AggSpec(name=agg.name or f"{agg.function}_{agg.column}", function=agg.function,
-                            column=agg.column, window_us=_window_us(agg.time_window)))
+        spec = AggSpec(name=agg.name or f"{agg.function}_{agg.column}", function=agg.function,
+                       column=agg.column, window_us=_window_us(agg.time_window))
+        tile = _window_us(agg.slide_interval or agg.time_window)
+        if spec.window_us % tile:
+            raise ValueError(f"{view.name}.{spec.name}: window {agg.time_window} is not a multiple of its "
+                             f"slide_interval (tile) {agg.slide_interval}")
+        tiles.add(tile)
+        aggs.append(spec)
+    if len(tiles) != 1:
+        raise ValueError(f"{view.name}: all aggregations of a stream view need the same slide_interval (its tile "
+                         f"size); found {sorted(t / 1e6 for t in tiles)} s")
     path = getattr(view.batch_source, "path", None) or str(settings().data_dir / view.name)
     return ViewSpec(
         name=view.name,
@@ -95,7 +109,24 @@ def view_spec(view) -> ViewSpec:
         aggs=tuple(aggs),
         offline_path=path,
         feature_names=tuple(f.name for f in view.features),
+        tile_us=tiles.pop(),
     )
+
+
+def stream_source(store, feast_views=None):
+    """The registry's KafkaSource the stream views read: the one whose topic is the views' ``source_topic`` tag,
+    else the only KafkaSource, else the one named ``transactions_stream``; None if there is none."""
+    from feast import KafkaSource
+
+    sources = [d for d in store.list_data_sources() if isinstance(d, KafkaSource)]
+    views = feast_views if feast_views is not None else store.list_stream_feature_views()
+    topics = {v.tags.get("source_topic") for v in views if v.tags.get("source_topic")}
+    matching = [d for d in sources if d.kafka_options.topic in topics]
+    if len(matching) == 1:
+        return matching[0]
+    if len(sources) == 1:
+        return sources[0]
+    return next((d for d in sources if d.name == STREAM_SOURCE_NAME), None)
 
 
 def load_stream_spec(store=None) -> StreamSpec:
@@ -104,15 +135,13 @@ def load_stream_spec(store=None) -> StreamSpec:
         from core.feast_store import get_store
 
         store = get_store()
-    views = tuple(sorted((view_spec(v) for v in store.list_stream_feature_views()), key=lambda v: v.name))
+    feast_views = store.list_stream_feature_views()
+    views = tuple(sorted((view_spec(v) for v in feast_views), key=lambda v: v.name))
     if not views:
         raise ValueError("no StreamFeatureView in the registry: run `rtml apply` first")
     s = settings()
     topic, bootstrap, delay, rules = s.topics.transactions, s.kafka_bootstrap, DEFAULT_WATERMARK, None
-    try:
-        source = store.get_data_source(STREAM_SOURCE_NAME)
-    except Exception:  # noqa: BLE001 - no Kafka source registered: settings are the fallback
-        source = None
+    source = stream_source(store, feast_views)  # None: no Kafka source registered, settings are the fallback
     if source is not None:
         options = source.kafka_options
         topic = options.topic or topic

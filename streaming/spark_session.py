@@ -26,9 +26,13 @@ def connector_jars() -> list[str]:
     return [str(p) for p in cached_jars()]
 
 
+ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+
+
 def build_session(app_name: str, master: str | None = None, shuffle_partitions: int = 2, kafka: bool = True,
-                  extra_conf: dict[str, str] | None = None):
-    """A SparkSession in UTC with the venv's Python, UI off and few shuffle partitions."""
+                  extra_conf: dict[str, str] | None = None, ui_port: int | None = None):
+    """A SparkSession in UTC with the venv's Python, few shuffle partitions and the RocksDB state store
+    (changelog checkpointing). The UI is off unless ``ui_port`` is given."""
     from core.settings import settings
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -40,7 +44,9 @@ def build_session(app_name: str, master: str | None = None, shuffle_partitions: 
         SparkSession.builder.appName(app_name)
         .master(master or settings().spark_master)
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
+        .config("spark.ui.enabled", "true" if ui_port else "false")
+        .config("spark.sql.streaming.stateStore.providerClass", ROCKSDB_PROVIDER)
+        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.memory", settings().spark_driver_memory)
@@ -53,6 +59,8 @@ def build_session(app_name: str, master: str | None = None, shuffle_partitions: 
         if missing:
             raise UserFacingError(f"Spark Kafka connector jars missing: {missing[:3]} (run `rtml up` to fetch them)")
         builder = builder.config("spark.jars", ",".join(jars))
+    if ui_port:
+        builder = builder.config("spark.ui.port", str(ui_port))
     for key, value in (extra_conf or {}).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -1,13 +1,32 @@
-"""The stream job: Kafka (Spark's own source) -> parse/validate (Spark SQL) -> foreachBatch -> Redis + Parquet + DLQ.
+"""The stream job: Kafka -> parse/validate -> tiles in Spark's state store -> Redis, all on executors.
 
-Usage from Python::
+One streaming query (Spark SQL end to end, nothing collected to the driver but per-batch counts):
 
-    job = StreamJob(StreamOptions(job_name="stream"))
-    query = job.start()          # a running StreamingQuery
-    ...; query.stop(); job.close()
+1. Kafka records are parsed and validated (:func:`streaming.parsing.parse_events`).
+2. Each valid event becomes one row per stream view (``vid``, entity key ``k``, tile start, values);
+   a dead letter becomes one row of its own (``vid = -1``, keyed by its offset). One pass, one parse.
+3. ``groupBy(vid, k, tile, wend)`` aggregates the tile measures (:mod:`streaming.tiles`) natively in
+   the JVM, state in the RocksDB state store (changelog checkpointing), update output mode: each
+   micro-batch emits the absolute value of every tile it touched.
+4. ``foreachBatch`` repartitions those tile rows by entity and, on the executors
+   (:mod:`streaming.tile_store`), writes them to Redis, merges each touched entity's tiles into its
+   features and upserts them in Feast's format; dead letters go to the DLQ topic.
 
-The per-batch logic lives in :class:`streaming.processor.BatchProcessor`; this module wires Spark,
-Kafka, the writers and the metrics around it.
+Event time and lateness: the watermark column ``wend`` is the end of the tile of
+``min(event time, processing time)``, so an event stamped in the future (inside the DLQ tolerance)
+cannot push the watermark past processing time; the watermark delay is the source's
+``watermark_delay_threshold`` plus one tile, so the watermark never passes processing time minus the
+allowed lateness. A tile leaves the state once the watermark passes its end; an event whose tile has
+left is dropped and counted (``rtml_stream_late_events_total{kind="dropped"}``).
+
+Exactly-once: a replayed micro-batch recomputes the same absolute tile values from the same state
+version and offsets; Redis tiles are overwritten with identical values and the Feast rows move only
+forward in event time. Offline rows come from the batch job over the raw event log
+(:mod:`streaming.backfill`), with the same tile code: stream and backfill agree to the bit.
+
+State schema versioning: the Spark checkpoint lives under ``<checkpoint>/spark-<schema id>``, the id a
+hash of the tile layout (views, keys, tile sizes, measures). After ``feast apply`` changed the views, a
+restart hands over at the committed offsets and seeds the changed views (:mod:`streaming.evolution`).
 """
 
 from __future__ import annotations
@@ -15,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +42,10 @@ from core.settings import settings
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
 from streaming.parsing import parse_events
-from streaming.processor import BatchProcessor
-from streaming.state_store import StateStore
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_OFFSETS_PER_TRIGGER = 200_000  # bounds the first batch of a long backlog (and its replay)
 
 
 @dataclass
@@ -40,20 +58,28 @@ class StreamOptions:
     checkpoint_dir: Path | None = None  # default: <state_dir>/checkpoints/<job_name>
     trigger_seconds: float = 1.0
     starting_offsets: str = "earliest"
-    max_offsets_per_trigger: int | None = None
-    online_writer: str = "pipelined"  # or "feast"
+    max_offsets_per_trigger: int | None = DEFAULT_MAX_OFFSETS_PER_TRIGGER  # None/0: unbounded (not advised)
     metrics_port: int = 9108
     shuffle_partitions: int = 2
-    offline_dirs: dict[str, str] | None = None  # tests: per-view output folders
-    warm_start: bool = False  # seed an empty state from the raw history (see streaming.warm_start)
-    warm_start_path: str | None = None  # default: the registry's transactions_stream batch source
+    ui_port: int | None = None  # Spark UI / REST API of the driver (off by default)
 
     def checkpoint(self) -> Path:
         return Path(self.checkpoint_dir or settings().state_dir / "checkpoints" / self.job_name)
 
 
+def job_counters(checkpoint_dir: Path) -> dict[str, int]:
+    """Cumulative counters of the job (events read, dropped late, DLQ per reason, tiles, online rows),
+    one file per micro-batch so a replayed batch is counted once."""
+    out: dict[str, int] = {}
+    folder = Path(checkpoint_dir) / "batches"
+    for f in sorted(folder.glob("*.json")) if folder.exists() else []:
+        for key, value in json.loads(f.read_text()).items():
+            out[key] = out.get(key, 0) + int(value)
+    return out
+
+
 class StreamJob:
-    """Builds and starts the streaming query; owns the Kafka producer, Redis client and metrics."""
+    """Builds and starts the streaming query; owns the metrics and the progress watcher."""
 
     def __init__(self, options: StreamOptions, spark=None, store=None, metrics: StreamMetrics | None = None,
                  fault_hook=None):
@@ -71,118 +97,71 @@ class StreamJob:
             watermark_delay_us=spec.watermark_delay_us,
             rules=spec.rules or stream_rules(),
         )
-        if not options.bootstrap and spec.bootstrap and spec.bootstrap != s.kafka_bootstrap:
-            log.warning("Kafka bootstrap from the registry (%s) differs from settings (%s): using the registry's; "
-                        "re-run `rtml apply` or pass --bootstrap to change it", spec.bootstrap, s.kafka_bootstrap)
         self.dlq_topic = options.dlq_topic or s.topics.transactions_dlq
         check_broker(self.spec.bootstrap)
         self.metrics = metrics or StreamMetrics()
         self._spark = spark
-        self._fault_hook = fault_hook
-        self._producer = None
-        self._redis = None
-        self.processor: BatchProcessor | None = None
+        self._fault_hook = fault_hook  # tests: (batch_id, step) -> may raise to simulate a crash
         self.query = None
-        self._stop_lag = threading.Event()
-
-    # -- wiring ---------------------------------------------------------------------------------
-    def _redis_client(self):
-        import redis
-
-        from core.redis_client import RedisTarget, RedisUnavailable, SyncRouter
-
-        if self._redis is None:
-            router = SyncRouter(RedisTarget.from_settings(), socket_timeout_s=10)
-            try:
-                for client in router.nodes():
-                    client.ping()
-            except (redis.RedisError, OSError, RedisUnavailable) as exc:
-                from core.errors import UserFacingError
-
-                router.close()
-                raise UserFacingError(f"Redis does not answer at {settings().redis_url}: {exc}") from exc
-            self._redis = router
-        return self._redis
-
-    def _online_writer(self):
-        from core.online_store import OnlineStore
-        from streaming.online_writer import FeastOnlineWriter
-
-        self._redis_client()  # fail fast with a clear error when Redis does not answer
-        online = OnlineStore.from_settings(feast_store=self.store)
-        if self.options.online_writer == "feast":
-            return FeastOnlineWriter(online)
-        if self.options.online_writer == "pipelined":
-            return online
-        raise ValueError(f"unknown online writer {self.options.online_writer!r} (feast|pipelined)")
-
-    def _send_dead_letters(self, letters) -> None:
-        from core.kafka_io import make_producer
-
-        if self._producer is None:
-            self._producer = make_producer(self.spec.bootstrap, role="stream")
-        for key, value in letters:
-            self._producer.send(self.dlq_topic, key=key, value=value)
-        self._producer.flush(timeout=30)
+        self._stop = threading.Event()
+        self._seen_batches: set[int] = set()
 
     def spark(self):
         if self._spark is None:
             from streaming.spark_session import build_session
 
-            self._spark = build_session(
-                f"rtml-{self.options.job_name}", self.options.master, self.options.shuffle_partitions
-            )
+            self._spark = build_session(f"rtml-{self.options.job_name}", self.options.master,
+                                        self.options.shuffle_partitions, ui_port=self.options.ui_port)
         return self._spark
 
-    def build_processor(self) -> BatchProcessor:
-        return BatchProcessor(
-            spec=self.spec,
-            state_store=StateStore(self.options.checkpoint(), self.spec.views),
-            online_writer=self._online_writer(),
-            job_name=self.options.job_name,
-            dlq_send=self._send_dead_letters,
-            metrics=self.metrics,
-            offline_dirs=self.options.offline_dirs,
-            fault_hook=self._fault_hook,
-            warm_start=self._warm_start_loader(),
-        )
+    def _online_store(self):
+        from core.online_store import OnlineStore
 
-    def _warm_start_loader(self):
-        if not self.options.warm_start:
-            return None
-        from streaming.warm_start import history_loader, stream_history_loader
+        return OnlineStore.from_settings(feast_store=self.store)
 
-        columns = sorted({c for v in self.spec.views for c in (v.join_key, *v.value_columns)})
-        if self.options.warm_start_path:
-            return history_loader(self.options.warm_start_path, columns)
-        return stream_history_loader(self.store, columns)
+    def _check_redis(self) -> None:
+        import redis
 
-    def _foreach_batch(self, batch_df, batch_id: int) -> None:
-        t0 = time.perf_counter()
-        rows = batch_df.toPandas()
-        collect_s = time.perf_counter() - t0
-        if rows.empty:
-            return
-        result = self.processor.process(rows, batch_id)
-        log.info(
-            "batch %d: %d read, %d dlq, %d late, %d dropped, online %s, offline %s; collect %.2fs, process %.2fs",
-            batch_id, result.events_read, sum(result.dlq.values()), result.late_within_watermark,
-            result.late_dropped, result.online_rows, result.offline_rows, collect_s, result.seconds,
-        )
+        client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=10)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            from core.errors import UserFacingError
+
+            raise UserFacingError(f"Redis does not answer at {settings().redis_url}: {exc}") from exc
+        finally:
+            client.close()
+
+    def tiles(self, events):
+        """The tile aggregation of parsed events (a streaming DataFrame of tile rows, update mode)."""
+        from streaming.state_schema import tile_aggregation, tile_rows
+
+        rows = tile_rows(events, self.spec.views)
+        delay_ms = (self.spec.watermark_delay_us + max(v.tile_us for v in self.spec.views)) // 1000
+        return tile_aggregation(rows.withWatermark("wend", f"{delay_ms} milliseconds"), self.spec.views)
 
     def start(self):
         """Start the streaming query (returns the StreamingQuery)."""
         from core.kafka_io import ensure_topics, spark_kafka_options
+        from streaming.evolution import plan, save_lineage, seed
+        from streaming.state_schema import schema_id
+        from streaming.writer import BatchWriter
 
         ensure_topics([self.dlq_topic], bootstrap=self.spec.bootstrap, role="stream")
-        self._redis_client()
-        self.processor = self.build_processor()
+        self._check_redis()
         spark = self.spark()
+        checkpoint = self.options.checkpoint()
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        sid = schema_id(self.spec.views)
+        self.plan = plan(checkpoint, self.spec.views, sid)
+        if self.plan.seed_views:
+            seed(spark, self.plan, self.spec.topic, self.spec.bootstrap, self.spec.rules, settings().redis_url,
+                 self._online_store())
         reader = (
             spark.readStream.format("kafka")
             .options(**spark_kafka_options("stream", self.spec.bootstrap))
             .option("subscribe", self.spec.topic)
-            .option("startingOffsets", self.options.starting_offsets)
+            .option("startingOffsets", self.plan.starting_offsets or self.options.starting_offsets)
             .option("failOnDataLoss", "false")
         )
         if self.options.max_offsets_per_trigger:
@@ -190,56 +169,81 @@ class StreamJob:
         needed = sorted({v.join_key for v in self.spec.views} | {c for v in self.spec.views for c in v.value_columns}
                         - {"event_timestamp"})
         parsed = parse_events(reader.load(), self.spec.rules, keep_columns=tuple(needed))
-        checkpoint = self.options.checkpoint()
-        checkpoint.mkdir(parents=True, exist_ok=True)
+        writer = BatchWriter(
+            views=self.spec.views, redis_url=settings().redis_url, online=self._online_store(),
+            bootstrap=self.spec.bootstrap, dlq_topic=self.dlq_topic, partitions=self.options.shuffle_partitions,
+            batches_dir=checkpoint / "batches", metrics=self.metrics, epoch=sid.encode(), epochs=self.plan.epochs,
+            fault_hook=self._fault_hook,
+        )
+        self.writer = writer
         self.query = (
-            parsed.writeStream.queryName(self.options.job_name)
-            .foreachBatch(self._foreach_batch)
-            .option("checkpointLocation", str(checkpoint / "spark"))
+            self.tiles(parsed).writeStream.queryName(self.options.job_name)
+            .outputMode("update")
+            .foreachBatch(writer)
+            .option("checkpointLocation", str(checkpoint / f"spark-{sid}"))
             .trigger(processingTime=f"{int(self.options.trigger_seconds * 1000)} milliseconds")
             .start()
         )
-        self._stop_lag.clear()
-        threading.Thread(target=self._watch_lag, name="rtml-stream-lag", daemon=True).start()
-        log.info("stream job %s: %s@%s -> %s (checkpoint %s)", self.options.job_name, self.spec.topic,
-                 self.spec.bootstrap, [v.name for v in self.spec.views], checkpoint)
+        save_lineage(checkpoint, self.plan.lineage)
+        self._stop.clear()
+        threading.Thread(target=self._watch_progress, name="rtml-stream-progress", daemon=True).start()
+        log.info("stream job %s: %s@%s -> %s (checkpoint %s, state schema %s)", self.options.job_name,
+                 self.spec.topic, self.spec.bootstrap, [v.name for v in self.spec.views], checkpoint, sid)
         return self.query
 
-    def _watch_lag(self) -> None:
-        while not self._stop_lag.wait(1.0):
+    def _watch_progress(self) -> None:
+        while not self._stop.wait(0.5):
             query = self.query
             if query is None:
                 return
             try:
-                progress = query.lastProgress
+                progresses = query.recentProgress
             except Exception:  # noqa: BLE001 - query gone
                 return
-            if not progress:
+            for progress in progresses:
+                self.observe_progress(progress)
+
+    def observe_progress(self, progress: dict) -> None:
+        """Counters from one query progress (events read, late events dropped, consumer lag), once per batch."""
+        batch = int(progress.get("batchId", -1))
+        if batch in self._seen_batches:
+            return
+        self._seen_batches.add(batch)
+        events = int(progress.get("numInputRows") or 0)
+        dropped_rows = sum(int((op.get("customMetrics") or {}).get("numRowsDroppedByWatermark", 0) or 0)
+                           + int(op.get("numRowsDroppedByWatermark") or 0) for op in progress.get("stateOperators", []))
+        dropped = dropped_rows // max(len(self.spec.views), 1)  # one row per view per event
+        self.metrics.events_read.inc(events)
+        self.metrics.late.labels(kind="dropped").inc(dropped)
+        folder = self.options.checkpoint() / "batches"
+        path = folder / f"{batch:012d}.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            data.update({"events_read": events, "late_dropped": dropped})
+            path.write_text(json.dumps(data))
+        for source in progress.get("sources", []):
+            try:
+                latest = json.loads(source.get("latestOffset") or "{}")
+                end = json.loads(source.get("endOffset") or "{}")
+            except (TypeError, ValueError):
                 continue
-            for source in progress.get("sources", []):
-                try:
-                    latest = json.loads(source.get("latestOffset") or "{}")
-                    end = json.loads(source.get("endOffset") or "{}")
-                except (TypeError, ValueError):
-                    continue
-                for topic, parts in latest.items():
-                    for part, offset in parts.items():
-                        done = end.get(topic, {}).get(part, 0)
-                        self.metrics.consumer_lag.labels(partition=str(part)).set(max(int(offset) - int(done), 0))
+            for topic, parts in (latest or {}).items():
+                for part, offset in parts.items():
+                    done = end.get(topic, {}).get(part, 0)
+                    self.metrics.consumer_lag.labels(partition=str(part)).set(max(int(offset) - int(done), 0))
 
     def stop(self) -> None:
-        self._stop_lag.set()
         if self.query is not None:
             try:
                 self.query.stop()
             except Exception:  # noqa: BLE001
                 pass
+            try:
+                for progress in self.query.recentProgress:
+                    self.observe_progress(progress)
+            except Exception:  # noqa: BLE001
+                pass
+        self._stop.set()
 
     def close(self) -> None:
         self.stop()
-        if self._producer is not None:
-            self._producer.close(timeout=5)
-            self._producer = None
-        if self._redis is not None:
-            self._redis.close()
-            self._redis = None

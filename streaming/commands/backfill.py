@@ -21,8 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", type=_when, default=None, help="end, exclusive (default: now)")
     parser.add_argument("--master", default=None, help="Spark master (default: settings)")
     parser.add_argument("--no-materialize", action="store_true", help="only write the offline store")
-    parser.add_argument("--buckets", type=int, default=4, help="entity buckets (parallel tasks)")
-    parser.add_argument("--online-writer", choices=["pipelined", "feast"], default="pipelined")
+    parser.add_argument("--view", action="append", default=None, help="only this stream view (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if end <= args.start:
         raise UserFacingError("--end must be after --start")
     result = run_backfill(args.start, end, master=args.master, materialize=not args.no_materialize,
-                          buckets=args.buckets,
-                          online_writer=args.online_writer)
+                          views=tuple(args.view) if args.view else None)
     rate = result.events_read / result.compute_seconds if result.compute_seconds else 0.0
     print(f"rtml backfill: {result.events_read} events {args.start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}, "
           f"rows {result.rows_written}, compute {result.compute_seconds:.1f}s ({rate:,.0f} events/s)"

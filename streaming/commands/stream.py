@@ -8,6 +8,7 @@ import signal
 import threading
 
 from core.settings import settings
+from streaming.stream_job import DEFAULT_MAX_OFFSETS_PER_TRIGGER
 
 log = logging.getLogger("rtml.stream")
 
@@ -22,13 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", default=None, help="default <state_dir>/checkpoints/<job-name>")
     parser.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval")
     parser.add_argument("--starting-offsets", default="earliest", help="earliest|latest, first start only")
-    parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
-    parser.add_argument("--online-writer", choices=["pipelined", "feast"], default="pipelined",
-                        help="pipelined: Feast-format bytes in one Redis pipeline (default); feast: write_to_online_store")
+    parser.add_argument("--max-offsets-per-trigger", type=int, default=DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+                        help=f"records per micro-batch at most (default {DEFAULT_MAX_OFFSETS_PER_TRIGGER}; 0: unbounded)")
     parser.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0: off)")
     parser.add_argument("--shuffle-partitions", type=int, default=2)
-    parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
-                        help="on a fresh checkpoint, do not seed the windows from the raw history (default: seed them)")
+    parser.add_argument("--ui-port", type=int, default=None, help="Spark UI / REST API port of the driver (default: off)")
     parser.add_argument("--timeout-seconds", type=float, default=None, help="stop after this long (default: run until interrupted)")
 
 
@@ -47,10 +46,9 @@ def run(args: argparse.Namespace) -> int:
         trigger_seconds=args.trigger_seconds,
         starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
-        online_writer=args.online_writer,
         metrics_port=args.metrics_port,
         shuffle_partitions=args.shuffle_partitions,
-        warm_start=args.warm_start,
+        ui_port=args.ui_port,
     )
     job = StreamJob(options)
     job.metrics.serve(options.metrics_port)

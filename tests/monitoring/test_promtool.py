@@ -84,6 +84,7 @@ def test_every_alert_has_annotations_a_runbook_and_a_unit_test():
         "NoEvents",
         "OnlineOfflineSkew",
         "DLQRate",
+        "LateEventsDropped",
         "ServingLatencyP99",
         "ServingErrorRate",
         "ConsumerLag",

@@ -221,8 +221,7 @@ def test_stream_job_writes_the_cluster(loaded, cluster, kafka_topic, tmp_path):
     topic, dlq = kafka_topic("txns", partitions=2), kafka_topic("dlq", partitions=1)
     spark = build_session("rtml-test-cluster-stream", "local[2]", shuffle_partitions=2)
     job = StreamJob(StreamOptions(job_name="cluster", topic=topic, dlq_topic=dlq, checkpoint_dir=tmp_path / "checkpoint",
-                                  trigger_seconds=0.2, metrics_port=0,
-                                  offline_dirs={v.name: str(tmp_path / "offline" / v.name) for v in spec.views}),
+                                  trigger_seconds=0.2, metrics_port=0),
                     spark=spark, store=store, metrics=StreamMetrics(CollectorRegistry()))
     try:
         publish(topic, events)

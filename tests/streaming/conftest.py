@@ -43,7 +43,7 @@ def stream_job(stack, feast_store, spark, tmp_path, kafka_topic):
     def make(fault_hook=None, **overrides):
         opts = dict(
             job_name=f"t{uuid.uuid4().hex[:6]}", topic=topic, dlq_topic=dlq, checkpoint_dir=tmp_path / "checkpoint",
-            trigger_seconds=0.2, metrics_port=0, offline_dirs=offline,
+            trigger_seconds=0.2, metrics_port=0,
         )
         opts.update(overrides)
         job = StreamJob(StreamOptions(**opts), spark=spark, store=feast_store,

@@ -70,12 +70,19 @@ def publish(topic: str, events: list[dict], raw: list[bytes] | None = None) -> N
         p.close()
 
 
-def oracle(events: list[dict], key: str, aggregations: list[tuple[str, str, str, timedelta]],
-           as_of: str = "latest") -> dict[tuple[int, datetime], dict]:
-    """Brute force: for every event (or each key's latest event), loop over the key's events in (t - W, t].
+def _us(t: datetime) -> int:
+    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
-    ``aggregations``: (name, function, column, window). Returns {(key, t): {name: value}}.
+
+def oracle(events: list[dict], key: str, aggregations: list[tuple], as_of: str = "latest") -> dict[tuple[int, datetime], dict]:
+    """Brute force of the tiled windows (see streaming/tiles.py): for every event (or each key's latest
+    event) at t, loop over the key's events with T(t) + tile - W <= time <= t, T(t) = t's tile start.
+
+    ``aggregations``: (name, function, column, window, tile). Returns {(key, t): {name: value}}.
     """
+    import math
+    import statistics
+
     by_key: dict[int, list[dict]] = defaultdict(list)
     for e in events:
         by_key[e[key]].append(e)
@@ -86,30 +93,39 @@ def oracle(events: list[dict], key: str, aggregations: list[tuple[str, str, str,
             times = [times[-1]]
         for t in times:
             row = {}
-            for name, function, column, window in aggregations:
-                inside = [e for e in evs if t - window < e["event_timestamp"] <= t]
+            for name, function, column, window, tile in aggregations:
+                s_us, t_us = tile // timedelta(microseconds=1), _us(t)
+                lo = (t_us // s_us) * s_us + s_us - window // timedelta(microseconds=1)
+                inside = [e for e in evs if lo <= _us(e["event_timestamp"]) <= t_us]
+                vals = [e[column] for e in inside] if function != "seconds_since_previous" else []
                 if function == "count":
                     row[name] = len(inside)
                 elif function == "sum":
-                    row[name] = sum(e[column] for e in inside)
-                elif function == "mean":
-                    row[name] = sum(e[column] for e in inside) / len(inside)
+                    row[name] = math.fsum(vals)
+                elif function in ("mean", "avg"):
+                    row[name] = math.fsum(vals) / len(vals)
                 elif function == "max":
-                    row[name] = max(e[column] for e in inside)
+                    row[name] = max(vals)
+                elif function == "min":
+                    row[name] = min(vals)
+                elif function in ("var", "variance"):
+                    row[name] = statistics.variance(vals) if len(vals) > 1 else None
+                elif function in ("std", "stddev"):
+                    row[name] = statistics.stdev(vals) if len(vals) > 1 else None
                 elif function == "count_distinct":
-                    row[name] = len({e[column] for e in inside})
+                    row[name] = len(set(vals))
                 elif function == "seconds_since_previous":
-                    before = [e["event_timestamp"] for e in evs if e["event_timestamp"] < t]
-                    prev = max(before) if before else None
-                    row[name] = (t - prev).total_seconds() if prev is not None and t - prev < window else None
+                    before = [e["event_timestamp"] for e in inside if e["event_timestamp"] < t]
+                    row[name] = (t - max(before)).total_seconds() if before else None
                 else:
                     raise AssertionError(function)
             out[(k, t)] = row
     return out
 
 
-def view_aggregations(spec) -> list[tuple[str, str, str, timedelta]]:
-    return [(a.name, a.function, a.column, timedelta(microseconds=a.window_us)) for a in spec.aggs]
+def view_aggregations(spec) -> list[tuple[str, str, str, timedelta, timedelta]]:
+    return [(a.name, a.function, a.column, timedelta(microseconds=a.window_us), timedelta(microseconds=spec.tile_us))
+            for a in spec.aggs]
 
 
 def assert_rows_equal(expected: dict, actual: dict, what: str) -> None:
@@ -123,7 +139,7 @@ def assert_rows_equal(expected: dict, actual: dict, what: str) -> None:
             elif isinstance(want, int):
                 assert got == want, f"{what} {k} {name}: {got} != {want}"
             else:
-                assert got is not None and abs(got - want) < 5e-3 and abs(got - want) <= 1e-9 * max(1, abs(want)), \
+                assert got is not None and abs(got - want) < 5e-3 and abs(got - want) <= 1e-8 * max(1, abs(want)), \
                     f"{what} {k} {name}: {got} != {want}"
 
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 import socket
 import urllib.request
 
-import numpy as np
-import pandas as pd
 from prometheus_client import CollectorRegistry
 
 from streaming.feature_specs import AggSpec, StreamSpec, ViewSpec
 from streaming.metrics import StreamMetrics
-from streaming.processor import BatchProcessor
-from streaming.state_store import StateStore
 
 NAMES = (
     "rtml_stream_events_read_total",
@@ -25,50 +21,42 @@ NAMES = (
 )
 
 
-class MemoryWriter:
-    def __init__(self):
-        self.rows = {}
-
-    def write(self, spec, rows):
-        self.rows[spec.name] = rows
-        return len(rows)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_metrics_served_and_counted(tmp_path):
+def test_metrics_served_and_counted_once_per_batch(tmp_path):
+    """Counters from Spark's query progress (events read, late events dropped, lag), each batch counted once."""
+    from streaming.stream_job import StreamJob, StreamOptions, job_counters
+
     view = ViewSpec("v", "user_id", (AggSpec("n", "count", "amount", 600_000_000),), str(tmp_path / "v"), ("n",))
-    spec = StreamSpec(views=(view,), topic="t", bootstrap="x:1", watermark_delay_us=300_000_000)
-    metrics = StreamMetrics(CollectorRegistry())
-    letters = []
-    proc = BatchProcessor(spec, StateStore(tmp_path / "ck", spec.views), MemoryWriter(), "m", letters.extend, metrics)
-    now_us = 1_764_000_000_000_000
-    rows = pd.DataFrame({
-        "source_topic": ["t", "t", "t"], "partition": [0, 0, 1], "offset": [0, 1, 0],
-        "user_id": [1, 2, None], "amount": [1.0, 2.0, None], "event_us": [now_us, now_us + 1, None],
-        "batch_us": now_us, "dlq_reason": [None, None, "unparseable_json"], "dlq_field": None,
-        "raw_base64": [None, None, "eHg="],
-    })
-    proc.process(rows, 0)
-    late = rows.iloc[:2].copy()
-    late["event_us"] = [now_us - 1, now_us - 400_000_000]  # within the watermark, beyond it
-    proc.process(late, 1)
-    metrics.consumer_lag.labels(partition="0").set(5)
+    other = ViewSpec("w", "merchant_id", (AggSpec("n", "count", "amount", 600_000_000),), str(tmp_path / "w"), ("n",))
+    job = StreamJob.__new__(StreamJob)  # no broker/registry needed to count progress
+    job.options = StreamOptions(checkpoint_dir=tmp_path / "ck")
+    job.spec = StreamSpec(views=(view, other), topic="t", bootstrap="x:1", watermark_delay_us=300_000_000)
+    job.metrics = StreamMetrics(CollectorRegistry())
+    job._seen_batches = set()
+    (tmp_path / "ck" / "batches").mkdir(parents=True)
+    (tmp_path / "ck" / "batches" / f"{7:012d}.json").write_text('{"online_v": 3}')
+    progress = {
+        "batchId": 7, "numInputRows": 5,
+        "stateOperators": [{"numRowsDroppedByWatermark": 4}],  # 2 events x 2 views
+        "sources": [{"latestOffset": '{"t": {"0": 20}}', "endOffset": '{"t": {"0": 15}}'}],
+    }
+    job.observe_progress(progress)
+    job.observe_progress(progress)  # seen again (recentProgress): not counted twice
+    job.metrics.dlq.labels(reason="unparseable_json").inc()
+    job.metrics.rows_written.labels(view="v", store="online").inc(3)
+    job.metrics.freshness.set(0.4)
 
     port = _free_port()
-    metrics.serve(port)
+    job.metrics.serve(port)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     for name in NAMES:
         assert name in text, name
     assert 'rtml_stream_events_read_total 5.0' in text
-    assert 'rtml_stream_dlq_total{reason="unparseable_json"} 1.0' in text
-    assert 'rtml_stream_late_events_total{kind="within_watermark"} 1.0' in text
-    assert 'rtml_stream_late_events_total{kind="dropped"} 1.0' in text
-    assert 'rtml_stream_rows_written_total{store="online",view="v"} 3.0' in text
+    assert 'rtml_stream_late_events_total{kind="dropped"} 2.0' in text
     assert 'rtml_stream_consumer_lag{partition="0"} 5.0' in text
-    assert len(letters) == 1 and letters[0][1]["reason"] == "unparseable_json" and letters[0][1]["raw"] == "xx"
-    assert np.isfinite(metrics.freshness._value.get())
+    assert job_counters(tmp_path / "ck") == {"online_v": 3, "events_read": 5, "late_dropped": 2}

@@ -39,4 +39,4 @@ def test_online_values_equal_bruteforce_oracle(stream_job, feast_store):
         keys = sorted({e[spec.join_key] for e in events})
         expected = {k: row for (k, _t), row in oracle(events, spec.join_key, view_aggregations(spec)).items()}
         assert_rows_equal(expected, online_values(feast_store, spec, keys), f"online {spec.name}")
-    assert job.processor.last_result is not None
+    assert job.writer.last["batch_id"] >= 1

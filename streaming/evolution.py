@@ -1,0 +1,149 @@
+"""Definitions that evolve without a reset: state schema lineage, hand-over offsets and seeding.
+
+The stream job's Spark state layout depends on its views (keys, tile sizes, measures). Each layout has an
+id (:func:`streaming.state_schema.schema_id`) and its own checkpoint folder ``spark-<id>``; the job's
+``lineage.json`` lists the layouts it ran with. When ``feast apply`` changed the stream views:
+
+1. the new query starts at the Kafka offsets the previous query committed (no event read twice, none
+   skipped) in a new checkpoint folder; nothing is deleted;
+2. views whose definition changed in a way tiles depend on (new view, new measure or column, tile size,
+   longer window) are *seeded*: the previous events still in Kafka are read as a batch (up to those
+   offsets) and turned into tiles with the backfill's tile code, written under epoch ``seed-<id>``;
+3. for those views the online merge then uses only the seed and the new query's tiles; untouched views
+   keep combining the tiles of every earlier epoch with the new ones (disjoint offsets), so their
+   state is kept and nothing is counted twice.
+Changing an aggregation that reuses existing measures within the same longest window (e.g. a new
+function over a column already summed, a shorter window) touches no tile: no seeding needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from streaming.feature_specs import ViewSpec
+from streaming.state_schema import tile_aggregation, tile_rows
+from streaming.tiles import view_measures
+
+log = logging.getLogger(__name__)
+
+
+def view_fingerprint(view: ViewSpec) -> str:
+    layout = [view.name, view.join_key, view.tile_us, view.max_window_us, [m.name for m in view_measures(view)]]
+    return hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Plan:
+    sid: str
+    starting_offsets: str | None  # Kafka offsets JSON to start a new layout's query at (None: option's default)
+    seed_views: tuple[ViewSpec, ...]  # views to seed from the events before those offsets
+    epochs: dict[str, frozenset[bytes]]  # view -> tile epochs its online merge combines
+    lineage: list[dict]
+
+
+def _load(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def committed_offsets(spark_checkpoint: Path) -> str | None:
+    """The end offsets (Kafka source JSON) of the last committed micro-batch of a query checkpoint."""
+    commits = spark_checkpoint / "commits"
+    ids = sorted(int(p.name) for p in commits.iterdir() if p.name.isdigit()) if commits.exists() else []
+    if not ids:
+        return None
+    lines = (spark_checkpoint / "offsets" / str(ids[-1])).read_text().splitlines()
+    return lines[2] if len(lines) > 2 else None
+
+
+def plan(checkpoint: Path, views: tuple[ViewSpec, ...], sid: str) -> Plan:
+    """What a start with layout ``sid`` needs: resume, start fresh, or hand over from the previous layout."""
+    lineage = _load(checkpoint / "lineage.json")
+    fps = {v.name: view_fingerprint(v) for v in views}
+    if lineage and lineage[-1]["sid"] == sid:
+        return Plan(sid, None, (), _epochs(lineage, views), lineage)
+    entry = {"sid": sid, "views": fps, "seeded": []}
+    if not lineage:
+        return Plan(sid, None, (), _epochs([entry], views), [entry])
+    previous = lineage[-1]
+    offsets = committed_offsets(checkpoint / f"spark-{previous['sid']}")
+    seed = tuple(v for v in views if previous["views"].get(v.name) != fps[v.name]) if offsets else ()
+    entry["seeded"] = [v.name for v in seed]
+    entry["starting_offsets"] = offsets
+    new = [*lineage, entry]
+    return Plan(sid, offsets, seed, _epochs(new, views), new)
+
+
+def _epochs(lineage: list[dict], views: tuple[ViewSpec, ...]) -> dict[str, frozenset[bytes]]:
+    """Per view: the epochs since its fingerprint last changed (with that change's seed)."""
+    out = {}
+    for v in views:
+        allowed: set[bytes] = set()
+        fp = lineage[-1]["views"].get(v.name)
+        for entry in reversed(lineage):
+            if entry["views"].get(v.name) != fp:
+                break
+            allowed.add(entry["sid"].encode())
+            if v.name in entry.get("seeded", []):
+                allowed.add(b"seed-" + entry["sid"].encode())
+                break
+        out[v.name] = frozenset(allowed)
+    return out
+
+
+def save_lineage(checkpoint: Path, lineage: list[dict]) -> None:
+    path = checkpoint / "lineage.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(lineage, indent=1))
+    tmp.replace(path)
+
+
+def seed(spark, p: Plan, topic: str, bootstrap: str, rules, redis_url: str, online) -> dict[str, int]:
+    """Tiles of the seeded views from the events in Kafka before the hand-over offsets (backfill tile code)."""
+    from pyspark.sql import functions as F
+
+    from streaming.parsing import parse_events
+    from streaming.tile_store import write_view_partition
+
+    if not p.seed_views:
+        return {}
+    from core.kafka_io import spark_kafka_options
+
+    raw = (spark.read.format("kafka").options(**spark_kafka_options("stream", bootstrap)).option("subscribe", topic)
+           .option("startingOffsets", "earliest").option("endingOffsets", p.starting_offsets)
+           .option("failOnDataLoss", "false").load())
+    cols = sorted({v.join_key for v in p.seed_views} | {c for v in p.seed_views for c in v.value_columns}
+                  - {"event_timestamp"})
+    events = parse_events(raw, rules, keep_columns=tuple(cols)).where(
+        F.col("dlq_reason").isNull()).drop("batch_us")
+    epoch = b"seed-" + p.sid.encode()
+    out = {}
+    for view in p.seed_views:
+        tiles = tile_aggregation(tile_rows(events, (view,), with_dead_letters=False), (view,))
+        tiles = tiles.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
+        allowed = p.epochs[view.name]
+        ttl_s = int(2 * view.max_window_us / 1e6) + 3600
+
+        def run(frames, view=view, allowed=allowed, ttl_s=ttl_s):
+            import pandas as pd
+            import redis
+
+            parts = [f for f in frames if len(f)]
+            if not parts:
+                return
+            client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=60)
+            try:
+                n, rows = write_view_partition(view, pd.concat(parts, ignore_index=True), client,
+                                               online, ttl_s, epoch, allowed)
+            finally:
+                client.close()
+            yield pd.DataFrame({"tiles": [n], "rows": [rows]})
+
+        done = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").mapInPandas(
+            run, "tiles long, rows long").collect()
+        out[view.name] = int(sum(r["tiles"] for r in done))
+    log.info("seeded %s from the events before %s", out, p.starting_offsets)
+    return out

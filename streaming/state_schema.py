@@ -1,0 +1,103 @@
+"""The tile rows and the tile aggregation in Spark, and the versioned schema of the state they keep.
+
+Used by the stream job (streaming, state in the RocksDB state store) and by the backfill (batch): the
+same rows, the same aggregate expressions (:func:`streaming.tiles.spark_measure`).
+
+Row layout (one per view and valid event; one per dead letter): ``vid`` (view index, -1 for a dead
+letter), ``k`` (entity key), ``tile`` (tile start, us), ``wend`` (watermark column: end of the tile of
+min(event time, processing time)), ``ts_us`` (event time), ``v__<column>`` (the event columns a view
+reads, null for columns it does not), ``dlq`` (dead letters only).
+
+The state schema id hashes everything the state layout depends on (format version, views, keys, tile
+sizes, measures). A change gives a new Spark checkpoint folder; see :mod:`streaming.stream_job`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from streaming.feature_specs import ViewSpec
+from streaming.tiles import Measure, spark_measure, view_measures
+
+STATE_FORMAT_VERSION = 1
+VALUE_PREFIX = "v__"
+DLQ_TILE_US = 60_000_000
+
+
+def all_measures(views: tuple[ViewSpec, ...]) -> tuple[Measure, ...]:
+    found: dict[str, Measure] = {}
+    for v in views:
+        for m in view_measures(v):
+            found[m.name] = m
+    return tuple(found[k] for k in sorted(found))
+
+
+def value_columns(views: tuple[ViewSpec, ...]) -> tuple[str, ...]:
+    return tuple(sorted({c for v in views for c in v.value_columns}))
+
+
+def schema_id(views: tuple[ViewSpec, ...]) -> str:
+    layout = {
+        "format": STATE_FORMAT_VERSION,
+        "views": [[v.name, v.join_key, v.tile_us] for v in views],
+        "measures": [m.name for m in all_measures(views)],
+        "columns": list(value_columns(views)),
+    }
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _tile_end(time_us, tile_us: int):
+    from pyspark.sql import functions as F
+
+    return F.timestamp_micros((F.floor(time_us / F.lit(tile_us)) + 1) * F.lit(tile_us))
+
+
+def tile_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = True):
+    """Parsed events (see :func:`streaming.parsing.parse_events`) -> one row per view (and dead letter).
+
+    ``events`` needs ``event_us`` and the views' columns; for the stream also ``batch_us``,
+    ``dlq_reason``, ``dlq_field``, ``raw_base64``, ``source_topic``, ``partition``, ``offset``.
+    """
+    from pyspark.sql import functions as F
+
+    cols = value_columns(views)
+    types = {c: events.schema[c].dataType for c in cols}
+    dlq_type = "struct<reason:string,field:string,raw_base64:string,source_topic:string,partition:int,offset:bigint>"
+    clamp = F.least(F.col("event_us"), F.col("batch_us")) if "batch_us" in events.columns else F.col("event_us")
+    elements = []
+    for i, v in enumerate(views):
+        fields = [
+            F.lit(i).alias("vid"),
+            F.col(v.join_key).cast("bigint").alias("k"),
+            (F.floor(F.col("event_us") / F.lit(v.tile_us)) * F.lit(v.tile_us)).cast("bigint").alias("tile"),
+            _tile_end(clamp, v.tile_us).alias("wend"),
+            F.col("event_us").alias("ts_us"),
+        ]
+        fields += [(F.col(c) if c in v.value_columns else F.lit(None).cast(types[c])).alias(VALUE_PREFIX + c)
+                   for c in cols]
+        fields.append(F.lit(None).cast(dlq_type).alias("dlq"))
+        elements.append(F.struct(*fields))
+    if not with_dead_letters:
+        return events.select(F.explode(F.array(*elements)).alias("r")).select("r.*")
+    letter = F.struct(
+        F.lit(-1).alias("vid"), F.col("offset").cast("bigint").alias("k"), F.col("partition").cast("bigint").alias("tile"),
+        _tile_end(F.col("batch_us"), DLQ_TILE_US).alias("wend"), F.col("batch_us").alias("ts_us"),
+        *[F.lit(None).cast(types[c]).alias(VALUE_PREFIX + c) for c in cols],
+        F.struct(F.col("dlq_reason").alias("reason"), F.col("dlq_field").alias("field"),
+                 F.col("raw_base64"), F.col("source_topic"), F.col("partition").cast("int").alias("partition"),
+                 F.col("offset").cast("bigint").alias("offset")).alias("dlq"),
+    )
+    bad = F.col("dlq_reason").isNotNull()
+    return events.select(F.explode(F.when(bad, F.array(letter)).otherwise(F.array(*elements))).alias("r")).select("r.*")
+
+
+def tile_aggregation(rows, views: tuple[ViewSpec, ...], keys: tuple[str, ...] = ("vid", "k", "tile", "wend"),
+                     extra: list | None = None):
+    """``groupBy(keys).agg(measures)``: the tile measures of every view (and the dead letter, if any)."""
+    from pyspark.sql import functions as F
+
+    aggs = [spark_measure(m, VALUE_PREFIX) for m in all_measures(views)] + list(extra or [])
+    if "dlq" in rows.columns:
+        aggs.append(F.first("dlq", ignorenulls=True).alias("dlq"))
+    return rows.groupBy(*keys).agg(*aggs)

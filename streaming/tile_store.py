@@ -1,0 +1,188 @@
+"""Tiles in Redis, written and merged on the executors (one hash per view and entity).
+
+Key: ``rtml:tiles:<view>:`` + the entity's Feast Redis key (built by the online writer's encoder).
+Field: ``<tile start us>:<watermark tile end us>:<epoch>`` (the second part only differs for an event
+stamped in the future, whose watermark time is clamped to processing time; the epoch is the state
+schema id of the query that wrote it, ``seed-<id>`` for tiles seeded from history when that schema
+started, ``bf`` for a backfill). Value: the tile's measures as a JSON list (one value per measure, in :func:`streaming.tiles.view_measures` order), the *absolute* value Spark's state
+store holds for that tile, so writing it again (a replayed micro-batch) changes nothing. Fields of
+different epochs of a view hold disjoint events (a new schema's query starts at the offsets where the
+previous one stopped) and are combined; epochs from before a view's last definition change are ignored.
+
+After writing a partition's tiles, each touched entity's hash is read back, its features are merged
+with :func:`streaming.tiles.features_from_tiles` and written in Feast's format through the
+forward-only :meth:`core.online_store.OnlineStore.write`. Tiles older than the longest
+window are deleted; the hash expires if the entity goes quiet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import ujson
+
+from streaming.feature_specs import ViewSpec
+from streaming.tiles import TileColumns, decimal_units, merge_entities, view_measures
+
+PREFIX = b"rtml:tiles:"
+BACKFILL_EPOCH = b"bf"
+
+
+def tile_keys(writer, spec: ViewSpec, keys: np.ndarray) -> list[bytes]:
+    prefix = PREFIX + spec.name.encode() + b":"
+    return [prefix + k for k in writer.redis_keys(spec.name, keys)]
+
+
+# KEYS: tile hashes. ARGV[1]: TTL (s); then per key: number of fields n, followed by n (field, value) pairs.
+# Per key: HSET the fields, EXPIRE, and return the whole hash (HGETALL) - one call for a chunk of entities.
+_WRITE_READ_LUA = """
+local ttl = tonumber(ARGV[1])
+local pos = 2
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[pos])
+  pos = pos + 1
+  if n > 0 then redis.call('HSET', key, unpack(ARGV, pos, pos + 2 * n - 1)) end
+  pos = pos + 2 * n
+  redis.call('EXPIRE', key, ttl)
+  out[i] = redis.call('HGETALL', key)
+end
+return out
+"""
+
+
+def write_and_read(client, keys: list[bytes], fields: list[dict[bytes, bytes]], ttl_s: int,
+                   chunk: int = 500) -> list[dict[bytes, bytes]]:
+    """Write each key's fields (absolute tile values) and read its whole hash back, pipelined in script calls."""
+    script = client.register_script(_WRITE_READ_LUA)
+    pipe = client.pipeline(transaction=False)
+    for lo in range(0, len(keys), chunk):
+        args: list = [ttl_s]
+        for mapping in fields[lo : lo + chunk]:
+            args.append(len(mapping))
+            for f, v in mapping.items():
+                args.extend((f, v))
+        script(keys=keys[lo : lo + chunk], args=args, client=pipe)
+    out = []
+    for result in pipe.execute():
+        for flat in result:
+            out.append(dict(zip(flat[0::2], flat[1::2], strict=True)))
+    return out
+
+
+def tile_measures(row, measures) -> dict:
+    """One tile row of the Spark aggregation as plain values (exact sums as integers of 1e-10 units)."""
+    out = {}
+    for m in measures:
+        v = row[m.name]
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        if m.kind in ("s", "q"):
+            out[m.name] = decimal_units(v)
+        elif m.kind in ("c", "last"):
+            out[m.name] = int(v)
+        elif m.kind in ("mn", "mx"):
+            out[m.name] = float(v)
+        else:  # sets
+            out[m.name] = sorted(v.tolist() if isinstance(v, np.ndarray) else list(v))
+    return out
+
+
+def _encoded_columns(rows: pd.DataFrame, measures) -> list[list]:
+    """Per measure, the column of ``rows`` as JSON-ready values (sums as decimal strings: any size)."""
+    cols = []
+    for m in measures:
+        col = rows[m.name].tolist()
+        if m.kind in ("s", "q"):
+            cols.append([None if v is None else str(decimal_units(v)) for v in col])
+        elif m.kind in ("c", "last"):
+            cols.append([None if v is None or v != v else int(v) for v in col])
+        elif m.kind in ("mn", "mx"):
+            cols.append([None if v is None or v != v else float(v) for v in col])
+        else:
+            cols.append([None if v is None else sorted(v.tolist() if isinstance(v, np.ndarray) else v) for v in col])
+    return cols
+
+
+def _columns(spec: ViewSpec, measures, ent: list[int], start: list[int], decoded: list[list], n: int) -> TileColumns:
+    order = np.lexsort((np.asarray(start, np.int64), np.asarray(ent, np.int64)))
+    values: dict[str, object] = {}
+    for j, m in enumerate(measures):
+        col = [decoded[i][j] for i in order]
+        if m.kind in ("c", "last"):
+            values[m.name] = np.array([0 if v is None else v for v in col], dtype=np.int64)
+        elif m.kind in ("mn", "mx"):
+            values[m.name] = np.array([np.nan if v is None else v for v in col], dtype=np.float64)
+        elif m.kind in ("s", "q"):
+            values[m.name] = [0 if v is None else int(v) for v in col]
+        else:
+            values[m.name] = [() if v is None else v for v in col]
+    return TileColumns(np.asarray(ent, np.int64)[order], np.asarray(start, np.int64)[order], values, n)
+
+
+def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, client, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,
+                         epochs: frozenset[bytes] | None = None) -> tuple[int, int]:
+    """Write the updated tiles of one view in ``rows`` (k, tile, wend_us, measure columns) under ``epoch``,
+    merge each entity's tiles of the allowed ``epochs`` (vectorised over entities) and upsert its Feast row.
+    One pipelined round trip writes the tiles and reads the hashes back.
+
+    Returns (tiles written, feature rows written).
+    """
+    if rows.empty:
+        return 0, 0
+    measures = view_measures(spec)
+    keys = rows["k"].to_numpy(np.int64)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    hkeys = tile_keys(writer, spec, uniq)
+    fields: list[dict[bytes, bytes]] = [{} for _ in range(len(uniq))]
+    tiles_, wends = rows["tile"].to_numpy(np.int64).tolist(), rows["wend_us"].to_numpy(np.int64).tolist()
+    for i, values in enumerate(zip(*_encoded_columns(rows, measures), strict=True)):
+        fields[inverse[i]][b"%d:%d:%s" % (tiles_[i], wends[i], epoch)] = ujson.dumps(values).encode()
+    stored = write_and_read(client, hkeys, fields, ttl_s)
+    ent, start, decoded, all_fields = [], [], [], []
+    present = np.zeros(len(uniq), dtype=bool)
+    for j, raw in enumerate(stored):
+        stream_starts, backfill = set(), []
+        for f, v in raw.items():
+            start_b, _wend, ep = (f.split(b":", 2) + [b""])[:3]
+            st = int(start_b)
+            all_fields.append((j, f, st))
+            if ep == BACKFILL_EPOCH:
+                backfill.append((st, v))
+            elif epochs is None or ep in epochs:
+                stream_starts.add(st)
+                ent.append(j)
+                start.append(st)
+                decoded.append(ujson.loads(v))
+        for st, v in backfill:
+            if st not in stream_starts:
+                ent.append(j)
+                start.append(st)
+                decoded.append(ujson.loads(v))
+        present[j] = bool(stream_starts or backfill)
+    if not present.all():  # entities with no tile of an allowed epoch: nothing to merge
+        keep = np.flatnonzero(present)
+        remap = -np.ones(len(uniq), np.int64)
+        remap[keep] = np.arange(len(keep))
+        ent = remap[np.asarray(ent, np.int64)].tolist()
+        uniq = uniq[keep]
+    if not len(uniq):
+        return len(rows), 0
+    cols = _columns(spec, measures, ent, start, decoded, len(uniq))
+    latest, values = merge_entities(spec, cols)
+    horizon = (latest // spec.tile_us) * spec.tile_us + spec.tile_us - spec.max_window_us
+    stale: dict[int, list[bytes]] = {}
+    pos = {int(j): i for i, j in enumerate(np.flatnonzero(present))}
+    for j, f, st in all_fields:
+        i = pos.get(j)
+        if i is not None and st < horizon[i]:
+            stale.setdefault(j, []).append(f)
+    if stale:
+        pipe = client.pipeline(transaction=False)
+        for j, old in stale.items():
+            pipe.hdel(hkeys[j], *old)
+        pipe.execute()
+    frame = pd.DataFrame({spec.join_key: uniq.astype(np.int64), "event_timestamp": latest.astype(np.int64)})
+    for agg in spec.aggs:
+        frame[agg.name] = values[agg.name].astype(np.int64) if agg.is_int else values[agg.name].astype(np.float64)
+    return len(rows), writer.write(spec, frame)

@@ -1,0 +1,131 @@
+"""The stream job's ``foreachBatch``: tile rows -> Redis (tiles + Feast rows) and dead letters -> Kafka, on executors.
+
+The driver only repartitions the micro-batch's tile rows by entity and collects one small count row
+per view and partition; every event-derived byte is handled by the executors.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from streaming.feature_specs import ViewSpec
+from streaming.metrics import StreamMetrics
+
+RESULT_SCHEMA = "vid int, tiles long, rows long, reason string, n long, max_ts long"
+
+
+def _dead_letters(rows: pd.DataFrame, batch_id: int) -> list[tuple[str, dict]]:
+    out = []
+    for d in rows["dlq"]:
+        raw64 = d.get("raw_base64") or ""
+        raw = base64.b64decode(raw64) if raw64 else b""
+        out.append((f"{d['source_topic']}:{d['partition']}:{d['offset']}", {
+            "reason": d["reason"], "field": d.get("field"), "raw": raw.decode("utf-8", errors="replace"),
+            "raw_base64": raw64, "source_topic": d["source_topic"], "partition": int(d["partition"]),
+            "offset": int(d["offset"]), "batch_id": int(batch_id),
+        }))
+    return out
+
+
+def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, online, bootstrap: str, dlq_topic: str,
+                     batch_id: int, epoch: bytes, epochs: dict[str, frozenset[bytes]]):
+    """The function run by ``mapInPandas`` on each entity partition of a micro-batch's tile rows."""
+    ttl_s = int(2 * max(v.max_window_us for v in views) / 1e6) + 3600
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import redis
+
+        from streaming.tile_store import write_view_partition
+
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=60)
+        writer = online  # core.online_store.OnlineStore (picklable; Feast rows, forward-only)
+        out = []
+        try:
+            parts = [f for f in frames if len(f)]
+            if not parts:
+                return
+            rows = pd.concat(parts, ignore_index=True)
+            letters = rows[rows["vid"] == -1]
+            if len(letters):
+                from core.kafka_io import make_producer
+
+                producer = make_producer(bootstrap, role="stream")
+                for key, value in _dead_letters(letters, batch_id):
+                    producer.send(dlq_topic, key=key, value=value)
+                producer.flush(timeout=30)
+                producer.close(timeout=5)
+                for reason, n in letters["dlq"].map(lambda d: d["reason"]).value_counts().items():
+                    out.append((-1, 0, 0, reason, int(n), 0))
+            for i, spec in enumerate(views):
+                mine = rows[rows["vid"] == i]
+                if len(mine):
+                    tiles, written = write_view_partition(spec, mine, client, writer, ttl_s, epoch,
+                                                          epochs.get(spec.name))
+                    out.append((i, tiles, written, None, 0, int(mine["last"].max())))
+        finally:
+            client.close()
+        if out:
+            yield pd.DataFrame(out, columns=["vid", "tiles", "rows", "reason", "n", "max_ts"])
+
+    return run
+
+
+@dataclass
+class BatchWriter:
+    views: tuple[ViewSpec, ...]
+    redis_url: str
+    online: object  # core.online_store.OnlineStore
+    bootstrap: str
+    dlq_topic: str
+    partitions: int
+    batches_dir: Path
+    metrics: StreamMetrics
+    epoch: bytes = b""  # the state schema id of this query
+    epochs: dict | None = None  # view -> allowed epochs (see streaming.evolution)
+    fault_hook: object = None  # tests: called with (batch_id, step) to simulate a crash
+
+    def __call__(self, df, batch_id: int) -> None:
+        started = time.perf_counter()
+        run = partition_writer(self.views, self.redis_url, self.online, self.bootstrap, self.dlq_topic, batch_id,
+                               self.epoch, self.epochs or {})
+        if self.fault_hook is not None:
+            self.fault_hook(batch_id, "before_write")
+        from pyspark.sql import functions as F
+
+        tiles = df.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
+        result = tiles.repartition(self.partitions, "vid", "k").mapInPandas(run, RESULT_SCHEMA).collect()
+        write_time = time.time()
+        if self.fault_hook is not None:
+            self.fault_hook(batch_id, "after_write")
+        counts: dict[str, int] = {}
+        max_ts = 0
+        for r in result:
+            if r["vid"] == -1:
+                counts[f"dlq_{r['reason']}"] = counts.get(f"dlq_{r['reason']}", 0) + int(r["n"])
+                self.metrics.dlq.labels(reason=r["reason"]).inc(int(r["n"]))
+            else:
+                view = self.views[r["vid"]].name
+                counts[f"tiles_{view}"] = counts.get(f"tiles_{view}", 0) + int(r["tiles"])
+                counts[f"online_{view}"] = counts.get(f"online_{view}", 0) + int(r["rows"])
+                self.metrics.rows_written.labels(view=view, store="online").inc(int(r["rows"]))
+                max_ts = max(max_ts, int(r["max_ts"]))
+        seconds = time.perf_counter() - started
+        self.metrics.batch_duration.observe(seconds)
+        if max_ts:
+            freshness = write_time - max_ts / 1e6
+            self.metrics.freshness.set(freshness)
+            self.metrics.freshness_hist.observe(max(freshness, 0.0))
+        self.batches_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.batches_dir / f".{batch_id:012d}.tmp"
+        tmp.write_text(json.dumps(counts))
+        tmp.replace(self.batches_dir / f"{batch_id:012d}.json")
+        self.last = {"batch_id": batch_id, "seconds": seconds, "write_time": write_time, "max_ts": max_ts, **counts}
+        for observer in getattr(self, "observers", []):
+            observer(self.last)
