@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("rtml.commands.features", "Print online features for some users or merchants."),
     "train": ("training.commands.train", "Build a point-in-time training set, train XGBoost, evaluate, register (gated promotion)."),
     "models": ("training.commands.models", "Model registry: list, promote TAG, rollback, history."),
+    "experiments": ("training.commands.experiments", "MLflow training runs: list, compare RUN RUN."),
     "demo": ("rtml.commands.demo", "Run the whole loop on embedded defaults: stack, history, training, serving, drift, retraining."),
     "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
     "stream": ("streaming.commands.stream", "Run the Kafka -> Spark -> Feast (Redis + Parquet) stream feature job."),

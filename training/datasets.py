@@ -249,6 +249,7 @@ def build_training_set(
 ) -> TrainingSet:
     """:func:`training_frame` saved as ``data.parquet`` + ``manifest.json`` (folder named by content hash)."""
     from core.feast_store import get_store
+    from training.validation import feature_stats
 
     refs = resolve_refs(get_store(), features)
     df = training_frame(start, end, cutoff, features=features, join=join)
@@ -269,6 +270,7 @@ def build_training_set(
         "label_rate": float(df[LABEL].mean()),
         "rows_without_history": {n: int(df[n].isna().sum()) for n in names if df[n].isna().any()},
         "content_hash": digest,
+        "feature_stats": feature_stats(df, names),
         "join": join,
         "offline_store": s.offline_store if join == "feast" else "training.pit_join",
         "data_dir": str(s.data_dir),

@@ -292,8 +292,21 @@ def _source_bytes(path: str) -> int:
         return 0
 
 
-def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str) -> list[pa.Array]:
-    """The feature columns of one view, aligned with the entity rows."""
+def feature_timestamps(entity: pd.DataFrame | pa.Table, specs: list[ViewSpec], ts_col: str = "event_timestamp") -> pa.Table:
+    """For each view, the timestamp of the source row the join picks per entity row (null: none), as
+    ``<view>__feature_timestamp`` columns in entity order. Reads only keys and timestamps (leakage checks)."""
+    table = entity if isinstance(entity, pa.Table) else pa.Table.from_pandas(entity, preserve_index=False)
+    _validate(table, specs, ts_col)
+    columns = {}
+    for spec in specs:
+        bare = ViewSpec(spec.name, spec.path, spec.join_keys, (), spec.timestamp_field, spec.ttl, spec.field_mapping)
+        columns[f"{spec.name}__feature_timestamp"] = _join_view(table, bare, ts_col, with_timestamp=True)[-1]
+    return pa.table(columns)
+
+
+def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str, with_timestamp: bool = False) -> list[pa.Array]:
+    """The feature columns of one view, aligned with the entity rows (and, ``with_timestamp``, the
+    picked rows' timestamps last)."""
     ts_type = table.schema.field(ts_col).type
     src = _read_source(spec)
     src_ts_type = src.schema.field(spec.timestamp_field).type
@@ -313,8 +326,9 @@ def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str) -> list[pa.Array]:
     idx[~(ek_ok & et_ok)] = -1
     if rows is not None:
         idx = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
-    gather = _Gather(idx, [len(c) for c in src.column(spec.features[0]).chunks] if spec.features else [])
-    return [gather(src.column(f)) for f in spec.features]
+    gather = _Gather(idx, [len(c) for c in src.column(spec.timestamp_field).chunks])
+    wanted = [*spec.features, *([spec.timestamp_field] if with_timestamp else [])]
+    return [gather(src.column(f)) for f in wanted]
 
 
 class _Gather:

@@ -195,7 +195,8 @@ def _store(kind: str):
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
-    from core.feast_store import _repo_on_path, apply_repo
+    from core.feast_store import apply_repo
+    from core.feature_repo import repo_on_path
     from core.settings import FEATURE_REPO, settings
 
     if not settings().registry_path.exists():
@@ -205,7 +206,7 @@ def _store(kind: str):
     raw["offline_store"] = {"type": "duckdb" if kind == "duckdb_store" else "file"}
     config = RepoConfig(**raw)
     config.repo_path = FEATURE_REPO
-    with _repo_on_path():
+    with repo_on_path():
         return FeatureStore(config=config)
 
 
