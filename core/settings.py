@@ -99,6 +99,15 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class MlflowSettings:
+    """Experiment tracking (``RTML_MLFLOW_*``)."""
+
+    uri: str | None = None  # RTML_MLFLOW_URI: a team's tracking server; None: the local store under the state dir
+    experiment: str = "rtml-training"
+    port: int = 5000  # `rtml up --mlflow` serves the local store's UI here
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved settings. Build with :func:`settings`; never mutate."""
 
@@ -127,6 +136,7 @@ class Settings:
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     broker: BrokerSettings = field(default_factory=lambda: BrokerSettings())
     monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
+    mlflow: MlflowSettings = field(default_factory=lambda: MlflowSettings())
     topics: Topics = field(default_factory=Topics)
 
     @property
@@ -211,6 +221,16 @@ class Settings:
         return self.state_dir / "run"
 
     @property
+    def mlflow_dir(self) -> Path:
+        """The local tracking store: ``mlflow.db`` (sqlite backend) and ``artifacts/``."""
+        return self.state_dir / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """``RTML_MLFLOW_URI`` or the local sqlite store under the state dir."""
+        return self.mlflow.uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
     def cache_dir(self) -> Path:
         """Downloaded jars (Kafka broker, Spark connector); shared by all state dirs."""
         return Path(_env("RTML_CACHE_DIR", str(REPO_ROOT / ".cache")))
@@ -289,6 +309,11 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             runbook_base=env.get("RTML_RUNBOOK_BASE") or None,
             alert_webhook=env.get("RTML_ALERT_WEBHOOK") or None,
             consistency_min_rate=float(env.get("RTML_CONSISTENCY_MIN_RATE") or 0.99),
+        ),
+        mlflow=MlflowSettings(
+            uri=env.get("RTML_MLFLOW_URI") or None,
+            experiment=env.get("RTML_MLFLOW_EXPERIMENT") or "rtml-training",
+            port=int(env.get("RTML_MLFLOW_PORT") or 5000),
         ),
     )
 

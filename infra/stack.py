@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import Settings, settings
-from infra import kafka_broker, redis_cluster, redis_server, spark_deps
+from infra import kafka_broker, mlflow_server, redis_cluster, redis_server, spark_deps
 from infra.redis_server import start_redis, stop_redis  # noqa: F401  (re-exported for tests)
 
 
@@ -93,6 +93,8 @@ def down(progress: bool = True, s: Settings | None = None) -> list[str]:
         stopped.append("kafka")
     if redis_server.stop(progress=progress, s=s) | redis_cluster.stop(progress=progress, s=s):
         stopped.append("redis")
+    if mlflow_server.stop(progress=progress, s=s):
+        stopped.append("mlflow")
     if progress and not stopped:
         print("nothing to stop (no service started by `rtml up` runs for these settings)")
     return stopped

@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 
 
 def default_command() -> list[str]:
-    """``$RTML_RETRAIN_COMMAND`` (shell words) or ``rtml train`` with this interpreter."""
+    """``$RTML_RETRAIN_COMMAND`` (shell words) or ``rtml train`` with this interpreter (which validates the
+    data with the same expectations as any training, and tags its MLflow run as monitor-triggered)."""
     command = settings().monitor.retrain_command
     if command:
         return shlex.split(command)
-    return [sys.executable, "-m", "rtml.cli", "train"]
+    return [sys.executable, "-m", "rtml.cli", "train", "--trigger", "monitor"]
 
 
 @dataclass(frozen=True)

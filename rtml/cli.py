@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("rtml.commands.models", "Model registry and rollouts: list, promote, rollback, history, rollout, complete, abort, rollout-status."),
     "score": ("bentos.commands.score", "Batch-score historical events with point-in-time features (Parquet with scores and decisions)."),
     "audit": ("rtml.commands.audit", "Show the audit trail: feature applies, promotions, rollbacks, API keys (who, when, why)."),
+    "experiments": ("training.commands.experiments", "MLflow training runs: list, compare RUN RUN."),
     "demo": ("rtml.commands.demo", "Run the whole loop on embedded defaults: stack, history, training, serving, drift, retraining."),
     "simulate": ("streaming.commands.simulate", "Generate history to Parquet and/or a live transaction stream to Kafka."),
     "stream": ("streaming.commands.stream", "Run the Kafka -> Spark -> Feast (Redis + Parquet) stream feature job."),

@@ -161,7 +161,8 @@ def historical_features(
     names = [r.split(":", 1)[1] for r in refs]
     if entities.empty:
         raise UserFacingError("no entity rows")
-    ent = entities.reset_index(drop=True)
+    plain_index = isinstance(entities.index, pd.RangeIndex) and entities.index.start == 0 and entities.index.step == 1
+    ent = entities if plain_index else entities.reset_index(drop=True)
     if join == "feast":
         keyed = ent.assign(__row=np.arange(len(ent)))
         feats = store.get_feature_service(features) if isinstance(features, str) else refs
@@ -176,7 +177,7 @@ def historical_features(
         features_df = fast_features(store, ent, refs)
     else:
         raise UserFacingError(f"unknown join method {join!r} (feast or fast)")
-    return pd.concat([ent, features_df.reset_index(drop=True)], axis=1)
+    return pd.concat([ent, features_df.set_axis(ent.index)], axis=1)
 
 
 def fast_features(store: Any, entities: pd.DataFrame, refs: list[str]) -> pd.DataFrame:
@@ -187,7 +188,7 @@ def fast_features(store: Any, entities: pd.DataFrame, refs: list[str]) -> pd.Dat
     table = pit_join(pa.Table.from_pandas(entities, preserve_index=False), specs)
     table = apply_on_demand(table, odfvs)
     names = [r.split(":", 1)[1] for r in refs]
-    return table.select(names).to_pandas()
+    return table.select(names).to_pandas(split_blocks=True, self_destruct=True)
 
 
 def training_frame(
@@ -249,6 +250,7 @@ def build_training_set(
 ) -> TrainingSet:
     """:func:`training_frame` saved as ``data.parquet`` + ``manifest.json`` (folder named by content hash)."""
     from core.feast_store import get_store
+    from training.validation import feature_stats
 
     refs = resolve_refs(get_store(), features)
     df = training_frame(start, end, cutoff, features=features, join=join)
@@ -269,6 +271,7 @@ def build_training_set(
         "label_rate": float(df[LABEL].mean()),
         "rows_without_history": {n: int(df[n].isna().sum()) for n in names if df[n].isna().any()},
         "content_hash": digest,
+        "feature_stats": feature_stats(df, names),
         "join": join,
         "offline_store": s.offline_store if join == "feast" else "training.pit_join",
         "data_dir": str(s.data_dir),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,15 +108,17 @@ def fit(
     max_rounds: int = 400,
     early_stopping: int = 30,
     progress: bool = True,
+    on_trial: Callable[[int, dict[str, Any], dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    """Try ``trials`` configurations (early stopping on validation PR-AUC); keep the best."""
+    """Try ``trials`` configurations (early stopping on validation PR-AUC); keep the best.
+    ``on_trial(index, params, metrics)`` is called after each (experiment tracking)."""
     y = split.train[LABEL].to_numpy()
     scale_pos_weight = float((y == 0).sum() / max(1, (y == 1).sum()))
     dtrain, dvalid = matrix(split.train, features), matrix(split.valid, features)
     best: FitResult | None = None
     history = []
-    for config in tqdm(
-        candidate_configs(trials, seed), desc="hyperparameter search", unit="config", disable=not progress
+    for index, config in enumerate(
+        tqdm(candidate_configs(trials, seed), desc="hyperparameter search", unit="config", disable=not progress)
     ):
         params = {**BASE_PARAMS, **config, "seed": seed, "scale_pos_weight": scale_pos_weight}
         booster = xgb.train(
@@ -133,6 +136,8 @@ def fit(
         rounds = booster.num_boosted_rounds()
         history.append({**config, "best_iteration": rounds - 1, "valid_pr_auc": pr_auc})
         log.info("config %s: best_iteration=%d valid PR-AUC=%.4f", config, rounds - 1, pr_auc)
+        if on_trial is not None:
+            on_trial(index, params, {"best_iteration": rounds - 1, "valid_pr_auc": pr_auc})
         if best is None or pr_auc > best.valid_pr_auc:
             best = FitResult(booster, params, rounds - 1, pr_auc, history)
     assert best is not None

@@ -1,9 +1,10 @@
 """Fast point-in-time join of entity rows against feature-view sources.
 
 Two engines with the same result: ``sorted`` (default for single integer join keys): per view, one
-sort of the source rows by a composite (key, time) integer and a binary search of every entity row
-(numpy ``searchsorted``), then an Arrow ``take`` of the feature columns; ``duckdb``: an ASOF JOIN
-(any join keys).
+sort of the source rows by (key, time) (a value sort of packed ``key | position`` integers, see
+:func:`_feature_order`), a binary search of every entity row's composite (key, time) integer (numpy
+``searchsorted``), then a gather of the feature columns chunk by chunk; views run on two threads,
+largest first; ``duckdb``: an ASOF JOIN (any join keys).
 
 Semantics are Feast's offline-store semantics, so both give identical frames:
 
@@ -191,6 +192,26 @@ def _ints(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(arr.fill_null(0)), np.asarray(arr.is_valid())
 
 
+def _feature_order(fk: np.ndarray, f_ts: np.ndarray) -> np.ndarray:
+    """Permutation sorting feature rows by (key, time), stable (ties keep source order).
+
+    One stable pass by time (free when the source is already in time order, as the stream job writes
+    it; timsort merges pre-sorted runs cheaply), then a value sort of ``key << bits | position``:
+    sorting plain int64 values is several times faster than ``argsort`` and, because the position is
+    the low bits, equal keys stay in time order."""
+    n = len(fk)
+    t_order = None if bool(np.all(f_ts[1:] >= f_ts[:-1])) else np.argsort(f_ts, kind="stable")
+    keys = fk if t_order is None else fk[t_order]
+    bits = max(1, (n - 1).bit_length())
+    if int(keys.max()) >= 1 << (62 - bits):
+        return np.lexsort((f_ts, fk))
+    packed = keys << bits
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    packed &= (1 << bits) - 1
+    return packed if t_order is None else t_order[packed]
+
+
 def asof_indices(
     f_keys: np.ndarray, f_ts: np.ndarray, e_keys: np.ndarray, e_ts: np.ndarray, ttl: int | None
 ) -> np.ndarray:
@@ -213,35 +234,47 @@ def asof_indices(
     # times: offsets from the minimum, or (long ranges) dense ranks over both sides, which keep order
     lo = int(min(f_ts.min(), e_ts.min()))
     span = int(max(f_ts.max(), e_ts.max())) - lo + 1
-    if n_keys <= limit // span:
+    offsets = n_keys <= limit // span
+    if offsets:
         ft, et = f_ts - lo, e_ts - lo
     else:
         times, inverse = np.unique(np.concatenate([f_ts, e_ts]), return_inverse=True)
         ft, et, span = inverse[: len(f_ts)], inverse[len(f_ts) :], len(times)
         if n_keys > limit // span:
             raise OverflowError("too many keys x distinct times for a 64-bit composite; use engine='duckdb'")
-    f_comp = fk * span + ft
-    e_comp = ek * span + et
-    order = np.argsort(f_comp)
-    f_sorted = f_comp[order]
+    order = _feature_order(fk, ft)
+    f_sorted = fk * span
+    f_sorted += ft
+    f_sorted = f_sorted[order]
+    e_comp = ek * span
+    e_comp += et
     e_order = np.argsort(e_comp)  # searching in sorted order keeps the binary search cache-friendly
     pos = np.empty(len(e_comp), dtype=np.int64)
     pos[e_order] = np.searchsorted(f_sorted, e_comp[e_order], side="right") - 1
-    cand = order[np.maximum(pos, 0)]
-    ok = (pos >= 0) & (fk[cand] == ek)
+    found = f_sorted[np.maximum(pos, 0)]
+    # the row found has the entity's key iff its composite is in the key's block [ek * span, e_comp]
+    ok = (pos >= 0) & (found >= e_comp - et)
     if ttl is not None:
-        ok &= f_ts[cand] >= e_ts - ttl
-    return np.where(ok, cand, -1)
+        if offsets:
+            ok &= found >= e_comp - ttl
+        else:
+            ok &= f_ts[order[np.maximum(pos, 0)]] >= e_ts - ttl
+    return np.where(ok, order[np.maximum(pos, 0)], -1)
 
 
 def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, workers: int = 2) -> pa.Table:
     """Views are independent: join them on ``workers`` threads (Parquet decoding, numpy sorts and
-    Arrow takes release the GIL), then append their columns in ``specs`` order."""
+    gathers release the GIL), largest sources first, then append their columns in ``specs`` order."""
     from concurrent.futures import ThreadPoolExecutor
 
     if workers > 1 and len(specs) > 1:
+        sizes = {spec.name: _source_bytes(spec.path) for spec in specs}
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(lambda spec: _join_view(table, spec, ts_col), specs))
+            futures = {
+                spec.name: pool.submit(_join_view, table, spec, ts_col)
+                for spec in sorted(specs, key=lambda s: -sizes[s.name])
+            }
+            parts = [futures[spec.name].result() for spec in specs]
     else:
         parts = [_join_view(table, spec, ts_col) for spec in specs]
     out = table
@@ -251,8 +284,29 @@ def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, worker
     return out
 
 
-def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str) -> list[pa.Array]:
-    """The feature columns of one view, aligned with the entity rows."""
+def _source_bytes(path: str) -> int:
+    p = Path(path)
+    try:
+        return sum(f.stat().st_size for f in p.rglob("*.parquet")) if p.is_dir() else p.stat().st_size
+    except OSError:
+        return 0
+
+
+def feature_timestamps(entity: pd.DataFrame | pa.Table, specs: list[ViewSpec], ts_col: str = "event_timestamp") -> pa.Table:
+    """For each view, the timestamp of the source row the join picks per entity row (null: none), as
+    ``<view>__feature_timestamp`` columns in entity order. Reads only keys and timestamps (leakage checks)."""
+    table = entity if isinstance(entity, pa.Table) else pa.Table.from_pandas(entity, preserve_index=False)
+    _validate(table, specs, ts_col)
+    columns = {}
+    for spec in specs:
+        bare = ViewSpec(spec.name, spec.path, spec.join_keys, (), spec.timestamp_field, spec.ttl, spec.field_mapping)
+        columns[f"{spec.name}__feature_timestamp"] = _join_view(table, bare, ts_col, with_timestamp=True)[-1]
+    return pa.table(columns)
+
+
+def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str, with_timestamp: bool = False) -> list[pa.Array]:
+    """The feature columns of one view, aligned with the entity rows (and, ``with_timestamp``, the
+    picked rows' timestamps last)."""
     ts_type = table.schema.field(ts_col).type
     src = _read_source(spec)
     src_ts_type = src.schema.field(spec.timestamp_field).type
@@ -272,8 +326,40 @@ def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str) -> list[pa.Array]:
     idx[~(ek_ok & et_ok)] = -1
     if rows is not None:
         idx = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
-    take = pa.array(np.maximum(idx, 0), mask=idx < 0)
-    return [src.column(f).take(take) for f in spec.features]
+    gather = _Gather(idx, [len(c) for c in src.column(spec.timestamp_field).chunks])
+    wanted = [*spec.features, *([spec.timestamp_field] if with_timestamp else [])]
+    return [gather(src.column(f)) for f in wanted]
+
+
+class _Gather:
+    """Takes rows ``idx`` (-1: null) from chunked columns that share one chunk layout.
+
+    Numeric columns without nulls go through numpy per chunk, in row order (zero-copy chunk views,
+    cache-friendly reads); anything else through Arrow's ``take``."""
+
+    def __init__(self, idx: np.ndarray, chunk_lengths: list[int]) -> None:
+        self.missing = idx < 0
+        self.safe = np.where(self.missing, 0, idx)
+        self.lengths = chunk_lengths
+        self.order = np.argsort(self.safe)
+        sorted_idx = self.safe[self.order]
+        self.bounds = np.concatenate([[0], np.cumsum(chunk_lengths, dtype=np.int64)])
+        self.cuts = np.searchsorted(sorted_idx, self.bounds)
+        self.local = sorted_idx
+        self.null_mask = self.missing if self.missing.any() else None
+
+    def __call__(self, column: pa.ChunkedArray) -> pa.Array:
+        t = column.type
+        fast = (pa.types.is_integer(t) or pa.types.is_floating(t)) and column.null_count == 0
+        if not fast or [len(c) for c in column.chunks] != self.lengths:
+            return column.take(pa.array(self.safe, mask=self.null_mask))
+        out = np.empty(len(self.safe), dtype=t.to_pandas_dtype())
+        for i, chunk in enumerate(column.chunks):
+            a, b = self.cuts[i], self.cuts[i + 1]
+            if a < b:
+                values = chunk.to_numpy(zero_copy_only=True)
+                out[self.order[a:b]] = values[self.local[a:b] - self.bounds[i]]
+        return pa.array(out, mask=self.null_mask)
 
 
 def feast_view_specs(store: Any, refs: list[str]) -> tuple[list[ViewSpec], list[Any], list[str]]:

@@ -31,6 +31,16 @@ def code_version() -> str:
     return commit or "unknown"
 
 
+def feature_registry_version(store: Any) -> dict[str, str]:
+    """The Feast registry the features were resolved against: its version id and last update."""
+    try:
+        proto = store.registry.proto()
+    except Exception:  # noqa: BLE001 - a registry that cannot be read is recorded as unknown
+        return {"version_id": "unknown", "last_updated": "unknown"}
+    updated = proto.last_updated.ToDatetime(tzinfo=UTC).isoformat() if proto.HasField("last_updated") else "unknown"
+    return {"version_id": proto.version_id or "unknown", "last_updated": updated}
+
+
 def _jsonable(value: Any) -> Any:
     """Plain Python types for BentoML metadata, which rejects None: None dict values are dropped and
     None list items become "". NaN floats are kept (YAML stores them as .nan)."""

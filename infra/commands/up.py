@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--brokers", type=int, default=None, help="Kafka nodes (default RTML_KAFKA_BROKERS or 1; 3 for replication)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    parser.add_argument(
+        "--mlflow", action="store_true", help="also start `mlflow server` (tracking API + UI) on the local tracking store"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
         os.environ["RTML_KAFKA_BROKERS"] = str(args.brokers)
 
     up(progress=not args.quiet, spark_jars=not args.no_spark_jars)
+    if args.mlflow:
+        from infra import mlflow_server
+
+        mlflow_server.start(progress=not args.quiet)
     if args.redis_cluster and not args.quiet:
         print("redis: other rtml commands use this cluster with `export RTML_REDIS_CLUSTER=1`")
     return 0

@@ -319,9 +319,14 @@ def test_spark_offline_store_gives_the_same_frame(tmp_path, monkeypatch):
     assert mismatches(fast, expected, NAMES) == {}
 
 
-@pytest.mark.parametrize("engine", ["sorted", "duckdb"])
-def test_both_join_engines_match_the_oracle_on_random_data(tmp_path, engine):
-    """Random keys/times (several views, TTLs, unknown keys, nulls in features, ns entity times) vs the oracle."""
+@pytest.mark.parametrize(
+    ("engine", "layout"),
+    [("sorted", "reversed"), ("sorted", "time_sorted_parts"), ("sorted", "shuffled"), ("duckdb", "reversed")],
+)
+def test_both_join_engines_match_the_oracle_on_random_data(tmp_path, engine, layout):
+    """Random keys/times (several views, TTLs, unknown keys, nulls in features, ns entity times) vs the oracle;
+    sources on disk in reverse time order, in time order over several files (the sorted engine's fast
+    path, many chunks), or shuffled."""
     from training.pit_join import ViewSpec, pit_join
 
     rng = np.random.default_rng(17)
@@ -341,7 +346,14 @@ def test_both_join_engines_match_the_oracle_on_random_data(tmp_path, engine):
             }
         )
         df.loc[df.index % 13 == 0, f"v{i}_a"] = np.nan
-        write_parquet(df.iloc[::-1], tmp_path / f"v{i}" / "part-0.parquet")  # reverse time order on disk
+        if layout == "reversed":
+            write_parquet(df.iloc[::-1], tmp_path / f"v{i}" / "part-0.parquet")
+        elif layout == "shuffled":
+            write_parquet(df.sample(frac=1, random_state=i), tmp_path / f"v{i}" / "part-0.parquet")
+        else:
+            ordered = df.sort_values("event_timestamp")
+            for p, part in enumerate(np.array_split(np.arange(n_rows), 4)):
+                write_parquet(ordered.iloc[part], tmp_path / f"v{i}" / f"part-{p}.parquet")
         views.append((df, [f"k{i % 2}"], [f"v{i}_a", f"v{i}_b"], ttl))
         specs.append(ViewSpec(f"v{i}", str(tmp_path / f"v{i}"), (f"k{i % 2}",), (f"v{i}_a", f"v{i}_b"), ttl=ttl))
     n = 4000

@@ -14,46 +14,8 @@ from sklearn.metrics import average_precision_score
 
 from core import model_store
 from core.errors import UserFacingError
-from core.settings import settings
 from rtml.cli import main as cli
-from tests.training.history import make_history, write_history
-from tests.training.oracle import fresh_apply
-
-ROUNDS = 120  # enough for this data (early stopping usually stops sooner); keeps the tests quick
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A crafted history registered with Feast, and one saved training set (fast join)."""
-    root = tmp_path_factory.mktemp("train")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RTML_STATE_DIR", str(root / "state"))
-        mp.setenv("RTML_DATA_DIR", str(root / "data"))
-        mp.delenv("RTML_OFFLINE_STORE", raising=False)
-        mp.delenv("RTML_PROMOTION_MARGIN", raising=False)
-        from core import model_store
-        from training.datasets import build_training_set
-
-        if model_store._home_set_by_us is None:
-            mp.delenv("BENTOML_HOME", raising=False)
-        model_store.bentoml_home()
-        h = make_history(n_users=150, n_merchants=30, days=12, seed=0)
-        write_history(h, settings().data_dir)
-        fresh_apply()
-        ts = build_training_set(join="fast")
-        yield {"history": h, "training_set": ts, "root": root}
-
-
-@pytest.fixture
-def fresh_registry(world, tmp_path, monkeypatch):
-    """Same data, but an empty model store and production pointer for this test."""
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "registry.db").write_bytes((world["root"] / "state" / "registry.db").read_bytes())
-    monkeypatch.setenv("RTML_STATE_DIR", str(state))
-    monkeypatch.setenv("RTML_DATA_DIR", str(world["root"] / "data"))
-    model_store.bentoml_home()
-    return state
+from tests.training.conftest import ROUNDS
 
 
 def test_model_learns_the_fraud_signal_and_registers_the_contract(world, fresh_registry):

@@ -29,6 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-promote", action="store_true", help="register only; never promote")
     parser.add_argument("--training-set", help="reuse a saved training set folder instead of building one")
+    parser.add_argument(
+        "--trigger", default="manual", help="why this run started (recorded on the MLflow run; the monitor passes drift)"
+    )
+    parser.add_argument(
+        "--reproduce",
+        metavar="RUN_ID",
+        help="rebuild the training set of a past MLflow run from its manifest, retrain with its arguments and "
+        "check the holdout predictions are identical (registers, never promotes)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from training.pipeline import train
 
     cutoff = args.cutoff or datetime.now(UTC).isoformat()
+    if args.reproduce:
+        out = train(reproduce=args.reproduce, margin=args.margin, trigger="reproduce")
+        return _report(out)
     out = train(
         start=args.start,
         end=args.end,
@@ -50,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
         margin=args.margin,
         auto_promote=not args.no_promote,
         training_set=args.training_set,
+        trigger=args.trigger,
     )
+    return _report(out)
+
+
+def _report(out) -> int:
     m = out.evaluation.metrics
     print(
         f"training set: {out.training_set.path} ({out.training_set.manifest['rows']} rows, "
@@ -70,4 +87,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"not promoted (--no-promote); the gate would promote: {out.decision.reason}")
     else:
         print(f"NOT promoted: {out.decision.reason}")
+    print(f"mlflow run: {out.run_id} (tracking added {out.tracking_overhead_s:.2f} s)")
+    if out.reproduction is not None:
+        r = out.reproduction
+        if r.identical:
+            print(f"REPRODUCED run {r.of_run}: holdout predictions identical ({r.rows} rows)")
+        else:
+            print(f"NOT reproduced: holdout predictions of run {r.of_run} differ (max abs diff {r.max_abs_diff:g})")
+            return 1
     return 0
