@@ -104,13 +104,15 @@ class StreamJob:
         return self._redis
 
     def _online_writer(self):
-        from streaming.online_writer import FeastOnlineWriter, PipelinedOnlineWriter
+        from core.online_store import OnlineStore
+        from streaming.online_writer import FeastOnlineWriter
 
+        self._redis_client()  # fail fast with a clear error when Redis does not answer
+        online = OnlineStore.from_settings(feast_store=self.store)
         if self.options.online_writer == "feast":
-            return FeastOnlineWriter(self.store, self._redis_client())
+            return FeastOnlineWriter(online)
         if self.options.online_writer == "pipelined":
-            cfg = self.store.config
-            return PipelinedOnlineWriter(self._redis_client(), cfg.project, cfg.entity_key_serialization_version)
+            return online
         raise ValueError(f"unknown online writer {self.options.online_writer!r} (feast|pipelined)")
 
     def _send_dead_letters(self, letters) -> None:
