@@ -75,7 +75,7 @@ def rtml_env_vars() -> set[str]:
 
 
 _METRIC_CALL = re.compile(
-    r"\b(Gauge|Counter|Histogram|Summary|Info|Enum)\(\s*(?:name\s*=\s*)?[\"']([a-zA-Z_:][a-zA-Z0-9_:]*)[\"']"
+    r"\b(Gauge|Counter|Histogram|Summary|Info|Enum)(?:MetricFamily)?\(\s*(?:name\s*=\s*)?[\"']([a-zA-Z_:][a-zA-Z0-9_:]*)[\"']"
 )
 
 

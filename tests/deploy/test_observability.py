@@ -85,15 +85,21 @@ def _scrape_jobs(path) -> dict[str, dict]:
     return {job["job_name"]: job for job in config["scrape_configs"]}
 
 
-@pytest.mark.skipif(not (PROMETHEUS / "prometheus.yml").exists(), reason="infra/prometheus/prometheus.yml not written yet")
+# Exporters that run on the local stack only, for now: `rtml consistency` has no compose service or k8s
+# workload yet (docs/on-call.md says so); every other job must exist everywhere.
+LOCAL_ONLY_JOBS = {"rtml-consistency"}
+
+
 def test_compose_prometheus_config_mirrors_the_local_one():
     local = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     compose = yaml.safe_load((INFRA / "docker" / "prometheus-compose.yml").read_text())
     assert compose["global"] == local["global"]
     assert compose["rule_files"] == local["rule_files"]
     local_jobs, compose_jobs = _scrape_jobs(PROMETHEUS / "prometheus.yml"), _scrape_jobs(INFRA / "docker" / "prometheus-compose.yml")
-    assert set(local_jobs) == set(compose_jobs)
+    assert set(local_jobs) - LOCAL_ONLY_JOBS == set(compose_jobs)
     for name, job in local_jobs.items():
+        if name in LOCAL_ONLY_JOBS:
+            continue
         other = compose_jobs[name]
         assert other.get("metrics_path") == job.get("metrics_path")
         local_ports = sorted(t.rsplit(":", 1)[1] for sc in job["static_configs"] for t in sc["targets"])
@@ -104,7 +110,7 @@ def test_compose_prometheus_config_mirrors_the_local_one():
 
 @pytest.mark.skipif(not (PROMETHEUS / "prometheus.yml").exists(), reason="infra/prometheus/prometheus.yml not written yet")
 def test_kubernetes_scraping_uses_the_same_job_names():
-    jobs = set(_scrape_jobs(PROMETHEUS / "prometheus.yml"))
+    jobs = set(_scrape_jobs(PROMETHEUS / "prometheus.yml")) - LOCAL_ONLY_JOBS
     k8s_jobs = set()
     for monitor in objects_of("ServiceMonitor"):
         selector = monitor["spec"]["selector"]["matchLabels"]
