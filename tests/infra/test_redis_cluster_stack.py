@@ -37,6 +37,12 @@ def test_local_redis_has_maxmemory_and_refuses_writes_instead_of_evicting(own_en
 
 def test_up_redis_cluster_then_status_then_down(own_env, stack, monkeypatch):
     monkeypatch.setenv("RTML_KAFKA_BOOTSTRAP", stack.kafka_bootstrap)  # the session's broker (external: untouched)
+    from core.kafka_io import credentials
+
+    admin = credentials("admin", stack)  # the session's broker authenticates (SASL): own_env cleared the user
+    if admin is not None:
+        monkeypatch.setenv("RTML_KAFKA_USER", admin[0])
+        monkeypatch.setenv("RTML_KAFKA_PASSWORD", admin[1])
     monkeypatch.setenv("RTML_REDIS_CLUSTER_PORT", str(free_port(consecutive=6)))
     up = rtml("up", "--redis-cluster", "--no-spark-jars", env=dict(os.environ))
     assert up.returncode == 0, up.stdout + up.stderr
