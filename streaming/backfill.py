@@ -3,25 +3,24 @@ transformation (:mod:`streaming.aggregates`), as a Spark batch job, then re-mate
 
 Events of [start - longest window, end) are read from the raw transactions folder, split by entity
 into buckets, and each bucket (on an executor) computes the exact rows of its events in [start, end)
-and writes them to ``<view folder>/backfill-<start>-<end>-p<bucket>.parquet`` (a rerun of the same
-range replaces its files). Then a full materialization over [start, end) (:mod:`streaming.materialize`;
-Feast's own materialize refuses windowed stream views) loads every entity's latest value into Redis,
+and writes them to ``<view folder>/backfill-<start>-<end>-p<bucket>.parquet``. A rerun of the same
+range overwrites those names and only then removes the range's parts it did not write again, so on an
+object store (no rename) a replay neither duplicates nor loses rows. Then a full materialization over
+[start, end) (:mod:`streaming.materialize`; Feast's own materialize refuses windowed stream views) loads every entity's latest value into Redis,
 which also restores Redis after it lost its data.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 
 from core.settings import settings
+from core.storage import data_root, location
 from streaming.aggregates import TS, aggregate, range_index, sort_events
 from streaming.feature_specs import ViewSpec, load_stream_spec
 from streaming.materialize import materialize_views
@@ -67,7 +66,7 @@ def history_path(store) -> str:
     try:
         return store.get_data_source(HISTORY_SOURCE).path
     except Exception:  # noqa: BLE001
-        return str(settings().data_dir / "transactions")
+        return (data_root() / "transactions").uri
 
 
 def _bucket_fn(spec: ViewSpec, start_us: int, end_us: int, stem: str, folder: str):
@@ -83,6 +82,17 @@ def _bucket_fn(spec: ViewSpec, start_us: int, end_us: int, stem: str, folder: st
         return pd.DataFrame({"bucket": [bucket], "rows": [len(rows)]})
 
     return compute
+
+
+def _drop_stale_parts(folder: str, stem: str, buckets: set[int]) -> list[str]:
+    """After this run's parts are written: remove parts of the same range it did not rewrite; the parts kept."""
+    kept = []
+    for part in location(folder).glob(f"{stem}-p"):
+        if int(part.name[len(stem) + 2:-len(".parquet")]) in buckets:
+            kept.append(part.uri)
+        else:
+            part.delete()
+    return kept
 
 
 def run_backfill(start: datetime, end: datetime, spark=None, store=None, master: str | None = None,
@@ -109,7 +119,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
 
         spark = build_session("rtml-backfill", master, kafka=False)
     path = source_path or history_path(store)
-    if not glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True) and not path.endswith(".parquet"):
+    if not location(path).files():
         from core.errors import UserFacingError
 
         raise UserFacingError(f"no historical events under {path} (run `rtml simulate` first)")
@@ -117,7 +127,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     start_us, end_us = _us(start), _us(end)
     context_us = start_us - max(v.max_window_us for v in spec.views)
     t0 = time.perf_counter()
-    raw = spark.read.parquet(path)
+    raw = spark.read.parquet(location(path).spark_uri)
     history = (
         raw.withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
         .where(valid_history_condition(spec.rules or stream_rules()))
@@ -128,9 +138,6 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     stem = range_tag(start, end)
     for view in spec.views:
         folder = (offline_dirs or {}).get(view.name, view.offline_path)
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        for old in glob.glob(os.path.join(folder, f"{stem}-p*.parquet")):
-            os.remove(old)
         cols = [F.col(view.join_key).cast("bigint"), F.col("event_us")]
         cols += [F.col(c).cast("double") for c in view.value_columns]
         df = history.select(*cols).withColumn("bucket", F.pmod(F.xxhash64(view.join_key), F.lit(buckets)))
@@ -139,7 +146,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
         )
         written = out.collect()
         result.rows_written[view.name] = int(sum(r["rows"] for r in written))
-        result.files[view.name] = sorted(glob.glob(os.path.join(folder, f"{stem}-p*.parquet")))
+        result.files[view.name] = _drop_stale_parts(folder, stem, {int(r["bucket"]) for r in written if r["rows"]})
     history.unpersist()
     result.compute_seconds = time.perf_counter() - t0
     if materialize:

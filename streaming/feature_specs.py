@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from core.contracts import SourceRules, source_rules
 from core.settings import settings
+from core.storage import data_root
 
 STREAM_SOURCE_NAME = "transactions_stream"
 SUPPORTED_FUNCTIONS = ("count", "sum", "mean", "max", "count_distinct", "seconds_since_previous")
@@ -88,7 +89,7 @@ def view_spec(view) -> ViewSpec:
             raise ValueError(f"{view.name}.{agg.name}: unsupported aggregation function {agg.function!r}")
         aggs.append(AggSpec(name=agg.name or f"{agg.function}_{agg.column}", function=agg.function,
                             column=agg.column, window_us=_window_us(agg.time_window)))
-    path = getattr(view.batch_source, "path", None) or str(settings().data_dir / view.name)
+    path = getattr(view.batch_source, "path", None) or (data_root() / view.name).uri
     return ViewSpec(
         name=view.name,
         join_key=join_key,

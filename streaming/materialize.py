@@ -9,25 +9,24 @@ also restores Redis after it lost its data.
 
 from __future__ import annotations
 
-import glob
-import os
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from core.storage import location
 from streaming.aggregates import TS
 from streaming.feature_specs import ViewSpec
 
 
 def latest_rows(spec: ViewSpec, start: datetime, end: datetime, folder: str | None = None) -> pd.DataFrame:
     """Each entity's latest row with start <= event_timestamp < end (event_timestamp as int64 us)."""
-    folder = folder or spec.offline_path
-    files = sorted(f for f in glob.glob(os.path.join(folder, "*.parquet")) if not os.path.basename(f).startswith("."))
+    root = location(folder or spec.offline_path)
+    files = [f.path for f in root.glob("")]
     if not files:
         return pd.DataFrame(columns=[spec.join_key, TS, *[a.name for a in spec.aggs]])
-    dataset = ds.dataset(files, format="parquet")
+    dataset = ds.dataset(files, format="parquet", filesystem=root.fs)
     ts = ds.field(TS)
     table = dataset.to_table(
         columns=[spec.join_key, TS, *[a.name for a in spec.aggs]],

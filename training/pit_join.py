@@ -26,15 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pds
 
 from core.errors import UserFacingError
+from core.storage import duckdb_connect, location
 
 ROW_ID = "__row_id"
 
@@ -52,11 +51,14 @@ class ViewSpec:
     field_mapping: dict[str, str] = field(default_factory=dict)  # source column -> feature name
 
 
-def _parquet_glob(path: str) -> str:
-    p = Path(path)
-    if p.is_dir():
-        return str(p / "**" / "*.parquet")
-    return str(p)
+def _parquet_files_sql(path: str) -> str:
+    """The data files of a view source as a DuckDB list literal (local or ``s3://``, read through
+    :func:`core.storage.register_duckdb`); hidden/temporary names and markers are skipped as pyarrow does."""
+    loc = location(path)
+    files = [f"s3://{f}" if loc.s3 else f for f in loc.files()]
+    if not files:
+        raise UserFacingError(f"no Parquet data at {loc.uri}")
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
 
 
 def _q(name: str) -> str:
@@ -68,8 +70,7 @@ def _view_subquery(i: int, spec: ViewSpec) -> str:
     cols = [f"{_q(inverse.get(k, k))} AS __k{i}_{j}" for j, k in enumerate(spec.join_keys)]
     cols.append(f"CAST({_q(spec.timestamp_field)} AS TIMESTAMPTZ) AS __ts{i}")
     cols += [f"{_q(inverse.get(f, f))} AS __f{i}_{j}" for j, f in enumerate(spec.features)]
-    src = _parquet_glob(spec.path).replace("'", "''")
-    return f"(SELECT {', '.join(cols)} FROM read_parquet('{src}', union_by_name=true))"
+    return f"(SELECT {', '.join(cols)} FROM read_parquet({_parquet_files_sql(spec.path)}, union_by_name=true))"
 
 
 def build_query(specs: list[ViewSpec], ts_col: str, entity_cols: list[str]) -> str:
@@ -131,12 +132,10 @@ def _validate(table: pa.Table, specs: list[ViewSpec], ts_col: str) -> None:
 def _pit_join_duckdb(
     table: pa.Table, specs: list[ViewSpec], ts_col: str, threads: int | None, memory_limit: str | None
 ) -> pa.Table:
-    import duckdb
-
     ts_type = table.schema.field(ts_col).type
     entity_cols = list(table.column_names)
     table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
-    con = duckdb.connect()
+    con = duckdb_connect()
     try:
         con.execute("SET TimeZone='UTC'")
         if threads:
@@ -168,7 +167,7 @@ def _read_source(spec: ViewSpec) -> pa.Table:
     inverse = {v: k for k, v in spec.field_mapping.items()}
     wanted = [*spec.join_keys, spec.timestamp_field, *spec.features]
     source_cols = [inverse.get(c, c) for c in wanted]
-    dataset = pds.dataset(spec.path, format="parquet")
+    dataset = location(spec.path).dataset()
     missing = [c for c in source_cols if c not in dataset.schema.names]
     if missing:
         raise UserFacingError(f"source of feature view {spec.name!r} ({spec.path}) lacks columns {missing}")
