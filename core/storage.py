@@ -285,6 +285,13 @@ def _fsspec_wrapper():
                     return path[len(scheme):]
             return path.lstrip("/")
 
+        def glob(self, path, **kwargs):
+            """A folder (no wildcard) stands for its data files, as DuckDB reads a local folder."""
+            stripped = self._strip_protocol(path)
+            if not any(c in stripped for c in "*?[") and self.isdir(stripped):
+                return Location(self.fs, stripped.rstrip("/"), s3=True).files()
+            return super().glob(path, **kwargs)
+
     return PyarrowS3(s3_filesystem(), skip_instance_cache=True)
 
 

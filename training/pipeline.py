@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import errors, feature_refs, model_store
+from core import errors, feature_refs, model_store, storage
 from core.settings import settings
 from training import registry
 from training.datasets import TimeLike, TrainingSet, build_training_set, load_training_set
@@ -94,6 +94,8 @@ def train(
     report = write_report(ev, split.test, result.booster, features, out, context)
     model_report = Path(model_store.get_model(tag).path_of(model_store.REPORT_DIR))
     shutil.copytree(out, model_report, dirs_exist_ok=True)
+    if settings().data_on_s3:  # the report also lands beside the data on object storage
+        storage.data_root().join("reports", "models", tag).upload_dir(out)
     promoted = False
     if decision.promote and auto_promote:
         model_store.promote(tag, reason=decision.reason)
