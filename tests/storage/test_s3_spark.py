@@ -37,10 +37,16 @@ def spark_env(s3_env, tmp_path_factory):
 
 def test_feast_spark_offline_store_reads_s3a(spark_env):
     from core.feast_store import get_store
-    from tests.training.test_datasets import (
-        NAMES, REFS, _entities, _merchant_rows, _oracle, _profiles, _user_rows,
-    )
     from tests.training.history import write_parquet
+    from tests.training.test_datasets import (
+        NAMES,
+        REFS,
+        _entities,
+        _merchant_rows,
+        _oracle,
+        _profiles,
+        _user_rows,
+    )
     from training.datasets import historical_features
 
     mp = spark_env["mp"]
