@@ -105,10 +105,14 @@ class Location:
             return False
 
     def files(self, suffix: str = ".parquet") -> list[str]:
-        """Paths of the data files under this folder (recursive, sorted; hidden/temporary names skipped)."""
-        if not self.is_dir():
+        """Paths of the data files under this folder (recursive, sorted; hidden/temporary names skipped), or
+        ``[path]`` for a file. One listing request on S3."""
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True, allow_not_found=True))
+        except NotADirectoryError:
+            infos = []
+        if not infos:
             return [self.path] if self.info().type == pafs.FileType.File else []
-        infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True, allow_not_found=True))
         root = self.path.rstrip("/") + "/"
         out = []
         for i in infos:
@@ -253,9 +257,9 @@ def _s3_filesystem(endpoint: str, access: str, secret: str, region: str) -> pafs
             scheme=scheme or "http",
             region=region,
             allow_bucket_creation=True,
-            connect_timeout=5,
-            request_timeout=60,
-            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+            connect_timeout=20,
+            request_timeout=120,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=5),
         )
 
 
