@@ -46,13 +46,24 @@ def train(
     training_set: Path | None = None,
     progress: bool = True,
     max_rounds: int = 400,
+    engine: str = "local",
 ) -> TrainOutcome:
-    """Train, evaluate and register a model; promote it if the gate says so (and ``auto_promote``)."""
+    """Train, evaluate and register a model; promote it if the gate says so (and ``auto_promote``).
+
+    ``engine``: ``local`` (XGBoost in this process) or ``spark`` (``xgboost.spark`` on ``RTML_SPARK_MASTER``'s
+    executors, :mod:`training.spark_train`); split, search, evaluation, registry and gate are the same."""
     ts = load_training_set(training_set) if training_set else build_training_set(start, end, cutoff, join=join)
     features, refs = ts.manifest["features"], ts.manifest["feature_refs"]
     split = time_split(ts.frame)
     log.info("split: %s", split.bounds)
-    result = fit(split, features, trials=trials, seed=seed, max_rounds=max_rounds, progress=progress)
+    if engine == "spark":
+        from training.spark_train import fit_spark
+
+        result = fit_spark(split, features, trials=trials, seed=seed, max_rounds=max_rounds, progress=progress)
+    elif engine == "local":
+        result = fit(split, features, trials=trials, seed=seed, max_rounds=max_rounds, progress=progress)
+    else:
+        raise errors.UserFacingError(f"unknown training engine {engine!r} (local or spark)")
     ev = evaluate(result.booster, split.test, split.valid, features, refs, seed=seed)
     current = None
     try:
