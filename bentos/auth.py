@@ -44,7 +44,9 @@ PREFIX = "rtml_"
 
 
 def keys_path() -> Path:
-    return settings().state_dir / "secrets" / "api_keys.json"
+    """``RTML_API_KEYS_FILE`` (a deployment mounts the file from a Secret), else the state dir's."""
+    configured = settings().serving.api_keys_file
+    return Path(configured) if configured else settings().state_dir / "secrets" / "api_keys.json"
 
 
 def _hash(salt: str, secret: str) -> str:

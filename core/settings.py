@@ -45,6 +45,7 @@ class ServingSettings:
     max_batch: int = 256
     model_tag: str | None = None  # pin a model instead of the registry's production pointer
     profile_path: str | None = None  # developer option: cProfile dump of a worker
+    api_keys_file: str | None = None  # RTML_API_KEYS_FILE: API key hashes (default <state_dir>/secrets/api_keys.json)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,10 @@ class Settings:
     spark_driver_memory: str = "2g"
     mvn_timeout_s: float = 900.0  # resolving jars from Maven Central
     promotion_margin: float = 0.005
+    # This component's Redis ACL user (RTML_REDIS_USER / RTML_REDIS_PASSWORD; the deployment files give the
+    # stream job and materialize `rtml-writer`, serving the read-only `rtml-serving`). None: no AUTH.
+    redis_user: str | None = field(default=None, repr=False)
+    redis_password: str | None = field(default=None, repr=False)
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     broker: BrokerSettings = field(default_factory=lambda: BrokerSettings())
     monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
@@ -212,6 +217,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         spark_driver_memory=env.get("RTML_SPARK_DRIVER_MEMORY") or "2g",
         mvn_timeout_s=float(env.get("RTML_MVN_TIMEOUT") or 900),
         promotion_margin=float(env.get("RTML_PROMOTION_MARGIN") or 0.005),
+        redis_user=env.get("RTML_REDIS_USER") or None,
+        redis_password=env.get("RTML_REDIS_PASSWORD") or None,
         serving=ServingSettings(
             workers=int(env.get("RTML_SERVING_WORKERS") or 1),
             redis_timeout_s=float(env.get("RTML_SERVING_REDIS_TIMEOUT_MS") or 100) / 1000,
@@ -220,6 +227,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             max_batch=int(env.get("RTML_SERVING_MAX_BATCH") or 256),
             model_tag=env.get("RTML_SERVING_MODEL_TAG") or None,
             profile_path=env.get("RTML_SERVING_PROFILE") or None,
+            api_keys_file=env.get("RTML_API_KEYS_FILE") or None,
         ),
         broker=BrokerSettings(
             version=env.get("RTML_KAFKA_VERSION") or None,

@@ -91,21 +91,36 @@ def test_image_name_matches_the_deployments():
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == name
 
 
+SAVE_TWO_MODELS = (
+    "from tests.fixtures.models import save_test_model\n"
+    "print(save_test_model(n_rows=300, rounds=2, seed=1))\n"  # promoted: the production model
+    "print(save_test_model(n_rows=300, rounds=2, seed=2, promote_it=False))\n"  # newer, the gate's reject
+)
+
+
 @pytest.mark.timeout(300)
 def test_bentoml_build_packs_code_and_the_served_model(tmp_path):
-    """A real `bentoml build` (no Docker needed) against a registry holding one production model: the
-    Bento references that model (containerize copies it into the image, where RTML_SERVING_MODEL_TAG
-    ``fraud_model:latest`` of the deployments selects it) and holds every file the service imports."""
+    """The documented build, for real (`bentoml build`, no Docker needed), in a registry whose newest model
+    is NOT the production one (as after a retraining the gate rejected): `rtml models production` prints
+    the production tag, and a build with RTML_SERVING_MODEL_TAG set to it packs that model, not
+    `fraud_model:latest`; the Bento holds every file the service imports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RTML_", "BENTOML_"))}
     env.update(RTML_STATE_DIR=str(tmp_path / "state"), BENTOML_DO_NOT_TRACK="true")
-    made = subprocess.run([sys.executable, "-c", "from tests.fixtures.models import save_test_model; print(save_test_model())"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    made = subprocess.run([sys.executable, "-c", SAVE_TWO_MODELS], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert made.returncode == 0, made.stderr[-2000:]
-    tag = made.stdout.strip().splitlines()[-1]
-    env["BENTOML_HOME"] = str(tmp_path / "state" / "bentoml")  # where training.registry keeps the store
+    production, rejected = made.stdout.strip().splitlines()[-2:]
+    printed = subprocess.run([sys.executable, str(REPO_ROOT / "rtml" / "cli.py"), "models", "production"], cwd=REPO_ROOT,
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    tag = printed.stdout.strip().splitlines()[-1]
+    assert tag == production != rejected
+    env["BENTOML_HOME"] = str(tmp_path / "state" / "bentoml")  # where core.model_store keeps the store
     bentoml = Path(sys.executable).parent / "bentoml"
-    done = subprocess.run([str(bentoml), "build", "-f", str(BENTOFILE), "."], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+    latest = subprocess.run([str(bentoml), "models", "get", production.split(":")[0] + ":latest", "-o", "json"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert latest.returncode == 0 and rejected.split(":")[1] in latest.stdout  # `latest` would pack the reject
+    done = subprocess.run([str(bentoml), "build", "-f", str(BENTOFILE), "."], cwd=REPO_ROOT,
+                          env={**env, "RTML_SERVING_MODEL_TAG": tag}, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     bentos = [p for p in (tmp_path / "state" / "bentoml" / "bentos" / _config()["name"]).iterdir() if p.name != "latest"]
     assert len(bentos) == 1
@@ -119,3 +134,12 @@ def test_bentoml_build_packs_code_and_the_served_model(tmp_path):
         assert (src / path.relative_to(REPO_ROOT)).exists(), path
     assert (src / "feature_repo" / "feature_store.yaml").exists()
     assert (bento / "env" / "docker" / "Dockerfile").exists()
+
+
+def test_models_production_fails_clearly_without_a_production_model(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RTML_", "BENTOML_"))}
+    env.update(RTML_STATE_DIR=str(tmp_path / "state"), BENTOML_DO_NOT_TRACK="true")
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "rtml" / "cli.py"), "models", "production"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout == "" and "no production model yet" in done.stderr

@@ -54,11 +54,11 @@ def _env(service: dict) -> dict[str, str]:
 
 
 def _published(service: dict) -> dict[int, int]:
-    """container port -> host port."""
+    """container port -> host port (short syntax ``[IP:]HOST:CONTAINER``)."""
     out = {}
     for spec in service.get("ports", []):
         host, _, container = str(spec).rpartition(":")
-        out[int(container.split("/")[0])] = int(host)
+        out[int(container.split("/")[0])] = int(host.rpartition(":")[2])
     return out
 
 
@@ -199,11 +199,10 @@ def test_grafana_provisioning_matches_mounts(services):
 
 
 def test_prediction_service_serves_the_model_packed_in_its_image(services):
-    """The Bento packs its model; the production pointer on the shared volume must not override it."""
-    from core.model_store import model_name
-
+    """The Bento packs its model; the production pointer on the shared volume must not override it. The
+    tag is the exact one the image was built with, from a variable without default (never `latest`)."""
     env = _env(services["fraud-scoring"])
-    assert env["RTML_SERVING_MODEL_TAG"] == f"{model_name()}:latest"
+    assert env["RTML_SERVING_MODEL_TAG"].startswith("${RTML_SERVING_MODEL_TAG:?")
     assert "BENTOML_HOME" not in env  # the image's own home holds the packed model
     state = _env(services["stream"])["RTML_STATE_DIR"]
     assert f"rtml-state:{state}:ro" in services["fraud-scoring"]["volumes"]

@@ -100,7 +100,7 @@ def test_stream_job_runs_rtml_stream_through_the_cli_script():
     assert spec["arguments"][0] == "stream"
     assert "--master" not in spec["arguments"], "the operator sets the master"
     # rtml's session builder sets the master from RTML_SPARK_MASTER: it must be the cluster, not local[*].
-    driver_env = {e["name"]: e["value"] for e in spec["driver"]["env"]}
+    driver_env = {e["name"]: e.get("value") for e in spec["driver"]["env"]}
     assert driver_env["RTML_SPARK_MASTER"].startswith("k8s://https://")
     import pyspark
 
@@ -108,7 +108,8 @@ def test_stream_job_runs_rtml_stream_through_the_cli_script():
     scala = _scala_binary_version()
     assert spec["deps"]["packages"] == [f"org.apache.spark:spark-sql-kafka-0-10_{scala}:{pyspark.__version__}"]
     assert spec["driver"]["serviceAccount"] in {o["metadata"]["name"] for o in objects_of("ServiceAccount")}
-    claim_names = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]}
+    claim_names = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    assert claim_names
     assert claim_names <= {o["metadata"]["name"] for o in objects_of("PersistentVolumeClaim")}
     for role in ("driver", "executor"):
         assert {m["name"] for m in spec[role]["volumeMounts"]} <= {v["name"] for v in spec["volumes"]}
@@ -297,12 +298,13 @@ def test_images_are_set_by_kustomize():
 
 
 def test_prediction_service_serves_the_model_packed_in_its_image():
-    from core.model_store import model_name
-
+    """The exact tag from the generated ConfigMap rtml-serving-model (no literal, never `latest`)."""
     deployment = one("Deployment", "fraud-scoring")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["RTML_SERVING_MODEL_TAG"] == f"{model_name()}:latest"
+    env = {e["name"]: e for e in container["env"]}
+    tag = env["RTML_SERVING_MODEL_TAG"]
+    assert "value" not in tag
+    assert tag["valueFrom"]["configMapKeyRef"] == {"name": "rtml-serving-model", "key": "RTML_SERVING_MODEL_TAG"}
     assert "BENTOML_HOME" not in env
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == _config()["RTML_STATE_DIR"])
     assert mount["readOnly"] is True

@@ -135,8 +135,17 @@ def test_dashboard_structure():
 @needs_alerts
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_compose_prometheus_config_passes_promtool(tmp_path):
-    """As mounted in the container: prometheus.yml with alerts.yml beside it."""
-    shutil.copy(INFRA / "docker" / "prometheus-compose.yml", tmp_path / "prometheus.yml")
+    """As mounted in the container: prometheus.yml with alerts.yml beside it (and the compose secret files
+    its scrape jobs read, here stand-ins in tmp_path)."""
+    config = yaml.safe_load((INFRA / "docker" / "prometheus-compose.yml").read_text())
+    for job in config["scrape_configs"]:
+        auth = job.get("authorization") or {}
+        if "credentials_file" in auth:
+            assert auth["credentials_file"].startswith("/run/secrets/")
+            stand_in = tmp_path / auth["credentials_file"].rsplit("/", 1)[1]
+            stand_in.write_text("rtml_key_stand_in")
+            auth["credentials_file"] = str(stand_in)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     shutil.copy(ALERTS, tmp_path / "alerts.yml")
     done = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
                           capture_output=True, text=True, timeout=60)

@@ -1,4 +1,4 @@
-"""`rtml models list | promote TAG | rollback | history`: the model registry from the command line."""
+"""`rtml models list | production | promote TAG | rollback | history`: the model registry from the command line."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = sub.add_parser("list", help="stored fraud_model versions with metrics; * marks production")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("production", help="print the production model's exact tag (for RTML_SERVING_MODEL_TAG of an image build)")
     pr = sub.add_parser("promote", help="make TAG the production model")
     pr.add_argument("tag", help="fraud_model:VERSION (or just VERSION)")
     pr.add_argument("--reason", default="manual promotion")
@@ -40,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{mark}{r['tag']:32} {r['created_at']:26} {_fmt(r['pr_auc']):>8} {_fmt(r['roc_auc']):>8} "
                 f"{_fmt(r['recall_at_1pct_fpr']):>8} {_fmt(r['threshold']):>8}  {r['code_version']}"
             )
+        return 0
+    if args.action == "production":
+        tag = model_store.production_model().tag  # UserFacingError when none was promoted yet
+        print(tag)
         return 0
     if args.action == "promote":
         print(f"production model: {model_store.promote(args.tag, reason=args.reason)}")

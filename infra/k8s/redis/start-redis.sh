@@ -1,0 +1,39 @@
+#!/bin/sh
+# Starts redis-server with rtml's ACL users; docker-compose and Kubernetes run this same file.
+#
+#   default       off: a client that does not authenticate can run nothing (NOAUTH)
+#   rtml-admin    every command and key: operators (redis-cli --user rtml-admin)
+#   rtml-writer   the stream job, materialize, backfill, `rtml apply`: only keys of the Feast project
+#                 (Feast's key = entity key + project name, so they END with it) and only the commands
+#                 the writers send (hash writes, TTLs, the write script, Feast's table clean-up)
+#   rtml-serving  the prediction service: read-only (%R~) on the same keys, hash reads only
+#
+# Passwords come from the environment (REDIS_ADMIN_PASSWORD, REDIS_WRITER_PASSWORD, REDIS_SERVING_PASSWORD:
+# an env file or Kubernetes Secrets), never from the repository. The ACL file holds only their SHA-256
+# hashes, mode 0600, in $REDIS_ACL_DIR (a tmpfs / emptyDir). Arguments are passed on to redis-server.
+set -eu
+
+# Feast project of feature_repo/feature_store.yaml (tests/deploy/test_redis_acl.py keeps them equal).
+KEYS='~*rtml_fraud'
+CONNECT='+ping +select +hello +auth +client|setname +readonly +role +cluster|slots +cluster|shards'
+WRITER="$CONNECT +hset +hget +hmget +hgetall +hdel +hexists +exists +del +unlink +expire +pexpire +pexpireat +pexpiretime +ttl +pttl +eval +evalsha +script|load +script|exists +multi +exec +discard +scan +info"
+SERVING="$CONNECT +hget +hmget +hgetall +exists"
+
+sha256_of() {
+  [ -n "$1" ] || { echo "start-redis.sh: $2 is empty" >&2; exit 64; }
+  printf '%s' "$1" | sha256sum | cut -d' ' -f1
+}
+
+dir=${REDIS_ACL_DIR:-/run/redis}
+umask 077
+mkdir -p "$dir"
+admin=$(sha256_of "${REDIS_ADMIN_PASSWORD:-}" REDIS_ADMIN_PASSWORD)
+writer=$(sha256_of "${REDIS_WRITER_PASSWORD:-}" REDIS_WRITER_PASSWORD)
+serving=$(sha256_of "${REDIS_SERVING_PASSWORD:-}" REDIS_SERVING_PASSWORD)
+cat > "$dir/users.acl" <<ACL
+user default off resetpass -@all resetkeys resetchannels
+user rtml-admin on #$admin ~* &* +@all
+user rtml-writer on #$writer resetchannels $KEYS -@all $WRITER
+user rtml-serving on #$serving resetchannels %R$KEYS -@all $SERVING
+ACL
+exec redis-server "$@" --aclfile "$dir/users.acl"
