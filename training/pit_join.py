@@ -24,7 +24,7 @@ registry so ``training.datasets`` can use this as a drop-in fast path for ``get_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -51,14 +51,31 @@ class ViewSpec:
     field_mapping: dict[str, str] = field(default_factory=dict)  # source column -> feature name
 
 
-def _parquet_files_sql(path: str) -> str:
-    """The data files of a view source as a DuckDB list literal (local or ``s3://``, read through
-    :func:`core.storage.register_duckdb`); hidden/temporary names and markers are skipped as pyarrow does."""
-    loc = location(path)
-    files = [f"s3://{f}" if loc.s3 else f for f in loc.files()]
+_REGISTERED = "duckdb-table:"  # a view source already registered on the connection (S3: a pyarrow dataset)
+
+
+def _source_sql(path: str) -> str:
+    """What a view subquery reads: a registered table, or ``read_parquet`` over the source's data files
+    (hidden/temporary names and markers skipped as pyarrow does)."""
+    if path.startswith(_REGISTERED):
+        return _q(path[len(_REGISTERED):])
+    files = location(path).files()
     if not files:
-        raise UserFacingError(f"no Parquet data at {loc.uri}")
-    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+        raise UserFacingError(f"no Parquet data at {path}")
+    return "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "], union_by_name=true)"
+
+
+def _register_s3_sources(con: Any, specs: list[ViewSpec]) -> list[ViewSpec]:
+    """S3 sources are scanned by pyarrow (a dataset registered on ``con``, projection pushed down), not by
+    DuckDB's Python-filesystem bridge, which has returned short reads under load."""
+    out = []
+    for i, spec in enumerate(specs):
+        loc = location(spec.path)
+        if loc.s3:
+            con.register(f"__src{i}", loc.dataset())
+            spec = replace(spec, path=f"{_REGISTERED}__src{i}")
+        out.append(spec)
+    return out
 
 
 def _q(name: str) -> str:
@@ -70,7 +87,7 @@ def _view_subquery(i: int, spec: ViewSpec) -> str:
     cols = [f"{_q(inverse.get(k, k))} AS __k{i}_{j}" for j, k in enumerate(spec.join_keys)]
     cols.append(f"CAST({_q(spec.timestamp_field)} AS TIMESTAMPTZ) AS __ts{i}")
     cols += [f"{_q(inverse.get(f, f))} AS __f{i}_{j}" for j, f in enumerate(spec.features)]
-    return f"(SELECT {', '.join(cols)} FROM read_parquet({_parquet_files_sql(spec.path)}, union_by_name=true))"
+    return f"(SELECT {', '.join(cols)} FROM {_source_sql(spec.path)})"
 
 
 def build_query(specs: list[ViewSpec], ts_col: str, entity_cols: list[str]) -> str:
@@ -143,6 +160,7 @@ def _pit_join_duckdb(
         if memory_limit:
             con.execute(f"SET memory_limit='{memory_limit}'")
         con.register("entity", table)
+        specs = _register_s3_sources(con, specs)
         out = con.execute(build_query(specs, ts_col, entity_cols)).to_arrow_table()
     finally:
         con.close()

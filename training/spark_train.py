@@ -33,8 +33,11 @@ def _spark_params(params: dict[str, Any], max_rounds: int, early_stopping: int) 
     return out
 
 
-def _frame(spark, split: Split, features: list[str]):
+def _frame(spark, split: Split, features: list[str], seed: int):
+    # rows shuffled (seeded): xgboost.spark fails on an Arrow batch without validation rows
+    # (KeyError 'values' with a list of feature columns), which train-then-valid order produces
     rows = pd.concat([split.train.assign(**{VALID: False}), split.valid.assign(**{VALID: True})], ignore_index=True)
+    rows = rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     pdf = rows[features].astype("float64")
     pdf[LABEL] = rows[LABEL].astype("int64").to_numpy()
     pdf[VALID] = rows[VALID].to_numpy()
@@ -63,7 +66,7 @@ def fit_spark(
         spark = build_session("rtml-train", kafka=False)
     y = split.train[LABEL].to_numpy()
     scale_pos_weight = float((y == 0).sum() / max(1, (y == 1).sum()))
-    data = _frame(spark, split, features).repartition(num_workers).cache()
+    data = _frame(spark, split, features, seed).repartition(num_workers).cache()
     best: FitResult | None = None
     history = []
     try:
