@@ -1,5 +1,6 @@
 """Spark on an S3 data dir through s3a (hadoop-aws + AWS SDK jars from the cache, options from settings):
-Feast's Spark offline store and the backfill, including a replayed backfill over a crashed earlier attempt."""
+the backfill, including a replayed backfill over a crashed earlier attempt, and Feast's Spark offline store
+(which reuses the backfill test's session)."""
 
 from __future__ import annotations
 
@@ -27,52 +28,14 @@ def spark_env(s3_env, tmp_path_factory):
         mp.setenv("RTML_STATE_DIR", str(root / "state"))
         mp.setenv("RTML_SPARK_MASTER", "local[2]")
         mp.setenv("RTML_SPARK_DRIVER_MEMORY", "1g")
-        yield {"url": url, "root": root, "mp": mp}
+        env = {"url": url, "root": root, "mp": mp, "sessions": []}
+        yield env
         from pyspark.sql import SparkSession
 
-        active = SparkSession.getActiveSession()
-        if active is not None:
-            active.stop()
-
-
-def test_feast_spark_offline_store_reads_s3a(spark_env):
-    from core.feast_store import get_store
-    from tests.training.history import write_parquet
-    from tests.training.test_datasets import (
-        NAMES,
-        REFS,
-        _entities,
-        _merchant_rows,
-        _oracle,
-        _profiles,
-        _user_rows,
-    )
-    from training.datasets import historical_features
-
-    mp = spark_env["mp"]
-    data = storage.data_root() / "crafted"
-    mp.setenv("RTML_DATA_DIR", data.uri)
-    mp.setenv("RTML_OFFLINE_STORE", "spark")
-    users, merchants = _profiles()
-    write_parquet(users, data / "users.parquet")
-    write_parquet(merchants, data / "merchants.parquet")
-    write_parquet(_user_rows(), data / "user_txn_features" / "part-0.parquet")
-    write_parquet(_merchant_rows(), data / "merchant_txn_features" / "part-0.parquet")
-    try:
-        fresh_apply()
-        source = get_store().get_feature_view("user_profile").batch_source
-        assert type(source).__name__ == "SparkSource" and source.path == f"s3a://{data.path}/users.parquet"
-        ent = _entities()
-        got = historical_features(ent, REFS, join="feast")
-    finally:
-        mp.delenv("RTML_OFFLINE_STORE")
-        mp.setenv("RTML_DATA_DIR", spark_env["url"])
-        fresh_apply()
-    expected = _oracle(
-        {"users": users, "merchants": merchants, "user_rows": _user_rows(), "merchant_rows": _merchant_rows()}
-    )
-    assert len(got) == len(ent)
-    assert mismatches(got, expected, NAMES) == {}
+        # stop the session with the s3a (and no Kafka) jars, so later modules build their own
+        for session in [*env["sessions"], SparkSession.getActiveSession()]:
+            if session is not None:
+                session.stop()
 
 
 def _rows(folder: storage.Location, join_key: str) -> pd.DataFrame:
@@ -94,7 +57,10 @@ def test_backfill_on_s3a_equals_local_and_replays_exactly_once(spark_env, tmp_pa
     store = get_store()
     spec = load_stream_spec(store)
     assert all(v.offline_path.startswith(f"s3arrow://{spark_env['url'][5:]}/") for v in spec.views)
-    spark = build_session("rtml-test-s3-backfill", kafka=False)
+    # first Spark session of the module, with the Kafka connector too: pyspark keeps one JVM per process, and
+    # the stream tests that may run later in it need the connector on that JVM's class path
+    spark = build_session("rtml-test-s3-backfill")
+    spark_env["sessions"].append(spark)
     assert spark.conf.get("spark.hadoop.fs.s3a.endpoint") == settings().s3.endpoint
     start, end = START + timedelta(hours=30), START + timedelta(hours=46)
 
@@ -126,3 +92,46 @@ def test_backfill_on_s3a_equals_local_and_replays_exactly_once(spark_env, tmp_pa
         assert [p.name for p in folder.glob(stem)] == [f"{stem}-p{b:04d}.parquet" for b in range(3)]
         assert again.files[v.name] == [p.uri for p in folder.glob(stem)]
         pd.testing.assert_frame_equal(_rows(folder, v.join_key), remote_rows[v.name])
+
+
+def test_feast_spark_offline_store_reads_s3a(spark_env):
+    from core.feast_store import get_store
+    from tests.training.history import write_parquet
+    from tests.training.test_datasets import (
+        NAMES,
+        REFS,
+        _entities,
+        _merchant_rows,
+        _oracle,
+        _profiles,
+        _user_rows,
+    )
+    from training.datasets import historical_features
+
+    mp = spark_env["mp"]
+    data = storage.data_root() / "crafted"
+    mp.setenv("RTML_DATA_DIR", data.uri)
+    mp.setenv("RTML_OFFLINE_STORE", "spark")
+    users, merchants = _profiles()
+    write_parquet(users, data / "users.parquet")
+    write_parquet(merchants, data / "merchants.parquet")
+    write_parquet(_user_rows(), data / "user_txn_features" / "part-0.parquet")
+    write_parquet(_merchant_rows(), data / "merchant_txn_features" / "part-0.parquet")
+    try:
+        fresh_apply()
+        source = get_store().get_feature_view("user_profile").batch_source
+        assert type(source).__name__ == "SparkSource" and source.path == f"s3a://{data.path}/users.parquet"
+        ent = _entities()
+        got = historical_features(ent, REFS, join="feast")
+        from pyspark.sql import SparkSession
+
+        spark_env["sessions"].append(SparkSession.getActiveSession())  # the one Feast's Spark store made
+    finally:
+        mp.delenv("RTML_OFFLINE_STORE")
+        mp.setenv("RTML_DATA_DIR", spark_env["url"])
+        fresh_apply()
+    expected = _oracle(
+        {"users": users, "merchants": merchants, "user_rows": _user_rows(), "merchant_rows": _merchant_rows()}
+    )
+    assert len(got) == len(ent)
+    assert mismatches(got, expected, NAMES) == {}
