@@ -223,13 +223,13 @@ class StreamJob:
             path.write_text(json.dumps(data))
         for source in progress.get("sources", []):
             try:
-                latest = json.loads(source.get("latestOffset") or "{}")
-                end = json.loads(source.get("endOffset") or "{}")
+                latest = json.loads(source.get("latestOffset") or "{}") or {}
+                end = json.loads(source.get("endOffset") or "{}") or {}
             except (TypeError, ValueError):
                 continue
-            for topic, parts in (latest or {}).items():
-                for part, offset in parts.items():
-                    done = end.get(topic, {}).get(part, 0)
+            for topic, parts in latest.items():
+                for part, offset in (parts or {}).items():
+                    done = (end.get(topic) or {}).get(part, 0)
                     self.metrics.consumer_lag.labels(partition=str(part)).set(max(int(offset) - int(done), 0))
 
     def stop(self) -> None:
