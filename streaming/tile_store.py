@@ -42,7 +42,13 @@ local out = {}
 for i, key in ipairs(KEYS) do
   local n = tonumber(ARGV[pos])
   pos = pos + 1
-  if n > 0 then redis.call('HSET', key, unpack(ARGV, pos, pos + 2 * n - 1)) end
+  local last = pos + 2 * n - 1
+  local s = pos
+  while s <= last do  -- HSET in slices of 1000 pairs: Lua's unpack has a small stack limit
+    local e = math.min(s + 1999, last)
+    redis.call('HSET', key, unpack(ARGV, s, e))
+    s = e + 1
+  end
   pos = pos + 2 * n
   redis.call('EXPIRE', key, ttl)
   out[i] = redis.call('HGETALL', key)
