@@ -295,13 +295,16 @@ class Watcher:
         self.consumer.close()
 
 
-def wait_history(action: str, tag: str, timeout_s: float = 60.0) -> dict:
-    """The registry's history event ``action`` of ``tag`` (waits for the policy to act)."""
+def wait_history(action: str, tag: str, since: int, timeout_s: float = 60.0) -> dict:
+    """The registry's history event ``action`` of ``tag`` after the first ``since`` events (waits for the policy).
+
+    ``since`` keeps events of earlier tests with the same (module-scoped) challenger out of the answer.
+    """
     from core import model_store
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        events = [e for e in model_store.history() if e["action"] == action and e["tag"] == tag]
+        events = [e for e in model_store.history()[since:] if e["action"] == action and e["tag"] == tag]
         if events:
             return events[-1]
         time.sleep(0.2)
@@ -316,11 +319,12 @@ def test_policy_goes_shadow_canary_complete_on_its_own(serving, challenger, caps
     watcher = Watcher()
     try:
         policy = {"shadow_predictions": 40, "min_agreement": 0.0, "canary_share": 0.5, "canary_predictions": 15, "min_error_sample": 10}
+        since = len(model_store.history())
         rollout = model_store.start_rollout(challenger, "shadow", auto=True, policy=policy)
         wait_for(serving.url, challenger=challenger, mode="shadow")
         for t in known_transactions(50, seed=60):
             assert post(serving.url, "/predict", t).status_code == 200
-        event = wait_history("rollout-canary", challenger)
+        event = wait_history("rollout-canary", challenger, since)
         assert event["tag"] == challenger and event["reason"].startswith("policy: shadow: ")
         status = read_status("shadow")
         assert status["rollout"]["id"] == rollout["id"] and status["shadow"]["pairs"] >= 40
@@ -330,7 +334,7 @@ def test_policy_goes_shadow_canary_complete_on_its_own(serving, challenger, caps
         for t in known_transactions(60, seed=61):
             served[post(serving.url, "/predict", t).json()["variant"]] += 1
         assert served["challenger"] > 0  # the policy completes after 15 of them: later requests see it as production
-        wait_history("rollout-complete", challenger)
+        wait_history("rollout-complete", challenger, since)
         wait_for(serving.url, production=challenger, challenger=None)
         assert model_store.production_tag() == challenger and model_store.rollout_state() is None
         status = read_status("canary")
@@ -365,6 +369,7 @@ def test_policy_aborts_a_challenger_that_ranks_worse_once_labels_arrive(serving)
     producer = make_producer(value_serializer=None, key_serializer=None, role="admin")
     try:
         policy = {"shadow_predictions": 10**6, "min_labels": 40, "max_pr_auc_drop": 0.05}
+        since = len(model_store.history())
         model_store.start_rollout(bad, "shadow", auto=True, policy=policy)
         wait_for(serving.url, challenger=bad, mode="shadow")
         txns = known_transactions(120, seed=70)
@@ -374,7 +379,7 @@ def test_policy_aborts_a_challenger_that_ranks_worse_once_labels_arrive(serving)
             label = {"transaction_id": t["transaction_id"], "is_fraud": int(b["score"] >= cut)}
             producer.send(settings().topics.labels, key=t["transaction_id"].encode(), value=json.dumps(label).encode())
         producer.flush(10)
-        event = wait_history("rollout-abort", bad)
+        event = wait_history("rollout-abort", bad, since)
         assert event["tag"] == bad and "PR-AUC" in event["reason"], event
         wait_for(serving.url, production=serving.model_tag, challenger=None)
     finally:
