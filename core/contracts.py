@@ -16,19 +16,11 @@ from typing import Any
 
 from core.errors import UserFacingError
 from core.feature_repo import repo_contents, repo_path
+from core.offline_sources import data_relative
 
 _DDL_TYPES = {"string": str, "bigint": int, "int": int, "long": int, "double": float, "float": float,
               "timestamp": str, "boolean": bool}
 
-
-LABEL_FIELDS: dict[str, type] = {
-    "transaction_id": str,
-    "user_id": int,
-    "merchant_id": int,
-    "event_timestamp": str,
-    "label_timestamp": str,
-    "is_fraud": int,
-}
 
 PREDICTION_FIELDS: dict[str, type] = {
     "request_id": str,
@@ -89,6 +81,8 @@ class SourceRules:
     timestamp_field: str
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     future_tolerance_s: float = DEFAULT_FUTURE_TOLERANCE_S
+    topic: str | None = None  # the Kafka topic carrying the records
+    history_path: str | None = None  # the raw events (its batch source), relative to the data dir when rtml's
 
     def of_type(self, wire: type) -> tuple[str, ...]:
         """Fields of one wire type, in schema order (the timestamp field excluded)."""
@@ -124,7 +118,11 @@ def source_rules(source: Any) -> SourceRules:
     ts = source.timestamp_field
     if ts not in fields:
         raise UserFacingError(f"{source.name}: timestamp field {ts!r} is not in the schema")
-    return SourceRules(name=source.name, fields=fields, timestamp_field=ts, ranges=ranges, future_tolerance_s=tolerance)
+    batch = getattr(source, "batch_source", None)
+    return SourceRules(
+        name=source.name, fields=fields, timestamp_field=ts, ranges=ranges, future_tolerance_s=tolerance,
+        topic=source.kafka_options.topic, history_path=data_relative(batch) if batch is not None else None,
+    )
 
 
 @cache
@@ -201,6 +199,32 @@ def label_fields(service_name: str | None = None) -> dict[str, type]:
     fields[labels.label_timestamp_field] = str
     fields[labels.label] = int
     return fields
+
+
+@dataclass(frozen=True)
+class DomainTopics:
+    """The domain's topics, named by the feature repo: its event stream (the ``KafkaSource``), that stream's
+    dead letters (``<events>_dlq``) and its labels (the ``LabelView``'s ``topic`` tag, default ``labels``)."""
+
+    events: str
+    dead_letters: str
+    labels: str
+
+
+def domain_topics() -> DomainTopics:
+    """The feature repo's topics (see :class:`DomainTopics`)."""
+    from core.feature_refs import label_definition
+
+    events = stream_rules().topic or "events"
+    return DomainTopics(events=events, dead_letters=f"{events}_dlq", labels=label_definition().topic or "labels")
+
+
+def all_topics() -> list[str]:
+    """Every topic rtml uses: the domain's (from the feature repo) and the service topics (from settings)."""
+    from core.settings import settings
+
+    d, t = domain_topics(), settings().topics
+    return [d.events, d.dead_letters, d.labels, *t.all()]
 
 
 def __getattr__(name: str):

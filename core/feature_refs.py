@@ -12,6 +12,7 @@ from functools import cache
 
 from core.errors import UserFacingError
 from core.feature_repo import repo_contents, repo_path
+from core.offline_sources import data_relative
 from core.settings import settings
 
 
@@ -87,9 +88,10 @@ class LabelDefinition:
     name: str
     event_key: str  # join key of the labelled event (e.g. transaction_id)
     label: str  # the label column
-    path: str  # offline source of the labels
+    path: str  # offline source of the labels (relative to the data dir: core.offline_sources.data_relative)
     label_timestamp_field: str  # when the label became known
     topic: str | None  # the Kafka topic carrying labels live (the view's "topic" tag)
+    decisions: tuple[str, str] = ("negative", "positive")  # what serving answers below / at or above the threshold
 
 
 @cache
@@ -109,9 +111,18 @@ def _labels(repo: str, service_name: str | None) -> LabelDefinition:
         raise UserFacingError(f"label view {view.name}: exactly one entity key and one label column are supported")
     return LabelDefinition(
         name=view.name, event_key=view.entity_columns[0].name, label=view.features[0].name,
-        path=getattr(view.source, "path", ""), label_timestamp_field=view.source.timestamp_field,
-        topic=(view.tags or {}).get("topic"),
+        path=data_relative(view.source), label_timestamp_field=view.source.timestamp_field,
+        topic=(view.tags or {}).get("topic"), decisions=_decisions(view),
     )
+
+
+def _decisions(view) -> tuple[str, str]:
+    """The view's ``decisions`` tag: "<negative>,<positive>" (default negative,positive)."""
+    text = (view.tags or {}).get("decisions", "negative,positive")
+    names = tuple(n.strip() for n in text.split(","))
+    if len(names) != 2 or not all(names) or names[0] == names[1]:
+        raise UserFacingError(f"label view {view.name}: tag decisions={text!r} must name two decisions 'negative,positive'")
+    return names  # type: ignore[return-value]
 
 
 def label_definition(service_name: str | None = None) -> LabelDefinition:

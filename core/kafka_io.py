@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from core.contracts import DomainTopics, domain_topics
 from core.errors import UserFacingError
 from core.settings import Settings, Topics, settings
 
@@ -43,14 +44,16 @@ class Grants:
     write: tuple[str, ...] = ()
 
 
-def role_acls(topics: Topics | None = None) -> dict[str, Grants]:
-    """The topic permissions of every non-admin role (admin is a super user)."""
+def role_acls(topics: Topics | None = None, domain: DomainTopics | None = None) -> dict[str, Grants]:
+    """The topic permissions of every non-admin role (admin is a super user); the domain's topics come from
+    the feature repo (:func:`core.contracts.domain_topics`)."""
     t = topics or settings().topics
+    d = domain or domain_topics()
     return {
-        "product": Grants(write=(t.transactions, t.labels)),
-        "stream": Grants(read=(t.transactions,), write=(t.transactions_dlq,)),
+        "product": Grants(write=(d.events, d.labels)),
+        "stream": Grants(read=(d.events,), write=(d.dead_letters,)),
         "serving": Grants(write=(t.predictions,)),
-        "monitor": Grants(read=(t.predictions, t.labels), write=(t.alerts,)),
+        "monitor": Grants(read=(t.predictions, d.labels), write=(t.alerts,)),
         "operator": Grants(read=(t.alerts, t.audit), write=(t.audit,)),
     }
 

@@ -22,17 +22,15 @@ def _env(name: str, default: str) -> str:
 
 @dataclass(frozen=True)
 class Topics:
-    """Kafka topic names."""
+    """Names of rtml's own topics. The domain's topics (events, dead letters, labels) are named by the feature
+    repo: ``core.contracts.domain_topics()``."""
 
-    transactions: str = "transactions"
-    transactions_dlq: str = "transactions_dlq"
-    labels: str = "labels"
     predictions: str = "predictions"
     alerts: str = "alerts"
     audit: str = "audit"
 
     def all(self) -> list[str]:
-        return [self.transactions, self.transactions_dlq, self.labels, self.predictions, self.alerts, self.audit]
+        return [self.predictions, self.alerts, self.audit]
 
 
 @dataclass(frozen=True)

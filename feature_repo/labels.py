@@ -30,5 +30,5 @@ fraud_labels = LabelView(
     online=False,
     description="Whether a transaction was fraud, known at label_timestamp (chargebacks arrive days later).",
     owner="risk-ml@rtml.dev",
-    tags={"topic": "labels", "positive": "1"},
+    tags={"topic": "labels", "positive": "1", "decisions": "legit,fraud"},
 )

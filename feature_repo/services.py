@@ -16,5 +16,6 @@ fraud_model_v1 = FeatureService(
     ],
     owner="risk-ml@rtml.dev",
     description="Features of the card-fraud XGBoost model.",
-    tags={"model": "fraud", "labels": "fraud_labels"},
+    # segments: columns the evaluation reports metrics per value of (a feature ref or a request field)
+    tags={"model": "fraud", "labels": "fraud_labels", "segments": "merchant_profile:category,country"},
 )

@@ -26,7 +26,7 @@ transactions_stream = KafkaSource(
     name="transactions_stream",
     timestamp_field="event_timestamp",
     kafka_bootstrap_servers=_S.kafka_bootstrap,
-    topic=_S.topics.transactions,
+    topic="transactions",
     message_format=JsonFormat(
         schema_json=(
             "transaction_id string, user_id bigint, merchant_id bigint, amount double, currency string, "

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.contracts import all_topics
 from core.errors import UserFacingError
 from core.settings import REPO_ROOT, Settings, settings
 from infra import maven
@@ -417,7 +418,7 @@ def provision(s: Settings | None = None, managed: bool = True) -> None:
     from core.kafka_io import ensure_topics
 
     s = s or settings()
-    ensure_topics(s.topics.all(), bootstrap=s.kafka_bootstrap, role="admin")
+    ensure_topics(all_topics(), bootstrap=s.kafka_bootstrap, role="admin")
     if managed and _secured(s) and not s.kafka_external:
         _ensure_users(s)
         _ensure_acls(s)
@@ -621,7 +622,7 @@ def _start(progress: bool, timeout_s: float | None) -> StartResult:
     pids = running_pids(s)
     say(
         f"kafka: ready in {time.monotonic() - started_at:.1f} s (pid {', '.join(map(str, pids))}); "
-        f"topics: {', '.join(s.topics.all())}"
+        f"topics: {', '.join(all_topics())}"
     )
     return StartResult(s.kafka_bootstrap, pids[0], started=True, managed=True, external=False, pids=tuple(pids))
 

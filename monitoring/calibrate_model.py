@@ -20,7 +20,7 @@ from monitoring.drift import SCORE_COLUMN, TIME_COLUMN
 
 log = logging.getLogger(__name__)
 
-TIME_COLUMNS = ("txn_timestamp", TIME_COLUMN)  # the training set's transaction time, else the entity time
+TIME_COLUMNS = ("event_time", TIME_COLUMN)  # the training set's event time, else the entity time
 
 
 def calibration_dir(model) -> Path:

@@ -18,16 +18,14 @@ import msgspec
 _NUMBER = (int, float)
 
 
-class _Prediction(msgspec.Struct):
-    """The fields of PREDICTION_FIELDS the monitor reads (others are ignored)."""
-
-    transaction_id: str
-    score: float
-    features: dict[str, float | None]
-    missing_features: list[str] = []
-
-
-_FAST = msgspec.json.Decoder(_Prediction)
+def _fast_decoder(event_key: str) -> msgspec.json.Decoder:
+    """A msgspec decoder of the prediction fields the monitor reads (others are ignored); the event id field
+    is named by the feature repo's label view (``transaction_id`` in the fraud repo)."""
+    struct = msgspec.defstruct(
+        "_Prediction",
+        [(event_key, str), ("score", float), ("features", dict[str, float | None]), ("missing_features", list[str], [])],
+    )
+    return msgspec.json.Decoder(struct)
 
 
 class MalformedMessage(ValueError):
@@ -45,19 +43,21 @@ def _load(raw: bytes | str) -> dict[str, Any]:
 
 
 class PredictionDecoder:
-    """``predictions`` message -> (row of feature values + score, transaction_id).
+    """``predictions`` message -> (row of feature values + score, event id).
 
     Missing features (absent, null, or listed in ``missing_features``) become NaN. Feature values must
-    be numbers: the model's features are numeric.
+    be numbers: the model's features are numeric. ``event_key``: the event id field (the label view's key).
     """
 
-    def __init__(self, features: list[str]) -> None:
+    def __init__(self, features: list[str], event_key: str = "transaction_id") -> None:
         self.features = list(features)
+        self.event_key = event_key
         self._index = {f: i for i, f in enumerate(self.features)}
+        self._fast = _fast_decoder(event_key)
 
     def decode(self, raw: bytes | str) -> tuple[list[float], str]:
         try:
-            msg = _FAST.decode(raw)
+            msg = self._fast.decode(raw)
         except (msgspec.DecodeError, TypeError):
             return self._decode_json(raw)
         score = msg.score
@@ -72,7 +72,7 @@ class PredictionDecoder:
             if i is not None:
                 row[i] = math.nan
         row.append(score)
-        return row, msg.transaction_id
+        return row, getattr(msg, self.event_key)
 
     def _decode_json(self, raw: bytes | str) -> tuple[list[float], str]:
         msg = _load(raw)
@@ -82,9 +82,9 @@ class PredictionDecoder:
         feats = msg.get("features")
         if feats.__class__ is not dict:
             raise MalformedMessage(f"features must be an object, got {type(feats).__name__}")
-        txn = msg.get("transaction_id")
+        txn = msg.get(self.event_key)
         if txn.__class__ is not str:
-            raise MalformedMessage(f"transaction_id must be a string, got {txn!r}")
+            raise MalformedMessage(f"{self.event_key} must be a string, got {txn!r}")
         row = [feats.get(f) for f in self.features]
         for v in row:
             if v.__class__ is not float:

@@ -136,7 +136,7 @@ class Monitor:
         self.detector = DriftDetector(ref.frame, ref.features, self.drift_config(ref))
         self.policy.lineage = Lineage.from_dict(ref.lineage) if ref.lineage else identity(ref.features)
         if self.decoder is None or self.decoder.features != list(ref.features):
-            self.decoder = PredictionDecoder(ref.features)
+            self.decoder = PredictionDecoder(ref.features, self.config.label_key)
         m = self.metrics
         for gauge in (m.drift_score, m.drift_detected, m.missing_value_rate, m.drift_threshold):
             gauge.clear()

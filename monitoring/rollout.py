@@ -27,6 +27,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,28 +42,33 @@ PRODUCTION, CHALLENGER = "production", "challenger"
 VARIANTS = (PRODUCTION, CHALLENGER)
 
 
-class _Record(msgspec.Struct):
-    """The fields of a prediction record the comparison reads."""
-
-    request_id: str
-    transaction_id: str
-    score: float | None
-    decision: str
-    variant: str = PRODUCTION
-    model_version: str = ""
-    served: bool = True
-    latency_ms: float | None = None
-
-
-_DECODE = msgspec.json.Decoder(_Record)
-
-
-class _Label(msgspec.Struct):
-    transaction_id: str
-    is_fraud: int
+@cache
+def _decoders(event_key: str, label: str) -> tuple[msgspec.json.Decoder, msgspec.json.Decoder]:
+    """Decoders of the prediction fields the comparison reads and of label records; the event id and label
+    fields are named by the feature repo's label view (read as ``event_id`` and ``label``)."""
+    record = msgspec.defstruct(
+        "_Record",
+        [("request_id", str), ("event_id", str), ("score", float | None), ("decision", str),
+         ("variant", str, PRODUCTION), ("model_version", str, ""), ("served", bool, True),
+         ("latency_ms", float | None, None)],
+        rename={"event_id": event_key},
+    )
+    labels = msgspec.defstruct("_Label", [("event_id", str), ("label", int)], rename={"event_id": event_key, "label": label})
+    return msgspec.json.Decoder(record), msgspec.json.Decoder(labels)
 
 
-_DECODE_LABEL = msgspec.json.Decoder(_Label)
+@cache
+def _positive_decision() -> str:
+    from core.feature_refs import label_definition
+
+    return label_definition().decisions[1]
+
+
+def _repo_decoders() -> tuple[msgspec.json.Decoder, msgspec.json.Decoder]:
+    from core.feature_refs import label_definition
+
+    labels = label_definition()
+    return _decoders(labels.event_key, labels.label)
 
 
 @dataclass
@@ -84,17 +90,17 @@ class VariantStats:
         self.latencies_ms = deque(maxlen=self.window)
         self.performance = PerformanceTracker(window=self.window, threshold=self.threshold)
 
-    def add(self, rec: _Record) -> None:
+    def add(self, rec: Any) -> None:
         self.model_version = rec.model_version or self.model_version
         if rec.decision == "error" or rec.score is None or rec.score != rec.score:
             self.errors += 1
             return
         self.predictions += 1
-        self.flagged += rec.decision != "legit"
+        self.flagged += rec.decision == _positive_decision()
         self.scores.append(rec.score)
         if rec.latency_ms is not None:
             self.latencies_ms.append(rec.latency_ms)
-        self.performance.add_prediction(rec.transaction_id, rec.score)
+        self.performance.add_prediction(rec.event_id, rec.score)
 
     def summary(self) -> dict[str, Any]:
         total = self.predictions + self.errors
@@ -139,9 +145,9 @@ class RolloutTracker:
 
     def add_record(self, raw: bytes | str) -> None:
         """One ``predictions`` message (malformed ones raise ``msgspec.DecodeError``)."""
-        self.add(_DECODE.decode(raw))
+        self.add(_repo_decoders()[0].decode(raw))
 
-    def add(self, rec: _Record) -> None:
+    def add(self, rec: Any) -> None:
         stats = self.variants.get(rec.variant)
         if stats is None:
             return
@@ -161,9 +167,9 @@ class RolloutTracker:
         self.agree += other[2] == rec.decision
         self.diffs.append(abs(other[1] - rec.score))
 
-    def add_label(self, transaction_id: str, is_fraud: int) -> None:
+    def add_label(self, event_id: str, label: int) -> None:
         for stats in self.variants.values():
-            stats.performance.add_label(transaction_id, is_fraud)
+            stats.performance.add_label(event_id, label)
 
     def status(self) -> dict[str, Any]:
         diffs = np.asarray(self.diffs, dtype=float)
@@ -381,10 +387,10 @@ class RolloutFeed:
         elif tracker is not None:
             for rec in records:
                 try:
-                    label = _DECODE_LABEL.decode(rec.value)
+                    label = _repo_decoders()[1].decode(rec.value)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue
-                tracker.add_label(label.transaction_id, label.is_fraud)
+                tracker.add_label(label.event_id, label.label)
         now = time.monotonic()
         if now >= self._next_step:
             self._next_step = now + self.step_every_s

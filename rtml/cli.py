@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("infra.commands.status", "Show what runs: broker, Redis, their pids and addresses."),
     "apply": ("rtml.commands.apply", "Register the feature repo (`feast apply` with rtml's settings)."),
     "materialize": ("rtml.commands.materialize", "Load the latest offline feature values into Redis (full or incremental)."),
-    "features": ("rtml.commands.features", "Print online features for some users or merchants."),
+    "features": ("rtml.commands.features", "Print the online features of some entities (KEY=ID, e.g. user_id=42)."),
     "train": ("training.commands.train", "Build a point-in-time training set, train XGBoost, evaluate, register (gated promotion)."),
     "models": ("rtml.commands.models", "Model registry and rollouts: list, promote, rollback, history, rollout, complete, abort, rollout-status."),
     "score": ("bentos.commands.score", "Batch-score historical events with point-in-time features (Parquet with scores and decisions)."),
@@ -43,6 +43,12 @@ def quiet_third_parties() -> None:
     """One line per step for users: no library INFO spam, no known third-party warnings."""
     for noisy in ("kafka", "py4j", "urllib3", "httpx", "feast", "bentoml", "evidently", "mlflow", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Feast's modules put `simplefilter("once", ...)` in front of every filter when first imported: import them
+    # first, so the filters below come after (and win).
+    import feast.feature_view  # noqa: F401
+    import feast.repo_config  # noqa: F401
+    import feast.stream_feature_view  # noqa: F401
+
     warnings.filterwarnings("ignore", message="Stream feature views are experimental", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from core.contracts import LABEL_FIELDS, encode_records, iso_utc
+from core.contracts import LABEL_FIELDS, domain_topics, encode_records, iso_utc
 from core.settings import settings
 
 
@@ -55,7 +55,7 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
     from core.kafka_io import make_producer
     from streaming.producer import history_values
 
-    s = settings()
+    topics = domain_topics()
     table = _day_table(start, end)
     values, keys, ts_ms = history_values(table)
     producer = make_producer(role="product", key_serializer=None, value_serializer=None)
@@ -82,18 +82,18 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
                     statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
                     first_error = first_error or f"{reply.status_code}: {reply.text[:300]}"
                 for i in range(lo, hi):
-                    producer.send(s.topics.transactions, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
+                    producer.send(topics.events, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
                 pending_labels.append([json.loads(v)["transaction_id"].encode() for v in values[lo:hi]])
                 if len(pending_labels) > label_lag_chunks:
                     for tid in pending_labels.popleft():
-                        producer.send(s.topics.labels, key=tid, value=label_rows[tid.decode()])
+                        producer.send(topics.labels, key=tid, value=label_rows[tid.decode()])
                 bar.update(hi - lo)
                 ahead = hi / rate_per_s - (time.perf_counter() - t0)
                 if ahead > 0:
                     time.sleep(ahead)
             for chunk_ids in pending_labels:
                 for tid in chunk_ids:
-                    producer.send(s.topics.labels, key=tid, value=label_rows[tid.decode()])
+                    producer.send(topics.labels, key=tid, value=label_rows[tid.decode()])
         producer.flush(timeout=30)
     finally:
         producer.close(timeout=5)  # also on Ctrl-C, before the demo stops the broker

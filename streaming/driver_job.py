@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.contracts import stream_rules
+from core.contracts import domain_topics, stream_rules
 from core.settings import settings
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
@@ -78,7 +78,7 @@ class StreamJob:
         if not options.bootstrap and spec.bootstrap and spec.bootstrap != s.kafka_bootstrap:
             log.warning("Kafka bootstrap from the registry (%s) differs from settings (%s): using the registry's; "
                         "re-run `rtml apply` or pass --bootstrap to change it", spec.bootstrap, s.kafka_bootstrap)
-        self.dlq_topic = options.dlq_topic or s.topics.transactions_dlq
+        self.dlq_topic = options.dlq_topic or domain_topics().dead_letters
         check_broker(self.spec.bootstrap)
         self.metrics = metrics or StreamMetrics()
         self._spark = spark

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from core.contracts import SourceRules, source_rules
+from core.contracts import SourceRules, domain_topics, source_rules
 from core.settings import settings
 
 STREAM_SOURCE_NAME = "transactions_stream"  # last resort when several KafkaSources match nothing
@@ -140,7 +140,7 @@ def load_stream_spec(store=None) -> StreamSpec:
     if not views:
         raise ValueError("no StreamFeatureView in the registry: run `rtml apply` first")
     s = settings()
-    topic, bootstrap, delay, rules = s.topics.transactions, s.kafka_bootstrap, DEFAULT_WATERMARK, None
+    topic, bootstrap, delay, rules = domain_topics().events, s.kafka_bootstrap, DEFAULT_WATERMARK, None
     source = stream_source(store, feast_views)  # None: no Kafka source registered, settings are the fallback
     if source is not None:
         options = source.kafka_options

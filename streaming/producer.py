@@ -1,6 +1,6 @@
 """Live producer: the simulator's live stream sent to Kafka, paced to a target rate.
 
-Transactions go to ``settings().topics.transactions`` (key = user_id, value = JSON per
+Transactions go to the feature repo's event topic (``core.contracts.domain_topics().events``) (key = user_id, value = JSON per
 ``core/contracts.py``, Kafka timestamp = event time in ms). Each transaction's label goes to the
 labels topic (key = transaction_id, Kafka timestamp = label time) once the event clock reaches its
 ``label_timestamp`` (delays are scaled by ``label_delay_scale`` in live mode). Event ``i`` is due at
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from core.contracts import LABEL_FIELDS, TRANSACTION_FIELDS, encode_records, iso_utc, stream_rules
+from core.contracts import LABEL_FIELDS, TRANSACTION_FIELDS, domain_topics, encode_records, iso_utc, stream_rules
 from core.settings import settings
 from streaming.simulation.live import DEFAULT_LABEL_DELAY_SCALE, LiveBatch, iter_live_batches, wire_rows
 from streaming.simulation.scenarios import Scenario, to_us
@@ -104,8 +104,8 @@ def stream_live(
     if label_tail not in ("flush", "wait", "drop"):
         raise ValueError("label_tail must be flush, wait or drop")
     s = settings()
-    topic = topic or s.topics.transactions
-    labels_topic = (labels_topic or s.topics.labels) if send_labels else None
+    topic = topic or domain_topics().events
+    labels_topic = (labels_topic or domain_topics().labels) if send_labels else None
     bootstrap = bootstrap or s.kafka_bootstrap
     check_broker(bootstrap)
     if create_topics:
@@ -304,7 +304,7 @@ def replay_history(
     from core.kafka_io import check_broker, ensure_topics, make_producer
 
     s = settings()
-    topic = topic or s.topics.transactions
+    topic = topic or domain_topics().events
     bootstrap = bootstrap or s.kafka_bootstrap
     folder = Path(data_dir or s.data_dir) / "transactions"
     files = sorted(folder.glob("part-*.parquet"))

@@ -37,7 +37,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.contracts import stream_rules
+from core.contracts import domain_topics, stream_rules
 from core.settings import settings
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
@@ -97,7 +97,7 @@ class StreamJob:
             watermark_delay_us=spec.watermark_delay_us,
             rules=spec.rules or stream_rules(),
         )
-        self.dlq_topic = options.dlq_topic or s.topics.transactions_dlq
+        self.dlq_topic = options.dlq_topic or domain_topics().dead_letters
         check_broker(self.spec.bootstrap)
         self.metrics = metrics or StreamMetrics()
         self._spark = spark

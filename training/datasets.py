@@ -1,18 +1,23 @@
-"""Point-in-time correct training sets from labels, transactions and the Feast feature store.
+"""Point-in-time correct training sets from labels, events and the Feast feature store.
 
 A data scientist's entry point::
 
     from training.datasets import training_frame
-    df = training_frame("2026-03-01", "2026-03-10")          # features of fraud_model_v1 + label
+    df = training_frame("2026-03-01", "2026-03-10")          # features of the model's feature service + label
+
+Everything domain-specific comes from the feature repo (:func:`frame_columns`): the feature service
+(``RTML_FEATURE_SERVICE`` or the repo's only one), its ``LabelView`` (event id, label column, label source)
+and the stream's ``KafkaSource`` (its batch source holds the raw events). For the reference fraud repo an
+event is a transaction, the label ``is_fraud``.
 
 How a row is built:
 
-- **Labels** (``labels.parquet``: transaction, user, merchant, label time, fraud flag) are used only if
+- **Labels** (the label view's source: event id, label time, label) are used only if
   ``label_timestamp <= cutoff`` (labels arrive late; a model trained at time T only knew those).
-- They are joined with the **transactions** (``transactions/``) for ``amount`` and ``country``, the
-  request fields of the on-demand view ``transaction_context``.
-- **Entity timestamp = transaction event time - 1 µs**: features as they were just before the
-  transaction was scored. The stream job stamps a feature row at the time of the transaction that
+- They are joined with the **events** (the stream source's history) for the service's entity keys and
+  the request fields of its on-demand views (e.g. ``amount`` and ``country``).
+- **Entity timestamp = event time - 1 µs** (the event's own time is kept as ``event_time``): features as
+  they were just before the event was scored. The stream job stamps a feature row at the time of the transaction that
   produced it, and that row already counts the transaction itself; serving scores a transaction
   before the stream job has seen it. So "strictly before the transaction" is what serving sees, and
   using the transaction's own time would leak the transaction (and its label) into its features.
@@ -45,15 +50,55 @@ from core.settings import settings
 
 log = logging.getLogger(__name__)
 
-FEATURE_SERVICE = "fraud_model_v1"
 ENTITY_OFFSET = pd.Timedelta(microseconds=1)
-LABEL = "is_fraud"
-# Columns kept for evaluation (metrics per segment); not model inputs.
-SEGMENT_REFS = ["merchant_profile:category", "user_profile:home_country"]
-ID_COLUMNS = ["transaction_id", "user_id", "merchant_id", "event_timestamp", "txn_timestamp", "label_timestamp"]
-REQUEST_COLUMNS = ["amount", "country"]
+EVENT_TIME = "event_time"  # the labelled event's own time (the entity time is 1 µs earlier)
+ENTITY_TIME = "event_timestamp"
+LABEL_TIME = "label_timestamp"
+SEGMENTS_TAG = "segments"  # feature service tag: "view:feature" or request field names, for per-segment evaluation
 
 TimeLike = str | datetime | pd.Timestamp | None
+
+
+@dataclass(frozen=True)
+class FrameColumns:
+    """The columns of a training frame, named by the feature repo."""
+
+    service: str  # the feature service
+    event_id: str  # the labelled event's id (the LabelView's entity key)
+    label: str  # the label column (0/1)
+    join_keys: tuple[str, ...]  # the service's entity keys
+    request: tuple[str, ...]  # request fields of its on-demand views
+    segments: tuple[str, ...]  # columns for per-segment evaluation (service tag "segments": refs or request fields)
+    segment_refs: tuple[str, ...]  # the "view:feature" ones among them (joined in, not model inputs)
+    labels_path: Path
+    events_path: Path
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.event_id, *self.join_keys, ENTITY_TIME, EVENT_TIME, LABEL_TIME]
+
+
+def _data_path(path: str) -> Path:
+    """A source's data under the current data dir (an absolute path stays as it is)."""
+    return settings().data_dir / path
+
+
+def frame_columns() -> FrameColumns:
+    """Columns of the model's training frame, from its feature service, label view and event stream."""
+    from core.contracts import stream_rules
+    from core.feature_refs import label_definition, service_definition
+
+    service, labels, events = service_definition(), label_definition(), stream_rules()
+    if not events.history_path:
+        raise UserFacingError(f"the stream source {events.name} declares no batch source (its raw event history)")
+    tags = dict(service.tags)
+    segments = tuple(r.strip() for r in tags.get(SEGMENTS_TAG, "").split(",") if r.strip())
+    return FrameColumns(
+        service=service.name, event_id=labels.event_key, label=labels.label, join_keys=service.join_keys,
+        request=tuple(name for name, _ in service.request_fields),
+        segments=tuple(s.rpartition(":")[2] for s in segments), segment_refs=tuple(s for s in segments if ":" in s),
+        labels_path=_data_path(labels.path), events_path=_data_path(events.history_path),
+    )
 
 
 def to_utc(value: TimeLike) -> pd.Timestamp | None:
@@ -72,60 +117,61 @@ def _read_parquet(path: Path, what: str, columns: list[str] | None = None) -> pd
     return pd.read_parquet(path, columns=columns)
 
 
-def load_labels(cutoff: TimeLike = None, data_dir: Path | None = None) -> pd.DataFrame:
-    """Labels known at ``cutoff`` (``label_timestamp <= cutoff``; all labels when None)."""
-    data_dir = data_dir or settings().data_dir
-    labels = _read_parquet(data_dir / "labels.parquet", "labels")
-    missing = {"transaction_id", "label_timestamp", LABEL} - set(labels.columns)
+def load_labels(cutoff: TimeLike = None) -> pd.DataFrame:
+    """Labels known at ``cutoff`` (``label_timestamp <= cutoff``; all labels when None): event id, label time
+    (renamed ``label_timestamp``) and label, from the label view's source."""
+    from core.feature_refs import label_definition
+
+    cols, source = frame_columns(), label_definition()
+    labels = _read_parquet(cols.labels_path, "labels").rename(columns={source.label_timestamp_field: LABEL_TIME})
+    missing = {cols.event_id, LABEL_TIME, cols.label} - set(labels.columns)
     if missing:
-        raise UserFacingError(f"labels.parquet lacks columns {sorted(missing)}")
+        raise UserFacingError(f"{cols.labels_path.name} lacks columns {sorted(missing)}")
     cut = to_utc(cutoff)
     if cut is not None:
-        labels = labels[labels["label_timestamp"] <= cut]
+        labels = labels[labels[LABEL_TIME] <= cut]
     return labels
 
 
-def entity_frame(
-    start: TimeLike = None, end: TimeLike = None, cutoff: TimeLike = None, data_dir: Path | None = None
-) -> pd.DataFrame:
-    """Labelled transactions with event time in ``[start, end)`` and label known at ``cutoff``.
+def entity_frame(start: TimeLike = None, end: TimeLike = None, cutoff: TimeLike = None) -> pd.DataFrame:
+    """Labelled events with event time in ``[start, end)`` and label known at ``cutoff``.
 
-    Columns: transaction_id, user_id, merchant_id, event_timestamp (= txn time - 1 µs, the entity
-    time), txn_timestamp, label_timestamp, is_fraud, amount, country. Sorted by transaction time.
+    Columns (:class:`FrameColumns`): event id, the service's entity keys, event_timestamp (= event time
+    - 1 µs, the entity time), event_time, label_timestamp, the label, the request fields. Sorted by event time.
     """
-    data_dir = data_dir or settings().data_dir
+    from core.contracts import stream_rules
+
+    cols = frame_columns()
+    ts_field = stream_rules().timestamp_field
     start_ts, end_ts, cut = to_utc(start), to_utc(end), to_utc(cutoff)
     if start_ts is not None and end_ts is not None and start_ts >= end_ts:
         raise UserFacingError(f"empty time range: start {start_ts} is not before end {end_ts}")
-    all_labels = load_labels(None, data_dir)
-    labels = all_labels if cut is None else all_labels[all_labels["label_timestamp"] <= cut]
+    all_labels = load_labels(None)
+    labels = all_labels if cut is None else all_labels[all_labels[LABEL_TIME] <= cut]
     if labels.empty:
-        hint = f"; the earliest label arrives at {all_labels['label_timestamp'].min()}" if len(all_labels) else ""
+        hint = f"; the earliest label arrives at {all_labels[LABEL_TIME].min()}" if len(all_labels) else ""
         raise UserFacingError(f"no labels known at cutoff {cut}{hint}")
-    txns = _read_parquet(
-        data_dir / "transactions",
-        "transactions",
-        columns=["transaction_id", "user_id", "merchant_id", "amount", "country", "event_timestamp"],
-    )
+    wanted = list(dict.fromkeys([cols.event_id, *cols.join_keys, *cols.request, ts_field]))
+    events = _read_parquet(cols.events_path, "events", columns=wanted)
     if start_ts is not None:
-        txns = txns[txns["event_timestamp"] >= start_ts]
+        events = events[events[ts_field] >= start_ts]
     if end_ts is not None:
-        txns = txns[txns["event_timestamp"] < end_ts]
-    if txns.empty:
-        raise UserFacingError(f"no transactions in the time range [{start_ts}, {end_ts})")
-    txns = txns.rename(columns={"event_timestamp": "txn_timestamp"})
-    df = txns.merge(labels[["transaction_id", "label_timestamp", LABEL]], on="transaction_id", how="inner")
+        events = events[events[ts_field] < end_ts]
+    if events.empty:
+        raise UserFacingError(f"no events in the time range [{start_ts}, {end_ts})")
+    events = events.rename(columns={ts_field: EVENT_TIME})
+    df = events.merge(labels[[cols.event_id, LABEL_TIME, cols.label]], on=cols.event_id, how="inner")
     if df.empty:
         raise UserFacingError(
-            f"no labelled transactions in [{start_ts}, {end_ts}) with labels known at cutoff {cut} "
-            f"({len(txns)} transactions, {len(labels)} labels)"
+            f"no labelled events in [{start_ts}, {end_ts}) with labels known at cutoff {cut} "
+            f"({len(events)} events, {len(labels)} labels)"
         )
-    df = df.drop_duplicates("transaction_id").sort_values(["txn_timestamp", "transaction_id"], kind="stable")
-    df["txn_timestamp"] = df["txn_timestamp"].astype("datetime64[us, UTC]")
-    df["label_timestamp"] = df["label_timestamp"].astype("datetime64[us, UTC]")
-    df["event_timestamp"] = (df["txn_timestamp"] - ENTITY_OFFSET).astype("datetime64[us, UTC]")
-    df[LABEL] = df[LABEL].astype("int64")
-    return df[[*ID_COLUMNS, LABEL, *REQUEST_COLUMNS]].reset_index(drop=True)
+    df = df.drop_duplicates(cols.event_id).sort_values([EVENT_TIME, cols.event_id], kind="stable")
+    df[EVENT_TIME] = df[EVENT_TIME].astype("datetime64[us, UTC]")
+    df[LABEL_TIME] = df[LABEL_TIME].astype("datetime64[us, UTC]")
+    df[ENTITY_TIME] = (df[EVENT_TIME] - ENTITY_OFFSET).astype("datetime64[us, UTC]")
+    df[cols.label] = df[cols.label].astype("int64")
+    return df[[*cols.ids, cols.label, *cols.request]].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- features
@@ -150,12 +196,14 @@ def resolve_refs(store: Any, features: str | list[str]) -> list[str]:
 
 
 def historical_features(
-    entities: pd.DataFrame, features: str | list[str] = FEATURE_SERVICE, join: str = "feast", store: Any = None
+    entities: pd.DataFrame, features: str | list[str] | None = None, join: str = "feast", store: Any = None
 ) -> pd.DataFrame:
     """Point-in-time features for ``entities`` (needs join keys, ``event_timestamp`` and the request
-    fields), in entity order, entity columns first. ``join``: ``feast`` or ``fast``."""
+    fields), in entity order, entity columns first. ``features``: a feature service name or refs (default:
+    the model's service). ``join``: ``feast`` or ``fast``."""
     from core.feast_store import get_store
 
+    features = features or frame_columns().service
     store = store or get_store()
     refs = resolve_refs(store, features)
     names = [r.split(":", 1)[1] for r in refs]
@@ -195,26 +243,27 @@ def training_frame(
     start: TimeLike = None,
     end: TimeLike = None,
     cutoff: TimeLike = None,
-    features: str | list[str] = FEATURE_SERVICE,
+    features: str | list[str] | None = None,
     join: str = "feast",
     segments: bool = True,
 ) -> pd.DataFrame:
-    """Labelled transactions in ``[start, end)`` (labels known at ``cutoff``) with their point-in-time
-    features: id/time columns, ``is_fraud``, ``amount``, ``country``, the features (in the service's
-    order) and, with ``segments``, ``category`` and ``home_country`` for per-segment evaluation."""
+    """Labelled events in ``[start, end)`` (labels known at ``cutoff``) with their point-in-time features:
+    id/time columns, the label, the request fields, the features (in the service's order) and, with
+    ``segments``, the service's segment features (its ``segments`` tag) for per-segment evaluation."""
     from core.feast_store import get_store
 
+    cols = frame_columns()
     store = get_store()
     entities = entity_frame(start, end, cutoff)
     df = historical_features(entities, features, join=join, store=store)
     if segments:
         names = set(df.columns)
-        seg_refs = [r for r in SEGMENT_REFS if r.split(":")[1] not in names]
+        seg_refs = [r for r in cols.segment_refs if r.split(":")[1] not in names]
         if seg_refs:
-            seg = fast_features(store, entities[["user_id", "merchant_id", "event_timestamp"]], seg_refs)
+            seg = fast_features(store, entities[[*cols.join_keys, ENTITY_TIME]], seg_refs)
             df = pd.concat([df, seg], axis=1)
     if len(df) != len(entities):
-        raise RuntimeError(f"training frame has {len(df)} rows for {len(entities)} labelled transactions")
+        raise RuntimeError(f"training frame has {len(df)} rows for {len(entities)} labelled events")
     return df
 
 
@@ -244,7 +293,7 @@ def build_training_set(
     start: TimeLike = None,
     end: TimeLike = None,
     cutoff: TimeLike = None,
-    features: str | list[str] = FEATURE_SERVICE,
+    features: str | list[str] | None = None,
     join: str = "feast",
     out_dir: Path | None = None,
 ) -> TrainingSet:
@@ -252,6 +301,8 @@ def build_training_set(
     from core.feast_store import get_store
     from training.validation import feature_stats
 
+    cols = frame_columns()
+    features = features or cols.service
     refs = resolve_refs(get_store(), features)
     df = training_frame(start, end, cutoff, features=features, join=join)
     names = [r.split(":", 1)[1] for r in refs]
@@ -261,14 +312,15 @@ def build_training_set(
         "feature_service": features if isinstance(features, str) else None,
         "feature_refs": refs,
         "features": names,
-        "label": LABEL,
+        "label": cols.label,
+        "event_id": cols.event_id,
         "requested_range": [str(to_utc(start)) if start else None, str(to_utc(end)) if end else None],
         "label_cutoff": str(to_utc(cutoff)) if cutoff else None,
-        "txn_time_range": [df["txn_timestamp"].min().isoformat(), df["txn_timestamp"].max().isoformat()],
-        "entity_timestamp": "transaction event time - 1 microsecond",
+        "event_time_range": [df[EVENT_TIME].min().isoformat(), df[EVENT_TIME].max().isoformat()],
+        "entity_timestamp": "event time - 1 microsecond",
         "rows": int(len(df)),
-        "positives": int(df[LABEL].sum()),
-        "label_rate": float(df[LABEL].mean()),
+        "positives": int(df[cols.label].sum()),
+        "label_rate": float(df[cols.label].mean()),
         "rows_without_history": {n: int(df[n].isna().sum()) for n in names if df[n].isna().any()},
         "content_hash": digest,
         "feature_stats": feature_stats(df, names),

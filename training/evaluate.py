@@ -19,10 +19,10 @@ import xgboost as xgb  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import average_precision_score, brier_score_loss, precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
 
-from training.model import LABEL, NTHREAD, predict  # noqa: E402
+from training.datasets import frame_columns  # noqa: E402
+from training.model import NTHREAD, label_column, predict  # noqa: E402
 
 TARGET_FPR = 0.01
-SEGMENT_COLUMNS = {"category": "merchant category", "country": "transaction country"}
 MIN_SEGMENT_ROWS = 30
 NOISE_LEVELS = (0.05, 0.2)
 
@@ -102,8 +102,9 @@ def segment_metrics(
     """Metrics per value of each segment column (values with enough rows), and the notable gaps."""
     out: dict[str, list[dict[str, Any]]] = {}
     gaps = []
-    y = df[LABEL].to_numpy()
-    for col, label in SEGMENT_COLUMNS.items():
+    y = df[label_column()].to_numpy()
+    for col in frame_columns().segments:
+        label = col.replace("_", " ")
         if col not in df:
             continue
         rows = []
@@ -117,7 +118,7 @@ def segment_metrics(
             rec = met["recall_at_threshold"]
             if met["positives"] >= 5 and not math.isnan(rec) and rec < overall_recall - 0.2:
                 gaps.append(
-                    f"{label} {value}: recall {rec:.2f} vs {overall_recall:.2f} overall ({met['positives']} frauds)"
+                    f"{label} {value}: recall {rec:.2f} vs {overall_recall:.2f} overall ({met['positives']} positives)"
                 )
         out[col] = rows
     return out, gaps
@@ -127,7 +128,7 @@ def robustness(
     booster: xgb.Booster, df: pd.DataFrame, features: list[str], feature_refs: list[str], seed: int
 ) -> dict[str, float]:
     """PR-AUC under multiplicative Gaussian noise and with whole feature views missing (NaN)."""
-    y = df[LABEL].to_numpy()
+    y = df[label_column()].to_numpy()
     out = {}
     rng = np.random.default_rng(seed)
     X = df[features].astype("float64")
@@ -202,9 +203,9 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate on ``test``; the decision threshold is set on ``valid`` at 1% false-positive rate."""
     valid_scores = predict(booster, valid, features)
-    threshold = threshold_at_fpr(valid[LABEL].to_numpy(), valid_scores)
+    threshold = threshold_at_fpr(valid[label_column()].to_numpy(), valid_scores)
     scores = predict(booster, test, features)
-    y = test[LABEL].to_numpy()
+    y = test[label_column()].to_numpy()
     metrics = core_metrics(y, scores, threshold)
     segments, gaps = segment_metrics(test, scores, threshold, metrics["recall_at_threshold"])
     prob_true, prob_pred = calibration_curve(y, scores, n_bins=10, strategy="quantile")
@@ -291,7 +292,7 @@ def write_report(
 ) -> Path:
     """``report.md`` + PNGs + ``evaluation.json`` in ``out``; returns the Markdown path."""
     out.mkdir(parents=True, exist_ok=True)
-    y = test[LABEL].to_numpy()
+    y = test[label_column()].to_numpy()
     scores = predict(booster, test, features)
     ev.plots = _plots(ev, y, scores, out)
     m = ev.metrics
@@ -326,9 +327,9 @@ def write_report(
     for col, rows in ev.segments.items():
         lines += [
             "",
-            f"### {SEGMENT_COLUMNS[col]}",
+            f"### {col.replace('_', ' ')}",
             "",
-            "| segment | rows | frauds | PR-AUC | ROC-AUC | recall | FPR |",
+            "| segment | rows | positives | PR-AUC | ROC-AUC | recall | FPR |",
             "|---|---|---|---|---|---|---|",
         ]
         lines += [

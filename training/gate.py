@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score
 from core.consistency import promotion_blockers
 from core.settings import settings
 from training.evaluate import Evaluation
-from training.model import LABEL, predict
+from training.model import label_column, predict
 
 DEFAULT_MARGIN = 0.005  # the default of settings().promotion_margin
 
@@ -51,7 +51,7 @@ def production_pr_auc(model: Any, holdout: pd.DataFrame) -> tuple[float | None, 
     if not features or missing:
         return None, f"production model {model.tag} needs features not in this training set: {missing or 'unknown'}"
     scores = predict(load_booster(model), holdout, features)
-    return float(average_precision_score(holdout[LABEL], scores)), ""
+    return float(average_precision_score(holdout[label_column()], scores)), ""
 
 
 def decide(

@@ -1,4 +1,4 @@
-"""XGBoost fraud model: time-based split, class weighting, bounded hyperparameter search with early
+"""XGBoost binary classifier: time-based split, class weighting, bounded hyperparameter search with early
 stopping, deterministic for a seed (fixed ``nthread``, seeded sampling)."""
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ from sklearn.metrics import average_precision_score
 from tqdm.auto import tqdm
 
 from core.errors import UserFacingError
+from training.datasets import EVENT_TIME, frame_columns
 
 log = logging.getLogger(__name__)
 
-LABEL = "is_fraud"
-TIME_COLUMN = "txn_timestamp"
+TIME_COLUMN = EVENT_TIME
+
+
+def label_column() -> str:
+    """The training frame's label column (named by the feature repo's LabelView)."""
+    return frame_columns().label
+
 NTHREAD = 2  # fixed: XGBoost's hist results depend on the thread count only through float summation order
 BASE_PARAMS: dict[str, Any] = {
     "objective": "binary:logistic",
@@ -49,19 +55,21 @@ class Split:
 
 
 def time_split(df: pd.DataFrame, valid_frac: float = 0.15, test_frac: float = 0.15) -> Split:
-    """Split by transaction time: oldest rows train, then validation, newest test (no shuffling)."""
+    """Split by event time: oldest rows train, then validation, newest test (no shuffling)."""
     if len(df) < 50:
         raise UserFacingError(f"only {len(df)} labelled rows; need at least 50 to train and evaluate")
-    df = df.sort_values([TIME_COLUMN, "transaction_id"], kind="stable").reset_index(drop=True)
+    cols = frame_columns()
+    label = cols.label
+    df = df.sort_values([TIME_COLUMN, cols.event_id], kind="stable").reset_index(drop=True)
     n = len(df)
     i_valid = int(n * (1 - valid_frac - test_frac))
     i_test = int(n * (1 - test_frac))
     parts = df.iloc[:i_valid], df.iloc[i_valid:i_test], df.iloc[i_test:]
     for name, part in zip(("train", "validation", "test"), parts, strict=True):
-        positives = int(part[LABEL].sum())
+        positives = int(part[label].sum())
         if positives == 0 or positives == len(part):
             raise UserFacingError(
-                f"the {name} split ({len(part)} rows from {part[TIME_COLUMN].min()}) has {positives} fraud labels; "
+                f"the {name} split ({len(part)} rows from {part[TIME_COLUMN].min()}) has {positives} positive labels; "
                 "need both classes in every split: use a longer time range or a later label cutoff"
             )
     bounds = {
@@ -75,7 +83,7 @@ def time_split(df: pd.DataFrame, valid_frac: float = 0.15, test_frac: float = 0.
 def matrix(df: pd.DataFrame, features: list[str], label: bool = True) -> xgb.DMatrix:
     """DMatrix with the model's column order; missing values are NaN (XGBoost's missing branch)."""
     X = df[features].astype("float64")
-    return xgb.DMatrix(X, label=df[LABEL].to_numpy() if label else None, feature_names=features, nthread=NTHREAD)
+    return xgb.DMatrix(X, label=df[label_column()].to_numpy() if label else None, feature_names=features, nthread=NTHREAD)
 
 
 def predict(booster: xgb.Booster, df: pd.DataFrame, features: list[str]) -> np.ndarray:
@@ -112,7 +120,8 @@ def fit(
 ) -> FitResult:
     """Try ``trials`` configurations (early stopping on validation PR-AUC); keep the best.
     ``on_trial(index, params, metrics)`` is called after each (experiment tracking)."""
-    y = split.train[LABEL].to_numpy()
+    label = label_column()
+    y = split.train[label].to_numpy()
     scale_pos_weight = float((y == 0).sum() / max(1, (y == 1).sum()))
     dtrain, dvalid = matrix(split.train, features), matrix(split.valid, features)
     best: FitResult | None = None
@@ -132,7 +141,7 @@ def fit(
         # keep only the trees up to the best iteration, so any caller (serving's inplace_predict) gets it
         booster = booster[: booster.best_iteration + 1]
         scores = predict(booster, split.valid, features)
-        pr_auc = float(average_precision_score(split.valid[LABEL], scores))
+        pr_auc = float(average_precision_score(split.valid[label], scores))
         rounds = booster.num_boosted_rounds()
         history.append({**config, "best_iteration": rounds - 1, "valid_pr_auc": pr_auc})
         log.info("config %s: best_iteration=%d valid PR-AUC=%.4f", config, rounds - 1, pr_auc)

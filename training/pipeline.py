@@ -18,7 +18,7 @@ import pandas as pd
 from core import errors, feature_refs, model_store
 from core.settings import settings
 from training import registry
-from training.datasets import TimeLike, TrainingSet, build_training_set, load_training_set
+from training.datasets import TimeLike, TrainingSet, build_training_set, frame_columns, load_training_set
 from training.evaluate import Evaluation, evaluate, write_report
 from training.gate import Decision, decide
 from training.model import fit, predict, time_split
@@ -203,7 +203,7 @@ def _train(
     decision = decide(ev, split.test, current, margin, feature_refs=refs)
 
     scores = predict(result.booster, split.test, features)
-    holdout = pd.DataFrame({"transaction_id": split.test["transaction_id"].to_numpy(), "score": scores})
+    holdout = pd.DataFrame({"event_id": split.test[frame_columns().event_id].to_numpy(), "score": scores})
     ref = split.test[features].assign(score=scores)
     if len(ref) > REFERENCE_ROWS:
         ref = ref.sample(REFERENCE_ROWS, random_state=args["seed"]).sort_index()
@@ -325,7 +325,7 @@ def _original_run(run_ref: str) -> dict[str, Any]:
 def _compare(original: dict[str, Any], holdout: pd.DataFrame) -> Reproduction:
     before = original["predictions"]
     same_rows = len(before) == len(holdout) and np.array_equal(
-        before["transaction_id"].to_numpy(), holdout["transaction_id"].to_numpy()
+        before["event_id"].to_numpy(), holdout["event_id"].to_numpy()
     )
     if not same_rows:
         return Reproduction(original["run_id"], False, len(holdout), math.inf)

@@ -390,12 +390,12 @@ def frame_expectations(
         )
         exps.append(
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A="txn_timestamp", column_B=ts, or_equal=False, ignore_row_if="either_value_is_missing"
+                column_A="event_time", column_B=ts, or_equal=False, ignore_row_if="either_value_is_missing"
             )
         )
     exps.append(
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A="txn_timestamp", column_B="event_timestamp", or_equal=False
+            column_A="event_time", column_B="event_timestamp", or_equal=False
         )
     )
     return exps
@@ -406,18 +406,20 @@ def validate_frame(
     features: list[str],
     refs: list[str],
     reference: dict[str, dict[str, Any]] | None,
-    label: str = "is_fraud",
+    label: str | None = None,
     store: Any = None,
 ) -> list[Check]:
     """The point-in-time frame: null rates and distributions vs ``reference``, label rate, leakage."""
     from core.feast_store import get_store
+    from training.datasets import frame_columns
     from training.pit_join import feast_view_specs, feature_timestamps
 
+    label = label or frame_columns().label
     specs, _odfvs, _hidden = feast_view_specs(store or get_store(), refs)
     keys = sorted({k for s in specs for k in s.join_keys})
     stamps = feature_timestamps(frame[[*keys, "event_timestamp"]], specs).to_pandas()
     df = pd.concat(
-        [frame[[*features, label, "event_timestamp", "txn_timestamp"]].reset_index(drop=True), stamps], axis=1
+        [frame[[*features, label, "event_timestamp", "event_time"]].reset_index(drop=True), stamps], axis=1
     )
     return run_frame_suites(df, features, reference, label, list(stamps.columns))
 

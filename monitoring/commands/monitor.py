@@ -10,6 +10,7 @@ import shlex
 import signal
 import threading
 
+from core.contracts import domain_topics
 from core.errors import UserFacingError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--metrics-port", type=int, default=9109)
     o.add_argument("--group", default="rtml-monitor", help="Kafka consumer group")
     o.add_argument("--predictions-topic", default=None, help="default: settings().topics.predictions")
-    o.add_argument("--labels-topic", default=None, help="default: settings().topics.labels")
+    o.add_argument("--labels-topic", default=None, help="default: the feature repo's label topic")
     o.add_argument("--alerts-topic", default=None, help="default: settings().topics.alerts")
     o.add_argument("--no-labels", action="store_true", help="do not consume the labels topic")
     o.add_argument("--reports-keep", type=int, default=20, help="drifted-window reports kept")
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     check_broker()
     predictions = args.predictions_topic or cfg.topics.predictions
-    labels = args.labels_topic or cfg.topics.labels
+    labels = args.labels_topic or domain_topics().labels
     alerts = args.alerts_topic or cfg.topics.alerts
     ensure_topics([predictions, labels, alerts], role="monitor")
     metrics = MonitorMetrics()

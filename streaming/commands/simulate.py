@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     live.add_argument("--duration", type=float, default=60.0, help="seconds to stream; 0 = until Ctrl-C (default 60)")
     live.add_argument("--max-events", type=int, help="stop after this many events (overrides --duration if smaller)")
-    live.add_argument("--topic", help="transactions topic (default: settings().topics.transactions)")
+    live.add_argument("--topic", help="transactions topic (default: the feature repo's event topic)")
     live.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True, help="send delayed labels")
     live.add_argument(
         "--label-delay-scale",

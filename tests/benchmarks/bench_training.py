@@ -289,7 +289,7 @@ def child_validation() -> None:
     feats = pq.read_table(WORK / "result-fast.parquet").to_pandas()
     rng = np.random.default_rng(3)
     frame = pd.concat([ent, feats.drop(columns="row_id")], axis=1)
-    frame["txn_timestamp"] = frame["event_timestamp"] + pd.Timedelta(microseconds=1)
+    frame["event_time"] = frame["event_timestamp"] + pd.Timedelta(microseconds=1)
     frame["is_fraud"] = (rng.random(len(frame)) < 0.01).astype("int64")
     reference = feature_stats(frame.sample(200_000, random_state=1), NAMES)
     specs = [ViewSpec(v, str(DATA / src), (key,), tuple(f), ttl=ttl) for v, (src, key, f, ttl) in VIEWS.items()]
@@ -303,12 +303,12 @@ def child_validation() -> None:
             "currency": "EUR",
             "country": rng.choice(["DE", "FR", "US"], n),
             "channel": rng.choice(["pos", "online"], n),
-            "event_timestamp": frame["txn_timestamp"],
+            "event_timestamp": frame["event_time"],
         }
     )
     t0 = time.perf_counter()
     stamps = feature_timestamps(frame[["user_id", "merchant_id", "event_timestamp"]], specs).to_pandas()
-    df = pd.concat([frame[[*NAMES, "is_fraud", "event_timestamp", "txn_timestamp"]], stamps], axis=1)
+    df = pd.concat([frame[[*NAMES, "is_fraud", "event_timestamp", "event_time"]], stamps], axis=1)
     checks = run_frame_suites(df, NAMES, reference, "is_fraud", list(stamps.columns))
     frame_s = time.perf_counter() - t0
     t1 = time.perf_counter()

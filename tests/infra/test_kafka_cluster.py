@@ -54,6 +54,7 @@ def test_three_nodes_replicate_and_survive_a_sigkilled_broker(cluster):
     from kafka import KafkaConsumer, TopicPartition
     from kafka.admin import ConfigResource, ConfigResourceType
 
+    from core.contracts import domain_topics
     from core.kafka_io import client_security, make_admin, make_producer
 
     s = cluster
@@ -62,7 +63,7 @@ def test_three_nodes_replicate_and_survive_a_sigkilled_broker(cluster):
     status = _rtml("status")  # with RTML_KAFKA_BROKERS unset: the first node's bootstrap still answers
     assert f"pid {','.join(map(str, pids))}" in status.stdout and "answers" in status.stdout
     assert len(s.kafka_bootstrap.split(",")) == 3
-    topic = s.topics.transactions
+    topic = domain_topics().events
 
     admin = make_admin(role="admin")
     try:

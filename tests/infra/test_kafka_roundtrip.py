@@ -8,13 +8,14 @@ import time
 
 import pytest
 
+from core.contracts import domain_topics
 from core.kafka_io import make_consumer, make_producer
 
 pytestmark = pytest.mark.integration
 
 
 def test_project_topics_exist(stack):
-    consumer = make_consumer([stack.topics.transactions], group_id=None, bootstrap=stack.kafka_bootstrap, role="admin")
+    consumer = make_consumer([domain_topics().events], group_id=None, bootstrap=stack.kafka_bootstrap, role="admin")
     try:
         assert set(stack.topics.all()) <= consumer.topics()
     finally:

@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
+from core.contracts import domain_topics
 from core.errors import UserFacingError
 from core.kafka_io import (
     ROLES,
@@ -139,7 +140,7 @@ def test_a_deployment_user_overrides_the_role(own_roles, monkeypatch):
     monkeypatch.setenv("RTML_KAFKA_USER", "serving")
     monkeypatch.setenv("RTML_KAFKA_PASSWORD", load_secrets(s)["serving"])
     # the env names the principal: serving's ACLs apply whatever role the code passes
-    assert not _role_can_write("product", s.topics.transactions)
+    assert not _role_can_write("product", domain_topics().events)
     assert _role_can_write("product", s.topics.predictions)
 
 
@@ -155,7 +156,7 @@ def test_secrets_are_private_files_and_in_no_log_line(own_roles, caplog, tmp_pat
     # Clients at DEBUG, a refused login, the CLI: none prints a password.
     caplog.set_level(logging.DEBUG, logger="kafka")
     producer = make_producer(role="product")
-    producer.send(s.topics.transactions, value={"probe": 1}).get(timeout=15)
+    producer.send(domain_topics().events, value={"probe": 1}).get(timeout=15)
     producer.close()
     with pytest.raises(KafkaTimeoutError):
         _admin(s, **dict(client_security("product"), sasl_plain_password="not-the-password"))
@@ -203,7 +204,7 @@ def test_spark_kafka_source_authenticates_as_its_role(own_roles):
 
     s = own_roles
     producer = make_producer(role="product")
-    producer.send(s.topics.transactions, value={"probe": "spark"}).get(timeout=15)
+    producer.send(domain_topics().events, value={"probe": "spark"}).get(timeout=15)
     producer.close()
     options = spark_kafka_options("stream")
     assert options["kafka.security.protocol"] == "SASL_PLAINTEXT"
@@ -212,7 +213,7 @@ def test_spark_kafka_source_authenticates_as_its_role(own_roles):
     jars = ",".join(str(p) for p in connector_jars())
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     done = subprocess.run(
-        [sys.executable, "-c", SPARK_PROBE, "stream", s.topics.transactions, s.topics.predictions, jars],
+        [sys.executable, "-c", SPARK_PROBE, "stream", domain_topics().events, s.topics.predictions, jars],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

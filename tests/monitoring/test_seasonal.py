@@ -111,7 +111,7 @@ def test_the_monitor_calibrates_a_model_once_on_its_training_set_and_stores_it_n
     model = production_model()
     features = list(model.info.metadata["features"])
     frame, y = synthetic_feature_frame(14 * 24 * 30, seed=1, features=features)
-    frame["txn_timestamp"] = pd.to_datetime(MONDAY + np.arange(len(frame)) * 120.0, unit="s", utc=True)
+    frame["event_time"] = pd.to_datetime(MONDAY + np.arange(len(frame)) * 120.0, unit="s", utc=True)
     frame["is_fraud"] = y
     folder = tmp_path / "training_sets" / "synthetic"
     folder.mkdir(parents=True)

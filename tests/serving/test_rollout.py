@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.contracts import domain_topics
 from tests.serving.conftest import MERCHANT_BASE, N_MERCHANTS, N_USERS, USER_BASE
 from tests.serving.test_service import known_transactions, model_and_booster, post, read_predictions, score_rows, txn
 
@@ -270,7 +271,7 @@ class Watcher:
         from monitoring.rollout import RolloutFeed
 
         topics = settings().topics
-        self.consumer = make_consumer([topics.predictions, topics.labels], group_id=None, auto_offset_reset="latest",
+        self.consumer = make_consumer([topics.predictions, domain_topics().labels], group_id=None, auto_offset_reset="latest",
                                       role="admin")
         deadline = time.monotonic() + 20
         while not self.consumer.assignment() and time.monotonic() < deadline:
@@ -355,7 +356,6 @@ def test_policy_aborts_a_challenger_that_ranks_worse_once_labels_arrive(serving)
 
     from core import model_store
     from core.kafka_io import make_producer
-    from core.settings import settings
     from tests.fixtures.models import synthetic_feature_frame
     from training.registry import register_model
 
@@ -377,7 +377,7 @@ def test_policy_aborts_a_challenger_that_ranks_worse_once_labels_arrive(serving)
         cut = np.quantile([b["score"] for b in bodies], 0.75)
         for t, b in zip(txns, bodies, strict=True):  # the truth follows production's ranking: production is right
             label = {"transaction_id": t["transaction_id"], "is_fraud": int(b["score"] >= cut)}
-            producer.send(settings().topics.labels, key=t["transaction_id"].encode(), value=json.dumps(label).encode())
+            producer.send(domain_topics().labels, key=t["transaction_id"].encode(), value=json.dumps(label).encode())
         producer.flush(10)
         event = wait_history("rollout-abort", bad, since)
         assert event["tag"] == bad and "PR-AUC" in event["reason"], event

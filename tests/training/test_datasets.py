@@ -213,7 +213,7 @@ def history(tmp_path_factory):
 
 def test_training_frame_is_point_in_time_and_paths_agree(history):
     from core.feature_refs import ref_names, service_feature_refs
-    from training.datasets import SEGMENT_REFS, build_training_set, training_frame
+    from training.datasets import build_training_set, frame_columns, training_frame
 
     names = ref_names(service_feature_refs())
     feast_df = training_frame(join="feast")
@@ -223,8 +223,8 @@ def test_training_frame_is_point_in_time_and_paths_agree(history):
 
     # independent: the user's stream features are those of the user's PREVIOUS transaction (strictly
     # before the scored one), within the 2-day TTL; never the scored transaction's own row
-    txn = feast_df[["transaction_id", "user_id", "merchant_id", "txn_timestamp"]].rename(
-        columns={"txn_timestamp": "event_timestamp"}
+    txn = feast_df[["transaction_id", "user_id", "merchant_id", "event_time"]].rename(
+        columns={"event_time": "event_timestamp"}
     )
     expected = oracle_join(
         txn,
@@ -241,7 +241,7 @@ def test_training_frame_is_point_in_time_and_paths_agree(history):
     # rows with no history are kept with missing values, and exist in this data
     assert feast_df["txn_count_24h"].isna().sum() > 0
     assert set(names) <= set(feast_df.columns)
-    assert {r.split(":")[1] for r in SEGMENT_REFS} <= set(feast_df.columns)
+    assert set(frame_columns().segments) <= set(feast_df.columns)
     # on-demand features from the request fields
     np.testing.assert_array_equal(feast_df["txn_amount"], feast_df["amount"])
 
@@ -266,8 +266,8 @@ def test_label_cutoff_and_time_range(history):
         (labels.label_timestamp <= cutoff) & (labels.event_timestamp >= start) & (labels.event_timestamp < end)
     ]
     assert sorted(df.transaction_id) == sorted(expected.transaction_id)
-    assert (df["event_timestamp"] == df["txn_timestamp"] - US).all()
-    assert df["txn_timestamp"].is_monotonic_increasing
+    assert (df["event_timestamp"] == df["event_time"] - US).all()
+    assert df["event_time"].is_monotonic_increasing
 
 
 def test_bad_inputs_give_clear_errors(history):
@@ -276,7 +276,7 @@ def test_bad_inputs_give_clear_errors(history):
     first_label = history.labels.label_timestamp.min()
     with pytest.raises(UserFacingError, match="no labels known at cutoff"):
         entity_frame(cutoff=first_label - pd.Timedelta(seconds=1))
-    with pytest.raises(UserFacingError, match="no transactions in the time range"):
+    with pytest.raises(UserFacingError, match="no events in the time range"):
         entity_frame("2030-01-01", "2030-02-01")
     with pytest.raises(UserFacingError, match="empty time range"):
         entity_frame("2026-03-05", "2026-03-01")

@@ -24,7 +24,7 @@ def test_model_learns_the_fraud_signal_and_registers_the_contract(world, fresh_r
     out = train(training_set=world["training_set"].path, trials=2, seed=3, progress=False, max_rounds=ROUNDS)
     m = out.evaluation.metrics
     # holdout quality, recomputed independently from the stored booster and the newest rows
-    df = world["training_set"].frame.sort_values("txn_timestamp")
+    df = world["training_set"].frame.sort_values("event_time")
     test = df.iloc[int(len(df) * 0.85) :]
     model = model_store.production_model()
     assert str(model.tag) == out.tag and out.promoted
@@ -142,7 +142,7 @@ def test_cli_train_and_models(world, fresh_registry, capsys):
     listing = capsys.readouterr().out
     assert listing.count("fraud_model:") == 2 and listing.count("* fraud_model:") == 1
     assert cli(["train", "--start", "2031-01-01", "--end", "2031-02-01", "--join", "fast"]) == 1
-    assert "no transactions in the time range" in capsys.readouterr().err
+    assert "no events in the time range" in capsys.readouterr().err
 
 
 def test_cli_builds_the_training_set_through_feast(world, fresh_registry, capsys):

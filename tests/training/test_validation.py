@@ -115,11 +115,11 @@ def test_leakage_and_drift_against_the_previous_training_set(world, fresh_regist
     # leakage: entity time = transaction time, so each transaction's own feature row is joined
     from training.datasets import historical_features
 
-    leaky = frame[["transaction_id", "user_id", "merchant_id", "txn_timestamp", "label_timestamp", "is_fraud", "amount", "country"]].copy()
-    leaky["event_timestamp"] = leaky["txn_timestamp"]
+    leaky = frame[["transaction_id", "user_id", "merchant_id", "event_time", "label_timestamp", "is_fraud", "amount", "country"]].copy()
+    leaky["event_timestamp"] = leaky["event_time"]
     leaky = historical_features(leaky, refs, join="fast")
     failed = _ids(validate_frame(leaky, features, refs, reference))
-    assert ("training_frame", "txn_timestamp", "expect_column_pair_values_a_to_be_greater_than_b") in failed
+    assert ("training_frame", "event_time", "expect_column_pair_values_a_to_be_greater_than_b") in failed
     # drift: a feature scaled x10 and another mostly missing, vs the reference
     drifted = frame.copy()
     drifted["txn_sum_24h"] = drifted["txn_sum_24h"] * 10

@@ -24,11 +24,16 @@ ad_profile = FeatureView(
     tags={"kind": "batch"},
 )
 
+VIEWER_TILE = timedelta(minutes=1)  # tile size of viewer_activity: every window is a whole number of tiles
 _AGGS = [
-    Aggregation(column="bid", function="count", time_window=timedelta(minutes=10), name="impressions_10m"),
-    Aggregation(column="bid", function="count", time_window=timedelta(hours=1), name="impressions_1h"),
-    Aggregation(column="bid", function="mean", time_window=timedelta(hours=1), name="mean_bid_1h"),
-    Aggregation(column="ad_id", function="count_distinct", time_window=timedelta(hours=1), name="distinct_ads_1h"),
+    Aggregation(column="bid", function="count", time_window=timedelta(minutes=10), slide_interval=VIEWER_TILE,
+                name="impressions_10m"),
+    Aggregation(column="bid", function="count", time_window=timedelta(hours=1), slide_interval=VIEWER_TILE,
+                name="impressions_1h"),
+    Aggregation(column="bid", function="mean", time_window=timedelta(hours=1), slide_interval=VIEWER_TILE,
+                name="mean_bid_1h"),
+    Aggregation(column="ad_id", function="count_distinct", time_window=timedelta(hours=1), slide_interval=VIEWER_TILE,
+                name="distinct_ads_1h"),
 ]
 viewer_activity = StreamFeatureView(
     name="viewer_activity",

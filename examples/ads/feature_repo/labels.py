@@ -17,5 +17,5 @@ click_labels = LabelView(
     source=parquet_source("clicks", "clicks.parquet", "Click outcomes.", timestamp_field="label_timestamp"),
     ttl=timedelta(days=0),
     online=False,
-    tags={"topic": "clicks", "positive": "1"},
+    tags={"topic": "clicks", "positive": "1", "decisions": "skip,click"},
 )

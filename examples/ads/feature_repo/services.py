@@ -9,5 +9,5 @@ ctr_model_v1 = FeatureService(
     name="ctr_model_v1",
     features=[ad_profile[["advertiser_tier", "daily_budget"]], viewer_activity, bid_context],
     description="Features of the click-through-rate model.",
-    tags={"model": "ctr", "labels": "click_labels"},
+    tags={"model": "ctr", "labels": "click_labels", "segments": "ad_profile:ad_category,placement"},
 )
