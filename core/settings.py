@@ -133,6 +133,9 @@ class Settings:
     # stream job and materialize `rtml-writer`, serving the read-only `rtml-serving`). None: no AUTH.
     redis_user: str | None = field(default=None, repr=False)
     redis_password: str | None = field(default=None, repr=False)
+    # RTML_REDIS_SECURITY: `acl` (the local Redis of `rtml up` runs with ACL users and generated passwords,
+    # see core.redis_auth) or `none` (no users: opt out). An external Redis gets AUTH only from RTML_REDIS_*.
+    redis_security: str = "acl"
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     broker: BrokerSettings = field(default_factory=lambda: BrokerSettings())
     monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
@@ -188,8 +191,11 @@ class Settings:
         """Redis connection string in Feast's format (``host:port[,host:port],db=N``)."""
         nodes = ",".join(f"{h}:{p}" for h, p in self.redis_nodes)
         out = nodes if self.redis_mode == "cluster" else f"{nodes},db={self.redis_db}"
-        if self.redis_password:  # Feast passes these to redis-py (the ACL user of this component)
-            out += (f",username={self.redis_user}" if self.redis_user else "") + f",password={self.redis_password}"
+        from core.redis_auth import credentials
+
+        creds = credentials("writer", self)  # Feast writes (apply, materialize) and reads: the writer user
+        if creds is not None:  # Feast passes these to redis-py
+            out += (f",username={creds[0]}" if creds[0] else "") + f",password={creds[1]}"
         return out
 
     @property
@@ -284,6 +290,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         ),
         redis_user=env.get("RTML_REDIS_USER") or None,
         redis_password=env.get("RTML_REDIS_PASSWORD") or None,
+        redis_security=(env.get("RTML_REDIS_SECURITY") or "acl").lower(),
         serving=ServingSettings(
             workers=int(env.get("RTML_SERVING_WORKERS") or 1),
             redis_timeout_s=float(env.get("RTML_SERVING_REDIS_TIMEOUT_MS") or 100) / 1000,
