@@ -50,6 +50,9 @@ class ServingSettings:
     explain_top_k: int = 5  # feature contributions returned with "explain": true
     explain_exact: bool = False  # exact TreeSHAP (slower) instead of XGBoost's approximate contributions
     api_keys_file: str | None = None  # RTML_API_KEYS_FILE: API key hashes (default <state_dir>/secrets/api_keys.json)
+    # RTML_SERVING_AUTH: every endpoint but the health probes needs an API key (bentos/auth.py). On by default;
+    # RTML_SERVING_AUTH=0 turns it off, for local development only (the service logs a warning).
+    auth: bool = True
 
 
 @dataclass(frozen=True)
@@ -303,6 +306,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             explain_top_k=int(env.get("RTML_SERVING_EXPLAIN_TOP_K") or 5),
             explain_exact=(env.get("RTML_SERVING_EXPLAIN_EXACT") or "0").lower() in ("1", "true", "yes"),
             api_keys_file=env.get("RTML_API_KEYS_FILE") or None,
+            auth=(env.get("RTML_SERVING_AUTH") or "1").lower() not in ("0", "false", "no", "off"),
         ),
         broker=BrokerSettings(
             version=env.get("RTML_KAFKA_VERSION") or None,
