@@ -18,11 +18,9 @@ Redis (``RTML_REDIS_URL``) without a password, or ``RTML_REDIS_SECURITY=none``, 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from core.errors import UserFacingError
-from core.settings import Settings, settings
+from core.settings import Settings, generated_passwords, settings
 
 USERS = {"admin": "rtml-admin", "writer": "rtml-writer", "serving": "rtml-serving"}
 # The variables start-redis.sh reads each user's password from.
@@ -41,15 +39,7 @@ def secured(s: Settings | None = None) -> bool:
 
 def load_secrets(s: Settings | None = None) -> dict[str, str]:
     """role -> password from the state dir ({} when `rtml up` has not generated them yet)."""
-    path = secrets_path(s)
-    try:
-        return dict(json.loads(path.read_text())["users"])
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserFacingError(
-            f"{path} is unreadable or corrupt ({type(exc).__name__}); stop Redis (`rtml down`), delete it and run `rtml up`"
-        ) from None
+    return generated_passwords(secrets_path(s), "stop Redis (`rtml down`), delete it and run `rtml up`")
 
 
 def credentials(role: str, s: Settings | None = None) -> tuple[str | None, str] | None:

@@ -6,6 +6,7 @@ repo (``feature_repo/``); everything that differs between machines comes from ``
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -327,6 +328,19 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             port=int(env.get("RTML_MLFLOW_PORT") or 5000),
         ),
     )
+
+
+def generated_passwords(path: Path, remedy: str) -> dict[str, str]:
+    """user -> password of a generated credentials file (``{"users": {...}}``, written by `rtml up`); {} when
+    it does not exist yet; a corrupt file is a clear error naming ``remedy``."""
+    try:
+        return dict(json.loads(path.read_text())["users"])
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError) as exc:
+        from core.errors import UserFacingError
+
+        raise UserFacingError(f"{path} is unreadable or corrupt ({type(exc).__name__}); {remedy}") from None
 
 
 def settings() -> Settings:
