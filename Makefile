@@ -8,7 +8,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONHASHSEED := 0
 
-.PHONY: install system-deps up down status demo test test-unit bench lint clean
+.PHONY: install system-deps up down status demo test test-unit bench security lint clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ test-unit: install
 
 bench: install
 	$(BIN)/python -m tests.benchmarks.run $(BENCH_ARGS)
+
+# Security probes against the real local stack (started and stopped here when not running) and a prediction
+# service: tests/benchmarks/results/security.json. SECURITY_ARGS=--fast: only the probes `make test` runs.
+security: install
+	$(BIN)/python -m tests.security.run $(SECURITY_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -127,12 +127,15 @@ def revoke_key(key_id: str, path: Path | None = None) -> dict[str, Any]:
 
 @dataclass
 class _Bucket:
+    """Token bucket: ``rate`` tokens a second, holding at most ``max(rate, 1)`` (a rate below 1/s still lets
+    one request through every ``1/rate`` seconds)."""
+
     rate: float
     tokens: float
     at: float
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.tokens = min(max(self.rate, 1.0), self.tokens + (now - self.at) * self.rate)
         self.at = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
@@ -199,7 +202,7 @@ class KeyVerifier:
             return None
         bucket = self._buckets.get(key_id)
         if bucket is None or bucket.rate != record["rate_per_s"]:
-            bucket = self._buckets[key_id] = _Bucket(record["rate_per_s"], record["rate_per_s"], now)
+            bucket = self._buckets[key_id] = _Bucket(record["rate_per_s"], max(record["rate_per_s"], 1.0), now)
         key = _Key(key_id, frozenset(record["scopes"]), bucket)
         if len(self._valid) > 10_000:  # bounded: random tokens must not grow it
             self._valid.clear()

@@ -19,6 +19,10 @@ one, then swaps one attribute. Requests read the deployment once, so none fails 
 Endpoints: ``POST /predict``, ``POST /predict_batch``, ``GET /deployment``; BentoML's ``/healthz``
 ``/livez`` (process alive), ``/readyz`` (model loaded and Redis answers) and ``/metrics``.
 Settings: ``settings().serving`` (``RTML_SERVING_*``).
+
+Secure by default: every endpoint but the health probes needs an API key (``Authorization: Bearer
+rtml_<id>_<secret>``, scopes per endpoint, 401/403/429, see :mod:`bentos.auth`; ``rtml keys create``).
+``RTML_SERVING_AUTH=0`` turns the check off for local development only.
 """
 
 from __future__ import annotations
@@ -397,3 +401,19 @@ class PredictionService:
     async def deployment_info(self) -> dict:
         """What this worker serves: production, challenger, rollout mode and share."""
         return self.deployment.describe()
+
+
+def _guard() -> None:
+    """API keys on every endpoint but the health probes (a pure ASGI middleware inside BentoML's own)."""
+    from bentos import auth
+
+    if not _SERVING.auth:
+        log.warning("RTML_SERVING_AUTH=0: the API accepts requests WITHOUT an API key (local development only)")
+        return
+    if not auth.keys_path().exists():
+        log.warning("no API keys in %s yet: every request but the health probes gets 401 until "
+                    "`rtml keys create --name NAME --scope predict`", auth.keys_path())
+    PredictionService.add_asgi_middleware(auth.ApiKeyMiddleware)
+
+
+_guard()

@@ -21,7 +21,7 @@ from typing import Any
 
 from core.contracts import DomainTopics, domain_topics
 from core.errors import UserFacingError
-from core.settings import Settings, Topics, settings
+from core.settings import Settings, Topics, generated_passwords, settings
 
 # SASL over loopback without TLS is this stack's documented design; kafka-python warns on every connection.
 logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
@@ -67,15 +67,7 @@ def secrets_path(s: Settings | None = None):
 
 def load_secrets(s: Settings | None = None) -> dict[str, str]:
     """role -> password from the state dir ({} when `rtml up` has not generated them yet)."""
-    path = secrets_path(s)
-    try:
-        return dict(json.loads(path.read_text())["users"])
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserFacingError(
-            f"{path} is unreadable or corrupt ({type(exc).__name__}); delete it and run `rtml up`"
-        ) from None
+    return generated_passwords(secrets_path(s), "delete it and run `rtml up`")
 
 
 def credentials(role: str, s: Settings | None = None) -> tuple[str, str] | None:

@@ -174,10 +174,11 @@ class OnlineStore:
     """Feast-format Redis: :meth:`write` for the writers, :meth:`read_plan` + :meth:`read` for serving."""
 
     def __init__(self, project: str, views: Mapping[str, OnlineView], target: RedisTarget,
-                 timeout_s: float = 0.1, retry_s: float = 30.0):
+                 timeout_s: float = 0.1, retry_s: float = 30.0, read_target: RedisTarget | None = None):
         self.project = project
         self.views = dict(views)
-        self.target = target
+        self.target = target  # the writers' connections (ACL user rtml-writer)
+        self.read_target = read_target or target  # the hot path's (read-only rtml-serving)
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self._sync: SyncRouter | None = None
@@ -194,7 +195,8 @@ class OnlineStore:
             from core.feast_store import get_store
 
             feast_store = get_store()
-        return cls(feast_store.config.project, online_views(feast_store), RedisTarget.from_settings(s), **kwargs)
+        return cls(feast_store.config.project, online_views(feast_store), RedisTarget.from_settings(s, "writer"),
+                   read_target=RedisTarget.from_settings(s, "serving"), **kwargs)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -372,7 +374,7 @@ class OnlineStore:
     @property
     def reader(self) -> AsyncRouter:
         if self._async is None:
-            self._async = AsyncRouter(self.target, timeout_s=self.timeout_s)
+            self._async = AsyncRouter(self.read_target, timeout_s=self.timeout_s)
         return self._async
 
     async def read(self, plan: ReadPlan, entity_values: Mapping[str, Any]) -> FetchResult:
@@ -432,8 +434,9 @@ def _retryable(exc: Exception) -> bool:
 
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, RedisUnavailable)):
         return True
-    if isinstance(exc, (redis.exceptions.ReadOnlyError, redis.exceptions.NoScriptError)):
-        return True
+    if isinstance(exc, (redis.exceptions.ReadOnlyError, redis.exceptions.NoScriptError,
+                        redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)):
+        return True  # (redis-py strips the CLUSTERDOWN / TRYAGAIN code from these messages)
     text = str(exc)
     return text.startswith(("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN")) or \
         isinstance(exc, redis.exceptions.ResponseError) and text.split(" ", 1)[0] in ("MOVED", "ASK")

@@ -56,12 +56,15 @@ class RedisTarget:
         return self.username, self.password
 
     @classmethod
-    def from_settings(cls, s=None) -> RedisTarget:
+    def from_settings(cls, s=None, role: str = "writer") -> RedisTarget:
+        """The settings' Redis, authenticating as ``role``'s ACL user (:func:`core.redis_auth.credentials`)."""
+        from core.redis_auth import credentials
         from core.settings import settings
 
         s = s or settings()
+        user, password = credentials(role, s) or (None, None)
         return cls(s.redis_mode, tuple(s.redis_nodes), s.redis_db, s.redis_sentinel_master,
-                   username=s.redis_user, password=s.redis_password)
+                   username=user, password=password)
 
 
 def resp(*parts: bytes) -> bytes:

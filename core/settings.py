@@ -6,6 +6,7 @@ repo (``feature_repo/``); everything that differs between machines comes from ``
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -48,6 +49,9 @@ class ServingSettings:
     explain_top_k: int = 5  # feature contributions returned with "explain": true
     explain_exact: bool = False  # exact TreeSHAP (slower) instead of XGBoost's approximate contributions
     api_keys_file: str | None = None  # RTML_API_KEYS_FILE: API key hashes (default <state_dir>/secrets/api_keys.json)
+    # RTML_SERVING_AUTH: every endpoint but the health probes needs an API key (bentos/auth.py). On by default;
+    # RTML_SERVING_AUTH=0 turns it off, for local development only (the service logs a warning).
+    auth: bool = True
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,9 @@ class Settings:
     # stream job and materialize `rtml-writer`, serving the read-only `rtml-serving`). None: no AUTH.
     redis_user: str | None = field(default=None, repr=False)
     redis_password: str | None = field(default=None, repr=False)
+    # RTML_REDIS_SECURITY: `acl` (the local Redis of `rtml up` runs with ACL users and generated passwords,
+    # see core.redis_auth) or `none` (no users: opt out). An external Redis gets AUTH only from RTML_REDIS_*.
+    redis_security: str = "acl"
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     broker: BrokerSettings = field(default_factory=lambda: BrokerSettings())
     monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
@@ -186,8 +193,11 @@ class Settings:
         """Redis connection string in Feast's format (``host:port[,host:port],db=N``)."""
         nodes = ",".join(f"{h}:{p}" for h, p in self.redis_nodes)
         out = nodes if self.redis_mode == "cluster" else f"{nodes},db={self.redis_db}"
-        if self.redis_password:  # Feast passes these to redis-py (the ACL user of this component)
-            out += (f",username={self.redis_user}" if self.redis_user else "") + f",password={self.redis_password}"
+        from core.redis_auth import credentials
+
+        creds = credentials("writer", self)  # Feast writes (apply, materialize) and reads: the writer user
+        if creds is not None:  # Feast passes these to redis-py
+            out += (f",username={creds[0]}" if creds[0] else "") + f",password={creds[1]}"
         return out
 
     @property
@@ -282,6 +292,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         ),
         redis_user=env.get("RTML_REDIS_USER") or None,
         redis_password=env.get("RTML_REDIS_PASSWORD") or None,
+        redis_security=(env.get("RTML_REDIS_SECURITY") or "acl").lower(),
         serving=ServingSettings(
             workers=int(env.get("RTML_SERVING_WORKERS") or 1),
             redis_timeout_s=float(env.get("RTML_SERVING_REDIS_TIMEOUT_MS") or 100) / 1000,
@@ -294,6 +305,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             explain_top_k=int(env.get("RTML_SERVING_EXPLAIN_TOP_K") or 5),
             explain_exact=(env.get("RTML_SERVING_EXPLAIN_EXACT") or "0").lower() in ("1", "true", "yes"),
             api_keys_file=env.get("RTML_API_KEYS_FILE") or None,
+            auth=(env.get("RTML_SERVING_AUTH") or "1").lower() not in ("0", "false", "no", "off"),
         ),
         broker=BrokerSettings(
             version=env.get("RTML_KAFKA_VERSION") or None,
@@ -314,6 +326,19 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             port=int(env.get("RTML_MLFLOW_PORT") or 5000),
         ),
     )
+
+
+def generated_passwords(path: Path, remedy: str) -> dict[str, str]:
+    """user -> password of a generated credentials file (``{"users": {...}}``, written by `rtml up`); {} when
+    it does not exist yet; a corrupt file is a clear error naming ``remedy``."""
+    try:
+        return dict(json.loads(path.read_text())["users"])
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError) as exc:
+        from core.errors import UserFacingError
+
+        raise UserFacingError(f"{path} is unreadable or corrupt ({type(exc).__name__}); {remedy}") from None
 
 
 def settings() -> Settings:

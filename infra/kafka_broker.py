@@ -21,9 +21,6 @@ Node i (1-based) listens at ``RTML_KAFKA_PORT + 2(i-1)``, its controller at the 
 from __future__ import annotations
 
 import base64
-import json
-import os
-import secrets
 import socket
 import struct
 import subprocess
@@ -48,6 +45,7 @@ from infra.proc import (
     wait_until,
     write_pid,
 )
+from infra.secrets import ensure_passwords, write_private
 
 DEFAULT_VERSION = "4.3.1"
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
@@ -202,26 +200,7 @@ def ensure_secrets(s: Settings | None = None) -> dict[str, Any]:
     """
     from core.kafka_io import ROLES, secrets_path
 
-    s = s or settings()
-    path = secrets_path(s)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        data = {"users": {}, "controller": secrets.token_urlsafe(24)}
-    changed = False
-    for role in ROLES:
-        if role not in data["users"]:
-            data["users"][role] = secrets.token_urlsafe(24)
-            changed = True
-    if changed or not path.exists():
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(path.with_suffix(".tmp"), path)
-    os.chmod(path, 0o600)
-    return data
+    return ensure_passwords(secrets_path(s or settings()), ROLES, extra=("controller",))
 
 
 def server_properties(s: Settings, paths: BrokerPaths, node: Node | None = None) -> str:
@@ -569,7 +548,7 @@ def _start(progress: bool, timeout_s: float | None) -> StartResult:
                 f"({secrets_file(s)} is missing), or by an rtml without Kafka authentication; delete {paths.home} "
                 "(its events too) and run `rtml up` again, or keep it plaintext with RTML_KAFKA_SECURITY=plaintext"
             )
-        _write_private(paths.config, server_properties(s, paths, node))
+        write_private(paths.config, server_properties(s, paths, node))
         paths.log4j.write_text(log4j_properties(paths))
         _format_storage(jars, paths, cluster_id, s)
 
@@ -635,14 +614,6 @@ def secrets_file(s: Settings) -> Path:
 
 def secrets_path_exists(s: Settings) -> bool:
     return secrets_file(s).exists()
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by the owner only (the secured config holds passwords)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
 
 
 def _node_pid_files(s: Settings) -> list[Path]:

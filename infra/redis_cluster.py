@@ -7,10 +7,13 @@ persistence, ``maxmemory`` with ``noeviction`` (writes fail loudly instead of ev
 files under ``state_dir/redis-cluster/<port>/`` and ``run_dir/redis-cluster-<port>.{pid,log}``, stopped
 by pid. A node killed by a test is promoted away from by the cluster (node timeout
 :data:`NODE_TIMEOUT_MS`) and can be restarted with :func:`start_node`; it rejoins as a replica.
+With the ACL users of :mod:`infra.redis_server` on every node (replicas replicate as ``rtml-admin``,
+credentials in a 0600 config file, never on a command line).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -19,7 +22,8 @@ from pathlib import Path
 from core.errors import UserFacingError
 from core.settings import Settings, settings
 from infra.proc import file_lock, owned_pid, port_open, stop_by_pid_file, tail, wait_until, write_pid
-from infra.redis_server import StartResult, redis_server_binary
+from infra.redis_server import StartResult, admin_client, ensure_secrets, launch, redis_server_binary
+from infra.secrets import write_private
 
 NODE_TIMEOUT_MS = 2000  # a primary not answering this long is failed over to its replica
 REPLICAS = 1
@@ -48,10 +52,8 @@ def running_pids(s: Settings | None = None) -> dict[int, int]:
     return {port: pid for _, port in s.redis_nodes if (pid := node_pid(port, s)) is not None}
 
 
-def _client(port: int, timeout_s: float = 1.0):
-    import redis
-
-    return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+def _client(port: int, timeout_s: float = 1.0, s: Settings | None = None):
+    return admin_client("127.0.0.1", port, timeout_s, s)
 
 
 def cluster_ok(s: Settings | None = None, timeout_s: float = 1.0) -> bool:
@@ -61,7 +63,7 @@ def cluster_ok(s: Settings | None = None, timeout_s: float = 1.0) -> bool:
     s = s or settings()
     answered = False
     for host, port in s.redis_nodes:
-        c = redis.Redis(host=host, port=port, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        c = admin_client(host, port, timeout_s, s)
         try:
             info = c.execute_command("CLUSTER INFO")
         except (redis.RedisError, OSError):
@@ -79,8 +81,15 @@ def cluster_ok(s: Settings | None = None, timeout_s: float = 1.0) -> bool:
 
 
 def _node_command(binary: str, s: Settings, port: int) -> list[str]:
+    from core.redis_auth import USERS, secured
+
+    conf: list[str] = []
+    if secured(s):  # replicas authenticate to their primary (the default user is off)
+        conf = [str(_data(s, port) / "auth.conf")]
+        write_private(_data(s, port) / "auth.conf",
+                      f"masteruser {USERS['admin']}\nmasterauth {ensure_secrets(s)['admin']}\n")
     return [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(_data(s, port)),
+        binary, *conf, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(_data(s, port)),
         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
         "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-replica-validity-factor", "0",
         "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no",
@@ -97,16 +106,17 @@ def start_node(port: int, s: Settings | None = None, timeout_s: float = 15.0) ->
         return pid
     _data(s, port).mkdir(parents=True, exist_ok=True)
     s.run_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(_node_command(redis_server_binary(False), s, port), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
-                            cwd=_data(s, port))
+    binary, *args = _node_command(redis_server_binary(False), s, port)
+    argv, env = launch(binary, args, s)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=_data(s, port))
     write_pid(_pid_file(s, port), proc.pid)
 
     def answers() -> bool:
         if proc.poll() is not None:
             raise UserFacingError(f"redis-server (cluster node {port}) exited with code {proc.returncode}; "
                                   f"see {_log_file(s, port)}:\n{tail(_log_file(s, port), 10)}")
-        c = _client(port, 0.5)
+        c = _client(port, 0.5, s)
         try:
             return bool(c.ping())
         except Exception:
@@ -156,8 +166,13 @@ def _start(progress: bool, timeout_s: float) -> StartResult:
             cli = shutil.which("redis-cli")
             if cli is None:
                 raise UserFacingError("`redis-cli` not found on PATH (Debian package redis-tools); it creates the cluster.")
-            done = subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-                                   "--cluster-replicas", str(REPLICAS), "--cluster-yes"],
+            from core.redis_auth import USERS, credentials, secured
+
+            creds = (USERS["admin"], ensure_secrets(s)["admin"]) if secured(s) else credentials("admin", s)
+            auth = [*(["--user", creds[0]] if creds[0] else []), "--no-auth-warning"] if creds else []
+            env = dict(os.environ, **({"REDISCLI_AUTH": creds[1]} if creds else {}))  # not on the command line
+            done = subprocess.run([cli, *auth, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                                   "--cluster-replicas", str(REPLICAS), "--cluster-yes"], env=env,
                                   capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
             if done.returncode != 0:
                 raise UserFacingError(f"redis-cli --cluster create failed: {(done.stdout + done.stderr)[-800:]}")
@@ -175,7 +190,7 @@ def _replicas_ready(s: Settings) -> bool:
     import redis
 
     host, port = s.redis_nodes[0]
-    c = redis.Redis(host=host, port=port, socket_connect_timeout=1, socket_timeout=1)
+    c = admin_client(host, port, 1.0, s)
     try:
         nodes = c.execute_command("CLUSTER NODES")
     except (redis.RedisError, OSError):
@@ -240,7 +255,7 @@ def primaries(s: Settings | None = None) -> dict[int, list[tuple[int, int]]]:
     from core.redis_client import RedisTarget, SyncRouter
 
     s = s or settings()
-    router = SyncRouter(RedisTarget.from_settings(s), socket_timeout_s=2)
+    router = SyncRouter(RedisTarget.from_settings(s, "admin"), socket_timeout_s=2)
     try:
         router.refresh()
         out: dict[int, list[tuple[int, int]]] = {}

@@ -1,6 +1,11 @@
 """A local `redis-server` for Feast's online store (no persistence, ``maxmemory`` with the ``noeviction``
 policy: writes fail instead of features being evicted silently), started by `rtml up` when none answers.
 
+Secure by default (``RTML_REDIS_SECURITY=none`` opts out): started through the deployments' own
+``infra/k8s/redis/start-redis.sh`` (the one ACL table: default user off, ``rtml-admin``, ``rtml-writer``
+limited to the Feast project's keys, read-only ``rtml-serving``), with passwords generated into
+``<state_dir>/secrets/redis.json`` (0600) and the ACL file of their hashes in ``<state_dir>/secrets/redis-acl/``.
+
 Files for the current settings: data dir ``state_dir/redis/``, pid ``run_dir/redis.pid``, log ``run_dir/redis.log``.
 Tests that need Redis to go away mid-test use :func:`stop_redis` / :func:`start_redis`.
 """
@@ -15,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserFacingError
-from core.settings import Settings, settings
+from core.settings import REPO_ROOT, Settings, settings
 from infra.proc import file_lock, owned_pid, port_open, stop_by_pid_file, stop_pid, tail, wait_until, write_pid
+from infra.secrets import ensure_passwords
 
 APT_PACKAGE = "redis-server"
+ACL_SCRIPT = REPO_ROOT / "infra" / "k8s" / "redis" / "start-redis.sh"
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,43 @@ def answers_ping(url: str | None = None, timeout_s: float = 1.0) -> bool:
         return False
     finally:
         client.close()
+
+
+def ensure_secrets(s: Settings | None = None) -> dict[str, str]:
+    """role -> generated password of the local Redis's ACL users (created once, mode 0600)."""
+    from core.redis_auth import USERS, secrets_path
+
+    return ensure_passwords(secrets_path(s or settings()), USERS)["users"]
+
+
+def launch(binary: str, args: list[str], s: Settings) -> tuple[list[str], dict[str, str]]:
+    """Command and environment starting ``redis-server args``: through the ACL script when secured."""
+    from core.redis_auth import PASSWORD_ENV, secured
+
+    env = dict(os.environ)
+    if not secured(s):
+        return [binary, *args], env
+    passwords = ensure_secrets(s)
+    env.update({PASSWORD_ENV[role]: pw for role, pw in passwords.items()})
+    env.update(REDIS_ACL_DIR=str(s.secrets_dir / "redis-acl"),
+               PATH=f"{os.path.dirname(binary)}{os.pathsep}{env.get('PATH', '')}")
+    return [shutil.which("sh") or "/bin/sh", str(ACL_SCRIPT), *args], env
+
+
+def admin_client(host: str, port: int, timeout_s: float = 1.0, s: Settings | None = None):
+    """A redis-py client for one node of the Redis rtml runs, as ``rtml-admin`` with its generated password
+    when secured (the server's own, whatever RTML_REDIS_USER a client process is given)."""
+    import redis
+
+    from core.redis_auth import USERS, credentials, load_secrets, secured
+
+    s = s or settings()
+    if secured(s) and load_secrets(s).get("admin"):
+        user, password = USERS["admin"], load_secrets(s)["admin"]
+    else:
+        user, password = credentials("admin", s) or (None, None)
+    return redis.Redis(host=host, port=port, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
+                       username=user, password=password)
 
 
 def running_pid(s: Settings | None = None) -> int | None:
@@ -173,8 +217,10 @@ def _start(progress: bool, timeout_s: float) -> StartResult:
         "noeviction",
     ]
     say(f"redis: starting redis-server at {s.redis_url} (log: {paths.log_file})", flush=True)
+    argv, env = launch(binary, cmd[1:], s)
     proc = subprocess.Popen(
-        cmd,
+        argv,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,

@@ -53,6 +53,7 @@ class Demo:
     background: dict[str, subprocess.Popen] = field(default_factory=dict)
     facts: dict[str, str] = field(default_factory=dict)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    api_key: str | None = field(default=None, repr=False)
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -145,9 +146,19 @@ class Demo:
         return f"production model {tag}"
 
     def serve(self) -> str:
+        """The service requires API keys: the demo's product service gets its own (kept in a 0600 file, never printed)."""
+        from rtml.commands.keys import create
+
+        key_file = settings().secrets_dir / "demo_api_key"
+        token = create("demo-product-service", ["predict", "predict_batch", "metrics"], reason="rtml demo product service")
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key_file.write_text(token)
+        key_file.chmod(0o600)
+        self.api_key = token
+        self.facts["api_key_file"] = str(key_file)
         self.rtml("serve", "--detach", "--port", str(self.options.port))
         self.facts["api"] = f"http://127.0.0.1:{self.options.port}"
-        return f"{self.facts['api']}/predict"
+        return f"{self.facts['api']}/predict (API key in {key_file})"
 
     def stream(self) -> str:
         log = self.spawn("stream", "stream", "--job-name", f"demo-{int(time.time())}", "--starting-offsets", "latest",
@@ -172,7 +183,7 @@ class Demo:
         from rtml.product_traffic import replay_day
 
         report = replay_day(self.live_start, self.live_start + timedelta(days=1), self.facts["api"],
-                            rate_per_s=self.options.replay_rate)
+                            rate_per_s=self.options.replay_rate, api_key=self.api_key)
         self.facts.update({k: str(v) for k, v in report.items()})
         return f"{report['scored']} transactions scored ({report['errors']} errors), p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms per batch"
 
@@ -231,6 +242,7 @@ class Demo:
         for label, value in (
             ("prediction API", f"{self.facts.get('api', '')}/predict  (docs: {self.facts.get('api', '')}/docs)"),
             ("service metrics", f"{self.facts.get('api', '')}/metrics"),
+            ("API key", f"curl -H \"Authorization: Bearer $(cat {self.facts.get('api_key_file', '')})\" ..."),
             ("stream job metrics", "http://127.0.0.1:9108/metrics"),
             ("monitor metrics", "http://127.0.0.1:9109/metrics"),
             ("drift reports", str(s.state_dir / "reports" / "drift")),

@@ -1,6 +1,7 @@
 """A simulated product service for the demo: score recorded transactions over HTTP, then publish them.
 
-Each chunk of transactions is first scored (`POST /predict_batch`, features as of just before the
+Each chunk of transactions is first scored (`POST /predict_batch` with the product service's API key,
+``Authorization: Bearer``; features as of just before the
 transactions, like the training sets), then published to the transactions topic for the stream job,
 and their labels follow on the labels topic a few chunks later (a compressed label delay).
 """
@@ -48,8 +49,11 @@ def _label_values(transaction_ids: list[str]) -> list[tuple[str, bytes]]:
 
 
 def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400.0, chunk: int = 50,
-               label_lag_chunks: int = 20) -> dict:
-    """Score and publish the recorded transactions in ``[start, end)``; returns counts and batch latencies."""
+               label_lag_chunks: int = 20, api_key: str | None = None) -> dict:
+    """Score and publish the recorded transactions in ``[start, end)``; returns counts and batch latencies.
+    ``api_key`` (default ``RTML_API_KEY``) needs the ``predict_batch`` scope."""
+    import os
+
     import httpx
 
     from core.kafka_io import make_producer
@@ -65,9 +69,11 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
     scored = errors = 0
     statuses: dict[int, int] = {}
     first_error = ""
+    api_key = api_key or os.environ.get("RTML_API_KEY")
+    auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
     t0 = time.perf_counter()
     try:
-        with httpx.Client(base_url=api, timeout=10.0) as client, tqdm(total=len(values), desc="replay", unit="txn") as bar:
+        with httpx.Client(base_url=api, timeout=10.0, headers=auth) as client, tqdm(total=len(values), desc="replay", unit="txn") as bar:
             for lo in range(0, len(values), chunk):
                 hi = min(lo + chunk, len(values))
                 payload = b'{"transactions":[' + b",".join(values[lo:hi]) + b"]}"

@@ -2,7 +2,7 @@
 
 - ``stack`` (session): starts Kafka and Redis for the current settings if they do not answer (`infra.stack.up`),
   yields the :class:`core.settings.Settings`, and at the end stops only what it started (by pid).
-- ``redis_client``: a ``redis.Redis`` for ``settings().redis_url`` (no automatic flushdb).
+- ``redis_client``: a ``redis.Redis`` for ``settings().redis_url`` as ``rtml-admin`` (no automatic flushdb).
 - ``kafka_topic``: factory creating unique, empty topics for a test: ``kafka_topic("txns", partitions=3) -> name``.
 
 Run against your own ports with e.g. ``RTML_KAFKA_PORT=19092 RTML_REDIS_PORT=16379 RTML_STATE_DIR=.rtml-me``.
@@ -30,6 +30,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 def stack() -> Iterator:
     """The running local stack (started here if needed); yields the Settings it runs for."""
     from core.kafka_io import credentials
+    from core.redis_auth import credentials as redis_credentials
     from core.settings import settings
     from infra import kafka_broker, redis_server
     from infra.stack import up
@@ -39,10 +40,15 @@ def stack() -> Iterator:
     # Tests send to and read from throwaway topics through production code (stream job, monitor, live producer)
     # whose roles have ACLs on the standard topics only: the session authenticates every client as admin.
     # tests/infra/test_kafka_security.py clears this and checks each role's ACLs with its own credentials.
+    # Likewise Redis: tests write keys of other projects and inspect everything, so the session is rtml-admin;
+    # tests/security checks each ACL user with its own password.
     admin = credentials("admin", s)
-    saved = {k: os.environ.get(k) for k in ("RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD")}
+    redis_admin = redis_credentials("admin", s)
+    saved = {k: os.environ.get(k) for k in ("RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD", "RTML_REDIS_USER", "RTML_REDIS_PASSWORD")}
     if admin is not None and not s.kafka_auth.user:
         os.environ["RTML_KAFKA_USER"], os.environ["RTML_KAFKA_PASSWORD"] = admin
+    if redis_admin is not None and not s.redis_password:
+        os.environ["RTML_REDIS_USER"], os.environ["RTML_REDIS_PASSWORD"] = redis_admin
     try:
         yield s
     finally:
@@ -61,9 +67,9 @@ def stack() -> Iterator:
 
 @pytest.fixture
 def redis_client(stack):
-    import redis
+    from core.redis_auth import connect
 
-    client = redis.Redis.from_url(stack.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    client = connect(stack.redis_url, role="admin", socket_connect_timeout=2, socket_timeout=5)
     try:
         yield client
     finally:

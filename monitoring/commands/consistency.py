@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="prediction records compared per check")
     parser.add_argument("--every", type=int, default=1, help="take every N-th record (sampling)")
     parser.add_argument("--settle-minutes", type=float, default=15.0, help="only records this old (offline store final)")
-    parser.add_argument("--group", default="rtml-consistency", help="Kafka consumer group")
+    # the monitor's Kafka principal reads predictions; its ACLs allow consumer groups named rtml-monitor*
+    parser.add_argument("--group", default="rtml-monitor-consistency", help="Kafka consumer group")
     parser.add_argument("--predictions-topic", default=None, help="default: settings().topics.predictions")
     parser.add_argument("--metrics-port", type=int, default=9110, help="0: do not serve metrics")
     parser.add_argument("--every-minutes", type=float, default=None, help="repeat the check this often")
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = ConsistencyMetrics()
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=metrics.registry)
-    consumer = make_consumer([topic], args.group, max_poll_records=5000)
+    consumer = make_consumer([topic], args.group, role="monitor", max_poll_records=5000)
     try:
         while True:
             data = check_once(args, consumer, topic, metrics)

@@ -23,15 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     revoke.add_argument("--reason", default="manual revocation", help="recorded in the audit trail")
 
 
+def create(name: str, scopes: list[str], rate_per_s: float = auth.DEFAULT_RATE_PER_S, reason: str = "new API client") -> str:
+    """Create a key and record it in the audit trail (without its secret); returns the token."""
+    from core import audit
+
+    token = auth.create_key(name, scopes, rate_per_s)
+    key_id = token[len(auth.PREFIX):].split("_", 1)[0]
+    audit.record("key.create", after={"id": key_id, "name": name, "scopes": sorted(set(scopes)), "rate_per_s": rate_per_s},
+                 reason=reason)
+    return token
+
+
 def run(args: argparse.Namespace) -> int:
     from core import audit
 
     if args.action == "create":
-        token = auth.create_key(args.name, args.scope, args.rate)
-        key_id = token[len(auth.PREFIX):].split("_", 1)[0]
-        audit.record("key.create", after={"id": key_id, "name": args.name, "scopes": sorted(set(args.scope)),
-                                          "rate_per_s": args.rate}, reason=args.reason)
-        print(token)
+        print(create(args.name, args.scope, args.rate, args.reason))
         return 0
     if args.action == "revoke":
         record = auth.revoke_key(args.key_id)

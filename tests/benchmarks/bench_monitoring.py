@@ -31,6 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from core.redis_auth import connect  # noqa: E402
 from tests.benchmarks.common import percentiles, write_result  # noqa: E402
 
 WINDOW = 5000
@@ -257,9 +258,8 @@ def main() -> dict:
         evals = _window_eval(reference, features)
         subtle = _direct_delay(reference, features, amount_scale=1.3)
         merchant = _direct_delay(reference, features, merchant_mix=True)
-        import redis
 
-        client = redis.Redis.from_url(s.redis_url)
+        client = connect(s.redis_url, role="admin")
         try:
             consistency = _consistency(client)
         finally:

@@ -41,10 +41,15 @@ BATCH_EVENTS = int(os.environ.get("RTML_BENCH_BATCH_EVENTS", "1000000"))
 HISTORY_PER_USER = 200
 
 
+def _headers() -> dict[str, str]:
+    """The bench's API key (``RTML_API_KEY``, also read by ``loadgen.py``): the service requires one."""
+    return {"authorization": f"Bearer {os.environ['RTML_API_KEY']}"}
+
+
 def _deployment(port: int) -> dict:
     import httpx
 
-    return httpx.post(f"http://127.0.0.1:{port}/deployment", json={}, timeout=5).json()
+    return httpx.post(f"http://127.0.0.1:{port}/deployment", json={}, timeout=5, headers=_headers()).json()
 
 
 def _wait(port: int, **expected) -> None:
@@ -147,14 +152,17 @@ def main() -> dict:
     outer = settings()
     info = up(progress=False, spark_jars=False)
     tmp = Path(tempfile.mkdtemp(prefix="rtml-bench-rollout-"))
-    saved = {k: os.environ.get(k) for k in ("RTML_STATE_DIR", "RTML_DATA_DIR", "RTML_REDIS_URL", "RTML_KAFKA_BOOTSTRAP", "BENTOML_HOME")}
+    saved = {k: os.environ.get(k) for k in ("RTML_STATE_DIR", "RTML_DATA_DIR", "RTML_REDIS_URL", "RTML_KAFKA_BOOTSTRAP", "BENTOML_HOME",
+                                            "RTML_API_KEY", "RTML_SERVING_AUTH")}
     os.environ.update(
         RTML_STATE_DIR=str(tmp / "state"), RTML_DATA_DIR=str(tmp / "data"),
         RTML_REDIS_URL=outer.redis_url, RTML_KAFKA_BOOTSTRAP=outer.kafka_bootstrap,
     )
     os.environ.pop("BENTOML_HOME", None)
+    os.environ.pop("RTML_SERVING_AUTH", None)  # API keys on, as deployed
     port = None
     try:
+        from bentos import auth
         from bentos.batch_score import score_range
         from bentos.commands import serve
         from core import model_store
@@ -169,6 +177,7 @@ def main() -> dict:
         history_rows = _history(tmp / "data", now)
         chal = _train_model(seed=5, promote_it=False)
         prod = _train_model()
+        os.environ["RTML_API_KEY"] = auth.create_key("bench", ["admin"], rate_per_s=1e9)
         bodies = _bodies(2000)
         bodies_file, explain_file = str(tmp / "bodies.json"), str(tmp / "explain.json")
         Path(bodies_file).write_text(json.dumps(bodies))
@@ -218,7 +227,7 @@ def main() -> dict:
             b["transaction_id"] = f"online-{i}"
         import httpx
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=_headers()) as c:
             served = {b["transaction_id"]: c.post("/predict", json=b).json()["score"] for b in online_txns}
         serve.stop(port)
         port = None

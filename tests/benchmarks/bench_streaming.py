@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.redis_auth import connect
 from tests.benchmarks.common import percentiles, write_result
 
 log = logging.getLogger("bench_streaming")
@@ -345,11 +346,10 @@ def _dir_bytes(path: Path, newer_than: float | None = None) -> int:
 
 def _redis_tile_bytes(prefix: bytes = b"rtml:tiles:") -> tuple[int, int]:
     """(bytes, keys) of the Redis tile hashes of this run's entities (MEMORY USAGE)."""
-    import redis
 
     from core.settings import settings
 
-    client = redis.Redis.from_url(settings().redis_url)
+    client = connect(settings().redis_url, role="admin")
     total = keys = 0
     pipe = client.pipeline(transaction=False)
     batch = []
@@ -448,7 +448,6 @@ def state_per_entity(spark, store, bootstrap, workdir, per_entity: int, entities
         total = _dir_bytes(ckpt / "state" / f"v{versions[-1]:012d}")
         job.close()
         return {"events": n, "entities": entities, "state_bytes_per_entity": round(total / entities, 1)}
-    import redis
 
     from core.settings import settings
 
@@ -459,7 +458,7 @@ def state_per_entity(spark, store, bootstrap, workdir, per_entity: int, entities
     job.close()
     from streaming.tile_store import tile_keys
 
-    client = redis.Redis.from_url(settings().redis_url)
+    client = connect(settings().redis_url, role="admin")
     from core.online_store import OnlineStore
 
     writer = OnlineStore.from_settings(feast_store=store)

@@ -6,21 +6,24 @@ parsed by Content-Length with asyncio streams on uvloop: a few microseconds of c
 so on a 2-core machine the client takes as little as possible from the server.
 
 Run: ``python loadgen.py URL_PATH HOST PORT CONCURRENCY DURATION_S BODIES_JSON_FILE`` -> JSON on stdout
-(latencies in seconds, status counts, when requests failed).
+(latencies in seconds, status counts, when requests failed). ``RTML_API_KEY`` in the environment (never on
+the command line) is sent as ``Authorization: Bearer``: the prediction service requires a key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
 
-def encode_requests(host: str, port: int, path: str, bodies: list[bytes]) -> list[bytes]:
+def encode_requests(host: str, port: int, path: str, bodies: list[bytes], api_key: str | None = None) -> list[bytes]:
+    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     return [
         (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{auth}"
             f"Content-Length: {len(b)}\r\nConnection: keep-alive\r\n\r\n"
         ).encode()
         + b
@@ -61,8 +64,9 @@ async def _worker(host: str, port: int, requests: list[bytes], offset: int, dead
         writer.close()
 
 
-async def run(host: str, port: int, path: str, concurrency: int, duration_s: float, bodies: list[bytes], warmup_s: float = 1.0) -> dict:
-    requests = encode_requests(host, port, path, bodies)
+async def run(host: str, port: int, path: str, concurrency: int, duration_s: float, bodies: list[bytes], warmup_s: float = 1.0,
+              api_key: str | None = None) -> dict:
+    requests = encode_requests(host, port, path, bodies, api_key)
     lat: list[float] = []
     status: dict = {}
     failures: list = []
@@ -94,7 +98,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run(host, int(port), path, int(conc), float(duration), bodies))
+    result = asyncio.run(run(host, int(port), path, int(conc), float(duration), bodies, api_key=os.environ.get("RTML_API_KEY")))
     json.dump(result, sys.stdout)
 
 

@@ -143,6 +143,7 @@ def rtml(name: str) -> dict:
 def _flows() -> tuple[list, list]:
     scoring, redis, monitor, apply = rtml("fraud-scoring"), rtml("redis"), rtml("rtml-monitor"), rtml("rtml-apply")
     driver, executor = rtml("rtml-stream-driver"), rtml("rtml-stream-executor")
+    consistency = rtml("rtml-consistency")
     allowed_flows = [
         (PRODUCT_CLIENT, scoring, 3000), (PRODUCT_CLIENT, KAFKA_BROKER, 9092),
         (scoring, redis, 6379), (scoring, KAFKA_BROKER, 9092),
@@ -151,8 +152,8 @@ def _flows() -> tuple[list, list]:
         (monitor, KAFKA_BROKER, 9092), (apply, redis, 6379),
         (PROMETHEUS, scoring, 3000), (PROMETHEUS, monitor, 9109), (PROMETHEUS, driver, 9108),
         (KAFKA_BROKER, KAFKA_BROKER, 9091), (KAFKA_BROKER, KAFKA_BROKER, 9090), (ENTITY_OPERATOR, KAFKA_BROKER, 9091),
-        (ENTITY_OPERATOR, EXTERNAL, 443),
-    ] + [(p, DNS, 53) for p in (scoring, redis, monitor, apply, driver, executor, KAFKA_BROKER)]
+        (ENTITY_OPERATOR, EXTERNAL, 443), (consistency, KAFKA_BROKER, 9092), (PROMETHEUS, consistency, 9110),
+    ] + [(p, DNS, 53) for p in (scoring, redis, monitor, apply, driver, executor, KAFKA_BROKER, consistency)]
     denied_flows = [
         (UNLABELLED_OUTSIDER, scoring, 3000), (INTRUDER, scoring, 3000), (INTRUDER, redis, 6379),
         (PRODUCT_CLIENT, redis, 6379), (PRODUCT_CLIENT, monitor, 9109), (PRODUCT_CLIENT, driver, 9108),
@@ -160,6 +161,8 @@ def _flows() -> tuple[list, list]:
         (redis, EXTERNAL, 443), (redis, KAFKA_BROKER, 9092), (monitor, EXTERNAL, 443), (executor, EXTERNAL, 443),
         (PROMETHEUS, redis, 6379), (PROMETHEUS, scoring, 8080), (apply, KAFKA_BROKER, 9091), (scoring, KAFKA_BROKER, 9091),
         (KAFKA_BROKER, EXTERNAL, 443), (scoring, DNS, 80),
+        (consistency, redis, 6379), (consistency, EXTERNAL, 443), (PRODUCT_CLIENT, consistency, 9110),
+        (scoring, consistency, 9110),
     ]
     return allowed_flows, denied_flows
 
@@ -341,6 +344,7 @@ def _env(containers: list[dict]) -> dict[str, dict]:
     ("rtml-stream-driver", "rtml-writer", "rtml-stream"),
     ("rtml-stream-executor", "rtml-writer", "rtml-stream"),
     ("rtml-monitor", None, "rtml-monitor"),
+    ("rtml-consistency", None, "rtml-monitor"),
     ("rtml-apply", "rtml-writer", None),
 ])
 def test_each_component_uses_its_own_users(pod_name, redis_user, kafka_user):

@@ -85,9 +85,9 @@ def _scrape_jobs(path) -> dict[str, dict]:
     return {job["job_name"]: job for job in config["scrape_configs"]}
 
 
-# Exporters that run on the local stack only, for now: `rtml consistency` has no compose service or k8s
-# workload yet (docs/on-call.md says so); every other job must exist everywhere.
-LOCAL_ONLY_JOBS = {"rtml-consistency"}
+# Exporters that run on the local stack only (none now: `rtml consistency` has a compose service and a k8s
+# Deployment too); every job must exist everywhere.
+LOCAL_ONLY_JOBS: set[str] = set()
 
 
 def test_compose_prometheus_config_mirrors_the_local_one():

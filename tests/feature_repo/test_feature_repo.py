@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.redis_auth import connect
 from core.settings import FEATURE_REPO, settings
 
 pytestmark = pytest.mark.integration
@@ -61,9 +62,8 @@ def profiles(stack, tmp_path, monkeypatch):
     users, merchants = _profiles(50, 10)
     users.to_parquet(data_dir / "users.parquet", coerce_timestamps="us", allow_truncated_timestamps=True)
     merchants.to_parquet(data_dir / "merchants.parquet", coerce_timestamps="us", allow_truncated_timestamps=True)
-    import redis
 
-    redis.Redis.from_url(stack.redis_url).flushdb()
+    connect(stack.redis_url, role="admin").flushdb()
     return users, merchants
 
 
@@ -140,7 +140,6 @@ def test_materialized_batch_features_equal_the_latest_source_rows(profiles):
 
 
 def test_full_rematerialize_repairs_a_redis_that_lost_its_data(profiles, stack):
-    import redis
 
     from core.feast_store import apply_repo
     from rtml.commands.features import online_features
@@ -150,7 +149,7 @@ def test_full_rematerialize_repairs_a_redis_that_lost_its_data(profiles, stack):
     apply_repo()
     end = datetime(2026, 6, 1, tzinfo=UTC)
     materialize(end=end, incremental=True)
-    redis.Redis.from_url(stack.redis_url).flushdb()
+    connect(stack.redis_url, role="admin").flushdb()
     materialize(end=end, incremental=True)  # nothing new since the last run: Redis stays empty
     assert online_features([1], [])["user"][0]["credit_limit"] is None
     materialize(end=end)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
-import redis
 
 from infra import redis_cluster, redis_server
 from infra.proc import pid_alive, port_open
+from infra.redis_server import admin_client
 from tests.infra.conftest import free_port
 from tests.infra.test_stack_lifecycle import rtml
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def _memory_policy(host: str, port: int) -> tuple[str, int]:
-    c = redis.Redis(host=host, port=port, socket_timeout=2)
+    c = admin_client(host, port, 2.0)
     try:
         cfg = c.config_get("maxmemory*")
         return cfg["maxmemory-policy"], int(cfg["maxmemory"])

@@ -31,6 +31,21 @@ UNKNOWN_USER = 9_199_999
 UNKNOWN_MERCHANT = 9_299_999
 
 
+_TOKENS: dict[Path, str] = {}
+
+
+def api_headers() -> dict[str, str]:
+    """``Authorization`` header with an ``admin`` API key of the current settings' key file (created once per
+    file, with a rate no test reaches): the service requires a key on every endpoint but the health probes."""
+    from bentos import auth
+
+    path = auth.keys_path()
+    token = _TOKENS.get(path)
+    if token is None or not path.exists():
+        token = _TOKENS[path] = auth.create_key("serving-tests", ["admin"], rate_per_s=1e6, path=path)
+    return {"authorization": f"Bearer {token}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -148,6 +163,7 @@ def serving(stack, tmp_path_factory) -> Iterator[ServingEnv]:
         apply_repo()
         load_online(now, data)
         tag = fixture_models.save_test_model(n_rows=3000, rounds=30, promote_it=True)
+        api_headers()  # the tests' admin key, before the service starts
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k.startswith(("RTML_", "BENTOML_HOME"))}
         pid, url = serve.start_detached("prediction", "127.0.0.1", port, workers=1, timeout=120)

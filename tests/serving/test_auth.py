@@ -79,6 +79,17 @@ def test_rate_limit_answers_429_then_refills(keyfile):
     assert [v.check(token, "predict")[0] for _ in range(3)] == [0, 0, 429]
 
 
+def test_a_rate_below_one_per_second_lets_one_request_through_per_period(keyfile):
+    token = auth.create_key("trickle", ["predict"], rate_per_s=0.2, path=keyfile).encode()
+    clock = Clock()
+    v = auth.KeyVerifier(keyfile, clock=clock)
+    assert [v.check(token, "predict")[0] for _ in range(3)] == [0, 429, 429]
+    clock.t += 4.9
+    assert v.check(token, "predict")[0] == 429
+    clock.t += 0.2  # 5 s after the first: one token back
+    assert [v.check(token, "predict")[0] for _ in range(2)] == [0, 429]
+
+
 def test_revoked_key_stops_within_the_reload_interval(keyfile):
     token = auth.create_key("leaked", ["predict"], path=keyfile)
     clock = Clock()

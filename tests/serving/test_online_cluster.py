@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from infra.redis_server import admin_client
 from tests.serving.conftest import MERCHANT_BASE, N_MERCHANTS, N_USERS, USER_BASE, write_feature_data
 
 pytestmark = pytest.mark.integration
@@ -36,6 +37,8 @@ def cluster(stack, tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("RTML_REDIS_URL", raising=False)
+        for name in ("RTML_REDIS_USER", "RTML_REDIS_PASSWORD"):  # the session's Redis admin: not this cluster's
+            mp.delenv(name, raising=False)
         mp.setenv("RTML_KAFKA_BOOTSTRAP", stack.kafka_bootstrap)  # the session's broker
         mp.setenv("RTML_STATE_DIR", str(root / "state"))
         mp.setenv("RTML_DATA_DIR", str(root / "data"))
@@ -77,7 +80,6 @@ def _refs(store):
 
 
 def test_cluster_has_three_primaries_with_replicas_and_bounded_memory(cluster):
-    import redis
 
     from infra import redis_cluster
 
@@ -85,7 +87,7 @@ def test_cluster_has_three_primaries_with_replicas_and_bounded_memory(cluster):
     assert len(primaries) == 3 and sum(b - a + 1 for r in primaries.values() for a, b in r) == 16384
     assert redis_cluster._replicas_ready(cluster)
     for host, port in cluster.redis_nodes:
-        c = redis.Redis(host=host, port=port)
+        c = admin_client(host, port, 5.0)
         cfg = c.config_get("maxmemory*")
         assert cfg["maxmemory-policy"] == "noeviction" and int(cfg["maxmemory"]) > 0
         c.close()
@@ -168,11 +170,13 @@ def test_reader_follows_moved_and_ask(loaded, cluster):
     owners = online.sync.slot_owners()
     src = owners[slot]
     dst = next(a for a in {a for a in owners if a is not None} if a != src)
-    a, b = redis.Redis(host=src[0], port=src[1]), redis.Redis(host=dst[0], port=dst[1])
+    a, b = admin_client(src[0], src[1], 5.0), admin_client(dst[0], dst[1], 5.0)
     a_id, b_id = a.execute_command("CLUSTER MYID").decode(), b.execute_command("CLUSTER MYID").decode()
     b.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", a_id)
     a.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", b_id)
-    a.execute_command("MIGRATE", dst[0], dst[1], "", 0, 5000, "KEYS", key)
+    kw = a.connection_pool.connection_kwargs  # the target node wants the admin's AUTH too (ACL users)
+    auth = ["AUTH2", kw["username"], kw["password"]] if kw.get("password") else []
+    a.execute_command("MIGRATE", dst[0], dst[1], "", 0, 5000, *auth, "KEYS", key)
     try:
         with pytest.raises(redis.exceptions.AskError):  # the source now redirects this key with ASK
             a.exists(key)

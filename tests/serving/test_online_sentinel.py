@@ -62,6 +62,8 @@ def sentinel(tmp_path_factory):
         s.close()
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("RTML_REDIS_URL", f"redis-sentinel://127.0.0.1:{sent}/mymaster/0")
+            for name in ("RTML_REDIS_USER", "RTML_REDIS_PASSWORD"):  # these servers have no ACL users
+                mp.delenv(name, raising=False)
             mp.setenv("RTML_STATE_DIR", str(root / "state"))
             mp.setenv("RTML_DATA_DIR", str(root / "data"))
             from core.feast_store import apply_repo, get_store

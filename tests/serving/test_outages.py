@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import MERCHANT_BASE, UNKNOWN_USER, USER_BASE, free_port, load_online
+from tests.serving.conftest import MERCHANT_BASE, UNKNOWN_USER, USER_BASE, api_headers, free_port, load_online
 from tests.serving.test_service import read_predictions, score_rows, txn
 from training import registry
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def metric(url: str, name: str, labels: str = "") -> float:
     """Sum of a metric's samples whose labels contain ``labels``."""
-    text = httpx.get(f"{url}/metrics", timeout=5).text
+    text = httpx.get(f"{url}/metrics", timeout=5, headers=api_headers()).text
     total = 0.0
     for line in text.splitlines():
         m = re.match(rf"^{re.escape(name)}(\{{[^}}]*\}})?\s+(\S+)$", line)
@@ -48,7 +48,7 @@ def test_redis_down_gives_fast_clear_503_then_recovers(serving):
         if redis_server.running_pid() is None:
             pytest.skip("this session's Redis was not started by rtml; not stopping someone else's Redis")
     known = txn(USER_BASE + 2, MERCHANT_BASE + 2, 30.0, "DE")
-    assert httpx.post(f"{serving.url}/predict", json=known, timeout=5).json()["missing_features"] == []
+    assert httpx.post(f"{serving.url}/predict", json=known, timeout=5, headers=api_headers()).json()["missing_features"] == []
     errors_before = metric(serving.url, "rtml_serving_redis_errors_total")
     with stack_env(serving):
         redis_server.stop_redis()
@@ -56,14 +56,14 @@ def test_redis_down_gives_fast_clear_503_then_recovers(serving):
         assert not redis_server.answers_ping(serving.stack.redis_url, timeout_s=0.5)
         for _ in range(5):
             t0 = time.monotonic()
-            r = httpx.post(f"{serving.url}/predict", json=known, timeout=5)
+            r = httpx.post(f"{serving.url}/predict", json=known, timeout=5, headers=api_headers())
             elapsed = time.monotonic() - t0
             assert r.status_code == 503, r.text
             assert "feature store unavailable" in r.json()["error"] and "Redis" in r.json()["detail"]
             host, port = serving.stack.redis_host_port
             assert host not in r.text and str(port) not in r.text  # no addresses for API clients
             assert elapsed < 2.0, f"503 took {elapsed:.2f} s: the Redis timeout is not bounded"
-        r = httpx.post(f"{serving.url}/predict_batch", json={"transactions": [known, known]}, timeout=5)
+        r = httpx.post(f"{serving.url}/predict_batch", json={"transactions": [known, known]}, timeout=5, headers=api_headers())
         assert r.status_code == 503
         assert httpx.get(f"{serving.url}/readyz", timeout=5).status_code == 503
         assert httpx.get(f"{serving.url}/healthz", timeout=5).status_code == 200  # alive, just not ready
@@ -72,12 +72,12 @@ def test_redis_down_gives_fast_clear_503_then_recovers(serving):
         with stack_env(serving):
             redis_server.start_redis()
     # Redis is back (empty: no persistence): the service answers again without a restart...
-    r = httpx.post(f"{serving.url}/predict", json=known, timeout=5)
+    r = httpx.post(f"{serving.url}/predict", json=known, timeout=5, headers=api_headers())
     assert r.status_code == 200 and r.json()["missing_features"]
     assert httpx.get(f"{serving.url}/readyz", timeout=5).status_code == 200
     # ... and serves the features again once they are reloaded.
     load_online(serving.now, serving.data)
-    assert httpx.post(f"{serving.url}/predict", json=known, timeout=5).json()["missing_features"] == []
+    assert httpx.post(f"{serving.url}/predict", json=known, timeout=5, headers=api_headers()).json()["missing_features"] == []
 
 
 def test_kafka_down_requests_still_succeed_and_drops_are_counted(serving):
@@ -93,7 +93,7 @@ def test_kafka_down_requests_still_succeed_and_drops_are_counted(serving):
         latencies = []
         for i in range(40):
             t0 = time.monotonic()
-            r = httpx.post(f"{serving.url}/predict", json=txn(USER_BASE + 1 + i % 10, MERCHANT_BASE + 1, 10.0 + i, "DE"), timeout=5)
+            r = httpx.post(f"{serving.url}/predict", json=txn(USER_BASE + 1 + i % 10, MERCHANT_BASE + 1, 10.0 + i, "DE"), timeout=5, headers=api_headers())
             latencies.append(time.monotonic() - t0)
             assert r.status_code == 200, r.text
         assert max(latencies) < 1.0, f"a request took {max(latencies):.2f} s while Kafka was down"
@@ -108,7 +108,7 @@ def test_kafka_down_requests_still_succeed_and_drops_are_counted(serving):
     deadline = time.monotonic() + 60
     found = {}
     while time.monotonic() < deadline and not found:
-        body = httpx.post(f"{serving.url}/predict", json=txn(USER_BASE + 3, MERCHANT_BASE + 3, 5.0, "FR"), timeout=5).json()
+        body = httpx.post(f"{serving.url}/predict", json=txn(USER_BASE + 3, MERCHANT_BASE + 3, 5.0, "FR"), timeout=5, headers=api_headers()).json()
         found = read_predictions({body["request_id"]}, timeout_s=5)
     assert found, "predictions did not reach Kafka again after the broker restarted"
 
@@ -134,7 +134,7 @@ def test_no_broker_at_startup_and_metadata_defaults(serving):
     try:
         assert startup < 100
         t = txn(UNKNOWN_USER, MERCHANT_BASE + 1, 60.0, "FR")
-        bodies = [httpx.post(f"{url}/predict", json=t, timeout=5) for _ in range(12)]
+        bodies = [httpx.post(f"{url}/predict", json=t, timeout=5, headers=api_headers()) for _ in range(12)]
         assert [b.status_code for b in bodies] == [200] * 12
         body = bodies[0].json()
         assert body["model_version"] == tag.split(":")[1]
@@ -158,8 +158,8 @@ def test_no_broker_at_startup_and_metadata_defaults(serving):
         # A pinned tag (RTML_SERVING_MODEL_TAG, as images run) ignores the registry: no production change, no rollout.
         model_store.start_rollout(tag, "canary", "100%")
         time.sleep(2.0)  # four reload intervals
-        assert httpx.post(f"{url}/deployment", json={}, timeout=5).json()["challenger"] is None
-        assert httpx.post(f"{url}/predict", json=t, timeout=5).json()["model_version"] == tag.split(":")[1]
+        assert httpx.post(f"{url}/deployment", json={}, timeout=5, headers=api_headers()).json()["challenger"] is None
+        assert httpx.post(f"{url}/predict", json=t, timeout=5, headers=api_headers()).json()["model_version"] == tag.split(":")[1]
     finally:
         if model_store.rollout_state():
             model_store.abort_rollout("test cleanup")

@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 
 from core.contracts import domain_topics
-from tests.serving.conftest import MERCHANT_BASE, N_MERCHANTS, N_USERS, USER_BASE
+from tests.serving.conftest import MERCHANT_BASE, N_MERCHANTS, N_USERS, USER_BASE, api_headers
 from tests.serving.test_service import known_transactions, model_and_booster, post, read_predictions, score_rows, txn
 
 pytestmark = pytest.mark.integration
 
 
 def deployment(url: str) -> dict:
-    return httpx.post(f"{url}/deployment", json={}, timeout=5).json()
+    return httpx.post(f"{url}/deployment", json={}, timeout=5, headers=api_headers()).json()
 
 
 def wait_for(url: str, **expected) -> dict:
@@ -52,7 +52,7 @@ def variant_metric(url: str, name: str, **labels: str) -> float:
     import re
 
     total = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+    for line in httpx.get(f"{url}/metrics", timeout=5, headers=api_headers()).text.splitlines():
         m = re.match(rf"^{re.escape(name)}\{{([^}}]*)\}}\s+(\S+)$", line)
         if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
             total += float(m.group(2))
@@ -186,7 +186,7 @@ def test_rollout_changes_under_load_fail_no_request(serving, challenger):
     stop = asyncio.Event()
 
     async def client(i: int) -> None:
-        async with httpx.AsyncClient(base_url=serving.url, timeout=10) as c:
+        async with httpx.AsyncClient(base_url=serving.url, timeout=10, headers=api_headers()) as c:
             k = i
             while not stop.is_set():
                 r = await c.post("/predict", json=txns[k % len(txns)])
@@ -226,7 +226,7 @@ def test_rollout_changes_under_load_fail_no_request(serving, challenger):
     assert statuses.get(200, 0) > 200, statuses
     assert set(statuses) == {200}, statuses
     assert seen[-1] == f"{challenger} None"  # rollback after promote: the completed challenger again
-    reloads = httpx.get(f"{serving.url}/metrics", timeout=5).text
+    reloads = httpx.get(f"{serving.url}/metrics", timeout=5, headers=api_headers()).text
     assert 'rtml_serving_reloads_total{result="ok"}' in reloads
 
 

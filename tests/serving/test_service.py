@@ -22,6 +22,7 @@ from tests.serving.conftest import (
     UNKNOWN_USER,
     USER_BASE,
     USERS_WITHOUT_AGGREGATES,
+    api_headers,
 )
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,7 @@ def score_rows(booster, features: list[str], X: pd.DataFrame) -> np.ndarray:
 
 def post(url: str, path: str, body, client: httpx.Client | None = None) -> httpx.Response:
     c = client or httpx
-    return c.post(f"{url}{path}", json=body, timeout=10)
+    return c.post(f"{url}{path}", json=body, timeout=10, headers=api_headers())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def test_validation_errors_are_4xx_naming_the_field(serving, case):
 
 
 def test_malformed_json_is_a_4xx(serving):
-    r = httpx.post(f"{serving.url}/predict", content=b'{"user_id": 1,', headers={"content-type": "application/json"}, timeout=10)
+    r = httpx.post(f"{serving.url}/predict", content=b'{"user_id": 1,', headers={"content-type": "application/json", **api_headers()}, timeout=10)
     assert 400 <= r.status_code < 500
 
 
@@ -210,7 +211,7 @@ def test_health_readiness_and_metrics(serving):
     assert httpx.get(f"{serving.url}/healthz", timeout=5).status_code == 200
     assert httpx.get(f"{serving.url}/readyz", timeout=5).status_code == 200
     post(serving.url, "/predict", txn(UNKNOWN_USER, MERCHANT_BASE + 1, 12.0, "DE"))
-    text = httpx.get(f"{serving.url}/metrics", timeout=5).text
+    text = httpx.get(f"{serving.url}/metrics", timeout=5, headers=api_headers()).text
     for stage in ("feature_fetch", "on_demand", "predict"):
         assert f'rtml_serving_stage_seconds_count{{stage="{stage}"}}' in text
     for name in (
@@ -302,3 +303,58 @@ def test_batch_score_equals_the_online_score_for_the_same_events(serving, tmp_pa
             assert list(out["user_id"]) == [t["user_id"] for t in txns]  # in event order
     finally:
         (folder / "part-batch-test.parquet").unlink()
+
+
+def test_api_keys_guard_the_running_service(serving):
+    """Secure by default: 401 without a valid key, 403 outside the key's scope, 429 past its rate, a new key
+    works and a revoked one stops within seconds (no restart); the health probes stay open."""
+    from bentos import auth
+
+    def call(path: str, token: str | None, body=None) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        if path == "/metrics":
+            return httpx.get(f"{serving.url}{path}", headers=headers, timeout=5)
+        return httpx.post(f"{serving.url}{path}", json=body if body is not None else good, headers=headers, timeout=5)
+
+    def until(path: str, token: str, status: int, within_s: float = 5.0) -> float:
+        t0 = time.monotonic()
+        while call(path, token).status_code != status:
+            assert time.monotonic() - t0 < within_s, f"{path} never answered {status} within {within_s} s"
+            time.sleep(0.1)
+        return time.monotonic() - t0
+
+    good = txn(USER_BASE + 1, MERCHANT_BASE + 1, 20.0, "DE")
+    token = auth.create_key("checkout", ["predict"])  # created while the service runs
+    key_id = token.split("_")[1]
+    until("/predict", token, 200)
+    assert call("/predict", token).json()["score"] >= 0.0
+
+    refused = call("/predict", None)
+    assert refused.status_code == 401 and refused.json() == {"error": "missing or invalid API key"}
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    wrong_secret = call("/predict", f"rtml_{key_id}_{'x' * 32}")
+    unknown = call("/predict", f"rtml_deadbeef_{'x' * 32}")
+    assert (wrong_secret.status_code, wrong_secret.text) == (unknown.status_code, unknown.text) == (401, refused.text)
+    assert call("/predict", "not-a-key").status_code == 401
+
+    for path, body in (("/predict_batch", {"transactions": [good]}), ("/deployment", {}), ("/metrics", None)):
+        r = call(path, token, body)
+        assert r.status_code == 403, (path, r.text)
+        assert "scope" in r.json()["error"]
+    assert httpx.get(f"{serving.url}/readyz", timeout=5).status_code == 200
+    assert httpx.get(f"{serving.url}/healthz", timeout=5).status_code == 200
+
+    metrics_key = auth.create_key("prometheus", ["metrics"])
+    until("/metrics", metrics_key, 200)
+    assert "rtml_serving_stage_seconds" in call("/metrics", metrics_key).text
+    assert call("/predict", metrics_key).status_code == 403
+
+    slow = auth.create_key("trickle", ["predict"], rate_per_s=0.1)  # one request per 10 s
+    until("/predict", slow, 200)  # takes the one token
+    limited = [call("/predict", slow) for _ in range(3)]
+    assert [r.status_code for r in limited] == [429] * 3
+    assert limited[0].headers.get("retry-after") == "1" and "rate limit" in limited[0].json()["error"]
+
+    auth.revoke_key(key_id)
+    assert until("/predict", token, 401) < 3.0
+    assert call("/predict", metrics_key).status_code == 403  # other keys unaffected

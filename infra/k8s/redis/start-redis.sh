@@ -15,8 +15,11 @@ set -eu
 
 # Feast project of feature_repo/feature_store.yaml (tests/deploy/test_redis_acl.py keeps them equal).
 KEYS='~*rtml_fraud'
-CONNECT='+ping +select +hello +auth +client|setname +readonly +role +cluster|slots +cluster|shards'
-WRITER="$CONNECT +hset +hget +hmget +hgetall +hdel +hexists +exists +del +unlink +expire +pexpire +pexpireat +pexpiretime +ttl +pttl +eval +evalsha +script|load +script|exists +multi +exec +discard +scan +info"
+# (+command: redis-py's cluster client reads the command table when it connects; +asking: a read or write
+# that follows an ASK redirect while a slot migrates)
+CONNECT='+ping +select +hello +auth +client|setname +readonly +asking +role +command +cluster|slots +cluster|shards'
+# (the online store's upsert script calls TIME and PERSIST; a write on a replicated deployment waits with WAIT)
+WRITER="$CONNECT +hset +hget +hmget +hgetall +hdel +hexists +exists +del +unlink +expire +pexpire +pexpireat +pexpiretime +persist +ttl +pttl +time +wait +eval +evalsha +script|load +script|exists +multi +exec +discard +scan +info"
 SERVING="$CONNECT +hget +hmget +hgetall +exists"
 
 sha256_of() {
@@ -36,4 +39,6 @@ user rtml-admin on #$admin ~* &* +@all
 user rtml-writer on #$writer resetchannels $KEYS -@all $WRITER
 user rtml-serving on #$serving resetchannels %R$KEYS -@all $SERVING
 ACL
+# the server needs only the hashed file: no password stays in its environment
+unset REDIS_ADMIN_PASSWORD REDIS_WRITER_PASSWORD REDIS_SERVING_PASSWORD
 exec redis-server "$@" --aclfile "$dir/users.acl"
