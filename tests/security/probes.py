@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from core.contracts import domain_topics
 from core.settings import REPO_ROOT, Settings
 
 
@@ -193,7 +194,7 @@ for _role, _topic in (("product", "transactions"), ("serving", "labels"), ("stre
 def _(ctx: Context) -> str:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(ctx.s.topics.transactions, bootstrap_servers=ctx.s.kafka_bootstrap.split(","),
+    consumer = KafkaConsumer(domain_topics().events, bootstrap_servers=ctx.s.kafka_bootstrap.split(","),
                              group_id=f"rtml-monitor-{uuid.uuid4().hex[:6]}", enable_auto_commit=False,
                              request_timeout_ms=10000, **_role_sec(ctx.s, "stream"))
     try:
