@@ -121,6 +121,8 @@ class Settings:
     offline_store: str
     feature_repo: Path = FEATURE_REPO
     redis_maxmemory: str = "1gb"  # local Redis (`rtml up`): memory cap; writes fail beyond it (noeviction)
+    redis_appendonly: bool = False  # local Redis: append-only file (survives a SIGKILL; the fault matrix uses it)
+    dlq_max_raw_bytes: int = 65536  # a dead letter keeps at most this many bytes of its record (see streaming.dead_letters)
     feature_service: str | None = None  # None: the repo's only feature service
     model_name: str | None = None  # None: derived from the feature service (see core.model_store)
     spark_jars: tuple[str, ...] = ()  # overrides the cached Kafka connector jars (cluster images)
@@ -265,6 +267,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         redis_url=env.get("RTML_REDIS_URL") or _local_redis_url(env),
         redis_external=bool(env.get("RTML_REDIS_URL")),
         redis_maxmemory=env.get("RTML_REDIS_MAXMEMORY") or "1gb",
+        redis_appendonly=(env.get("RTML_REDIS_APPENDONLY") or "no").lower() in ("1", "true", "yes"),
+        dlq_max_raw_bytes=int(env.get("RTML_DLQ_MAX_RAW_BYTES") or 65536),
         spark_master=env.get("RTML_SPARK_MASTER") or "local[*]",
         offline_store=env.get("RTML_OFFLINE_STORE") or "duckdb",
         feature_repo=Path(env.get("RTML_FEATURE_REPO") or FEATURE_REPO).resolve(),
