@@ -8,7 +8,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONHASHSEED := 0
 
-.PHONY: install system-deps up down status demo test test-unit bench lint clean
+.PHONY: install system-deps up down status demo test test-unit bench faults lint clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ test-unit: install
 
 bench: install
 	$(BIN)/python -m tests.benchmarks.run $(BENCH_ARGS)
+
+# The fault matrix against the real local stack -> tests/benchmarks/results/reliability.json (FAULTS_ARGS=--short: CI)
+faults: install
+	$(BIN)/python -m tests.faults.run $(FAULTS_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

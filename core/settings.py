@@ -50,6 +50,8 @@ class ServingSettings:
     explain_top_k: int = 5  # feature contributions returned with "explain": true
     explain_exact: bool = False  # exact TreeSHAP (slower) instead of XGBoost's approximate contributions
     api_keys_file: str | None = None  # RTML_API_KEYS_FILE: API key hashes (default <state_dir>/secrets/api_keys.json)
+    max_concurrency: int = 256  # requests in flight per service; beyond it BentoML answers 429 at once
+    ready_grace_s: float = 5.0  # /readyz stays ready while Redis has failed for less than this (one blip)
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             explain_top_k=int(env.get("RTML_SERVING_EXPLAIN_TOP_K") or 5),
             explain_exact=(env.get("RTML_SERVING_EXPLAIN_EXACT") or "0").lower() in ("1", "true", "yes"),
             api_keys_file=env.get("RTML_API_KEYS_FILE") or None,
+            max_concurrency=int(env.get("RTML_SERVING_MAX_CONCURRENCY") or 256),
+            ready_grace_s=float(env.get("RTML_SERVING_READY_GRACE_S") or 5),
         ),
         broker=BrokerSettings(
             version=env.get("RTML_KAFKA_VERSION") or None,
