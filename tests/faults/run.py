@@ -24,7 +24,7 @@ from tests.faults.harness import REPO_ROOT, Outcome
 RESULT = REPO_ROOT / "tests" / "benchmarks" / "results" / "reliability.json"
 SHORT = ("stream_after_online_write", "poison")
 FULL = ("stream_before_online_write", "stream_after_online_write", "stream_after_batch_record",
-        "stream_after_state_commit", "poison", "kafka_lose_one", "kafka_sigkill", "redis_sigkill", "redis_slow",
+        "stream_after_state_commit", "retention_gap", "poison", "kafka_lose_one", "kafka_sigkill", "redis_sigkill", "redis_slow",
         "monitor", "disk_full", "soak")
 NEEDS_SERVING = {"kafka_sigkill", "redis_sigkill", "redis_slow", "soak"}
 
@@ -72,6 +72,7 @@ def run_matrix(names: tuple[str, ...], work: Path, log=print) -> list[Outcome]:
             "stream_after_online_write": lambda: [sc.stream_kill(ctx, "after_online_write", 2)],
             "stream_after_batch_record": lambda: [sc.stream_kill(ctx, "after_batch_record", 3)],
             "stream_after_state_commit": lambda: [sc.stream_kill(ctx, "after_state_commit", 4)],
+            "retention_gap": lambda: [sc.retention_gap(ctx)],
             "poison": lambda: sc.poison(ctx),
             "kafka_lose_one": lambda: [sc.kafka_lose_one_acked(ctx)] if ctx.brokers >= 3 else [],
             "kafka_sigkill": lambda: [sc.kafka_sigkill(ctx, 5)],
