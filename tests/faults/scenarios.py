@@ -153,7 +153,6 @@ def poison(ctx: Ctx, seed: int = 7) -> list[Outcome]:
     rng = np.random.default_rng(seed)
     users, merchants = fresh_ids(6, 3)
     normal = recent_events(seed, 300, users, merchants)
-    now = datetime.now(UTC)
     fut_user, flood_user = users[0] + 50, users[0] + 51
     late_users = [users[0] + 60 + i for i in range(5)]
     past_users = [users[0] + 70 + i for i in range(3)]
@@ -164,28 +163,34 @@ def poison(ctx: Ctx, seed: int = 7) -> list[Outcome]:
         return dict(template, transaction_id=kw.pop("tid", f"p{rng.integers(1 << 62):x}"), user_id=user,
                     amount=round(float(rng.uniform(1, 300)), 2), event_timestamp=ts, **kw)
 
-    # Event times of the poison events: after the normal ones (which end 5 min ago), inside the allowed lateness.
-    future_ok = [ev(fut_user, now + timedelta(seconds=290))]
-    late60 = [ev(u, now - timedelta(seconds=60) + timedelta(milliseconds=i)) for i, u in enumerate(late_users * 4)]
-    far_past = [ev(u, datetime(2020, 1, 1, tzinfo=UTC) + timedelta(minutes=i)) for i, u in enumerate(past_users)]
-    # +1 day: its Kafka record carries the send time (a broker refuses record timestamps > 1 h ahead)
-    far_future = json.dumps({**ev(users[1], now), "event_timestamp": iso(now + timedelta(days=1))}).encode()
-    dups = [ev(dup_users[i % 3], now - timedelta(minutes=4) + timedelta(seconds=i), merchant_id=merchants[0] + 50)
-            for i in range(30)]  # a merchant of their own: a double count shows here only
-    flood = sorted((ev(flood_user, now - timedelta(minutes=4) + timedelta(milliseconds=int(x)))
-                    for x in rng.integers(0, 3 * 60_000, 3000)), key=lambda e: e["event_timestamp"])
+    # Event times of the poison events from the clock when they are sent (the job may take minutes to start):
+    # all inside the allowed lateness, except the ones meant to be too far in the past or future.
+    def poison_events(now: datetime):
+        late60 = [ev(u, now - timedelta(seconds=60) + timedelta(milliseconds=i)) for i, u in enumerate(late_users * 4)]
+        far_past = [ev(u, datetime(2020, 1, 1, tzinfo=UTC) + timedelta(minutes=i)) for i, u in enumerate(past_users)]
+        # +1 day: its Kafka record carries the send time (a broker refuses record timestamps > 1 h ahead)
+        far_future = json.dumps({**ev(users[1], now), "event_timestamp": iso(now + timedelta(days=1))}).encode()
+        dups = [ev(dup_users[i % 3], now - timedelta(seconds=150) + timedelta(seconds=i), merchant_id=merchants[0] + 50)
+                for i in range(30)]  # a merchant of their own: a double count shows here only
+        flood = sorted((ev(flood_user, now - timedelta(seconds=150) + timedelta(milliseconds=int(x)))
+                        for x in rng.integers(0, 120_000, 3000)), key=lambda e: e["event_timestamp"])
+        good = json.loads(json.dumps({**template, "event_timestamp": iso(now - timedelta(minutes=1))}, default=str))
+        wrong = [json.dumps({**good, "user_id": "abc"}).encode(), json.dumps({**good, "amount": "12,5"}).encode(),
+                 json.dumps({**good, "event_timestamp": 1700000000}).encode(),
+                 json.dumps({**good, "merchant_id": True}).encode()]
+        return late60, far_past, far_future, dups, flood, wrong
+
     binary = bytes(rng.integers(0, 256, 150_000, dtype=np.uint8))
     oversized = b'{"transaction_id": "' + b"x" * 900_000 + b'"}'
-    good = json.loads(json.dumps({**template, "event_timestamp": iso(now - timedelta(minutes=1))}, default=str))
-    wrong = [json.dumps({**good, "user_id": "abc"}).encode(), json.dumps({**good, "amount": "12,5"}).encode(),
-             json.dumps({**good, "event_timestamp": 1700000000}).encode(), json.dumps({**good, "merchant_id": True}).encode()]
 
     run = StreamRun(ctx.work, "poison", max_offsets=2000)
     publish(run.topic, normal)
     proc = run.start()
     wait_until(lambda: run.batches() >= 1 or not proc.alive(), 300)
+    future_ok = [ev(fut_user, datetime.now(UTC) + timedelta(seconds=290))]
     publish(run.topic, future_ok)  # watermark poisoning: does it make the 60 s late events below "too late"?
-    wait_until(lambda: run.batches() >= 2 or not proc.alive(), 120)
+    wait_until(lambda: run.batches() >= 2 or not proc.alive(), 180)
+    late60, far_past, far_future, dups, flood, wrong = poison_events(datetime.now(UTC))
     publish(run.topic, late60 + far_past + dups + dups + flood, raw=[far_future, binary, oversized, *wrong])
     valid = normal + future_ok + late60 + dups + flood
     lost, dup, exact, note = wait_online(ctx.store, ctx.specs, valid, 300, only=normal + flood + late60 + future_ok)
@@ -410,8 +415,6 @@ def monitor_sigkill(ctx: Ctx, n: int = 1200) -> Outcome:
     from tests.monitoring.test_monitor_kafka import _produce
 
     out = Outcome("monitor_sigkill_labels_outstanding", sent=n)
-    state = ctx.work / "monitor-state"
-    state.mkdir(parents=True, exist_ok=True)
     from core import model_store
 
     ref = model_store.reference_sample(model_store.production_model())
@@ -422,7 +425,11 @@ def monitor_sigkill(ctx: Ctx, n: int = 1200) -> Outcome:
     labels = label_messages(preds, frame)
     p_topic, l_topic, a_topic = new_topic("preds", 1), new_topic("labels", 1), new_topic("alerts", 1)
     group = f"faults-{p_topic[-8:]}"
-    env = {**os.environ, "RTML_STATE_DIR": str(state), "BENTOML_HOME": str(model_store.bentoml_home())}
+    from core.settings import settings
+
+    state = settings().state_dir  # the registry's production model is the monitor's reference
+    (state / "monitor" / "state.json").unlink(missing_ok=True)  # this scenario's pairs only
+    env = dict(os.environ)
     cmd = [sys.executable, "-m", "rtml.cli", "monitor", "--window-size", "400", "--min-window", "100",
            "--perf-window", str(2 * n), "--metrics-port", "0", "--predictions-topic", p_topic, "--labels-topic",
            l_topic, "--alerts-topic", a_topic, "--no-retrain", "--no-reports", "--group", group]
