@@ -28,7 +28,6 @@ from tests.faults.harness import (
     new_topic,
     online_vs_oracle,
     publish_paced,
-    publish_retrying,
     read_topic,
     recent_events,
     request_bodies,
@@ -205,7 +204,6 @@ def poison(ctx: Ctx, seed: int = 7) -> list[Outcome]:
 
     by_offset, dlq_dup = _dlq_counts(letters)
     reasons = Counter(m["reason"] for m in letters)
-    raw_of = {base64.b64decode(m["raw_base64"])[:64]: m for m in letters}
 
     # 1. timestamps in the future: the one inside the tolerance is a feature; 60 s late events after it too
     lf, df, ef, nf = per("future", future_ok + late60)
@@ -408,7 +406,6 @@ def monitor_sigkill(ctx: Ctx, n: int = 1200) -> Outcome:
     """Predictions consumed (windows evaluated, offsets committed), then half the labels, SIGKILL, the other
     half, restart: every prediction is joined with its label exactly once."""
     t0 = time.monotonic()
-    import pandas as pd
 
     from tests.faults.harness import Proc
     from tests.fixtures.predictions import label_messages, prediction_messages
