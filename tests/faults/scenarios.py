@@ -71,7 +71,9 @@ def stream_kill(ctx: Ctx, step: str, seed: int) -> Outcome:
     users, merchants = fresh_ids(6, 3)
     events = recent_events(seed, 400, users, merchants)
     run = StreamRun(ctx.work, out.name, max_offsets=60)
-    publish(run.topic, events[:150], raw=BAD_RECORDS)  # dead letters land in the batch that is killed
+    # dead letters land in the batch that is killed; stamped like their neighbours, as a live producer does
+    publish(run.topic, events[:150], raw=BAD_RECORDS,
+            raw_timestamp_ms=int(events[149]["event_timestamp"].timestamp() * 1000))
     hook = STEPS[step]
     proc = run.start(kill_at=f"{hook}@2" if hook else None)
     if hook is None:
@@ -357,7 +359,7 @@ def kafka_lose_one_acked(ctx: Ctx, n: int = 6000) -> Outcome:
         except Exception:  # noqa: BLE001 - not acknowledged: the sender knows, nothing is lost silently
             failed += 1
     producer.close(timeout=10)
-    got = Counter(json.loads(r)["i"] for r in read_topic(topic, timeout_s=60, idle_s=6))
+    got = Counter(r["i"] for r in read_topic(topic, timeout_s=60, idle_s=6))
     _restart_kafka()
     out.lost = len(acked - set(got))
     out.duplicated = sum(c - 1 for c in got.values() if c > 1)

@@ -52,8 +52,9 @@ def wire(event: dict) -> dict:
     return out
 
 
-def publish(topic: str, events: list[dict], raw: list[bytes] | None = None) -> None:
-    """Send events (JSON per the wire format, key user_id, timestamp = event time) and raw byte records."""
+def publish(topic: str, events: list[dict], raw: list[bytes] | None = None, raw_timestamp_ms: int | None = None) -> None:
+    """Send events (JSON per the wire format, key user_id, timestamp = event time) and raw byte records
+    (timestamp ``raw_timestamp_ms``, default the send time)."""
     from core.kafka_io import make_producer
 
     producer = make_producer(role="admin")
@@ -63,7 +64,7 @@ def publish(topic: str, events: list[dict], raw: list[bytes] | None = None) -> N
     producer.close()
     if raw:
         p = make_producer(key_serializer=None, value_serializer=None, role="admin")
-        futures += [p.send(topic, value=value) for value in raw]
+        futures += [p.send(topic, value=value, timestamp_ms=raw_timestamp_ms) for value in raw]
         p.flush()
         p.close()
     for f in futures:  # a record the broker refused (e.g. a timestamp beyond message.timestamp.after.max.ms) raises
