@@ -77,10 +77,10 @@ def stream_kill(ctx: Ctx, step: str, seed: int) -> Outcome:
     hook = STEPS[step]
     proc = run.start(kill_at=f"{hook}@2" if hook else None)
     if hook is None:
-        wait_until(lambda: 2 in run.committed() or not proc.alive(), 300, 0.02)
+        wait_until(lambda: 2 in run.committed() or not proc.alive(), 900, 0.02)
         proc.kill(signal.SIGKILL)
     publish_paced(run.topic, events[150:], 5, 0.5)
-    proc.popen.wait(300)
+    proc.popen.wait(900)  # a JVM start and three micro-batches: minutes on a loaded 2-core machine
     rc = proc.popen.returncode
     proc.stop()
     batches_at_kill = run.batches()
