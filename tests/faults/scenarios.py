@@ -85,7 +85,7 @@ def stream_kill(ctx: Ctx, step: str, seed: int) -> Outcome:
     proc.stop()
     batches_at_kill = run.batches()
     run.start()
-    lost, dup, exact, note = wait_online(ctx.store, ctx.specs, events, 300)
+    lost, dup, exact, note = wait_online(ctx.store, ctx.specs, events, 900)
     letters = read_topic(run.dlq)
     run.stop()
     keys, dlq_dup = _dlq_counts(letters)
@@ -306,7 +306,7 @@ def flowing(ctx: Ctx, name: str, fault, recover, seed: int, hold_s: float = 8.0)
         run.ensure_running()
 
     publish_paced(run.topic, events[60:], 8, 1.0, during)
-    lost, dup, exact, note = wait_online(ctx.store, ctx.specs, events, 300, also=run.ensure_running)
+    lost, dup, exact, note = wait_online(ctx.store, ctx.specs, events, 900, also=run.ensure_running)
     time.sleep(5)  # requests after the recovery
     run.stop()
     if load is not None:
