@@ -123,7 +123,7 @@ def retention_gap(ctx: Ctx, seed: int = 12) -> Outcome:
         ends = {}
         from core.kafka_io import make_consumer
 
-        c = make_consumer([], group_id=None, role="admin")
+        c = make_consumer([run.topic], group_id=None, role="admin")
         try:
             tps = [TopicPartition(run.topic, p["partition_index"]) for p in parts]
             ends = c.end_offsets(tps)
