@@ -305,12 +305,14 @@ def flowing(ctx: Ctx, name: str, fault, recover, seed: int, hold_s: float = 8.0)
             marks["recovered"] = time.time()
         run.ensure_running()
 
-    publish_paced(run.topic, events[60:], 8, 1.0, during)
-    lost, dup, exact, note = wait_online(ctx.store, ctx.specs, events, 900, also=run.ensure_running)
-    time.sleep(5)  # requests after the recovery
-    run.stop()
+    try:
+        publish_paced(run.topic, events[60:], 8, 1.0, during)
+        lost, dup, exact, note = wait_online(ctx.store, ctx.specs, events, 900, also=run.ensure_running)
+        time.sleep(5)  # requests after the recovery
+    finally:  # a scenario that raises leaves no stream job or load behind
+        run.stop()
+        res = load.result() if load is not None else None
     if load is not None:
-        res = load.result()
         sent, out.failed_requests_faulted, out.failed_requests_after_recovery = split_failures(
             res, marks["fault"], marks["recovered"])
         notes.append(f"{sent} requests at {ctx.load_rate:.0f}/s; first failures {res['failures'][:3]}")
