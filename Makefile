@@ -8,7 +8,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONHASHSEED := 0
 
-.PHONY: install system-deps up down status demo test test-unit bench security lint clean
+.PHONY: install system-deps up down status demo test test-unit bench security faults lint clean
 
 install: $(STAMP)
 
@@ -47,6 +47,9 @@ bench: install
 # service: tests/benchmarks/results/security.json. SECURITY_ARGS=--fast: only the probes `make test` runs.
 security: install
 	$(BIN)/python -m tests.security.run $(SECURITY_ARGS)
+# The fault matrix against the real local stack -> tests/benchmarks/results/reliability.json (FAULTS_ARGS=--short: CI)
+faults: install
+	$(BIN)/python -m tests.faults.run $(FAULTS_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

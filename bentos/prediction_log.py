@@ -56,6 +56,7 @@ class PredictionLog:
         retry_s: float = 2.0,
         flush_interval_s: float = 0.05,
         chunk: int = 64,
+        drain_s: float = 10.0,
     ):
         s = settings()
         self.topic = topic or s.topics.predictions
@@ -66,6 +67,7 @@ class PredictionLog:
         self.queue: collections.deque[Entry] = collections.deque()
         self.flush_interval_s = flush_interval_s
         self.chunk = chunk
+        self.drain_s = drain_s
         self.on_drop = on_drop or (lambda reason, n: None)
         self.retry_s = retry_s
         self.sent = 0
@@ -165,6 +167,25 @@ class PredictionLog:
         self.dropped += 1
         self.on_drop("send_failed", 1)
 
+    def _send_chunk(self) -> None:
+        q = self.queue
+        partitions = self._partitions
+        entries = [q.popleft() for _ in range(min(self.chunk, len(q)))]
+        for entry in self.score_shadow(entries):
+            try:
+                record = self.record(entry)
+                self._next = (self._next + 1) % len(partitions)
+                future = self._producer.send(
+                    self.topic,
+                    key=record["request_id"].encode(),
+                    value=_dumps(record).encode(),
+                    partition=partitions[self._next],
+                )
+                future.add_errback(self._failed)
+                self.sent += 1
+            except Exception as exc:  # buffer full / broker gone for longer than max_block_ms
+                self._failed(exc)
+
     def _run(self) -> None:
         self._connect()
         q = self.queue
@@ -172,30 +193,24 @@ class PredictionLog:
             if not q:
                 self._stop.wait(self.flush_interval_s)
                 continue
-            partitions = self._partitions
-            entries = [q.popleft() for _ in range(min(self.chunk, len(q)))]
-            for entry in self.score_shadow(entries):
-                try:
-                    record = self.record(entry)
-                    self._next = (self._next + 1) % len(partitions)
-                    future = self._producer.send(
-                        self.topic,
-                        key=record["request_id"].encode(),
-                        value=_dumps(record).encode(),
-                        partition=partitions[self._next],
-                    )
-                    future.add_errback(self._failed)
-                    self.sent += 1
-                except Exception as exc:  # buffer full / broker gone for longer than max_block_ms
-                    self._failed(exc)
+            self._send_chunk()
             time.sleep(0)  # let the event loop have the GIL between chunks
+        # Shutdown: what is queued is sent too (within the drain budget), then flushed.
+        deadline = time.monotonic() + self.drain_s
+        while q and self._producer is not None and time.monotonic() < deadline:
+            self._send_chunk()
+        if q:
+            self.on_drop("shutdown", len(q))
+            self.dropped += len(q)
+            q.clear()
         if self._producer is not None:
             try:
-                self._producer.flush(timeout=2)
+                self._producer.flush(timeout=max(deadline - time.monotonic(), 1.0))
                 self._producer.close(timeout=2)
             except Exception:  # noqa: BLE001 - shutting down
                 pass
 
-    def stop(self, timeout: float = 3.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after sending what is queued (at most ``drain_s``) and flushing it."""
         self._stop.set()
-        self._thread.join(timeout)
+        self._thread.join(self.drain_s + 5 if timeout is None else timeout)

@@ -4,7 +4,8 @@ A request carries an id, the join keys of the feature service's entities and the
 on-demand views' ``RequestSource``s (names from :func:`core.feature_refs.service_definition`, the one
 resolver), typed as the feature repo declares them (entity value types, request field dtypes).
 Validation rules declared as tags on the request source's ``Field``s (``gt``, ``ge``, ``lt``, ``le``,
-``min_length``, ``max_length``) apply too, and integers are bounded by their Feast type: an INT64 key
+``min_length``, ``max_length``) apply too, as does the stream source's declared range of a field of the
+same name (``rtml.range.amount``: an amount above it is a 400, as it is a dead letter in the stream), and integers are bounded by their Feast type: an INT64 key
 above 2^63-1 is a 400, not an overflow in the key encoder.
 
 The id field is the feature service's ``request_id`` tag, else the first string field of the stream
@@ -63,8 +64,16 @@ def _kind(type_name: str) -> str:
     raise ValueError(f"Feast type {type_name} is not supported in requests")
 
 
-def _rules(tags: dict[str, str] | None) -> tuple[tuple[str, Any], ...]:
-    return tuple((key, cast(tags[key])) for key, cast in _RULES.items() if tags and key in tags)
+def _rules(tags: dict[str, str] | None, bounds: tuple[float | None, float | None] = (None, None)) -> tuple[tuple[str, Any], ...]:
+    """The field's tag rules, plus the stream source's declared range of the same field (``rtml.range.<field>``)
+    where the tags set no bound on that side: a request carries the same transaction the stream validates."""
+    rules = {key: cast(tags[key]) for key, cast in _RULES.items() if tags and key in tags}
+    lo, hi = bounds
+    if lo is not None and "gt" not in rules and "ge" not in rules:
+        rules["ge"] = float(lo)
+    if hi is not None and "lt" not in rules and "le" not in rules:
+        rules["le"] = float(hi)
+    return tuple(rules.items())
 
 
 def _id_field(tags: dict[str, str], keys: tuple[str, ...]) -> str:
@@ -96,8 +105,19 @@ def request_spec(feature_service: str | None = None) -> RequestSpec:
     id_field = _id_field(dict(definition.tags), keys)
     fields = [RequestField(id_field, "string", (("min_length", 1), ("max_length", MAX_ID)))]
     fields += [RequestField(k, _kind(key_types.get(k, "int64")), ()) for k in keys]
-    fields += [RequestField(n, _kind(t), _rules(field_tags.get(n))) for n, t in definition.request_fields]
+    ranges = _source_ranges()
+    fields += [RequestField(n, _kind(t), _rules(field_tags.get(n), ranges.get(n, (None, None))))
+               for n, t in definition.request_fields]
     return RequestSpec(definition.name, id_field, keys, tuple(n for n, _ in definition.request_fields), tuple(fields))
+
+
+def _source_ranges() -> dict[str, tuple[float | None, float | None]]:
+    from core.contracts import stream_rules
+
+    try:
+        return dict(stream_rules().ranges)
+    except Exception:  # noqa: BLE001 - a feature repo without a stream source: tags only
+        return {}
 
 
 def _annotation(f: RequestField) -> Any:

@@ -48,6 +48,7 @@ from starlette.responses import Response  # noqa: E402
 from bentos import metrics  # noqa: E402
 from bentos.feature_plan import FeaturePlan, FetchResult, build_plan  # noqa: E402
 from bentos.prediction_log import PredictionLog  # noqa: E402
+from bentos.readiness import Readiness  # noqa: E402
 from bentos.request_schema import RequestSpec, request_models, request_spec  # noqa: E402
 from bentos.variants import CHALLENGER, PRODUCTION, Deployment, Variant, load_model  # noqa: E402
 from core.online_store import OnlineStore  # noqa: E402
@@ -98,7 +99,7 @@ Request, RequestBatch = request_models(SPEC, _SERVING.max_batch)
 @bentoml.service(
     name="prediction_service",
     workers=_SERVING.workers,
-    traffic={"timeout": 10},
+    traffic={"timeout": 10, "max_concurrency": _SERVING.max_concurrency},
     logging={"access": {"enabled": False}},
     # BentoML's request metrics stay on; per-request tracing spans (~0.2 ms of CPU each) are off for the hot path.
     tracing={"excluded_urls": ["predict", "livez", "healthz", "readyz", "metrics"]},
@@ -118,12 +119,13 @@ class PredictionService:
         self._models: dict[str, Variant] = {}
         self._plans: dict[tuple[str, ...], FeaturePlan] = {}
         self.pinned = bool(_SERVING.model_tag)
+        self._readiness = Readiness(_SERVING.ready_grace_s)
         self._key, self.deployment = self._deployment(*self._wanted())
         self._m_fetch = metrics.stage_seconds.labels(stage="feature_fetch")
         self._m_on_demand = metrics.stage_seconds.labels(stage="on_demand")
         self._m_predict = metrics.stage_seconds.labels(stage="predict")
         self._m_missing: dict[str, Any] = {}
-        dropped = {r: metrics.prediction_log_dropped_total.labels(reason=r) for r in ("queue_full", "send_failed")}
+        dropped = {r: metrics.prediction_log_dropped_total.labels(reason=r) for r in ("queue_full", "send_failed", "shutdown")}
         self.prediction_log = PredictionLog(
             self.spec.id_field,
             self.spec.entity_keys,
@@ -271,7 +273,9 @@ class PredictionService:
         self.redis.close()
 
     async def __is_ready__(self) -> bool:
-        return self.deployment is not None and await self.redis.ping()
+        """Ready while Redis answers, or has failed for less than ``ready_grace_s`` (one blip must not take
+        every replica out of the load balancer at once)."""
+        return self.deployment is not None and self._readiness.observe(await self.redis.ping(), time.monotonic())
 
     # ---- hot path -------------------------------------------------------------------------------
     async def _fetch(self, d: Deployment, reqs: Sequence[dict]) -> list[FetchResult]:

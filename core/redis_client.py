@@ -147,6 +147,7 @@ class FastRedis:
         self.where = f"{host}:{port}"
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.dead_after_s = max(1.0, 10 * timeout_s)  # no reply for this long past a deadline: reconnect
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future | None = None
         self.errors = 0
@@ -194,19 +195,31 @@ class FastRedis:
             self._connecting = None
 
     def _watch(self, proto: _Protocol) -> None:
-        """Fail the connection if its oldest pending batch is past its deadline, else re-arm for it.
+        """Fail the requests past their deadline, only those; re-arm for the next deadline.
 
-        Replies come back in order and deadlines grow with the queue, so the head decides; a single
-        timer per connection replaces a timer per request (no allocation on the hot path)."""
+        Replies come back in order, so a request that timed out stays in the queue (its replies, when they
+        come, are read and dropped) and the requests behind it keep their own deadlines: one slow request
+        does not fail every request in flight. A connection whose oldest request got no reply for
+        ``dead_after_s`` past its deadline is closed (the next request reconnects). A single timer per
+        connection replaces a timer per request (no allocation on the hot path)."""
         proto.watchdog = None
         if proto.closed or not proto.pending:
             return
         loop = asyncio.get_running_loop()
+        now = loop.time()
         head = proto.pending[0]
-        if head.deadline <= loop.time():
+        if head.deadline + self.dead_after_s <= now:
             proto.fail(RedisUnavailable(f"Redis did not answer within {self.timeout_s * 1000:.0f} ms", self.where))
-        else:
-            proto.watchdog = loop.call_at(head.deadline, self._watch, proto)
+            return
+        next_at = head.deadline + self.dead_after_s
+        for p in proto.pending:  # deadlines grow along the queue
+            if p.deadline > now:
+                next_at = min(next_at, p.deadline)
+                break
+            if not p.future.done():
+                p.future.set_exception(RedisUnavailable(f"Redis did not answer within {self.timeout_s * 1000:.0f} ms",
+                                                        self.where))
+        proto.watchdog = loop.call_at(next_at, self._watch, proto)
 
     def _submit(self, proto: _Protocol, payload: bytes, n_replies: int) -> asyncio.Future:
         """Write ``payload``; the future gets its ``n_replies`` replies (a plain call: no extra coroutine)."""

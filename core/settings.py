@@ -52,6 +52,8 @@ class ServingSettings:
     # RTML_SERVING_AUTH: every endpoint but the health probes needs an API key (bentos/auth.py). On by default;
     # RTML_SERVING_AUTH=0 turns it off, for local development only (the service logs a warning).
     auth: bool = True
+    max_concurrency: int = 256  # requests in flight per service; beyond it BentoML answers 429 at once
+    ready_grace_s: float = 5.0  # /readyz stays ready while Redis has failed for less than this (one blip)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ class Settings:
     offline_store: str
     feature_repo: Path = FEATURE_REPO
     redis_maxmemory: str = "1gb"  # local Redis (`rtml up`): memory cap; writes fail beyond it (noeviction)
+    redis_appendonly: bool = False  # local Redis: append-only file (survives a SIGKILL; the fault matrix uses it)
+    dlq_max_raw_bytes: int = 65536  # a dead letter keeps at most this many bytes of its record (see streaming.dead_letters)
     feature_service: str | None = None  # None: the repo's only feature service
     model_name: str | None = None  # None: derived from the feature service (see core.model_store)
     spark_jars: tuple[str, ...] = ()  # overrides the cached Kafka connector jars (cluster images)
@@ -273,6 +277,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         redis_url=env.get("RTML_REDIS_URL") or _local_redis_url(env),
         redis_external=bool(env.get("RTML_REDIS_URL")),
         redis_maxmemory=env.get("RTML_REDIS_MAXMEMORY") or "1gb",
+        redis_appendonly=(env.get("RTML_REDIS_APPENDONLY") or "no").lower() in ("1", "true", "yes"),
+        dlq_max_raw_bytes=int(env.get("RTML_DLQ_MAX_RAW_BYTES") or 65536),
         spark_master=env.get("RTML_SPARK_MASTER") or "local[*]",
         offline_store=env.get("RTML_OFFLINE_STORE") or "duckdb",
         feature_repo=Path(env.get("RTML_FEATURE_REPO") or FEATURE_REPO).resolve(),
@@ -306,6 +312,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             explain_exact=(env.get("RTML_SERVING_EXPLAIN_EXACT") or "0").lower() in ("1", "true", "yes"),
             api_keys_file=env.get("RTML_API_KEYS_FILE") or None,
             auth=(env.get("RTML_SERVING_AUTH") or "1").lower() not in ("0", "false", "no", "off"),
+            max_concurrency=int(env.get("RTML_SERVING_MAX_CONCURRENCY") or 256),
+            ready_grace_s=float(env.get("RTML_SERVING_READY_GRACE_S") or 5),
         ),
         broker=BrokerSettings(
             version=env.get("RTML_KAFKA_VERSION") or None,

@@ -201,7 +201,7 @@ def _start(progress: bool, timeout_s: float) -> StartResult:
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes" if s.redis_appendonly else "no",
         "--daemonize",
         "no",
         "--protected-mode",

@@ -71,6 +71,7 @@ class PredictionDecoder:
             i = self._index.get(name)
             if i is not None:
                 row[i] = math.nan
+        _finite_or_missing(self.features, row)
         row.append(score)
         return row, getattr(msg, self.event_key)
 
@@ -98,6 +99,7 @@ class PredictionDecoder:
                 i = self._index.get(name)
                 if i is not None:
                     row[i] = math.nan
+        _finite_or_missing(self.features, row)
         row.append(float(score))
         return row, txn
 
@@ -111,6 +113,13 @@ class PredictionDecoder:
             else:
                 raise MalformedMessage(f"feature {f!r} must be a number or null, got {v!r}")
         return out
+
+
+def _finite_or_missing(features: list[str], row: list[float]) -> None:
+    """A feature value is a finite number or missing (NaN): ``Infinity`` / ``1e999`` get past both JSON decoders."""
+    if any(map(math.isinf, row)):
+        name = features[next(i for i, v in enumerate(row) if math.isinf(v))]
+        raise MalformedMessage(f"feature {name!r} must be finite, got {row[features.index(name)]!r}")
 
 
 def decode_label(raw: bytes | str, key: str = "transaction_id", label: str = "is_fraud") -> tuple[str, int]:

@@ -2,7 +2,8 @@
 
 Offsets are committed after each evaluated window, so a restart resumes where the last evaluated
 window ended (at-least-once: the rows of an unfinished window are read again). Labels partitions are
-committed on the stats tick (nothing waits for them). Malformed messages are counted and skipped.
+committed on the stats tick. Before any commit the monitor saves its state, which holds the predictions
+still waiting for a label and the labels waiting for a prediction (see ``PerformanceTracker``). Malformed messages are counted and skipped.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def consume(
 
     def commit(offsets: dict[Any, int]) -> None:
         if offsets and mon.config.commit_every_window:
+            mon.save_state()  # the joins waiting for a label are on disk before their offsets are committed
             consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
             committed.update(offsets)
 

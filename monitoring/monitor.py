@@ -110,6 +110,7 @@ class Monitor:
         self._install_reference(as_reference(reference_loader()))
         self.performance = PerformanceTracker(self.config.perf_window, self._decision_threshold())
         self.performance.pairs.extend(state.pairs)
+        self.performance.load_state(state.pending)
         self.results: list[WindowDrift] = []
         self.malformed = 0
         self._labels_seen = -1
@@ -357,8 +358,13 @@ class Monitor:
                 retrain=self.retrain.to_state(),
                 pairs=list(self.performance.pairs),
                 reference_model=self.reference.model,
+                pending=self.performance.to_state(),
             )
         )
+
+    def save_state(self) -> None:
+        """Save the state (before the consumer commits offsets: what they cover is then on disk)."""
+        self._save_state()
 
     def run(self, consumer, *args, **kwargs) -> int:
         """Consume from Kafka: :func:`monitoring.loop.consume` (same arguments after ``consumer``);

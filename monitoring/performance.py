@@ -20,7 +20,11 @@ class Performance:
 
 class PerformanceTracker:
     """Keeps the scores of recent predictions until their label arrives (bounded), and the last
-    ``window`` labelled (score, label) pairs. A label that arrives before its prediction waits too."""
+    ``window`` labelled (score, label) pairs. A label that arrives before its prediction waits too.
+
+    What waits is part of the monitor's saved state (:meth:`to_state`), saved before the consumer commits
+    its offsets: a restart loses no join whose label comes later. The ids joined recently are kept too
+    (bounded), so a prediction or label read again after a restart is not joined twice."""
 
     def __init__(self, window: int = 5000, threshold: float = 0.5, max_pending: int = 200_000) -> None:
         self.window = window
@@ -30,22 +34,41 @@ class PerformanceTracker:
         self._early_labels: OrderedDict[str, int] = OrderedDict()
         self.pairs: deque[tuple[float, int]] = deque(maxlen=window)
         self.labelled = 0  # pairs joined so far (ever)
+        self._joined: OrderedDict[str, None] = OrderedDict()
+
+    def _join(self, transaction_id: str, score: float, label: int) -> None:
+        self.pairs.append((score, label))
+        self.labelled += 1
+        self._joined[transaction_id] = None
+        if len(self._joined) > self.max_pending:
+            self._joined.popitem(last=False)
+
+    def to_state(self) -> dict:
+        """What waits for its other half, and the ids joined recently (JSON-ready)."""
+        return {"scores": dict(self._scores), "early_labels": dict(self._early_labels), "joined": list(self._joined)}
+
+    def load_state(self, state: dict) -> None:
+        self._scores.update((str(k), float(v)) for k, v in (state.get("scores") or {}).items())
+        self._early_labels.update((str(k), int(v)) for k, v in (state.get("early_labels") or {}).items())
+        self._joined.update((str(k), None) for k in state.get("joined") or [])
 
     def add_prediction(self, transaction_id: str, score: float) -> None:
+        if transaction_id in self._joined:  # read again after a restart: joined already
+            return
         label = self._early_labels.pop(transaction_id, None) if self._early_labels else None
         if label is not None:
-            self.pairs.append((score, label))
-            self.labelled += 1
+            self._join(transaction_id, score, label)
             return
         self._scores[transaction_id] = score
         if len(self._scores) > self.max_pending:
             self._scores.popitem(last=False)
 
     def add_label(self, transaction_id: str, is_fraud: int) -> None:
+        if transaction_id in self._joined:
+            return
         score = self._scores.pop(transaction_id, None)
         if score is not None:
-            self.pairs.append((score, is_fraud))
-            self.labelled += 1
+            self._join(transaction_id, score, is_fraud)
             return
         self._early_labels[transaction_id] = is_fraud
         if len(self._early_labels) > self.max_pending:

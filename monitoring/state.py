@@ -1,7 +1,8 @@
 """What the monitor keeps across restarts: ``<state_dir>/monitor/state.json``.
 
-Window counter, the FeatureDrift streak, alert states, the retraining controller's state and the
-labelled (score, label) pairs of the rolling performance. Written atomically after every window.
+Window counter, the FeatureDrift streak, alert states, the retraining controller's state, the
+labelled (score, label) pairs of the rolling performance and the predictions and labels still waiting
+for their other half. Written atomically after every window and before every offset commit.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class MonitorState:
     retrain: dict[str, Any] = field(default_factory=dict)
     pairs: list[tuple[float, int]] = field(default_factory=list)
     reference_model: str = ""
+    pending: dict[str, Any] = field(default_factory=dict)  # PerformanceTracker.to_state(): joins still waiting
 
 
 class StateFile:
@@ -48,6 +50,7 @@ class StateFile:
             retrain=dict(raw.get("retrain") or {}),
             pairs=[(float(s), int(y)) for s, y in raw.get("pairs", [])],
             reference_model=str(raw.get("reference_model", "")),
+            pending=dict(raw.get("pending") or {}),
         )
 
     def save(self, state: MonitorState) -> None:

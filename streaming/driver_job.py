@@ -120,9 +120,9 @@ class StreamJob:
 
         if self._producer is None:
             self._producer = make_producer(self.spec.bootstrap, role="stream")
-        for key, value in letters:
-            self._producer.send(self.dlq_topic, key=key, value=value)
-        self._producer.flush(timeout=30)
+        from streaming import dead_letters
+
+        dead_letters.send(self._producer, self.dlq_topic, letters)  # raises when Kafka did not take them all
 
     def spark(self):
         if self._spark is None:
@@ -182,7 +182,7 @@ class StreamJob:
             .options(**spark_kafka_options("stream", self.spec.bootstrap))
             .option("subscribe", self.spec.topic)
             .option("startingOffsets", self.options.starting_offsets)
-            .option("failOnDataLoss", "false")
+            .option("failOnDataLoss", "true")  # offsets deleted by retention before they were read: stop loudly
         )
         if self.options.max_offsets_per_trigger:
             reader = reader.option("maxOffsetsPerTrigger", str(self.options.max_offsets_per_trigger))

@@ -62,16 +62,21 @@ def parse_events(raw: DataFrame, rules: SourceRules, now: Column | None = None,
     ts_field = rules.timestamp_field
     keep = tuple(fields) if keep_columns is None else tuple(keep_columns)
     text = F.col("value").cast("string")
+    # A dead letter has no trustworthy event time: its place in event time is its Kafka record's timestamp
+    # (never later than the batch), so a malformed record in a backlog cannot push the watermark to "now"
+    # and make every older event of the backlog too late.
+    record_time = F.col("timestamp") if "timestamp" in raw.columns else now
     parsed = raw.select(
         F.col("topic").alias("source_topic"),
         F.col("partition"),
         F.col("offset"),
         F.col("value").alias("raw_value"),
+        record_time.alias("record_time"),
         F.from_json(text, text_schema(rules), {"columnNameOfCorruptRecord": _CORRUPT, "mode": "PERMISSIVE"}).alias("j"),
         now.alias("batch_time"),
     )
     typed = parsed.select(
-        "source_topic", "partition", "offset", "raw_value", "batch_time",
+        "source_topic", "partition", "offset", "raw_value", "batch_time", "record_time",
         (F.col("j").isNull() | F.col(f"j.{_CORRUPT}").isNotNull() | F.col("raw_value").isNull()).alias("_corrupt"),
         *[F.col(f"j.{name}").isNull().alias(f"_missing_{name}") for name in fields],
         *[_typed(rules, name, F.col(f"j.{name}")).alias(name) for name in fields],
@@ -104,6 +109,7 @@ def parse_events(raw: DataFrame, rules: SourceRules, now: Column | None = None,
     cols += [F.col("dlq_reason"), F.col("dlq_field")]
     # Original bytes only where they are needed (dead letters), as base64 so any bytes survive.
     cols.append(F.when(bad, F.base64(F.col("raw_value"))).alias("raw_base64"))
+    cols.append(F.when(bad, F.unix_micros(F.least(F.col("record_time"), F.col("batch_time")))).alias("letter_us"))
     return judged.select(*cols)
 
 

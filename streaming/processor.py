@@ -50,25 +50,13 @@ class BatchResult:
 
 def dead_letters(rows: pd.DataFrame, batch_id: int) -> list[tuple[str, dict]]:
     """(key, value) of each dead-letter message: reason, offending field, original bytes and origin."""
-    out = []
-    for r in rows.itertuples(index=False):
-        raw = base64.b64decode(r.raw_base64) if isinstance(r.raw_base64, str) else b""
-        out.append(
-            (
-                f"{r.source_topic}:{r.partition}:{r.offset}",
-                {
-                    "reason": r.dlq_reason,
-                    "field": r.dlq_field if isinstance(r.dlq_field, str) else None,
-                    "raw": raw.decode("utf-8", errors="replace"),
-                    "raw_base64": r.raw_base64 if isinstance(r.raw_base64, str) else "",
-                    "source_topic": r.source_topic,
-                    "partition": int(r.partition),
-                    "offset": int(r.offset),
-                    "batch_id": int(batch_id),
-                },
-            )
-        )
-    return out
+    from streaming.dead_letters import letter
+
+    return [
+        letter(r.source_topic, r.partition, r.offset, r.dlq_reason, r.dlq_field if isinstance(r.dlq_field, str) else None,
+               base64.b64decode(r.raw_base64) if isinstance(r.raw_base64, str) else b"", batch_id)
+        for r in rows.itertuples(index=False)
+    ]
 
 
 class BatchProcessor:

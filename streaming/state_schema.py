@@ -80,9 +80,11 @@ def tile_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = Tru
         elements.append(F.struct(*fields))
     if not with_dead_letters:
         return events.select(F.explode(F.array(*elements)).alias("r")).select("r.*")
+    # A dead letter's event time: its Kafka record's (see streaming.parsing), not the batch's clock.
+    letter_us = F.coalesce(F.col("letter_us"), F.col("batch_us")) if "letter_us" in events.columns else F.col("batch_us")
     letter = F.struct(
         F.lit(-1).alias("vid"), F.col("offset").cast("bigint").alias("k"), F.col("partition").cast("bigint").alias("tile"),
-        _tile_end(F.col("batch_us"), DLQ_TILE_US).alias("wend"), F.col("batch_us").alias("ts_us"),
+        _tile_end(letter_us, DLQ_TILE_US).alias("wend"), letter_us.alias("ts_us"),
         *[F.lit(None).cast(types[c]).alias(VALUE_PREFIX + c) for c in cols],
         F.struct(F.col("dlq_reason").alias("reason"), F.col("dlq_field").alias("field"),
                  F.col("raw_base64"), F.col("source_topic"), F.col("partition").cast("int").alias("partition"),

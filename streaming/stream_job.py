@@ -101,7 +101,9 @@ class StreamJob:
         check_broker(self.spec.bootstrap)
         self.metrics = metrics or StreamMetrics()
         self._spark = spark
-        self._fault_hook = fault_hook  # tests: (batch_id, step) -> may raise to simulate a crash
+        from streaming.writer import kill_hook_from_env
+
+        self._fault_hook = fault_hook or kill_hook_from_env()  # tests: (batch_id, step) -> may crash the job
         self.query = None
         self._stop = threading.Event()
         self._seen_batches: set[int] = set()
@@ -162,7 +164,7 @@ class StreamJob:
             .options(**spark_kafka_options("stream", self.spec.bootstrap))
             .option("subscribe", self.spec.topic)
             .option("startingOffsets", self.plan.starting_offsets or self.options.starting_offsets)
-            .option("failOnDataLoss", "false")
+            .option("failOnDataLoss", "true")  # offsets deleted by retention before they were read: stop loudly
         )
         if self.options.max_offsets_per_trigger:
             reader = reader.option("maxOffsetsPerTrigger", str(self.options.max_offsets_per_trigger))

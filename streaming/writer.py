@@ -19,19 +19,33 @@ from streaming.feature_specs import ViewSpec
 from streaming.metrics import StreamMetrics
 
 RESULT_SCHEMA = "vid int, tiles long, rows long, reason string, n long, max_ts long"
+FAULT_ENV = "RTML_FAULT_KILL_AT"  # fault matrix only: "<step>@<batch>" SIGKILLs the job there (off by default)
+
+
+def kill_hook_from_env():
+    """The fault matrix's hook (``RTML_FAULT_KILL_AT=after_write@3``): SIGKILL this process at ``step`` of the
+    first batch >= ``batch``. None when the variable is unset (production)."""
+    import os
+
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return None
+    step, _, first = spec.partition("@")
+
+    def hook(batch_id: int, at: str) -> None:
+        if at == step and batch_id >= int(first or 0):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
 
 
 def _dead_letters(rows: pd.DataFrame, batch_id: int) -> list[tuple[str, dict]]:
-    out = []
-    for d in rows["dlq"]:
-        raw64 = d.get("raw_base64") or ""
-        raw = base64.b64decode(raw64) if raw64 else b""
-        out.append((f"{d['source_topic']}:{d['partition']}:{d['offset']}", {
-            "reason": d["reason"], "field": d.get("field"), "raw": raw.decode("utf-8", errors="replace"),
-            "raw_base64": raw64, "source_topic": d["source_topic"], "partition": int(d["partition"]),
-            "offset": int(d["offset"]), "batch_id": int(batch_id),
-        }))
-    return out
+    from streaming.dead_letters import letter
+
+    return [letter(d["source_topic"], d["partition"], d["offset"], d["reason"], d.get("field"),
+                   base64.b64decode(d.get("raw_base64") or ""), batch_id) for d in rows["dlq"]]
 
 
 def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, online, bootstrap: str, dlq_topic: str,
@@ -55,12 +69,13 @@ def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, online, bootst
             letters = rows[rows["vid"] == -1]
             if len(letters):
                 from core.kafka_io import make_producer
+                from streaming import dead_letters
 
                 producer = make_producer(bootstrap, role="stream")
-                for key, value in _dead_letters(letters, batch_id):
-                    producer.send(dlq_topic, key=key, value=value)
-                producer.flush(timeout=30)
-                producer.close(timeout=5)
+                try:  # raises if Kafka did not take them all: the batch fails and is replayed
+                    dead_letters.send(producer, dlq_topic, _dead_letters(letters, batch_id), client, writer.project)
+                finally:
+                    producer.close(timeout=5)
                 for reason, n in letters["dlq"].map(lambda d: d["reason"]).value_counts().items():
                     out.append((-1, 0, 0, reason, int(n), 0))
             for i, spec in enumerate(views):
@@ -126,6 +141,8 @@ class BatchWriter:
         tmp = self.batches_dir / f".{batch_id:012d}.tmp"
         tmp.write_text(json.dumps(counts))
         tmp.replace(self.batches_dir / f"{batch_id:012d}.json")
+        if self.fault_hook is not None:
+            self.fault_hook(batch_id, "after_record")
         self.last = {"batch_id": batch_id, "seconds": seconds, "write_time": write_time, "max_ts": max_ts, **counts}
         for observer in getattr(self, "observers", []):
             observer(self.last)

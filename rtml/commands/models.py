@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pr = sub.add_parser("promote", help="make TAG the production model")
     pr.add_argument("tag", help="fraud_model:VERSION (or just VERSION)")
     pr.add_argument("--reason", default="manual promotion")
+    pr.add_argument("--force", action="store_true",
+                    help="promote although the promotion gate refused TAG (or recorded no decision); audited as forced")
+    pr.add_argument("--actor", default=None, help="who promotes (default: the OS user)")
     rb = sub.add_parser("rollback", help="restore the previous production model")
     rb.add_argument("--reason", default="manual rollback")
     sub.add_parser("history", help="promotions, rollbacks and rollout changes")
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(model_store.production_model().tag)  # UserFacingError when none was promoted yet
         return 0
     if args.action == "promote":
-        print(f"production model: {model_store.promote(args.tag, reason=args.reason)}")
+        reason = _gate_reason(args.tag, args.force, args.reason)
+        print(f"production model: {model_store.promote(args.tag, reason=reason, actor=args.actor)}")
         return 0
     if args.action == "rollback":
         print(f"rolled back; production model: {model_store.rollback(reason=args.reason)}")
@@ -122,3 +126,17 @@ def _rollout_status(as_json: bool) -> int:
     print(f"  recommendation: {rec['action']} ({rec['reason']})")
     print(f"  report: {status.get('report')}")
     return 0
+
+
+def _gate_reason(tag: str, force: bool, reason: str) -> str:
+    """The promotion's audited reason; refuses a model the gate refused (or never judged) unless forced."""
+    from core.errors import UserFacingError
+
+    model = model_store.get_model(tag if ":" in tag else f"{model_store.model_name()}:{tag}")
+    decision = ((model.info.metadata or {}).get("metrics") or {}).get("decision")
+    if decision and decision.get("promote"):
+        return reason
+    why = decision.get("reason") if decision else "no promotion gate decision is recorded for it"
+    if not force:
+        raise UserFacingError(f"the promotion gate did not pass {model.tag}: {why}; `--force --reason WHY` overrides it")
+    return f"forced past the gate ({why}): {reason}"

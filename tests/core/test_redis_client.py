@@ -63,6 +63,44 @@ def test_replies_slower_than_one_request_but_within_the_timeout_succeed():
     assert out[:8] == [[b"PONG"]] * 8 and out[8:] == [[b"PONG", b"PONG"]] * 10
 
 
+class _StallRedis(_FakeRedis):
+    """Answers nothing until ``stall_s`` after the connection, then every PING at once (in order)."""
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.resume_at = asyncio.get_running_loop().time() + self.delay_s
+
+    def data_received(self, data: bytes):
+        loop = asyncio.get_running_loop()
+        loop.call_at(max(loop.time(), self.resume_at), self.transport.write, b"+PONG\r\n" * data.count(b"PING"))
+
+
+def test_one_timed_out_request_does_not_fail_the_requests_behind_it():
+    """Request A times out (the server stalls 150 ms, the timeout is 100 ms); request B, sent 80 ms later on the
+    same connection, gets its reply at 150 ms, inside its own deadline: only A fails, and the connection lives."""
+
+    async def body():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _StallRedis(0.15), "127.0.0.1", 0)
+        client = FastRedis("127.0.0.1", server.sockets[0].getsockname()[1], timeout_s=0.1)
+        try:
+            await client._connect()
+            a = asyncio.ensure_future(client.execute(resp(b"PING"), 1))
+            await asyncio.sleep(0.08)
+            b = asyncio.ensure_future(client.execute(resp(b"PING"), 1))
+            results = await asyncio.gather(a, b, return_exceptions=True)
+            c = await client.execute(resp(b"PING"), 1)  # the same connection still serves
+            return results, c
+        finally:
+            client.close()
+            server.close()
+
+    (a, b), c = asyncio.run(body())
+    assert isinstance(a, RedisUnavailable)
+    assert b == [b"PONG"]
+    assert c == [b"PONG"]
+
+
 @pytest.mark.parametrize("key,slot", [(b"foo", 12182), (b"{user1000}.following", key_slot(b"user1000")), (b"a{}b", key_slot(b"a{}b"))])
 def test_hash_slots_follow_redis(key, slot):
     assert key_slot(key) == slot

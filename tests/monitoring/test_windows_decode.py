@@ -106,6 +106,9 @@ def test_prediction_decoder_orders_features_and_marks_missing():
         (_msg(transaction_id=None), "transaction_id"),
         (_msg(missing_features="a"), "missing_features"),
         ('{"score": NaN, "features": {}, "transaction_id": "t"}', "finite"),
+        ('{"score": 0.5, "features": {"a": Infinity, "b": 1.0}, "transaction_id": "t"}', "feature 'a' must be finite"),
+        ('{"score": 0.5, "features": {"a": 1.0, "b": -1e999}, "transaction_id": "t", "missing_features": []}',
+         "feature 'b' must be finite"),
     ],
 )
 def test_malformed_predictions_raise_with_the_reason(raw, reason):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.settings import settings
 from tests.serving.conftest import MERCHANT_BASE, UNKNOWN_USER, USER_BASE, api_headers, free_port, load_online
 from tests.serving.test_service import read_predictions, score_rows, txn
 from training import registry
@@ -65,6 +66,9 @@ def test_redis_down_gives_fast_clear_503_then_recovers(serving):
             assert elapsed < 2.0, f"503 took {elapsed:.2f} s: the Redis timeout is not bounded"
         r = httpx.post(f"{serving.url}/predict_batch", json={"transactions": [known, known]}, timeout=5, headers=api_headers())
         assert r.status_code == 503
+        # readiness tolerates a blip (RTML_SERVING_READY_GRACE_S, 5 s): not ready only once Redis stays down
+        assert httpx.get(f"{serving.url}/readyz", timeout=5).status_code == 200
+        time.sleep(settings().serving.ready_grace_s + 0.5)
         assert httpx.get(f"{serving.url}/readyz", timeout=5).status_code == 503
         assert httpx.get(f"{serving.url}/healthz", timeout=5).status_code == 200  # alive, just not ready
         assert metric(serving.url, "rtml_serving_redis_errors_total") >= errors_before + 6

@@ -52,22 +52,23 @@ def wire(event: dict) -> dict:
     return out
 
 
-def publish(topic: str, events: list[dict], raw: list[bytes] | None = None) -> None:
-    """Send events (JSON per the wire format, key user_id, timestamp = event time) and raw byte records."""
+def publish(topic: str, events: list[dict], raw: list[bytes] | None = None, raw_timestamp_ms: int | None = None) -> None:
+    """Send events (JSON per the wire format, key user_id, timestamp = event time) and raw byte records
+    (timestamp ``raw_timestamp_ms``, default the send time)."""
     from core.kafka_io import make_producer
 
     producer = make_producer(role="admin")
-    for e in events:
-        producer.send(topic, key=e["user_id"], value=wire(e),
-                      timestamp_ms=int(e["event_timestamp"].timestamp() * 1000))
+    futures = [producer.send(topic, key=e["user_id"], value=wire(e),
+                             timestamp_ms=int(e["event_timestamp"].timestamp() * 1000)) for e in events]
     producer.flush()
     producer.close()
     if raw:
         p = make_producer(key_serializer=None, value_serializer=None, role="admin")
-        for value in raw:
-            p.send(topic, value=value)
+        futures += [p.send(topic, value=value, timestamp_ms=raw_timestamp_ms) for value in raw]
         p.flush()
         p.close()
+    for f in futures:  # a record the broker refused (e.g. a timestamp beyond message.timestamp.after.max.ms) raises
+        f.get(timeout=0)
 
 
 def _us(t: datetime) -> int:

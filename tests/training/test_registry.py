@@ -69,8 +69,12 @@ def test_promote_and_rollback(state_dir):
 def test_models_cli(state_dir, capsys):
     a = fixture_models.save_test_model(n_rows=300, rounds=2, seed=1)
     b = fixture_models.save_test_model(n_rows=300, rounds=2, seed=2, promote_it=False)
-    assert cli(["models", "promote", b.split(":")[1]]) == 0
+    assert cli(["models", "promote", b.split(":")[1]]) == 1  # no gate decision: refused
+    assert "promotion gate" in capsys.readouterr().err and model_store.production_tag() == a
+    assert cli(["models", "promote", b.split(":")[1], "--force", "--reason", "hotfix", "--actor", "alice"]) == 0
     assert model_store.production_tag() == b
+    last = model_store.history()[-1]
+    assert last["actor"] == "alice" and last["reason"].startswith("forced past the gate") and "hotfix" in last["reason"]
     assert cli(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert f"* {b}" in out and f"  {a}" in out

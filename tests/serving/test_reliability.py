@@ -1,0 +1,88 @@
+"""Serving reliability without a server: readiness that tolerates a blip, the prediction log drained at
+shutdown, the concurrency limit and the request bounds taken from the feature repo's declarations."""
+
+from __future__ import annotations
+
+import pytest
+
+from bentos.prediction_log import PredictionLog
+from bentos.readiness import Readiness
+
+
+def test_readiness_tolerates_one_failed_ping_but_not_an_outage():
+    r = Readiness(grace_s=5.0)
+    assert r.observe(True, 100.0)
+    assert r.observe(False, 101.0)  # one blip: still ready
+    assert r.observe(True, 101.5)  # recovered: the clock restarts
+    assert r.observe(False, 110.0) and r.observe(False, 114.9)
+    assert not r.observe(False, 115.0)  # down for the whole grace period
+    assert r.observe(True, 116.0)
+
+
+class _Producer:
+    def __init__(self):
+        self.sent: list[bytes] = []
+        self.flushed = False
+
+    def send(self, topic, key, value, partition):
+        self.sent.append(key)
+
+        class _F:
+            def add_errback(self, _cb):
+                return self
+
+        return _F()
+
+    def flush(self, timeout=None):
+        self.flushed = True
+
+    def close(self, timeout=None):
+        pass
+
+
+def test_prediction_log_sends_what_is_queued_at_shutdown(monkeypatch):
+    producer = _Producer()
+    log = PredictionLog("transaction_id", ("user_id",), maxsize=10_000, chunk=64)
+    drops: list[tuple[str, int]] = []
+    log.on_drop = lambda reason, n: drops.append((reason, n))
+    monkeypatch.setattr(log, "_connect", lambda: setattr(log, "_producer", producer))
+    monkeypatch.setattr(log, "record", lambda e: {"request_id": e})
+    monkeypatch.setattr(log, "score_shadow", lambda entries: entries)
+    for i in range(2000):
+        log.put(f"r{i}")
+    log.start()
+    log.stop()
+    assert len(producer.sent) == 2000 and producer.flushed
+    assert drops == [] and log.dropped == 0 and not log.queue
+
+
+def test_request_amount_is_bounded_by_the_stream_sources_declared_range():
+    from pydantic import ValidationError
+
+    from bentos.request_schema import request_models, request_spec
+    from core.contracts import stream_rules
+
+    lo, hi = stream_rules().ranges["amount"]
+    request, _ = request_models(request_spec(), 4)
+    body = {"transaction_id": "t", "user_id": 1, "merchant_id": 2, "country": "DE"}
+    assert request(**body, amount=hi).amount == hi
+    with pytest.raises(ValidationError, match="amount"):
+        request(**body, amount=hi * 1.0001)
+    with pytest.raises(ValidationError, match="user_id"):
+        request(**{**body, "user_id": 2**63}, amount=10.0)
+
+
+def test_service_sets_a_concurrency_limit_from_settings():
+    import ast
+    from pathlib import Path
+
+    from core.settings import settings
+
+    source = Path(__file__).resolve().parents[2] / "bentos" / "service.py"
+    decorator = next(d for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.ClassDef)
+                     and n.name == "PredictionService" for d in n.decorator_list)
+    traffic = next(k.value for k in decorator.keywords if k.arg == "traffic")
+    keys = [k.value for k in traffic.keys]
+    assert "max_concurrency" in keys
+    assert ast.unparse(traffic.values[keys.index("max_concurrency")]) == "_SERVING.max_concurrency"
+    assert settings().serving.max_concurrency == 256
