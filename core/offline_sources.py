@@ -1,12 +1,14 @@
 """Offline sources of a feature repo: Parquet under the data dir, as Feast ``FileSource``s or ``SparkSource``s.
 
 Feature repos declare their offline data with :func:`parquet_source` so where it lives (``RTML_DATA_DIR``)
-and which engine reads it (``RTML_OFFLINE_STORE=duckdb|spark``) are settings, not definitions.
+and which engine reads it (``RTML_OFFLINE_STORE=duckdb|spark``) are settings, not definitions. On an ``s3://``
+data dir the sources name the objects the way each engine reads them (:meth:`core.storage.Location.feast_uri`).
 """
 
 from __future__ import annotations
 
 from core.settings import settings
+from core.storage import data_root
 
 
 def parquet_source(name: str, relative_path: str, description: str, timestamp_field: str = "event_timestamp"):
@@ -15,7 +17,8 @@ def parquet_source(name: str, relative_path: str, description: str, timestamp_fi
     from feast.data_format import ParquetFormat
 
     s = settings()
-    path = str(s.data_dir / relative_path)
+    # s3:// data: s3a:// for Spark, s3arrow:// (pyarrow's S3 route, see core.storage) for the duckdb store
+    path = (data_root() / relative_path).feast_uri
     if s.offline_store == "spark":
         from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 

@@ -23,7 +23,8 @@ How a row is built:
   null and the row count is checked against the entity count (``RuntimeError`` if different).
 
 :func:`build_training_set` additionally saves the frame (Parquet) with a manifest (feature refs, time
-range, row count, label rate, content hash) under ``<state_dir>/training_sets/<hash>/``.
+range, row count, label rate, content hash) under ``<state_dir>/training_sets/<hash>/`` (``<data dir>/training_sets``
+when the data dir is on S3).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import pyarrow as pa
 
 from core.errors import UserFacingError
 from core.settings import settings
+from core.storage import Location, data_root, location
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +66,24 @@ def to_utc(value: TimeLike) -> pd.Timestamp | None:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _read_parquet(path: Path, what: str, columns: list[str] | None = None) -> pd.DataFrame:
+def _root(data_dir: Path | str | Location | None) -> Location:
+    """The data dir to read: ``data_dir`` (a folder, ``s3://`` URL or Location) or the settings' one."""
+    if data_dir is None:
+        return data_root()
+    return data_dir if isinstance(data_dir, Location) else location(data_dir)
+
+
+def _read_parquet(path: Location, what: str, columns: list[str] | None = None) -> pd.DataFrame:
     if not path.exists():
         raise UserFacingError(
             f"{what} not found at {path}; generate history first (`rtml simulate`) or set RTML_DATA_DIR"
         )
-    return pd.read_parquet(path, columns=columns)
+    return path.read_pandas(columns=columns)
 
 
-def load_labels(cutoff: TimeLike = None, data_dir: Path | None = None) -> pd.DataFrame:
+def load_labels(cutoff: TimeLike = None, data_dir: Path | str | Location | None = None) -> pd.DataFrame:
     """Labels known at ``cutoff`` (``label_timestamp <= cutoff``; all labels when None)."""
-    data_dir = data_dir or settings().data_dir
+    data_dir = _root(data_dir)
     labels = _read_parquet(data_dir / "labels.parquet", "labels")
     missing = {"transaction_id", "label_timestamp", LABEL} - set(labels.columns)
     if missing:
@@ -86,14 +95,15 @@ def load_labels(cutoff: TimeLike = None, data_dir: Path | None = None) -> pd.Dat
 
 
 def entity_frame(
-    start: TimeLike = None, end: TimeLike = None, cutoff: TimeLike = None, data_dir: Path | None = None
+    start: TimeLike = None, end: TimeLike = None, cutoff: TimeLike = None,
+    data_dir: Path | str | Location | None = None,
 ) -> pd.DataFrame:
     """Labelled transactions with event time in ``[start, end)`` and label known at ``cutoff``.
 
     Columns: transaction_id, user_id, merchant_id, event_timestamp (= txn time - 1 µs, the entity
     time), txn_timestamp, label_timestamp, is_fraud, amount, country. Sorted by transaction time.
     """
-    data_dir = data_dir or settings().data_dir
+    data_dir = _root(data_dir)
     start_ts, end_ts, cut = to_utc(start), to_utc(end), to_utc(cutoff)
     if start_ts is not None and end_ts is not None and start_ts >= end_ts:
         raise UserFacingError(f"empty time range: start {start_ts} is not before end {end_ts}")
@@ -233,7 +243,7 @@ def content_hash(df: pd.DataFrame) -> str:
 class TrainingSet:
     frame: pd.DataFrame
     manifest: dict[str, Any]
-    path: Path
+    path: Path | str  # a local folder, or an s3:// URL when the data dir is on S3
 
     @property
     def features(self) -> list[str]:
@@ -246,9 +256,12 @@ def build_training_set(
     cutoff: TimeLike = None,
     features: str | list[str] = FEATURE_SERVICE,
     join: str = "feast",
-    out_dir: Path | None = None,
+    out_dir: Path | str | None = None,
 ) -> TrainingSet:
-    """:func:`training_frame` saved as ``data.parquet`` + ``manifest.json`` (folder named by content hash)."""
+    """:func:`training_frame` saved as ``data.parquet`` + ``manifest.json`` (folder named by content hash).
+
+    Default folder: ``<state_dir>/training_sets``, or ``<data dir>/training_sets`` when the data dir is on S3.
+    ``manifest.json`` is written last and is the commit marker: a folder without it is incomplete."""
     from core.feast_store import get_store
     from training.validation import feature_stats
 
@@ -274,19 +287,23 @@ def build_training_set(
         "feature_stats": feature_stats(df, names),
         "join": join,
         "offline_store": s.offline_store if join == "feast" else "training.pit_join",
-        "data_dir": str(s.data_dir),
+        "data_dir": s.data_url,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    path = (out_dir or s.state_dir / "training_sets") / digest[:16]
-    path.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path / "data.parquet", index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
-    (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    log.info("training set %s: %d rows, label rate %.4f", path, len(df), manifest["label_rate"])
-    return TrainingSet(frame=df, manifest=manifest, path=path)
+    default = data_root() / "training_sets" if s.data_on_s3 else location(s.state_dir / "training_sets")
+    folder = (location(out_dir) if out_dir is not None else default) / digest[:16]
+    (folder / "data.parquet").write_pandas(df, coerce_timestamps="us", allow_truncated_timestamps=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("training set %s: %d rows, label rate %.4f", folder, len(df), manifest["label_rate"])
+    return TrainingSet(frame=df, manifest=manifest, path=_shown(folder))
 
 
-def load_training_set(path: Path) -> TrainingSet:
-    """A saved training set (``data.parquet`` + ``manifest.json``)."""
-    path = Path(path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    return TrainingSet(frame=pd.read_parquet(path / "data.parquet"), manifest=manifest, path=path)
+def _shown(folder: Location) -> Path | str:
+    return folder.uri if folder.s3 else folder.local_path()
+
+
+def load_training_set(path: Path | str) -> TrainingSet:
+    """A saved training set (``data.parquet`` + ``manifest.json``; a local folder or an ``s3://`` URL)."""
+    folder = location(path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return TrainingSet(frame=(folder / "data.parquet").read_pandas(), manifest=manifest, path=_shown(folder))

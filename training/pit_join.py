@@ -25,17 +25,16 @@ registry so ``training.datasets`` can use this as a drop-in fast path for ``get_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pds
 
 from core.errors import UserFacingError
+from core.storage import duckdb_connect, location
 
 ROW_ID = "__row_id"
 
@@ -53,11 +52,31 @@ class ViewSpec:
     field_mapping: dict[str, str] = field(default_factory=dict)  # source column -> feature name
 
 
-def _parquet_glob(path: str) -> str:
-    p = Path(path)
-    if p.is_dir():
-        return str(p / "**" / "*.parquet")
-    return str(p)
+_REGISTERED = "duckdb-table:"  # a view source already registered on the connection (S3: a pyarrow dataset)
+
+
+def _source_sql(path: str) -> str:
+    """What a view subquery reads: a registered table, or ``read_parquet`` over the source's data files
+    (hidden/temporary names and markers skipped as pyarrow does)."""
+    if path.startswith(_REGISTERED):
+        return _q(path[len(_REGISTERED):])
+    files = location(path).files()
+    if not files:
+        raise UserFacingError(f"no Parquet data at {path}")
+    return "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "], union_by_name=true)"
+
+
+def _register_s3_sources(con: Any, specs: list[ViewSpec]) -> list[ViewSpec]:
+    """S3 sources are scanned by pyarrow (a dataset registered on ``con``, projection pushed down), not by
+    DuckDB's Python-filesystem bridge, which has returned short reads under load."""
+    out = []
+    for i, spec in enumerate(specs):
+        loc = location(spec.path)
+        if loc.s3:
+            con.register(f"__src{i}", loc.dataset())
+            spec = replace(spec, path=f"{_REGISTERED}__src{i}")
+        out.append(spec)
+    return out
 
 
 def _q(name: str) -> str:
@@ -69,8 +88,7 @@ def _view_subquery(i: int, spec: ViewSpec) -> str:
     cols = [f"{_q(inverse.get(k, k))} AS __k{i}_{j}" for j, k in enumerate(spec.join_keys)]
     cols.append(f"CAST({_q(spec.timestamp_field)} AS TIMESTAMPTZ) AS __ts{i}")
     cols += [f"{_q(inverse.get(f, f))} AS __f{i}_{j}" for j, f in enumerate(spec.features)]
-    src = _parquet_glob(spec.path).replace("'", "''")
-    return f"(SELECT {', '.join(cols)} FROM read_parquet('{src}', union_by_name=true))"
+    return f"(SELECT {', '.join(cols)} FROM {_source_sql(spec.path)})"
 
 
 def build_query(specs: list[ViewSpec], ts_col: str, entity_cols: list[str]) -> str:
@@ -132,12 +150,10 @@ def _validate(table: pa.Table, specs: list[ViewSpec], ts_col: str) -> None:
 def _pit_join_duckdb(
     table: pa.Table, specs: list[ViewSpec], ts_col: str, threads: int | None, memory_limit: str | None
 ) -> pa.Table:
-    import duckdb
-
     ts_type = table.schema.field(ts_col).type
     entity_cols = list(table.column_names)
     table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
-    con = duckdb.connect()
+    con = duckdb_connect()
     try:
         con.execute("SET TimeZone='UTC'")
         if threads:
@@ -145,6 +161,7 @@ def _pit_join_duckdb(
         if memory_limit:
             con.execute(f"SET memory_limit='{memory_limit}'")
         con.register("entity", table)
+        specs = _register_s3_sources(con, specs)
         out = con.execute(build_query(specs, ts_col, entity_cols)).to_arrow_table()
     finally:
         con.close()
@@ -169,7 +186,7 @@ def _read_source(spec: ViewSpec) -> pa.Table:
     inverse = {v: k for k, v in spec.field_mapping.items()}
     wanted = [*spec.join_keys, spec.timestamp_field, *spec.features]
     source_cols = [inverse.get(c, c) for c in wanted]
-    dataset = pds.dataset(spec.path, format="parquet")
+    dataset = location(spec.path).dataset()
     missing = [c for c in source_cols if c not in dataset.schema.names]
     if missing:
         raise UserFacingError(f"source of feature view {spec.name!r} ({spec.path}) lacks columns {missing}")
@@ -285,9 +302,10 @@ def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, worker
 
 
 def _source_bytes(path: str) -> int:
-    p = Path(path)
+    """Bytes of a source's data files (local or S3; one listing), 0 if unknown: orders the views' work."""
+    loc = location(path)
     try:
-        return sum(f.stat().st_size for f in p.rglob("*.parquet")) if p.is_dir() else p.stat().st_size
+        return sum(i.size or 0 for i in loc.fs.get_file_info(loc.files()))
     except OSError:
         return 0
 

@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserFacingError
-from core.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -293,26 +292,29 @@ def dataset_expectations(dataset: str, rule: dict[str, Any]) -> list:
 
 
 def validate_history(
-    data_dir: Path, txn_ids: pd.Series | None = None, time_range: tuple[Any, Any] | None = None
+    data_dir: Path | str | None, txn_ids: pd.Series | None = None, time_range: tuple[Any, Any] | None = None
 ) -> tuple[list[Check], dict[str, int]]:
     """The raw datasets a training reads; transactions and labels restricted to ``txn_ids`` (the
     training's labelled transactions) when given."""
     import pyarrow.dataset as pds
 
+    from core.storage import data_root, location
+
     r = rules()
     schema = schemas()
     checks: list[Check] = []
     rows: dict[str, int] = {}
+    root = data_root() if data_dir is None else location(data_dir)
     paths = {
-        "transactions": data_dir / "transactions",
-        "labels": data_dir / "labels.parquet",
-        "users": data_dir / "users.parquet",
-        "merchants": data_dir / "merchants.parquet",
+        "transactions": root / "transactions",
+        "labels": root / "labels.parquet",
+        "users": root / "users.parquet",
+        "merchants": root / "merchants.parquet",
     }
     for dataset, path in paths.items():
         if not path.exists():
             raise UserFacingError(f"{dataset} not found at {path}; generate history first (`rtml simulate`)")
-        table = pds.dataset(path, format="parquet")
+        table = path.dataset()
         expr = None
         if txn_ids is not None and dataset in ("transactions", "labels"):
             expr = pds.field("transaction_id").isin(pd.unique(txn_ids))
@@ -448,11 +450,11 @@ def validate_training_set(
     refs: list[str],
     reference: dict[str, dict[str, Any]] | None,
     report_path: Path,
-    data_dir: Path | None = None,
+    data_dir: Path | str | None = None,
 ) -> ValidationReport:
     """Both suites for one training set; the HTML report is written to ``report_path``."""
     t0 = time.perf_counter()
-    history, rows = validate_history(data_dir or settings().data_dir, txn_ids=frame["transaction_id"])
+    history, rows = validate_history(data_dir, txn_ids=frame["transaction_id"])
     checks = history + validate_frame(frame, features, refs, reference)
     rows["training_frame"] = len(frame)
     report = ValidationReport(checks, time.perf_counter() - t0, rows)
