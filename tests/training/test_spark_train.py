@@ -10,7 +10,8 @@ import xgboost as xgb
 from sklearn.metrics import average_precision_score
 
 from core import model_store
-from tests.training.test_train import ROUNDS, fresh_registry, world  # noqa: F401  (fixtures)
+from core.settings import settings
+from tests.training.conftest import ROUNDS
 
 pytestmark = pytest.mark.integration
 FEATURES = [f"x{i}" for i in range(8)]
@@ -56,11 +57,23 @@ def test_spark_training_matches_single_process_pr_auc(spark):
     assert remote.booster.num_boosted_rounds() == remote.best_iteration + 1 > 5
 
 
-def test_train_engine_spark_registers_an_evaluated_model(world, fresh_registry, spark):  # noqa: F811
+def test_train_engine_spark_registers_an_evaluated_model(world, fresh_registry, spark):
+    from mlflow import MlflowClient
+
     from training.pipeline import train
 
-    out = train(training_set=world["training_set"].path, trials=1, seed=3, progress=False, max_rounds=ROUNDS,
+    out = train(training_set=world["training_set"].path, trials=2, seed=3, progress=False, max_rounds=ROUNDS,
                 engine="spark")
+    # tracked like the single-process path: one MLflow run with the engine, one nested run per trial
+    client = MlflowClient(tracking_uri=settings().mlflow_tracking_uri)
+    run = client.get_run(out.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["arg.engine"] == "spark"
+    assert run.data.tags["rtml.model_tag"] == out.tag
+    trials = client.search_runs([run.info.experiment_id],
+                                filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    assert len(trials) == 2 and all(t.data.params["engine"] == "spark" for t in trials)
+    assert max(t.data.metrics["valid_pr_auc"] for t in trials) == pytest.approx(
+        run.data.metrics["valid_pr_auc"], abs=1e-12)
     model = model_store.get_model(out.tag)
     meta = model.info.metadata
     assert meta["params"]["engine"] == "spark"
