@@ -4,29 +4,26 @@ Same data (``bench_training``'s generator, smaller by default), same entity rows
 (:func:`training.pit_join.pit_join`; ``sorted`` is the default engine, ``duckdb`` also measured): only the
 view paths differ (``/local/folder`` vs ``s3://bucket/prefix``). Baseline = the local-file join in the same run.
 
-Keys merged into ``tests/benchmarks/results/training.json`` (beside the training benchmark's own keys):
-``pit_cells_mismatching_s3_vs_local`` (goal 0), ``pit_seconds_s3_over_local`` (goal <= 1.5) and ``s3`` (details:
-seconds per run, rows, bytes, load). Runs after ``bench_training`` in ``make bench`` (name order), which
-rewrites that file.
+Part of ``bench_training`` (run in its own child process there): its keys in ``tests/benchmarks/results/training.json``
+are ``pit_cells_mismatching_s3_vs_local`` (goal 0), ``pit_seconds_s3_over_local`` (goal <= 1.5) and ``s3``
+(details: seconds per run, rows, bytes, load). The s3proxy is started and stopped (by pid) here, on
+``RTML_S3_PORT``.
 
-Run: ``RTML_S3_PORT=<free port> python -m tests.benchmarks.bench_training_s3`` (env: BENCH_S3_ENTITIES,
-BENCH_S3_USER_ROWS, BENCH_S3_MERCHANT_ROWS, BENCH_S3_RUNS).
+Env: BENCH_S3_ENTITIES, BENCH_S3_USER_ROWS, BENCH_S3_MERCHANT_ROWS, BENCH_S3_RUNS.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
 from datetime import UTC, datetime
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.settings import REPO_ROOT
-from tests.benchmarks.common import RESULTS_DIR, machine
+from tests.benchmarks.common import machine
 
 WORK = REPO_ROOT / "tests" / "benchmarks" / ".work" / "training_s3"
 RUNS = int(os.environ.get("BENCH_S3_RUNS", 3))
@@ -90,15 +87,8 @@ def measure(data_dir, s3_url: str, entities: pa.Table, names: list[str]) -> dict
     return result
 
 
-def merge_into(name: str, keys: dict) -> None:
-    """Add ``keys`` to ``results/<name>.json`` without touching the other keys there."""
-    path = RESULTS_DIR / f"{name}.json"
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update(keys)
-    path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-
-
 def main() -> dict:
+    """Generate (once), upload to a fresh local s3proxy, measure; returns the keys for training.json."""
     from core import storage
     from tests.benchmarks import bench_training as bt
     from tests.fixtures.s3 import local_s3, s3_data_env
@@ -137,13 +127,4 @@ def main() -> dict:
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
-    merge_into("training", result)
-    print(json.dumps({k: v for k, v in result.items() if k != "s3"}),
-          f"local {main_engine['local_seconds']:.2f}s s3 {main_engine['s3_seconds']:.2f}s "
-          f"duckdb x{figures['duckdb']['s3_over_local']:.2f} load {load_before[0]:.1f}->{load_after[0]:.1f}")
     return result
-
-
-if __name__ == "__main__":
-    np.seterr(all="ignore")
-    main()

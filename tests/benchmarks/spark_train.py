@@ -4,22 +4,20 @@ Same split, same search (``trials`` configurations, early stopping), same seed: 
 ``training.spark_train.fit_spark``. Rows/s = training rows / wall seconds of the whole search (Spark's
 includes moving the frame into Spark). Holdout PR-AUC of both models on the newest 15% of rows.
 
-Keys merged into ``tests/benchmarks/results/training.json``: ``spark_train_rows_per_s``,
-``local_train_rows_per_s``, ``spark_vs_local_pr_auc_abs_diff`` (goal <= 0.01) and ``spark_train`` (details,
-rows actually used, load). Run: ``python -m tests.benchmarks.bench_training_spark`` (env:
-BENCH_SPARK_TRAIN_ROWS, default 5 000 000; BENCH_SPARK_TRAIN_ROUNDS, default 100; RTML_SPARK_DRIVER_MEMORY).
+Part of ``bench_training`` (run in its own child process there): its keys in ``tests/benchmarks/results/training.json``
+are ``spark_train_rows_per_s``, ``local_train_rows_per_s``, ``spark_vs_local_pr_auc_abs_diff`` (goal <= 0.01) and
+``spark_train`` (details, rows actually used, load). Env: BENCH_SPARK_TRAIN_ROWS, default 5 000 000;
+BENCH_SPARK_TRAIN_ROUNDS, default 100; RTML_SPARK_DRIVER_MEMORY.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from datetime import UTC, datetime
 
 from sklearn.metrics import average_precision_score
 
-from tests.benchmarks.bench_training_s3 import merge_into
 from tests.benchmarks.common import machine
 
 ROWS = int(os.environ.get("BENCH_SPARK_TRAIN_ROWS", 5_000_000))
@@ -28,6 +26,7 @@ TRIALS = 1
 
 
 def main() -> dict:
+    """Both searches on the same split; returns the keys for training.json."""
     from streaming.spark_session import build_session
     from tests.training.test_spark_train import FEATURES, synthetic
     from training.model import fit, predict, time_split
@@ -71,11 +70,4 @@ def main() -> dict:
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
-    merge_into("training", result)
-    print(json.dumps({k: v for k, v in result.items() if k != "spark_train"}),
-          f"rows {ROWS} local {local_s:.1f}s spark {spark_s:.1f}s load {load_before[0]:.1f}->{load_after[0]:.1f}")
     return result
-
-
-if __name__ == "__main__":
-    main()
