@@ -143,7 +143,11 @@ class Location:
         files = self.files()
         if not files:
             raise FileNotFoundError(f"no Parquet data at {self.uri}")
-        return pds.dataset(files, filesystem=self.fs, format="parquet")
+        # pre_buffer: each row group's column chunks are read in coalesced requests before decoding, as
+        # pq.read_table does (about half the CPU of the dataset default on a 6M-row, 16-column source; and
+        # fewer requests on S3)
+        fmt = pds.ParquetFileFormat(default_fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=True))
+        return pds.dataset(files, filesystem=self.fs, format=fmt)
 
     def read_table(self, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
         """This file, or every data file under this folder (in name order), as one table."""

@@ -187,7 +187,8 @@ def historical_features(
         features_df = fast_features(store, ent, refs)
     else:
         raise UserFacingError(f"unknown join method {join!r} (feast or fast)")
-    return pd.concat([ent, features_df.set_axis(ent.index)], axis=1)
+    features_df.index = ent.index  # in place: set_axis would copy (and consolidate) every feature column
+    return pd.concat([ent, features_df], axis=1, copy=False)
 
 
 def fast_features(store: Any, entities: pd.DataFrame, refs: list[str]) -> pd.DataFrame:

@@ -280,25 +280,30 @@ def asof_indices(
 
 
 def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, workers: int = 2) -> pa.Table:
-    """Views are independent: join them on ``workers`` threads (Parquet decoding, numpy sorts and
-    gathers release the GIL), largest sources first, then append their columns in ``specs`` order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if workers > 1 and len(specs) > 1:
-        sizes = {spec.name: _source_bytes(spec.path) for spec in specs}
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {
-                spec.name: pool.submit(_join_view, table, spec, ts_col)
-                for spec in sorted(specs, key=lambda s: -sizes[s.name])
-            }
-            parts = [futures[spec.name].result() for spec in specs]
-    else:
-        parts = [_join_view(table, spec, ts_col) for spec in specs]
+    """Every view's columns (:func:`_join_views`), appended in ``specs`` order."""
     out = table
-    for spec, columns in zip(specs, parts, strict=True):
+    for spec, columns in zip(specs, _join_views(table, specs, ts_col, workers), strict=True):
         for f, col in zip(spec.features, columns, strict=True):
             out = out.append_column(f, col)
     return out
+
+
+def _join_views(
+    table: pa.Table, specs: list[ViewSpec], ts_col: str, workers: int = 2, with_timestamp: bool = False
+) -> list[list[pa.Array]]:
+    """:func:`_join_view` of every spec, in ``specs`` order. Views are independent: they run on ``workers``
+    threads (Parquet decoding, numpy sorts and gathers release the GIL), largest sources first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers <= 1 or len(specs) <= 1:
+        return [_join_view(table, spec, ts_col, with_timestamp) for spec in specs]
+    sizes = {spec.name: _source_bytes(spec.path) for spec in specs}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            spec.name: pool.submit(_join_view, table, spec, ts_col, with_timestamp)
+            for spec in sorted(specs, key=lambda s: -sizes[s.name])
+        }
+        return [futures[spec.name].result() for spec in specs]
 
 
 def _source_bytes(path: str) -> int:
@@ -315,11 +320,9 @@ def feature_timestamps(entity: pd.DataFrame | pa.Table, specs: list[ViewSpec], t
     ``<view>__feature_timestamp`` columns in entity order. Reads only keys and timestamps (leakage checks)."""
     table = entity if isinstance(entity, pa.Table) else pa.Table.from_pandas(entity, preserve_index=False)
     _validate(table, specs, ts_col)
-    columns = {}
-    for spec in specs:
-        bare = ViewSpec(spec.name, spec.path, spec.join_keys, (), spec.timestamp_field, spec.ttl, spec.field_mapping)
-        columns[f"{spec.name}__feature_timestamp"] = _join_view(table, bare, ts_col, with_timestamp=True)[-1]
-    return pa.table(columns)
+    bare = [ViewSpec(s.name, s.path, s.join_keys, (), s.timestamp_field, s.ttl, s.field_mapping) for s in specs]
+    parts = _join_views(table, bare, ts_col, with_timestamp=True)
+    return pa.table({f"{spec.name}__feature_timestamp": cols[-1] for spec, cols in zip(specs, parts, strict=True)})
 
 
 def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str, with_timestamp: bool = False) -> list[pa.Array]:
