@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 from core.errors import UserFacingError
 from core.settings import REPO_ROOT, Settings, settings
 from infra import maven
-from infra.proc import file_lock, owned_pid, port_open, require_tool, stop_by_pid_file, stop_pid, tail, write_pid
+from infra.proc import file_lock, owned_pid, port_open, require_tool, stop_by_pid_file, wait_started, write_pid
 
 VERSION = "2.6.0"
 POM = REPO_ROOT / "infra" / "s3proxy" / "pom.xml"
@@ -157,18 +156,9 @@ def _start(progress: bool, timeout_s: float) -> StartResult:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
                                 cwd=paths.home)
     write_pid(paths.pid_file, proc.pid)
-    started_at = time.monotonic()
-    while not answers(endpoint, timeout_s=0.5):
-        if proc.poll() is not None:
-            paths.pid_file.unlink(missing_ok=True)
-            raise UserFacingError(f"s3proxy exited with code {proc.returncode}; see {paths.log_file}:\n"
-                                  f"{tail(paths.log_file, 10)}")
-        if time.monotonic() - started_at > timeout_s:
-            stop_pid(proc.pid, timeout_s=5)
-            paths.pid_file.unlink(missing_ok=True)
-            raise UserFacingError(f"s3proxy did not answer within {timeout_s:g} s; see {paths.log_file}")
-        time.sleep(0.2)
-    say(f"s3: ready in {time.monotonic() - started_at:.1f} s (pid {proc.pid})")
+    took = wait_started("s3proxy", proc, lambda: answers(endpoint, timeout_s=0.5), paths.pid_file, paths.log_file,
+                        timeout_s)
+    say(f"s3: ready in {took:.1f} s (pid {proc.pid})")
     return StartResult(endpoint, proc.pid, started=True, managed=True, external=False)
 
 
