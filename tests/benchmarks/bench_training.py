@@ -294,7 +294,9 @@ def child_validation(_name: str = "validation") -> None:
     from training.validation import (
         SCHEMA_ROWS,
         dataset_expectations,
+        dataset_rules,
         feature_stats,
+        raw_datasets,
         rules,
         run_frame_suites,
         run_suite,
@@ -338,8 +340,9 @@ def child_validation(_name: str = "validation") -> None:
     checks = run_frame_suites(df, NAMES, reference, "is_fraud", list(stamps.columns))
     frame_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    raw = run_suite("transactions", txns.head(SCHEMA_ROWS), schema_expectations(schema["transactions"]))
-    raw += run_suite("transactions", txns, dataset_expectations("transactions", rules().RAW_HISTORY["transactions"]))
+    raw = run_suite("transactions_history", txns.head(SCHEMA_ROWS), schema_expectations(schema["transactions_history"]))
+    events = next(d for d in raw_datasets() if d.name == "transactions_history")
+    raw += run_suite(events.name, txns, dataset_expectations(events.name, dataset_rules(events, rules())))
     raw_s = time.perf_counter() - t1
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
