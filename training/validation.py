@@ -335,6 +335,9 @@ def dataset_rules(dataset: RawDataset, repo_rules: Any = None) -> dict[str, Any]
     return rule
 
 
+# The frame's limits for a repo without validation.py (the reference repo's values; a repo's own win).
+DEFAULT_TRAINING_FRAME = {"null_fraction_tolerance": 0.10, "max_null_fraction": 0.60, "max_kl_divergence": 0.25,
+                          "label_rate": (0.0005, 0.5)}
 SCHEMA_ROWS = 10_000  # a Parquet column has one type: the schema suite reads this many rows
 SAMPLE_ROWS = 200_000  # distribution checks (KL divergence) on a seeded sample of this many rows
 
@@ -434,7 +437,7 @@ def frame_expectations(
     distributions: bool = True,
 ) -> list:
     gxe = _gx().expectations
-    r = rules().TRAINING_FRAME
+    r = getattr(rules(), "TRAINING_FRAME", None) or DEFAULT_TRAINING_FRAME
     exps: list = []
     for f in features:
         ref = (reference or {}).get(f)

@@ -98,6 +98,11 @@ def test_datasets_and_rules_come_from_the_definitions(monkeypatch):
         "allowed": {"clicked": [0, 1]},
     }
     assert all("transaction" not in d.name for d in ads) and ads[0].event_key == "impression_id"
+    # the frame's limits default to the reference values when the repo has no rules
+    from training.validation import frame_expectations
+
+    null_check, label_rate, *_pairs = frame_expectations(["impressions_1h"], None, "clicked", [])
+    assert null_check.mostly == pytest.approx(0.4) and (label_rate.min_value, label_rate.max_value) == (0.0005, 0.5)
 
 
 def test_each_broken_rule_is_named(broken_data, world):
