@@ -102,15 +102,12 @@ def test_backfill_on_s3a_equals_local_and_replays_exactly_once(spark_env, tmp_pa
 
 def test_feast_spark_offline_store_reads_s3a(spark_env):
     from core.feast_store import get_store
-    from tests.training.history import write_parquet
     from tests.training.test_datasets import (
         NAMES,
         REFS,
         _entities,
-        _merchant_rows,
         _oracle,
-        _profiles,
-        _user_rows,
+        write_crafted,
     )
     from training.datasets import historical_features
 
@@ -118,11 +115,7 @@ def test_feast_spark_offline_store_reads_s3a(spark_env):
     data = storage.data_root() / "crafted"
     mp.setenv("RTML_DATA_DIR", data.uri)
     mp.setenv("RTML_OFFLINE_STORE", "spark")
-    users, merchants = _profiles()
-    write_parquet(users, data / "users.parquet")
-    write_parquet(merchants, data / "merchants.parquet")
-    write_parquet(_user_rows(), data / "user_txn_features" / "part-0.parquet")
-    write_parquet(_merchant_rows(), data / "merchant_txn_features" / "part-0.parquet")
+    crafted = write_crafted(data)
     try:
         fresh_apply()
         source = get_store().get_feature_view("user_profile").batch_source
@@ -136,8 +129,6 @@ def test_feast_spark_offline_store_reads_s3a(spark_env):
         mp.delenv("RTML_OFFLINE_STORE")
         mp.setenv("RTML_DATA_DIR", spark_env["url"])
         fresh_apply()
-    expected = _oracle(
-        {"users": users, "merchants": merchants, "user_rows": _user_rows(), "merchant_rows": _merchant_rows()}
-    )
+    expected = _oracle(crafted)
     assert len(got) == len(ent)
     assert mismatches(got, expected, NAMES) == {}
