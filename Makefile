@@ -47,6 +47,7 @@ bench: install
 # service: tests/benchmarks/results/security.json. SECURITY_ARGS=--fast: only the probes `make test` runs.
 security: install
 	$(BIN)/python -m tests.security.run $(SECURITY_ARGS)
+
 # The fault matrix against the real local stack -> tests/benchmarks/results/reliability.json (FAULTS_ARGS=--short: CI)
 faults: install
 	$(BIN)/python -m tests.faults.run $(FAULTS_ARGS)

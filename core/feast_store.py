@@ -1,5 +1,6 @@
 """The Feast feature store with rtml's settings: the repo's feature_store.yaml, with the registry
-path, Redis connection and offline store taken from :mod:`core.settings`."""
+path, Redis connection and offline store taken from :mod:`core.settings` (on an ``s3://`` data dir: Spark's s3a
+options, or pyarrow's S3 route registered on the duckdb connection Feast's duckdb store reads through)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import yaml
 
 from core.feature_repo import repo_on_path
 from core.settings import settings
+from core.storage import register_ibis_duckdb, s3a_conf
 
 
 def repo_config():
@@ -24,6 +26,7 @@ def repo_config():
                 "spark.master": s.spark_master,
                 "spark.sql.session.timeZone": "UTC",
                 "spark.ui.enabled": "false",
+                **(s3a_conf() if s.data_on_s3 else {}),
             },
         }
     config = RepoConfig(**raw)
@@ -36,6 +39,8 @@ def get_store():
     from feast import FeatureStore
 
     settings().state_dir.mkdir(parents=True, exist_ok=True)
+    if settings().data_on_s3 and settings().offline_store != "spark":
+        register_ibis_duckdb()  # Feast's duckdb store reads s3arrow:// sources through pyarrow
     with repo_on_path():
         return FeatureStore(config=repo_config())
 

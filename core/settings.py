@@ -112,11 +112,49 @@ class MlflowSettings:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """The S3 API endpoint of an ``s3://`` data dir (``RTML_S3_*``).
+
+    Without ``RTML_S3_ACCESS_KEY``/``RTML_S3_SECRET_KEY`` the credentials are the ones `rtml up --s3`
+    generated for its local s3proxy (``credentials_file``, mode 0600), read when first needed.
+    """
+
+    endpoint: str = "http://127.0.0.1:9000"
+    external: bool = False  # RTML_S3_ENDPOINT names a server rtml does not start
+    access_key_env: str | None = None
+    secret_key_env: str | None = None
+    region: str = "us-east-1"
+    credentials_file: Path = Path("s3proxy/credentials.json")
+
+    @property
+    def port(self) -> int:
+        rest = self.endpoint.split("://", 1)[-1].split("/", 1)[0]
+        return int(rest.rpartition(":")[2]) if ":" in rest else (443 if self.endpoint.startswith("https") else 80)
+
+    def credentials(self) -> tuple[str, str]:
+        """(access key, secret key): the environment's, else the local s3proxy's generated pair."""
+        if self.access_key_env and self.secret_key_env:
+            return self.access_key_env, self.secret_key_env
+        import json
+
+        try:
+            data = json.loads(self.credentials_file.read_text())
+        except FileNotFoundError:
+            from core.errors import UserFacingError
+
+            raise UserFacingError(
+                f"no S3 credentials: set RTML_S3_ACCESS_KEY and RTML_S3_SECRET_KEY, or start the local "
+                f"s3proxy with `rtml up --s3` (writes {self.credentials_file})"
+            ) from None
+        return data["access_key"], data["secret_key"]
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved settings. Build with :func:`settings`; never mutate."""
 
     state_dir: Path
-    data_dir: Path
+    data_url: str  # RTML_DATA_DIR: an absolute local folder or s3://bucket/prefix (read it through core.storage)
     kafka_bootstrap: str
     kafka_external: bool
     redis_url: str
@@ -147,6 +185,20 @@ class Settings:
     monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
     mlflow: MlflowSettings = field(default_factory=lambda: MlflowSettings())
     topics: Topics = field(default_factory=Topics)
+    s3: S3Settings = field(default_factory=S3Settings)
+
+    @property
+    def data_on_s3(self) -> bool:
+        return self.data_url.startswith("s3://")
+
+    @property
+    def data_dir(self) -> Path:
+        """The local data folder; an ``s3://`` data dir has none (use :mod:`core.storage`)."""
+        if self.data_on_s3:
+            from core.errors import UserFacingError
+
+            raise UserFacingError(f"RTML_DATA_DIR={self.data_url} is object storage; this step reads local files only")
+        return Path(self.data_url)
 
     @property
     def redis_mode(self) -> str:
@@ -260,6 +312,17 @@ def _local_redis_url(env: dict[str, str]) -> str:
     return f"redis://127.0.0.1:{env.get('RTML_REDIS_PORT') or 6379}/0"
 
 
+def _data_url(value: str | None, state_dir: Path) -> str:
+    if value and value.startswith("s3://"):
+        bucket = value[5:].split("/", 1)[0]
+        if not bucket:
+            from core.errors import UserFacingError
+
+            raise UserFacingError(f"RTML_DATA_DIR={value}: expected s3://bucket[/prefix]")
+        return value.rstrip("/")
+    return str(Path(value or state_dir / "data").resolve())
+
+
 @cache
 def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
     env = dict(env_key)
@@ -271,7 +334,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
     local_bootstrap = ",".join(f"127.0.0.1:{kafka_port + 2 * i}" for i in range(brokers))
     return Settings(
         state_dir=state_dir,
-        data_dir=Path(env.get("RTML_DATA_DIR") or state_dir / "data").resolve(),
+        data_url=_data_url(env.get("RTML_DATA_DIR"), state_dir),
         kafka_bootstrap=env.get("RTML_KAFKA_BOOTSTRAP") or local_bootstrap,
         kafka_external=external,
         redis_url=env.get("RTML_REDIS_URL") or _local_redis_url(env),
@@ -321,6 +384,14 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             start_timeout_s=float(env.get("RTML_KAFKA_START_TIMEOUT") or 90),
             heap=env.get("RTML_KAFKA_HEAP") or "512m",
             brokers=brokers,
+        ),
+        s3=S3Settings(
+            endpoint=env.get("RTML_S3_ENDPOINT") or f"http://127.0.0.1:{env.get('RTML_S3_PORT') or 9000}",
+            external=bool(env.get("RTML_S3_ENDPOINT")),
+            access_key_env=env.get("RTML_S3_ACCESS_KEY") or None,
+            secret_key_env=env.get("RTML_S3_SECRET_KEY") or None,
+            region=env.get("RTML_S3_REGION") or "us-east-1",
+            credentials_file=state_dir / "s3proxy" / "credentials.json",
         ),
         monitor=MonitorSettings(
             retrain_command=env.get("RTML_RETRAIN_COMMAND") or None,

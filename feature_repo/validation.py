@@ -15,10 +15,10 @@ CATEGORIES = ["grocery", "restaurant", "fuel", "retail", "online_retail",
               "electronics", "travel", "entertainment", "digital_goods", "gambling"]  # fmt: skip
 
 # ---------------------------------------------------------------- raw history (batch sources)
-# per dataset: unique columns, columns that must never be null, the largest null fraction of others,
+# per dataset (keyed by its batch source's name, see sources.py / labels.py): unique columns, columns that must never be null, the largest null fraction of others,
 # value ranges (min, max; None = open) and allowed values.
 RAW_HISTORY = {
-    "transactions": {
+    "transactions_history": {
         "unique": ["transaction_id"],
         "not_null": ["transaction_id", "user_id", "merchant_id", "amount", "event_timestamp"],
         "max_null_fraction": {"country": 0.01, "channel": 0.01, "currency": 0.01},

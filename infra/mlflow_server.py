@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from core.errors import UserFacingError
 from core.settings import Settings, settings
-from infra.proc import file_lock, owned_pid, port_open, stop_by_pid_file, stop_pid, tail, wait_until, write_pid
+from infra.proc import file_lock, owned_pid, port_open, stop_by_pid_file, wait_started, wait_until, write_pid
 
 
 @dataclass(frozen=True)
@@ -101,20 +100,9 @@ def _start(s: Settings, progress: bool, timeout_s: float) -> tuple[str, int]:
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
     write_pid(paths.pid_file, proc.pid)
-    started_at = time.monotonic()
-    while not answers(address, timeout_s=1.0):
-        if proc.poll() is not None:
-            paths.pid_file.unlink(missing_ok=True)
-            raise UserFacingError(
-                f"mlflow server exited with code {proc.returncode} during startup; see {paths.log_file}:\n"
-                f"{tail(paths.log_file, 10)}"
-            )
-        if time.monotonic() - started_at > timeout_s:
-            stop_pid(proc.pid, timeout_s=5)
-            paths.pid_file.unlink(missing_ok=True)
-            raise UserFacingError(f"mlflow server did not answer within {timeout_s:g} s; see {paths.log_file}")
-        time.sleep(0.2)
-    say(f"mlflow: ready in {time.monotonic() - started_at:.1f} s (pid {proc.pid}); UI at {address}")
+    took = wait_started("mlflow server", proc, lambda: answers(address, timeout_s=1.0), paths.pid_file,
+                        paths.log_file, timeout_s)
+    say(f"mlflow: ready in {took:.1f} s (pid {proc.pid}); UI at {address}")
     return address, proc.pid
 
 

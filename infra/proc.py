@@ -126,6 +126,26 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
         time.sleep(interval_s)
 
 
+def wait_started(label: str, proc, ready: Callable[[], bool], pid_file: Path, log_file: Path,
+                 timeout_s: float) -> float:
+    """Wait until a service just started as ``proc`` answers (``ready()``); seconds it took. If it exits
+    first, or does not answer within ``timeout_s`` (then it is stopped by pid), its pid file is removed and
+    a clear error names its log."""
+    started_at = time.monotonic()
+    while not ready():
+        if proc.poll() is not None:
+            pid_file.unlink(missing_ok=True)
+            raise UserFacingError(
+                f"{label} exited with code {proc.returncode} during startup; see {log_file}:\n{tail(log_file, 10)}"
+            )
+        if time.monotonic() - started_at > timeout_s:
+            stop_pid(proc.pid, timeout_s=5)
+            pid_file.unlink(missing_ok=True)
+            raise UserFacingError(f"{label} did not answer within {timeout_s:g} s; see {log_file}")
+        time.sleep(0.2)
+    return time.monotonic() - started_at
+
+
 def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
     """True if something accepts TCP connections at host:port."""
     try:

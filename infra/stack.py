@@ -1,4 +1,5 @@
-"""The local stack as a whole: `up` (Redis, Kafka broker + topics, Spark's Kafka connector jars), `down`, `status`.
+"""The local stack as a whole: `up` (Redis, Kafka broker + topics, Spark's Kafka connector jars; with ``s3``: the
+local s3proxy, the data dir's bucket and Spark's s3a jars), `down`, `status`.
 
 Everything follows :func:`core.settings.settings`; services named by RTML_KAFKA_BOOTSTRAP / RTML_REDIS_URL are
 external and never started or stopped. `down` stops only what `up` started (pid files under ``run_dir``).
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import Settings, settings
-from infra import kafka_broker, mlflow_server, redis_cluster, redis_server, spark_deps
+from infra import kafka_broker, mlflow_server, redis_cluster, redis_server, s3proxy_server, spark_deps
 from infra.redis_server import start_redis, stop_redis  # noqa: F401  (re-exported for tests)
 
 
@@ -31,11 +32,12 @@ class StackInfo:
     redis: ServiceInfo
     spark_kafka_jars: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    s3: ServiceInfo | None = None
 
     @property
     def started(self) -> list[str]:
         """Names of the services this call launched."""
-        return [s.name for s in (self.kafka, self.redis) if s.started]
+        return [s.name for s in (self.kafka, self.redis, self.s3) if s is not None and s.started]
 
 
 @dataclass(frozen=True)
@@ -58,17 +60,25 @@ class ServiceStatus:
         return f"{self.name:<6} {self.address:<28} {owner:<22} {'answers' if self.answers else 'DOWN'}"
 
 
-def up(progress: bool = True, spark_jars: bool = True) -> StackInfo:
-    """Start (or reuse) Redis and the Kafka broker, create the topics, pre-resolve Spark's Kafka connector."""
+def up(progress: bool = True, spark_jars: bool = True, s3: bool = False) -> StackInfo:
+    """Start (or reuse) Redis and the Kafka broker, create the topics, pre-resolve Spark's Kafka connector.
+
+    ``s3``: also start the local s3proxy (unless RTML_S3_ENDPOINT is external), create the data dir's bucket
+    when RTML_DATA_DIR is ``s3://``, and pre-resolve Spark's s3a jars (hadoop-aws + AWS SDK)."""
     started_at = time.monotonic()
     kafka_broker.preflight()
     if spark_jars:
         spark_deps.preflight()
+    if s3:
+        s3proxy_server.preflight()
     redis = redis_cluster if settings().redis_mode == "cluster" else redis_server
     r = redis.start(progress=progress)
+    s3_info = None
     try:
         k = kafka_broker.start(progress=progress)
         jars = spark_deps.connector_jars(progress=progress) if spark_jars else []
+        if s3:
+            s3_info = _start_s3(progress, spark_jars)
     except BaseException:
         if r.started:  # leave nothing half-started behind
             redis.stop(progress=progress)
@@ -78,12 +88,26 @@ def up(progress: bool = True, spark_jars: bool = True) -> StackInfo:
         redis=ServiceInfo("redis", r.address, r.pid, r.started, r.managed, r.external),
         spark_kafka_jars=jars,
         seconds=time.monotonic() - started_at,
+        s3=s3_info,
     )
     if progress:
         if jars:
             print(f"spark: Kafka connector ready ({len(jars)} jars in {jars[0].parent})")
         print(f"stack up in {info.seconds:.1f} s: kafka {k.address}, redis {r.address}")
     return info
+
+
+def _start_s3(progress: bool, spark_jars: bool) -> ServiceInfo:
+    from core import storage
+
+    p = s3proxy_server.start(progress=progress)
+    if settings().data_on_s3:
+        bucket = storage.ensure_bucket()
+        if progress:
+            print(f"s3: bucket {bucket} ready for RTML_DATA_DIR={settings().data_url}")
+    if spark_jars:
+        spark_deps.s3a_jars(progress=progress)
+    return ServiceInfo("s3", p.address, p.pid, p.started, p.managed, p.external)
 
 
 def down(progress: bool = True, s: Settings | None = None) -> list[str]:
@@ -95,6 +119,8 @@ def down(progress: bool = True, s: Settings | None = None) -> list[str]:
         stopped.append("redis")
     if mlflow_server.stop(progress=progress, s=s):
         stopped.append("mlflow")
+    if s3proxy_server.stop(progress=progress, s=s):
+        stopped.append("s3")
     if progress and not stopped:
         print("nothing to stop (no service started by `rtml up` runs for these settings)")
     return stopped
@@ -129,4 +155,13 @@ def status() -> list[ServiceStatus]:
             managed=redis_pid is not None,
             external=s.redis_external,
         ),
-    ]
+    ] + _s3_status(s)
+
+
+def _s3_status(s: Settings) -> list[ServiceStatus]:
+    """The S3 line, when the data dir is on S3 or rtml runs a local s3proxy."""
+    pid = None if s.s3.external else s3proxy_server.running_pid(s)
+    if not (s.data_on_s3 or pid is not None or s.s3.external):
+        return []
+    return [ServiceStatus("s3", s.s3.endpoint, pid, s3proxy_server.answers(s.s3.endpoint, timeout_s=2.0),
+                          managed=pid is not None, external=s.s3.external)]

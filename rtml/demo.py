@@ -44,6 +44,7 @@ class DemoOptions:
     keep_running: bool = False
     retrain_timeout_s: float = 420.0
     train_trials: int = 1
+    s3: bool = False  # the offline store on a local s3proxy (RTML_DATA_DIR=s3://rtml-demo/data)
 
 
 @dataclass
@@ -110,9 +111,9 @@ class Demo:
     def stack_up(self) -> str:
         from infra import stack
 
-        info = stack.up(progress=True)
+        info = stack.up(progress=True, s3=self.options.s3)
         self.facts["stack_started"] = "yes" if getattr(info, "started", False) else "reused"
-        return f"Kafka {settings().kafka_bootstrap}, Redis {settings().redis_url}"
+        return f"Kafka {settings().kafka_bootstrap}, Redis {settings().redis_url}, data {settings().data_url}"
 
     def history(self) -> str:
         o = self.options

@@ -13,23 +13,20 @@ import time
 import uuid
 from collections import deque
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from core.contracts import LABEL_FIELDS, domain_topics, encode_records, iso_utc
 from core.settings import settings
+from core.storage import data_root
 
 
 def _day_table(start: datetime, end: datetime) -> pa.Table:
-    folder = settings().data_dir / "transactions"
-    tables = [pq.read_table(p) for p in sorted(Path(folder).glob("part-*.parquet"))]
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables([p.read_table() for p in (data_root() / "transactions").glob("part-")])
     ts = table["event_timestamp"]
     mask = pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)), pc.less(ts, pa.scalar(end, ts.type)))
     return table.filter(mask).sort_by("event_timestamp")
@@ -37,7 +34,7 @@ def _day_table(start: datetime, end: datetime) -> pa.Table:
 
 def _label_values(transaction_ids: list[str]) -> list[tuple[str, bytes]]:
     """Label records of the given transactions, in the labels topic's wire format (the same encoder as the simulator)."""
-    labels = pq.read_table(settings().data_dir / "labels.parquet").to_pandas().set_index("transaction_id")
+    labels = (data_root() / "labels.parquet").read_pandas().set_index("transaction_id")
     rows = labels.loc[transaction_ids].reset_index()
     columns = {name: rows[name].tolist() for name in LABEL_FIELDS if LABEL_FIELDS[name] is not str}
     columns["transaction_id"] = rows["transaction_id"].tolist()

@@ -7,7 +7,8 @@ aggregation (grouped by entity and event time instead of tile), and each event's
 the tiles of its window with the same function the stream job uses online
 (:func:`streaming.tiles.features_from_tiles`). Executors write ``<view folder>/h<hour>-b<bucket>.parquet``
 (a fixed number of entity buckets): a rerun, a replay or a reset of the stream job rewrites the same
-files with the same rows, never a duplicate.
+files with the same rows, never a duplicate. Names are deterministic, so this also holds on an object
+store, which has no rename: each object appears whole when its upload completes (:mod:`core.storage`).
 
 Online (``materialize=True``): the tiles of the events before ``end`` are written to Redis (those
 older than an entity's longest window are pruned) and merged into Feast rows exactly as the stream job does (:mod:`streaming.tile_store`): this
@@ -16,23 +17,23 @@ seeds a stream job (new features, new views, a new checkpoint) and restores Redi
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core.settings import settings
+from core.storage import data_root, location
 from streaming.feature_specs import ViewSpec, load_stream_spec
 
 log = logging.getLogger(__name__)
 OFFLINE_BUCKETS = 8  # fixed: file names must not depend on run arguments
 HOUR_US = 3_600_000_000
+_OFFLINE_NAME = re.compile(r"h\d{8}T\d{2}-b\d{2}\.parquet$")  # the files this module writes
 
 
 @dataclass
@@ -57,7 +58,7 @@ def history_path(store) -> str:
 
     source = stream_source(store)
     path = getattr(getattr(source, "batch_source", None), "path", None)
-    return path or str(settings().data_dir / "transactions")
+    return path or (data_root() / "transactions").uri
 
 
 def offline_rows(spec: ViewSpec, frame: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
@@ -226,7 +227,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
 
         spark = build_session("rtml-backfill", master, kafka=False)
     path = source_path or history_path(store)
-    if not glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True) and not path.endswith(".parquet"):
+    if not location(path).files():
         from core.errors import UserFacingError
 
         raise UserFacingError(f"no historical events under {path} (run `rtml simulate` first)")
@@ -236,7 +237,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     context_us = start_us - max(v.max_window_us + v.tile_us for v in chosen)
     t0 = time.perf_counter()
     history = (
-        spark.read.parquet(path)
+        spark.read.parquet(location(path).spark_uri)
         .withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
         .where(valid_history_condition(spec.rules or stream_rules()))
         .where((F.col("event_us") >= F.lit(context_us)) & (F.col("event_us") < F.lit(end_us)))
@@ -245,14 +246,14 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
         F.col("event_us") < F.lit(_us(end))).count()
     for view in chosen:
         folder = (offline_dirs or {}).get(view.name, view.offline_path)
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        location(folder).mkdir()
         rows = tile_rows(history, (view,), with_dead_letters=False)
         per_ts = tile_aggregation(rows, (view,), keys=("k", "ts_us"), extra=[F.count(F.lit(1)).alias("n_events")])
         per_ts = per_ts.withColumn("bucket", F.pmod(F.xxhash64("k"), F.lit(OFFLINE_BUCKETS)))
         written = per_ts.repartition(OFFLINE_BUCKETS, "bucket").mapInPandas(
             _offline_fn(view, start_us, end_us, folder), "bucket long, rows long").collect()
         result.rows_written[view.name] = int(sum(r["rows"] for r in written))
-        result.files[view.name] = sorted(glob.glob(os.path.join(folder, "h*-b*.parquet")))
+        result.files[view.name] = [p.uri for p in location(folder).glob("h") if _OFFLINE_NAME.match(p.name)]
     result.compute_seconds = time.perf_counter() - t0
     if materialize:
         from core.online_store import OnlineStore

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from core.contracts import SourceRules, domain_topics, source_rules
 from core.settings import settings
+from core.storage import data_root
 
 STREAM_SOURCE_NAME = "transactions_stream"  # last resort when several KafkaSources match nothing
 # Every aggregation function Feast defines (feast.aggregation: sum, max, min, count, mean/avg, std/stddev,
@@ -102,7 +103,7 @@ def view_spec(view) -> ViewSpec:
     if len(tiles) != 1:
         raise ValueError(f"{view.name}: all aggregations of a stream view need the same slide_interval (its tile "
                          f"size); found {sorted(t / 1e6 for t in tiles)} s")
-    path = getattr(view.batch_source, "path", None) or str(settings().data_dir / view.name)
+    path = getattr(view.batch_source, "path", None) or (data_root() / view.name).uri
     return ViewSpec(
         name=view.name,
         join_key=join_key,

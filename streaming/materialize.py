@@ -10,8 +10,6 @@ forward-only, TTL-bounded expiry). It is a full reload, so it also restores Redi
 
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +19,7 @@ import pyarrow.dataset as ds
 
 from core.freshness import FreshnessMarks
 from core.online_store import TS
+from core.storage import Location, location
 
 
 @dataclass(frozen=True)
@@ -32,21 +31,23 @@ class OfflineRows:
     timestamp_field: str = TS
 
 
-def _files(path: str) -> list[str]:
-    if os.path.isfile(path):
-        return [path]
-    return sorted(f for f in glob.glob(os.path.join(path, "*.parquet")) if not os.path.basename(f).startswith("."))
+def _files(root: Location) -> list[str]:
+    """The Parquet file ``root``, or the Parquet files directly in the folder ``root`` (local or S3)."""
+    if root.is_file():
+        return [root.path]
+    return [f.path for f in root.glob("")]
 
 
 def latest_rows(path: str, join_key: str, columns: Iterable[str], start: datetime, end: datetime,
                 timestamp_field: str = TS) -> pd.DataFrame:
     """Each entity's latest row with start <= event time < end (``event_timestamp`` as int64 us)."""
     columns = [c for c in dict.fromkeys(columns) if c not in (join_key, timestamp_field)]
-    files = _files(path)
+    root = location(path)
+    files = _files(root)
     if not files:
         return pd.DataFrame(columns=[join_key, TS, *columns])
     ts = ds.field(timestamp_field)
-    table = ds.dataset(files, format="parquet").to_table(
+    table = ds.dataset(files, format="parquet", filesystem=root.fs).to_table(
         columns=[join_key, timestamp_field, *columns],
         filter=(ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end)),
     )

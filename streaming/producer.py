@@ -296,18 +296,17 @@ def replay_history(
     Same wire format, key and Kafka timestamp as the live stream; ``rate_per_s`` paces it (None = as
     fast as possible). The broker must keep old timestamps (rtml's broker does).
     """
-    from pathlib import Path
-
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
     from core.kafka_io import check_broker, ensure_topics, make_producer
+    from core.storage import data_root, location
 
     s = settings()
     topic = topic or domain_topics().events
     bootstrap = bootstrap or s.kafka_bootstrap
-    folder = Path(data_dir or s.data_dir) / "transactions"
-    files = sorted(folder.glob("part-*.parquet"))
+    folder = (location(data_dir) if data_dir else data_root()) / "transactions"
+    files = folder.glob("part-")
     if not files:
         from core.errors import UserFacingError
 
@@ -318,14 +317,14 @@ def replay_history(
         bootstrap, role="product", key_serializer=None, value_serializer=None, linger_ms=20, batch_size=1024 * 1024,
         metrics_enabled=False,
     )  # fmt: skip
-    total = sum(pq.read_metadata(f).num_rows for f in files)
+    total = sum(pq.read_metadata(f.path, filesystem=f.fs).num_rows for f in files)
     bar = tqdm(total=total, desc="replay", unit="evt", disable=not progress)
     sent = 0
     first = last = None
     t0 = time.perf_counter()
     try:
         for path in files:
-            table = pq.read_table(path)
+            table = path.read_table()
             values, keys, ts_ms = history_values(table)
             for i in range(len(values)):
                 if rate_per_s and i % 64 == 0:

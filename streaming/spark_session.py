@@ -1,4 +1,5 @@
-"""The Spark session of the stream and backfill jobs (Kafka connector jars from the local cache)."""
+"""The Spark session of the stream and backfill jobs (Kafka connector jars from the local cache; on an ``s3://``
+data dir also the s3a jars and ``spark.hadoop.fs.s3a.*`` options from settings)."""
 
 from __future__ import annotations
 
@@ -53,15 +54,24 @@ def build_session(app_name: str, master: str | None = None, shuffle_partitions: 
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
     )
+    jars = []
     if kafka:
         jars = connector_jars()
         missing = [j for j in jars if not Path(j).exists()]
         if missing:
             raise UserFacingError(f"Spark Kafka connector jars missing: {missing[:3]} (run `rtml up` to fetch them)")
+    conf = dict(extra_conf or {})
+    if settings().data_on_s3:  # s3a:// paths: hadoop-aws + AWS SDK jars, endpoint and credentials from settings
+        from core.storage import s3a_conf
+
+        s3a = s3a_conf()
+        jars += s3a.pop("spark.jars").split(",")
+        conf = {**s3a, **conf}
+    if jars:
         builder = builder.config("spark.jars", ",".join(jars))
     if ui_port:
         builder = builder.config("spark.ui.port", str(ui_port))
-    for key, value in (extra_conf or {}).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -89,3 +89,6 @@ def kafka_topic(stack, request) -> Callable[..., str]:
         return name
 
     return make
+
+
+from tests.fixtures.s3 import s3_data_dir, s3_env  # noqa: E402,F401  (local s3proxy fixtures)

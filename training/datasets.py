@@ -28,7 +28,8 @@ How a row is built:
   null and the row count is checked against the entity count (``RuntimeError`` if different).
 
 :func:`build_training_set` additionally saves the frame (Parquet) with a manifest (feature refs, time
-range, row count, label rate, content hash) under ``<state_dir>/training_sets/<hash>/``.
+range, row count, label rate, content hash) under ``<state_dir>/training_sets/<hash>/`` (``<data dir>/training_sets``
+when the data dir is on S3).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import pyarrow as pa
 
 from core.errors import UserFacingError
 from core.settings import settings
+from core.storage import Location, data_root, location
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +72,17 @@ class FrameColumns:
     request: tuple[str, ...]  # request fields of its on-demand views
     segments: tuple[str, ...]  # columns for per-segment evaluation (service tag "segments": refs or request fields)
     segment_refs: tuple[str, ...]  # the "view:feature" ones among them (joined in, not model inputs)
-    labels_path: Path
-    events_path: Path
+    labels_path: Location  # the label view's source, under the data dir (local or s3://)
+    events_path: Location  # the stream source's raw event history
 
     @property
     def ids(self) -> list[str]:
         return [self.event_id, *self.join_keys, ENTITY_TIME, EVENT_TIME, LABEL_TIME]
 
 
-def _data_path(path: str) -> Path:
-    """A source's data under the current data dir (an absolute path stays as it is)."""
-    return settings().data_dir / path
+def _data_path(path: str) -> Location:
+    """A source's data under the current data dir (an absolute path or URL stays as it is)."""
+    return location(path) if path.startswith("/") or "://" in path else data_root() / path
 
 
 def frame_columns() -> FrameColumns:
@@ -109,12 +111,12 @@ def to_utc(value: TimeLike) -> pd.Timestamp | None:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _read_parquet(path: Path, what: str, columns: list[str] | None = None) -> pd.DataFrame:
+def _read_parquet(path: Location, what: str, columns: list[str] | None = None) -> pd.DataFrame:
     if not path.exists():
         raise UserFacingError(
             f"{what} not found at {path}; generate history first (`rtml simulate`) or set RTML_DATA_DIR"
         )
-    return pd.read_parquet(path, columns=columns)
+    return path.read_pandas(columns=columns)
 
 
 def load_labels(cutoff: TimeLike = None) -> pd.DataFrame:
@@ -225,7 +227,8 @@ def historical_features(
         features_df = fast_features(store, ent, refs)
     else:
         raise UserFacingError(f"unknown join method {join!r} (feast or fast)")
-    return pd.concat([ent, features_df.set_axis(ent.index)], axis=1)
+    features_df.index = ent.index  # in place: set_axis would copy (and consolidate) every feature column
+    return pd.concat([ent, features_df], axis=1, copy=False)
 
 
 def fast_features(store: Any, entities: pd.DataFrame, refs: list[str]) -> pd.DataFrame:
@@ -282,7 +285,7 @@ def content_hash(df: pd.DataFrame) -> str:
 class TrainingSet:
     frame: pd.DataFrame
     manifest: dict[str, Any]
-    path: Path
+    path: Path | str  # a local folder, or an s3:// URL when the data dir is on S3
 
     @property
     def features(self) -> list[str]:
@@ -295,9 +298,12 @@ def build_training_set(
     cutoff: TimeLike = None,
     features: str | list[str] | None = None,
     join: str = "feast",
-    out_dir: Path | None = None,
+    out_dir: Path | str | None = None,
 ) -> TrainingSet:
-    """:func:`training_frame` saved as ``data.parquet`` + ``manifest.json`` (folder named by content hash)."""
+    """:func:`training_frame` saved as ``data.parquet`` + ``manifest.json`` (folder named by content hash).
+
+    Default folder: ``<state_dir>/training_sets``, or ``<data dir>/training_sets`` when the data dir is on S3.
+    ``manifest.json`` is written last and is the commit marker: a folder without it is incomplete."""
     from core.feast_store import get_store
     from training.validation import feature_stats
 
@@ -326,19 +332,23 @@ def build_training_set(
         "feature_stats": feature_stats(df, names),
         "join": join,
         "offline_store": s.offline_store if join == "feast" else "training.pit_join",
-        "data_dir": str(s.data_dir),
+        "data_dir": s.data_url,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    path = (out_dir or s.state_dir / "training_sets") / digest[:16]
-    path.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path / "data.parquet", index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
-    (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    log.info("training set %s: %d rows, label rate %.4f", path, len(df), manifest["label_rate"])
-    return TrainingSet(frame=df, manifest=manifest, path=path)
+    default = data_root() / "training_sets" if s.data_on_s3 else location(s.state_dir / "training_sets")
+    folder = (location(out_dir) if out_dir is not None else default) / digest[:16]
+    (folder / "data.parquet").write_pandas(df, coerce_timestamps="us", allow_truncated_timestamps=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("training set %s: %d rows, label rate %.4f", folder, len(df), manifest["label_rate"])
+    return TrainingSet(frame=df, manifest=manifest, path=_shown(folder))
 
 
-def load_training_set(path: Path) -> TrainingSet:
-    """A saved training set (``data.parquet`` + ``manifest.json``)."""
-    path = Path(path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    return TrainingSet(frame=pd.read_parquet(path / "data.parquet"), manifest=manifest, path=path)
+def _shown(folder: Location) -> Path | str:
+    return folder.uri if folder.s3 else folder.local_path()
+
+
+def load_training_set(path: Path | str) -> TrainingSet:
+    """A saved training set (``data.parquet`` + ``manifest.json``; a local folder or an ``s3://`` URL)."""
+    folder = location(path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return TrainingSet(frame=(folder / "data.parquet").read_pandas(), manifest=manifest, path=_shown(folder))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import errors, feature_refs, model_store
+from core import errors, feature_refs, model_store, storage
 from core.settings import settings
 from training import registry
 from training.datasets import TimeLike, TrainingSet, build_training_set, frame_columns, load_training_set
@@ -29,6 +29,7 @@ REFERENCE_ROWS = 5000
 PREDICTIONS_ARTIFACT = "holdout/predictions.parquet"
 ARGS_ARTIFACT = "run/train_args.json"
 MANIFEST_ARTIFACT = "training_set/manifest.json"
+ENGINES = ("local", "spark")
 
 
 @dataclass
@@ -75,19 +76,26 @@ def train(
     trigger: str = "manual",
     reproduce: str | None = None,
     validate: bool = True,
+    engine: str = "local",
 ) -> TrainOutcome:
     """Validate the data, train, evaluate and register a model; promote it if the gate says so (and
     ``auto_promote``). A failed expectation (:mod:`training.validation`) stops the run before training.
 
     Every call is an MLflow run. ``reproduce``: a run id (or unique prefix) whose training set is
     rebuilt from its manifest and whose training arguments are reused; the model is registered but
-    not promoted, and :attr:`TrainOutcome.reproduction` says whether the holdout predictions match."""
+    not promoted, and :attr:`TrainOutcome.reproduction` says whether the holdout predictions match.
+
+    ``engine``: ``local`` (XGBoost in this process) or ``spark`` (``xgboost.spark`` on ``RTML_SPARK_MASTER``'s
+    executors, :mod:`training.spark_train`); split, search, evaluation, registry, gate and tracking are the same."""
+    if engine not in ENGINES:
+        raise errors.UserFacingError(f"unknown training engine {engine!r} (one of {', '.join(ENGINES)})")
     original = None
     if reproduce:
         original = _original_run(reproduce)
         args = original["args"]
         start, end, cutoff, join = args["start"], args["end"], args["cutoff"], args["join"]
         features, trials, seed, max_rounds = args["features"], args["trials"], args["seed"], args["max_rounds"]
+        engine = args.get("engine", "local")
         training_set, auto_promote = None, False
     args = {
         "start": _iso(start),
@@ -99,6 +107,7 @@ def train(
         "seed": seed,
         "max_rounds": max_rounds,
         "margin": margin,
+        "engine": engine,
         "training_set": str(training_set) if training_set else None,
     }
     tags = {
@@ -185,7 +194,13 @@ def _train(
 
     split = time_split(ts.frame)
     log.info("split: %s", split.bounds)
-    result = fit(
+    if args["engine"] == "spark":
+        from training.spark_train import fit_spark
+
+        fitter = fit_spark
+    else:
+        fitter = fit
+    result = fitter(
         split,
         features,
         trials=args["trials"],
@@ -240,6 +255,8 @@ def _train(
     report = write_report(ev, split.test, result.booster, features, out, context)
     model_report = Path(model_store.get_model(tag).path_of(model_store.REPORT_DIR))
     shutil.copytree(out, model_report, dirs_exist_ok=True)
+    if settings().data_on_s3:  # the report also lands beside the data on object storage
+        storage.data_root().join("reports", "models", tag).upload_dir(out)
     predictions_dir = Path(tempfile.mkdtemp(prefix="rtml-holdout-"))
     predictions_file = predictions_dir / Path(PREDICTIONS_ARTIFACT).name
     holdout.to_parquet(predictions_file, index=False)
@@ -286,7 +303,13 @@ def _validate(tracker: Tracker, ts: TrainingSet, features: list[str], refs: list
     """Great Expectations suites on the raw history and the frame; failing ones stop the run here."""
     from training.validation import validate_training_set
 
-    report = validate_training_set(ts.frame, features, refs, reference_stats(), ts.path / "validation.html")
+    if isinstance(ts.path, Path):
+        local = ts.path / "validation.html"
+    else:  # a training set on S3: the report is written locally (MLflow artifact), then put beside the set
+        local = settings().state_dir / "reports" / "validation" / ts.manifest["content_hash"][:16] / "validation.html"
+    report = validate_training_set(ts.frame, features, refs, reference_stats(), local)
+    if not isinstance(ts.path, Path):
+        storage.location(ts.path).join("validation.html").write_bytes(local.read_bytes())
     tracker.log_artifact(report.path, "validation")
     tracker.log_dict(report.summary(), "validation/summary.json")
     tracker.log(

@@ -25,17 +25,16 @@ registry so ``training.datasets`` can use this as a drop-in fast path for ``get_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pds
 
 from core.errors import UserFacingError
+from core.storage import duckdb_connect, location
 
 ROW_ID = "__row_id"
 
@@ -53,11 +52,31 @@ class ViewSpec:
     field_mapping: dict[str, str] = field(default_factory=dict)  # source column -> feature name
 
 
-def _parquet_glob(path: str) -> str:
-    p = Path(path)
-    if p.is_dir():
-        return str(p / "**" / "*.parquet")
-    return str(p)
+_REGISTERED = "duckdb-table:"  # a view source already registered on the connection (S3: a pyarrow dataset)
+
+
+def _source_sql(path: str) -> str:
+    """What a view subquery reads: a registered table, or ``read_parquet`` over the source's data files
+    (hidden/temporary names and markers skipped as pyarrow does)."""
+    if path.startswith(_REGISTERED):
+        return _q(path[len(_REGISTERED):])
+    files = location(path).files()
+    if not files:
+        raise UserFacingError(f"no Parquet data at {path}")
+    return "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "], union_by_name=true)"
+
+
+def _register_s3_sources(con: Any, specs: list[ViewSpec]) -> list[ViewSpec]:
+    """S3 sources are scanned by pyarrow (a dataset registered on ``con``, projection pushed down), not by
+    DuckDB's Python-filesystem bridge, which has returned short reads under load."""
+    out = []
+    for i, spec in enumerate(specs):
+        loc = location(spec.path)
+        if loc.s3:
+            con.register(f"__src{i}", loc.dataset())
+            spec = replace(spec, path=f"{_REGISTERED}__src{i}")
+        out.append(spec)
+    return out
 
 
 def _q(name: str) -> str:
@@ -69,8 +88,7 @@ def _view_subquery(i: int, spec: ViewSpec) -> str:
     cols = [f"{_q(inverse.get(k, k))} AS __k{i}_{j}" for j, k in enumerate(spec.join_keys)]
     cols.append(f"CAST({_q(spec.timestamp_field)} AS TIMESTAMPTZ) AS __ts{i}")
     cols += [f"{_q(inverse.get(f, f))} AS __f{i}_{j}" for j, f in enumerate(spec.features)]
-    src = _parquet_glob(spec.path).replace("'", "''")
-    return f"(SELECT {', '.join(cols)} FROM read_parquet('{src}', union_by_name=true))"
+    return f"(SELECT {', '.join(cols)} FROM {_source_sql(spec.path)})"
 
 
 def build_query(specs: list[ViewSpec], ts_col: str, entity_cols: list[str]) -> str:
@@ -132,12 +150,10 @@ def _validate(table: pa.Table, specs: list[ViewSpec], ts_col: str) -> None:
 def _pit_join_duckdb(
     table: pa.Table, specs: list[ViewSpec], ts_col: str, threads: int | None, memory_limit: str | None
 ) -> pa.Table:
-    import duckdb
-
     ts_type = table.schema.field(ts_col).type
     entity_cols = list(table.column_names)
     table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
-    con = duckdb.connect()
+    con = duckdb_connect()
     try:
         con.execute("SET TimeZone='UTC'")
         if threads:
@@ -145,6 +161,7 @@ def _pit_join_duckdb(
         if memory_limit:
             con.execute(f"SET memory_limit='{memory_limit}'")
         con.register("entity", table)
+        specs = _register_s3_sources(con, specs)
         out = con.execute(build_query(specs, ts_col, entity_cols)).to_arrow_table()
     finally:
         con.close()
@@ -169,7 +186,7 @@ def _read_source(spec: ViewSpec) -> pa.Table:
     inverse = {v: k for k, v in spec.field_mapping.items()}
     wanted = [*spec.join_keys, spec.timestamp_field, *spec.features]
     source_cols = [inverse.get(c, c) for c in wanted]
-    dataset = pds.dataset(spec.path, format="parquet")
+    dataset = location(spec.path).dataset()
     missing = [c for c in source_cols if c not in dataset.schema.names]
     if missing:
         raise UserFacingError(f"source of feature view {spec.name!r} ({spec.path}) lacks columns {missing}")
@@ -263,31 +280,37 @@ def asof_indices(
 
 
 def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, workers: int = 2) -> pa.Table:
-    """Views are independent: join them on ``workers`` threads (Parquet decoding, numpy sorts and
-    gathers release the GIL), largest sources first, then append their columns in ``specs`` order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if workers > 1 and len(specs) > 1:
-        sizes = {spec.name: _source_bytes(spec.path) for spec in specs}
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {
-                spec.name: pool.submit(_join_view, table, spec, ts_col)
-                for spec in sorted(specs, key=lambda s: -sizes[s.name])
-            }
-            parts = [futures[spec.name].result() for spec in specs]
-    else:
-        parts = [_join_view(table, spec, ts_col) for spec in specs]
+    """Every view's columns (:func:`_join_views`), appended in ``specs`` order."""
     out = table
-    for spec, columns in zip(specs, parts, strict=True):
+    for spec, columns in zip(specs, _join_views(table, specs, ts_col, workers), strict=True):
         for f, col in zip(spec.features, columns, strict=True):
             out = out.append_column(f, col)
     return out
 
 
+def _join_views(
+    table: pa.Table, specs: list[ViewSpec], ts_col: str, workers: int = 2, with_timestamp: bool = False
+) -> list[list[pa.Array]]:
+    """:func:`_join_view` of every spec, in ``specs`` order. Views are independent: they run on ``workers``
+    threads (Parquet decoding, numpy sorts and gathers release the GIL), largest sources first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers <= 1 or len(specs) <= 1:
+        return [_join_view(table, spec, ts_col, with_timestamp) for spec in specs]
+    sizes = {spec.name: _source_bytes(spec.path) for spec in specs}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            spec.name: pool.submit(_join_view, table, spec, ts_col, with_timestamp)
+            for spec in sorted(specs, key=lambda s: -sizes[s.name])
+        }
+        return [futures[spec.name].result() for spec in specs]
+
+
 def _source_bytes(path: str) -> int:
-    p = Path(path)
+    """Bytes of a source's data files (local or S3; one listing), 0 if unknown: orders the views' work."""
+    loc = location(path)
     try:
-        return sum(f.stat().st_size for f in p.rglob("*.parquet")) if p.is_dir() else p.stat().st_size
+        return sum(i.size or 0 for i in loc.fs.get_file_info(loc.files()))
     except OSError:
         return 0
 
@@ -297,11 +320,9 @@ def feature_timestamps(entity: pd.DataFrame | pa.Table, specs: list[ViewSpec], t
     ``<view>__feature_timestamp`` columns in entity order. Reads only keys and timestamps (leakage checks)."""
     table = entity if isinstance(entity, pa.Table) else pa.Table.from_pandas(entity, preserve_index=False)
     _validate(table, specs, ts_col)
-    columns = {}
-    for spec in specs:
-        bare = ViewSpec(spec.name, spec.path, spec.join_keys, (), spec.timestamp_field, spec.ttl, spec.field_mapping)
-        columns[f"{spec.name}__feature_timestamp"] = _join_view(table, bare, ts_col, with_timestamp=True)[-1]
-    return pa.table(columns)
+    bare = [ViewSpec(s.name, s.path, s.join_keys, (), s.timestamp_field, s.ttl, s.field_mapping) for s in specs]
+    parts = _join_views(table, bare, ts_col, with_timestamp=True)
+    return pa.table({f"{spec.name}__feature_timestamp": cols[-1] for spec, cols in zip(specs, parts, strict=True)})
 
 
 def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str, with_timestamp: bool = False) -> list[pa.Array]:

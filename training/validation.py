@@ -1,11 +1,13 @@
 """Data validation that gates training, with Great Expectations.
 
-The rules live in the feature repo (``feature_repo/validation.py``) next to the definitions they
-guard; column names and types come from the definitions themselves (the KafkaSource DDL, the
-feature views' schemas, the label contract). Two suites run before a model learns anything:
+The rules live in the feature repo (its ``validation.py``, ``RAW_HISTORY`` keyed by batch source name)
+next to the definitions they guard; which datasets exist, their column names and types come from the
+definitions themselves (the stream's KafkaSource and its batch source, the LabelView and its source, the
+feature service's batch views): nothing here names a domain. Two suites run before a model learns anything:
 
-- **raw history** (the rows this training reads): schema and types, null rates, ranges, allowed
-  categories, unique transaction ids, label delay within bounds;
+- **raw history** (the rows this training reads, :func:`raw_datasets`): schema and types, null rates,
+  ranges, allowed categories, unique event ids, labels 0/1, label delay within bounds (the repo's
+  ``LABEL_DELAY``); a repo without ``validation.py`` gets the checks its definitions imply;
 - **the point-in-time training frame**: feature null rates against the reference (the previous
   training set: the production model's manifest), each numeric feature's distribution against the
   reference's deciles (KL divergence), the label rate, and leakage: every feature row used was
@@ -32,13 +34,9 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserFacingError
-from core.settings import settings
 
 log = logging.getLogger(__name__)
 
-TIMESTAMP = "event_timestamp"
-LABEL_TIMESTAMPS = ("event_timestamp", "label_timestamp")
-SOURCES = {"transactions": "transactions_history", "users": "users", "merchants": "merchants"}
 _KINDS = {
     int: ["int64", "int32", "Int64", "Int32"],
     float: ["float64", "float32", "Float64"],
@@ -159,8 +157,12 @@ def _context():
 def run_suite(name: str, df: pd.DataFrame, expectations: list) -> list[Check]:
     """Validate ``df`` against ``expectations`` (GX expectation objects) in an ephemeral context.
 
-    A first pass asks only pass/fail (``BOOLEAN_ONLY``: several times faster on 1M rows, no unexpected
-    value lists); the failing expectations run again with ``SUMMARY`` so their message shows what was seen."""
+    GX sees only the columns the expectations name (all rows): its pandas engine copies the whole batch
+    for each column-pair expectation that ignores missing values (``dropna`` over every column), so a
+    narrow batch makes those copies small. A first pass asks only pass/fail (``BOOLEAN_ONLY``: several
+    times faster on 1M rows, no unexpected value lists); the failing expectations run again with
+    ``SUMMARY`` so their message shows what was seen."""
+    df = _narrow(df, expectations)
     checks = _run(name, df, expectations, "BOOLEAN_ONLY")
     failed = [i for i, c in enumerate(checks) if not c.success]
     if failed:
@@ -168,6 +170,23 @@ def run_suite(name: str, df: pd.DataFrame, expectations: list) -> list[Check]:
         for i, check in zip(failed, again, strict=True):
             checks[i] = check
     return checks
+
+
+_COLUMN_ARGS = ("column", "column_A", "column_B")
+
+
+def _narrow(df: pd.DataFrame, expectations: list) -> pd.DataFrame:
+    """``df`` with only the columns ``expectations`` name (in ``df``'s order), or ``df`` itself when an
+    expectation is not about named columns. A named column missing from ``df`` stays missing (GX fails it)."""
+    named: set[str] = set()
+    for e in expectations:
+        cols = [getattr(e, a, None) for a in _COLUMN_ARGS] + list(getattr(e, "column_list", None) or [])
+        cols = [c for c in cols if c]
+        if not cols:
+            return df
+        named.update(cols)
+    keep = [c for c in df.columns if c in named]
+    return df if len(keep) == len(df.columns) else df[keep]
 
 
 def _fresh(config: Any) -> Any:
@@ -229,35 +248,96 @@ def _plain(value: Any) -> Any:
 
 
 def rules():
-    """The feature repo's validation rules module."""
-    from core.feature_repo import import_definitions
+    """The feature repo's validation rules module (``validation.py``), or None when the repo has none."""
+    from core.feature_repo import import_definitions, repo_path
 
+    if not (repo_path() / "validation.py").exists():
+        return None
     return import_definitions("validation")
 
 
-def schemas() -> dict[str, dict[str, Any]]:
-    """Column -> kind (int, float, str, "timestamp") per raw dataset, from the definitions."""
-    from core.contracts import LABEL_FIELDS, stream_fields
+@dataclass(frozen=True)
+class RawDataset:
+    """One raw dataset a training reads, from the feature repo's definitions."""
+
+    name: str  # its batch source's name: the key of its rules in the repo's validation.py ``RAW_HISTORY``
+    relative_path: str  # under the data dir (``core.offline_sources.data_relative``), or absolute
+    schema: dict[str, Any]  # column -> int, float, str or "timestamp"
+    event_key: str | None = None  # events and labels: restricted to the training's labelled events
+    label: str | None = None  # labels: the label column (0/1)
+    label_time: str | None = None  # labels: when the label became known
+    event_time: str | None = None  # labels: the event's own time (label delay = label_time - event_time)
+
+
+def _kinds(fv) -> dict[str, Any]:
+    cols: dict[str, Any] = {}
+    for e in fv.entity_columns:
+        cols[e.name] = _FEAST_KINDS.get(str(e.dtype), str)
+    for f in fv.features:
+        cols[f.name] = _FEAST_KINDS.get(str(f.dtype), str)
+    cols[fv.batch_source.timestamp_field] = "timestamp"
+    return cols
+
+
+def raw_datasets() -> list[RawDataset]:
+    """The raw history a training of the feature service reads: the stream source's event history (schema from
+    its KafkaSource DDL), the LabelView's source, and the batch sources of the service's batch feature views
+    (schemas from their fields). Nothing domain-specific is named here."""
+    from feast import KafkaSource
+
+    from core.contracts import label_fields, stream_rules
+    from core.feature_refs import label_definition, service_definition
     from core.feature_repo import repo_contents
+    from core.offline_sources import data_relative
 
     contents = repo_contents()
-    out: dict[str, dict[str, Any]] = {"transactions": {**stream_fields(), TIMESTAMP: "timestamp"}}
-    out["labels"] = {**LABEL_FIELDS, **dict.fromkeys(LABEL_TIMESTAMPS, "timestamp")}
-    views = [*contents.feature_views, *contents.stream_feature_views]
-    for dataset, source in SOURCES.items():
-        if dataset == "transactions":
+    events, labels, service = stream_rules(), label_definition(), service_definition()
+    stream = next(s for s in contents.data_sources if isinstance(s, KafkaSource) and s.name == events.name)
+    if stream.batch_source is None:
+        raise UserFacingError(f"the stream source {events.name} declares no batch source (its raw event history)")
+    out = [RawDataset(stream.batch_source.name, data_relative(stream.batch_source),
+                      {**events.fields, events.timestamp_field: "timestamp"}, event_key=labels.event_key)]
+    label_view = next(v for v in contents.label_views if v.name == labels.name)
+    times = (events.timestamp_field, labels.label_timestamp_field)
+    out.append(RawDataset(label_view.source.name, data_relative(label_view.source),
+                          {**label_fields(), **dict.fromkeys(times, "timestamp")}, event_key=labels.event_key,
+                          label=labels.label, label_time=labels.label_timestamp_field,
+                          event_time=events.timestamp_field))
+    batch_views = {fv.name: fv for fv in contents.feature_views}  # stream views' rows are computed, not raw
+    by_source: dict[str, RawDataset] = {}
+    for view in dict.fromkeys(ref.split(":", 1)[0] for ref in service.refs):  # the service's order
+        fv = batch_views.get(view)
+        if fv is None or fv.batch_source is None or not data_relative(fv.batch_source):
             continue
-        for fv in views:
-            if fv.batch_source is not None and fv.batch_source.name == source:
-                cols = out.setdefault(dataset, {})
-                for e in fv.entity_columns:
-                    cols[e.name] = _FEAST_KINDS.get(str(e.dtype), str)
-                for f in fv.features:
-                    cols[f.name] = _FEAST_KINDS.get(str(f.dtype), str)
-                cols[fv.batch_source.timestamp_field] = "timestamp"
-    return out
+        name = fv.batch_source.name
+        prev = by_source.get(name)
+        schema = {**(prev.schema if prev else {}), **_kinds(fv)}
+        by_source[name] = RawDataset(name, data_relative(fv.batch_source), schema)
+    return out + list(by_source.values())
 
 
+def schemas() -> dict[str, dict[str, Any]]:
+    """Column -> kind (int, float, str, "timestamp") per raw dataset (batch source name), from the definitions."""
+    return {d.name: d.schema for d in raw_datasets()}
+
+
+def dataset_rules(dataset: RawDataset, repo_rules: Any = None) -> dict[str, Any]:
+    """The rules of one raw dataset: the repo's ``RAW_HISTORY[<source name>]`` plus what the definitions imply
+    (event ids not null and unique; labels 0/1 and not null)."""
+    rule = {k: (dict(v) if isinstance(v, dict) else list(v))
+            for k, v in (getattr(repo_rules, "RAW_HISTORY", {}) or {}).get(dataset.name, {}).items()}
+    implied = [c for c in (dataset.event_key, dataset.label, dataset.label_time) if c]
+    rule["not_null"] = list(dict.fromkeys([*rule.get("not_null", []), *implied]))
+    if dataset.event_key:
+        rule["unique"] = list(dict.fromkeys([*rule.get("unique", []), dataset.event_key]))
+    if dataset.label:
+        rule.setdefault("allowed", {}).setdefault(dataset.label, [0, 1])
+    return rule
+
+
+# The frame's limits for a repo without validation.py (the reference repo's values; a repo's own win).
+DEFAULT_TRAINING_FRAME = {"null_fraction_tolerance": 0.10, "max_null_fraction": 0.60, "max_kl_divergence": 0.25,
+                          "label_rate": (0.0005, 0.5)}
 SCHEMA_ROWS = 10_000  # a Parquet column has one type: the schema suite reads this many rows
 SAMPLE_ROWS = 200_000  # distribution checks (KL divergence) on a seeded sample of this many rows
 
@@ -293,43 +373,37 @@ def dataset_expectations(dataset: str, rule: dict[str, Any]) -> list:
 
 
 def validate_history(
-    data_dir: Path, txn_ids: pd.Series | None = None, time_range: tuple[Any, Any] | None = None
+    data_dir: Path | str | None = None, event_ids: pd.Series | None = None
 ) -> tuple[list[Check], dict[str, int]]:
-    """The raw datasets a training reads; transactions and labels restricted to ``txn_ids`` (the
-    training's labelled transactions) when given."""
+    """The raw datasets a training reads (:func:`raw_datasets`); events and labels restricted to
+    ``event_ids`` (the training's labelled events) when given."""
     import pyarrow.dataset as pds
 
+    from core.storage import data_root, location
+
     r = rules()
-    schema = schemas()
     checks: list[Check] = []
     rows: dict[str, int] = {}
-    paths = {
-        "transactions": data_dir / "transactions",
-        "labels": data_dir / "labels.parquet",
-        "users": data_dir / "users.parquet",
-        "merchants": data_dir / "merchants.parquet",
-    }
-    for dataset, path in paths.items():
+    root = data_root() if data_dir is None else location(data_dir)
+    gxe = _gx().expectations
+    for dataset in raw_datasets():
+        rel = dataset.relative_path
+        path = location(rel) if rel.startswith("/") or "://" in rel else root / rel
         if not path.exists():
-            raise UserFacingError(f"{dataset} not found at {path}; generate history first (`rtml simulate`)")
-        table = pds.dataset(path, format="parquet")
+            raise UserFacingError(f"{dataset.name} not found at {path}; generate history first (`rtml simulate`)")
         expr = None
-        if txn_ids is not None and dataset in ("transactions", "labels"):
-            expr = pds.field("transaction_id").isin(pd.unique(txn_ids))
-        df = table.to_table(filter=expr).to_pandas()
-        rows[dataset] = len(df)
-        checks += run_suite(dataset, df.head(SCHEMA_ROWS), schema_expectations(schema.get(dataset, {})))
-        exps = dataset_expectations(dataset, r.RAW_HISTORY.get(dataset, {}))
-        if dataset == "labels":
-            df = df.assign(label_delay_s=(df["label_timestamp"] - df["event_timestamp"]).dt.total_seconds())
+        if event_ids is not None and dataset.event_key:
+            expr = pds.field(dataset.event_key).isin(pd.unique(event_ids))
+        df = path.dataset().to_table(filter=expr).to_pandas()
+        rows[dataset.name] = len(df)
+        checks += run_suite(dataset.name, df.head(SCHEMA_ROWS), schema_expectations(dataset.schema))
+        exps = dataset_expectations(dataset.name, dataset_rules(dataset, r))
+        if dataset.label_time and dataset.event_time and r is not None and hasattr(r, "LABEL_DELAY"):
+            df = df.assign(label_delay_s=(df[dataset.label_time] - df[dataset.event_time]).dt.total_seconds())
             lo, hi = r.LABEL_DELAY
-            gxe = _gx().expectations
-            exps.append(
-                gxe.ExpectColumnValuesToBeBetween(
-                    column="label_delay_s", min_value=lo.total_seconds(), max_value=hi.total_seconds()
-                )
-            )
-        checks += run_suite(dataset, df, exps)
+            exps.append(gxe.ExpectColumnValuesToBeBetween(
+                column="label_delay_s", min_value=lo.total_seconds(), max_value=hi.total_seconds()))
+        checks += run_suite(dataset.name, df, exps)
     return checks, rows
 
 
@@ -363,7 +437,7 @@ def frame_expectations(
     distributions: bool = True,
 ) -> list:
     gxe = _gx().expectations
-    r = rules().TRAINING_FRAME
+    r = getattr(rules(), "TRAINING_FRAME", None) or DEFAULT_TRAINING_FRAME
     exps: list = []
     for f in features:
         ref = (reference or {}).get(f)
@@ -433,9 +507,12 @@ def run_frame_suites(
 ) -> list[Check]:
     """Null rates, label rate and leakage on every row; distributions (KL divergence vs the reference's
     deciles) on a seeded sample of :data:`SAMPLE_ROWS` rows, plenty for a divergence of 10 bins."""
-    checks = run_suite(
-        "training_frame", df, frame_expectations(features, reference, label, feature_ts, distributions=False)
-    )
+    # leakage (column pairs, rows with a missing timestamp ignored) apart from the null/label checks: each
+    # GX run gets only its own columns, so the pair checks' row filtering copies timestamps only
+    exps = frame_expectations(features, reference, label, feature_ts, distributions=False)
+    pairs = [e for e in exps if getattr(e, "column_A", None)]
+    checks = run_suite("training_frame", df, [e for e in exps if not getattr(e, "column_A", None)])
+    checks += run_suite("training_frame", df, pairs)
     kl = [e for e in frame_expectations(features, reference, label, [], distributions=True)
           if type(e).__name__ == "ExpectColumnKLDivergenceToBeLessThan"]  # fmt: skip
     if kl:
@@ -450,11 +527,13 @@ def validate_training_set(
     refs: list[str],
     reference: dict[str, dict[str, Any]] | None,
     report_path: Path,
-    data_dir: Path | None = None,
+    data_dir: Path | str | None = None,
 ) -> ValidationReport:
     """Both suites for one training set; the HTML report is written to ``report_path``."""
     t0 = time.perf_counter()
-    history, rows = validate_history(data_dir or settings().data_dir, txn_ids=frame["transaction_id"])
+    from core.feature_refs import label_definition
+
+    history, rows = validate_history(data_dir, event_ids=frame[label_definition().event_key])
     checks = history + validate_frame(frame, features, refs, reference)
     rows["training_frame"] = len(frame)
     report = ValidationReport(checks, time.perf_counter() - t0, rows)

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from core.contracts import arrow_schema, encode_records, iso_utc, stream_rules
 from core.settings import settings
+from core.storage import data_root
 
 PLACEMENTS = ("top", "side", "feed")
 CATEGORIES = ("travel", "games", "retail", "finance")
@@ -81,12 +81,11 @@ def _daily_cycle() -> np.ndarray:
 
 
 def write_history(history: History) -> None:
-    """Parquet in the layout the feature repo's sources declare, under ``settings().data_dir``."""
-    data = settings().data_dir
-    (data / "impressions").mkdir(parents=True, exist_ok=True)
-    pq.write_table(history.impressions, data / "impressions" / "part-00000.parquet")
-    pq.write_table(history.clicks, data / "clicks.parquet")
-    pq.write_table(history.ads, data / "ads.parquet")
+    """Parquet in the layout the feature repo's sources declare, under the data dir (a folder or ``s3://``)."""
+    data = data_root()
+    (data / "impressions" / "part-00000.parquet").write_table(history.impressions)
+    (data / "clicks.parquet").write_table(history.clicks)
+    (data / "ads.parquet").write_table(history.ads)
 
 
 def wire_values(impressions: pa.Table) -> list[bytes]:
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         minute=0, second=0, microsecond=0) - timedelta(days=args.days))
     write_history(history)
     print(f"ads: {history.impressions.num_rows} impressions, {int(pa.compute.sum(history.clicks['clicked']).as_py())} "
-          f"clicks, {history.ads.num_rows} ads -> {settings().data_dir}")
+          f"clicks, {history.ads.num_rows} ads -> {settings().data_url}")
     return 0
 
 

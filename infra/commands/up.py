@@ -1,4 +1,5 @@
-"""`rtml up`: start the local stack (Redis, Kafka + topics, Spark's Kafka connector jars) or reuse what runs."""
+"""`rtml up`: start the local stack (Redis, Kafka + topics, Spark's Kafka connector jars; `--s3`: s3proxy) or reuse
+what runs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "other commands use it with RTML_REDIS_CLUSTER=1",
     )
     parser.add_argument("--brokers", type=int, default=None, help="Kafka nodes (default RTML_KAFKA_BROKERS or 1; 3 for replication)")
+    parser.add_argument("--s3", action="store_true",
+                        help="also start a local S3 server (s3proxy) and resolve Spark's s3a jars")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     parser.add_argument(
         "--mlflow", action="store_true", help="also start `mlflow server` (tracking API + UI) on the local tracking store"
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.brokers is not None:  # settings() reads it (the one settings object); child processes inherit it
         os.environ["RTML_KAFKA_BROKERS"] = str(args.brokers)
 
-    up(progress=not args.quiet, spark_jars=not args.no_spark_jars)
+    up(progress=not args.quiet, spark_jars=not args.no_spark_jars, s3=args.s3)
     if args.mlflow:
         from infra import mlflow_server
 

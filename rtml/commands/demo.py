@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay-rate", type=float, default=d.replay_rate, help="transactions/s of the replayed day")
     parser.add_argument("--port", type=int, default=d.port, help="HTTP port of the prediction service")
     parser.add_argument("--keep-running", action="store_true", help="leave the services up after the summary (Ctrl-C stops)")
+    parser.add_argument("--s3", action="store_true",
+                        help="keep the offline store on a local S3 server (s3proxy, RTML_DATA_DIR=s3://rtml-demo/data)")
     parser.add_argument("--keep-state", action="store_true", help="do not wipe the demo's state folder first")
 
 
@@ -29,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     # The demo works in a folder of its own, wiped at start, so it never touches your state.
     os.environ["RTML_STATE_DIR"] = str(settings().state_dir / "demo")
     os.environ.pop("RTML_DATA_DIR", None)
+    if args.s3:
+        os.environ["RTML_DATA_DIR"] = "s3://rtml-demo/data"
     from rtml.demo import Demo, DemoOptions, fresh_state
 
     if not args.keep_state:
@@ -36,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(
         days=args.days, users=args.users, merchants=args.merchants, seed=args.seed, scenario=args.scenario,
         scenario_strength=args.scenario_strength, window_size=args.window_size, replay_rate=args.replay_rate,
-        port=args.port, keep_running=args.keep_running,
+        port=args.port, keep_running=args.keep_running, s3=args.s3,
     )
     return Demo(options).run()

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--history", action=argparse.BooleanOptionalAction, default=True, help="write history (default on)")
     h.add_argument("--days", type=int, default=14, help="days of history (default 14)")
     h.add_argument("--start", help="history start, ISO date/time UTC (default: midnight UTC DAYS days ago)")
-    h.add_argument("--data-dir", help="output folder (default: settings().data_dir, RTML_DATA_DIR)")
+    h.add_argument("--data-dir", help="output folder or s3://bucket/prefix (default: RTML_DATA_DIR)")
     live = parser.add_argument_group("live stream (Kafka)")
     live.add_argument(
         "--replay",

@@ -134,10 +134,10 @@ def simulate_history(
     """Generate ``days`` days of history from ``start`` and write the Parquet layout under ``data_dir``.
 
     Same arguments (explicit ``start``) -> byte-identical files. ``data_dir`` defaults to
-    ``settings().data_dir``. Existing ``transactions/part-YYYYMMDD.parquet`` files there are replaced
+    the data dir (``RTML_DATA_DIR``, a folder or ``s3://bucket/prefix``). Existing ``transactions/part-YYYYMMDD.parquet`` files there are replaced
     (other files in that folder are left alone).
     """
-    from core.settings import settings
+    from core.storage import data_root, location
 
     if days < 1:
         raise ValueError("days must be >= 1")
@@ -146,13 +146,11 @@ def simulate_history(
     start_us = S.to_us(start_dt)
     end_us = start_us + days * DAY_US
     scenarios = S.as_list(scenario)
-    out = Path(data_dir) if data_dir is not None else settings().data_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = location(data_dir) if data_dir is not None else data_root()
     txn_dir = out / "transactions"
-    txn_dir.mkdir(parents=True, exist_ok=True)
-    for old in txn_dir.glob("part-*.parquet"):  # only our own day parts; files others put there stay
+    for old in txn_dir.glob("part-"):  # only our own day parts; files others put there stay
         if PART_NAME.fullmatch(old.name):
-            old.unlink()
+            old.delete()
 
     pop = make_population(n_users, n_merchants, seed)
     users_table = profiles_users(pop, start_us, days)
@@ -185,7 +183,7 @@ def simulate_history(
     bar.close()
     labels_path = T.write_parquet(pa.concat_tables(label_parts), out / "labels.parquet")
     return HistorySummary(
-        data_dir=str(out),
+        data_dir=out.uri,
         start=start_dt.isoformat(),
         end=datetime.fromtimestamp(end_us / US, UTC).isoformat(),
         days=days,
@@ -201,7 +199,7 @@ def simulate_history(
         paths={
             "users": str(users_path),
             "merchants": str(merchants_path),
-            "transactions": str(txn_dir),
+            "transactions": txn_dir.uri,
             "labels": str(labels_path),
         },
     )

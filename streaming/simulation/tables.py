@@ -6,15 +6,14 @@ same data gives the same bytes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from core.contracts import arrow_schema, stream_rules
+from core.storage import Location, location
 from streaming.simulation import catalog as C
 from streaming.simulation.events import Events
 
@@ -104,13 +103,11 @@ def labels_table(txns: pa.Table, label_us: np.ndarray, is_fraud: np.ndarray) -> 
     )
 
 
-def write_parquet(table: pa.Table, path: Path) -> Path:
-    """Write with fixed options (same table -> same bytes), atomically via a temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(
+def write_parquet(table: pa.Table, path: Path | Location) -> Location:
+    """Write with fixed options (same table -> same bytes), atomically (local temp file + rename, or one S3 object)."""
+    target = path if isinstance(path, Location) else location(path)
+    target.write_table(
         table,
-        tmp,
         compression="snappy",
         use_dictionary=True,
         write_statistics=True,
@@ -120,5 +117,4 @@ def write_parquet(table: pa.Table, path: Path) -> Path:
         coerce_timestamps="us",
         allow_truncated_timestamps=False,
     )
-    os.replace(tmp, path)
-    return path
+    return target

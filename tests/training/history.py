@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.storage import Location
+
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 WINDOWS = {"10m": pd.Timedelta(minutes=10), "1h": pd.Timedelta(hours=1), "24h": pd.Timedelta(hours=24)}
 HOME = ["DE", "FR", "ES", "IT", "NL"]
@@ -35,12 +37,16 @@ def _us(ts: pd.Series) -> pd.Series:
     return ts.astype("datetime64[us, UTC]")
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_parquet(df: pd.DataFrame, path: Path | Location) -> None:
+    """``df`` as Parquet at a local path or a :class:`core.storage.Location` (e.g. on S3)."""
     out = df.copy()
     for col in out.columns:
         if isinstance(out[col].dtype, pd.DatetimeTZDtype):
             out[col] = _us(out[col])
+    if isinstance(path, Location):
+        path.write_pandas(out, coerce_timestamps="us", allow_truncated_timestamps=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
 
 
@@ -184,7 +190,7 @@ def make_history(n_users: int = 150, n_merchants: int = 30, days: int = 12, seed
     )
 
 
-def write_history(h: History, data_dir: Path) -> None:
+def write_history(h: History, data_dir: Path | Location) -> None:
     """Write ``h`` in the simulator's / streaming backfill's layout under ``data_dir``."""
     write_parquet(h.users, data_dir / "users.parquet")
     write_parquet(h.merchants, data_dir / "merchants.parquet")

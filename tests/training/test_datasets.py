@@ -102,6 +102,16 @@ def _profiles() -> tuple[pd.DataFrame, pd.DataFrame]:
     return users, merchants
 
 
+def write_crafted(data) -> dict[str, pd.DataFrame]:
+    """The crafted profiles and feature rows as Parquet under ``data`` (a local folder or a storage Location)."""
+    users, merchants = _profiles()
+    write_parquet(users, data / "users.parquet")
+    write_parquet(merchants, data / "merchants.parquet")
+    write_parquet(_user_rows(), data / "user_txn_features" / "part-0.parquet")
+    write_parquet(_merchant_rows(), data / "merchant_txn_features" / "part-0.parquet")
+    return {"users": users, "merchants": merchants, "user_rows": _user_rows(), "merchant_rows": _merchant_rows()}
+
+
 def _entities() -> pd.DataFrame:
     rows = [(u, 2 if u == 4 else 1, T) for u in (1, 2, 3, 4, 5, 6, 7)]
     rows += [(1, 2, T - pd.Timedelta(hours=2)), (1, 2, T - pd.Timedelta(hours=2)), (2, 3, T), (1, 9, T)]
@@ -294,12 +304,7 @@ def test_spark_offline_store_gives_the_same_frame(tmp_path, monkeypatch):
     monkeypatch.setenv("RTML_OFFLINE_STORE", "spark")
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
-    data = settings().data_dir
-    users, merchants = _profiles()
-    write_parquet(users, data / "users.parquet")
-    write_parquet(merchants, data / "merchants.parquet")
-    write_parquet(_user_rows(), data / "user_txn_features" / "part-0.parquet")
-    write_parquet(_merchant_rows(), data / "merchant_txn_features" / "part-0.parquet")
+    crafted = write_crafted(settings().data_dir)
     try:
         fresh_apply()
         from core.feast_store import get_store
@@ -313,7 +318,7 @@ def test_spark_offline_store_gives_the_same_frame(tmp_path, monkeypatch):
         fresh_apply()  # leave no Spark sources cached for later tests in this process
     assert len(spark) == len(ent)
     expected = _oracle(
-        {"users": users, "merchants": merchants, "user_rows": _user_rows(), "merchant_rows": _merchant_rows()}
+        crafted
     )
     assert mismatches(spark, expected, NAMES) == {}
     assert mismatches(fast, expected, NAMES) == {}

@@ -29,7 +29,7 @@ def test_clean_history_and_frame_pass(world, fresh_registry, tmp_path):
     report = validate_training_set(ts.frame, ts.features, ts.manifest["feature_refs"], None, tmp_path / "v.html")
     assert report.success, [c.describe() for c in report.failed]
     suites = {c.suite for c in report.checks}
-    assert suites == {"transactions", "labels", "users", "merchants", "training_frame"}
+    assert suites == {"transactions_history", "labels", "users", "merchants", "training_frame"}
     kinds = {c.expectation for c in report.checks}
     for kind in (
         "expect_column_values_to_be_in_type_list",
@@ -43,8 +43,8 @@ def test_clean_history_and_frame_pass(world, fresh_registry, tmp_path):
     # the schema comes from the definitions: every DDL field of the KafkaSource is checked
     from core.contracts import stream_fields
 
-    typed = {c.column for c in report.checks if c.suite == "transactions" and "to_be_of_type" in c.expectation
-             or c.suite == "transactions" and c.expectation.endswith("type_list")}
+    typed = {c.column for c in report.checks if c.suite == "transactions_history" and "to_be_of_type" in c.expectation
+             or c.suite == "transactions_history" and c.expectation.endswith("type_list")}
     assert typed == set(stream_fields())
     assert report.rows["training_frame"] == len(ts.frame) == report.rows["labels"]
     assert "PASSED" in (tmp_path / "v.html").read_text()
@@ -68,15 +68,52 @@ def broken_data(world, fresh_registry, tmp_path, monkeypatch):
     return data
 
 
+def test_datasets_and_rules_come_from_the_definitions(monkeypatch):
+    """Which raw datasets are validated, their schemas and the implied rules come from the feature repo: the
+    fraud repo's sources by name, and a repo without validation.py (examples/ads) still gets schema, event-id
+    and label checks."""
+    from core.contracts import stream_fields
+    from core.settings import REPO_ROOT
+    from training.validation import dataset_rules, raw_datasets, rules
+
+    got = {d.name: d for d in raw_datasets()}
+    assert list(got)[:2] == ["transactions_history", "labels"] and set(got) == {
+        "transactions_history", "labels", "users", "merchants"}
+    assert set(got["transactions_history"].schema) == set(stream_fields())
+    assert got["transactions_history"].event_key == got["labels"].event_key == "transaction_id"
+    assert got["labels"].schema["label_timestamp"] == "timestamp" and got["labels"].label == "is_fraud"
+    assert got["users"].event_key is None and got["users"].schema["credit_limit"] is float
+    events = dataset_rules(got["transactions_history"], rules())
+    assert events["ranges"]["amount"] == (0.0, 50_000.0) and events["unique"] == ["transaction_id"]
+
+    monkeypatch.setenv("RTML_FEATURE_REPO", str(REPO_ROOT / "examples" / "ads" / "feature_repo"))
+    monkeypatch.delenv("RTML_FEATURE_SERVICE", raising=False)
+    assert rules() is None
+    ads = raw_datasets()
+    labels = next(d for d in ads if d.label)
+    assert labels.label == "clicked" and labels.event_key == "impression_id"
+    assert dataset_rules(labels) == {
+        "not_null": ["impression_id", "clicked", "label_timestamp"],
+        "unique": ["impression_id"],
+        "allowed": {"clicked": [0, 1]},
+    }
+    assert all("transaction" not in d.name for d in ads) and ads[0].event_key == "impression_id"
+    # the frame's limits default to the reference values when the repo has no rules
+    from training.validation import frame_expectations
+
+    null_check, label_rate, *_pairs = frame_expectations(["impressions_1h"], None, "clicked", [])
+    assert null_check.mostly == pytest.approx(0.4) and (label_rate.min_value, label_rate.max_value) == (0.0005, 0.5)
+
+
 def test_each_broken_rule_is_named(broken_data, world):
     from training.validation import validate_history
 
     checks, _rows = validate_history(broken_data)
     failed = _ids(checks)
     assert failed == {
-        ("transactions", "amount", "expect_column_values_to_be_between"),
-        ("transactions", "country", "expect_column_values_to_be_in_set"),
-        ("transactions", "transaction_id", "expect_column_values_to_be_unique"),
+        ("transactions_history", "amount", "expect_column_values_to_be_between"),
+        ("transactions_history", "country", "expect_column_values_to_be_in_set"),
+        ("transactions_history", "transaction_id", "expect_column_values_to_be_unique"),
         ("labels", "label_delay_s", "expect_column_values_to_be_between"),
     }
     bad = next(c for c in checks if c.column == "country" and not c.success)

@@ -19,6 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="feast: Feast get_historical_features (offline store from RTML_OFFLINE_STORE); "
         "fast: training.pit_join (same result, faster)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local: XGBoost in this process; spark: xgboost.spark on RTML_SPARK_MASTER's executors "
+        "(with RTML_OFFLINE_STORE=spark the point-in-time frame is built on Spark too)",
+    )
     parser.add_argument("--trials", type=int, default=4, help="hyperparameter configurations to try (default 4)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -63,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         auto_promote=not args.no_promote,
         training_set=args.training_set,
         trigger=args.trigger,
+        engine=args.engine,
     )
     return _report(out)
 
