@@ -150,10 +150,12 @@ def _job(spark, store, topic, workdir: Path, trigger: float, max_offsets: int | 
          writer: str = "pipelined"):
     from prometheus_client import CollectorRegistry
 
+    from core.kafka_io import ensure_topics
     from streaming.driver_job import StreamJob, StreamOptions
     from streaming.metrics import StreamMetrics
 
     name = f"bench{uuid.uuid4().hex[:6]}"
+    ensure_topics([f"{topic}-dlq"], partitions=1, role="admin")  # the job itself may not create topics
     spec_views = __import__("streaming.feature_specs", fromlist=["x"]).load_stream_spec(store).views
     opts = StreamOptions(job_name=name, topic=topic, dlq_topic=f"{topic}-dlq", checkpoint_dir=workdir / name,
                          trigger_seconds=trigger, max_offsets_per_trigger=max_offsets, starting_offsets=starting,
@@ -251,10 +253,12 @@ def _tiled_job(spark, store, topic, workdir: Path, trigger: float, max_offsets: 
                starting: str = "earliest", name: str | None = None):
     from prometheus_client import CollectorRegistry
 
+    from core.kafka_io import ensure_topics
     from streaming.metrics import StreamMetrics
     from streaming.stream_job import StreamJob, StreamOptions
 
     name = name or f"tiled{uuid.uuid4().hex[:6]}"
+    ensure_topics([f"{topic}-dlq"], partitions=1, role="admin")  # the job itself may not create topics
     opts = StreamOptions(job_name=name, topic=topic, dlq_topic=f"{topic}-dlq", checkpoint_dir=workdir / name,
                          trigger_seconds=trigger, max_offsets_per_trigger=max_offsets, starting_offsets=starting,
                          metrics_port=0)
