@@ -182,7 +182,6 @@ class OnlineStore:
         self.retry_s = retry_s
         self._sync: SyncRouter | None = None
         self._async: AsyncRouter | None = None
-        self._sha: str | None = None
         self._loaded: set = set()
         self.replayed_batches = 0
         self.replica_wait_ms = 500
@@ -250,80 +249,18 @@ class OnlineStore:
         keys, args = self.encode(v, rows)
         ttl_ms = int(v.ttl_s * 1000)
         width = len(args[0]) - 1
-        pending = list(range(len(keys)))
         written = 0
-        deadline = time.monotonic() + self.retry_s
-        attempt = 0
-        while pending:
-            failed: list[int] = []
-            last: Exception | None = None
-            groups = self.sync.owners([keys[i] for i in pending])
-            for addr, local in groups.items():
-                idx = [pending[j] for j in local]
-                try:
-                    n, bad = self._upsert(addr, idx, keys, args, width, ttl_ms, chunk)
-                except Exception as exc:  # connection lost / refused / timeout: replay the whole group
-                    if not _retryable(exc):
-                        raise
-                    n, bad, last = 0, idx, exc
-                written += n
-                failed += bad
-            if not failed:
-                break
-            attempt += 1
-            if time.monotonic() >= deadline:
-                raise RedisUnavailable(f"online store write failed after {attempt} attempts", repr(last))
-            self.replayed_batches += 1
-            log.warning("online write of %d %s rows failed (%s); replaying", len(failed), v.name, last or "redirect")
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-            try:
-                self.sync.refresh()
-            except RedisUnavailable:
-                pass
-            pending = failed
-        return written
 
-    def _script_on(self, client) -> str:
-        if self._sha is None:
-            import hashlib
-
-            self._sha = hashlib.sha1(_UPSERT_LUA.encode()).hexdigest()
-        key = id(client)
-        if key not in self._loaded:
-            client.script_load(_UPSERT_LUA)
-            self._loaded.add(key)
-        return self._sha
-
-    def _upsert(self, addr, idx: list[int], keys, args, width: int, ttl_ms: int, chunk: int) -> tuple[int, list[int]]:
-        """Run the upsert script for keys ``idx`` on one node; returns (written, indices to replay)."""
-        import redis
-
-        client = self.sync.client(addr)
-        sha = self._script_on(client)
-        calls = _slot_calls(idx, keys, chunk, self.target.mode == "cluster")  # a call's keys share a slot
-        pipe = client.pipeline(transaction=False)
-        for call in calls:
+        def issue(pipe, sha: str, call: list[int]) -> None:
             flat = [a for i in call for a in args[i]]
             pipe.evalsha(sha, len(call), *[keys[i] for i in call], width, ttl_ms, *flat)
-        replicated = self.target.mode != "standalone"
-        if replicated:  # acknowledged writes must survive a failover: wait for the replica to have them
-            pipe.execute_command("WAIT", 1, self.replica_wait_ms)
-        results = pipe.execute(raise_on_error=False)
-        if replicated:
-            acks = results.pop()
-            if isinstance(acks, Exception) or (acks < 1 and _has_replicas(client)):
-                return 0, idx  # not on a replica yet: replay (the upsert is idempotent)
-        written, bad = 0, []
-        for call, result in zip(calls, results, strict=True):
-            if isinstance(result, Exception):
-                if isinstance(result, redis.exceptions.NoScriptError):
-                    self._loaded.discard(id(client))
-                elif not _retryable(result):
-                    raise result
-                bad += call
-            else:
-                written += int(result)
-        return written, bad
+
+        def done(_call: list[int], result) -> None:
+            nonlocal written
+            written += int(result)
+
+        self._keyed(keys, issue, done, chunk, _UPSERT_LUA, f"{v.name} rows")
+        return written
 
     # ---- tile hashes (the stream job's tiled state, see streaming.tile_store) ---------------------
     def write_tiles(self, keys: Sequence[bytes], fields: Sequence[Mapping[bytes, bytes]], ttl_s: int,
@@ -345,7 +282,7 @@ class OnlineStore:
             for i, flat in zip(call, result, strict=True):
                 out[i] = dict(zip(flat[0::2], flat[1::2], strict=True))
 
-        self._keyed(keys, issue, done, chunk, _TILES_LUA)
+        self._keyed(keys, issue, done, chunk, _TILES_LUA, "tiles")
         return out
 
     def delete_tile_fields(self, keys: Sequence[bytes], fields: Sequence[Sequence[bytes]]) -> None:
@@ -354,10 +291,10 @@ class OnlineStore:
             for i in call:
                 pipe.hdel(keys[i], *fields[i])
 
-        self._keyed(keys, issue, None, 1, None)
+        self._keyed(keys, issue, None, 1, None, "tile deletions")
 
     def _keyed(self, keys: Sequence[bytes], issue: Callable, done: Callable | None, chunk: int,
-               script: str | None) -> None:
+               script: str | None, what: str) -> None:
         """Run idempotent per-key commands on the nodes that own ``keys``: ``issue(pipe, sha, call)`` queues one
         command for the key indices ``call`` (one hash slot on a cluster), ``done(call, result)`` takes its
         reply. Groups that fail with a retryable error are replayed on the current owner for ``retry_s``."""
@@ -379,8 +316,9 @@ class OnlineStore:
                 return
             attempt += 1
             if time.monotonic() >= deadline:
-                raise RedisUnavailable(f"tile write failed after {attempt} attempts", repr(last))
+                raise RedisUnavailable(f"online store write of {what} failed after {attempt} attempts", repr(last))
             self.replayed_batches += 1
+            log.warning("online write of %d %s failed (%s); replaying", len(failed), what, last or "redirect")
             time.sleep(min(0.05 * 2**attempt, 1.0))
             try:
                 self.sync.refresh()
