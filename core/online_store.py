@@ -183,7 +183,6 @@ class OnlineStore:
         self.retry_s = retry_s
         self._sync: SyncRouter | None = None
         self._async: AsyncRouter | None = None
-        self._sha: str | None = None
         self._loaded: set = set()
         self.replayed_batches = 0
         self.replica_wait_ms = 500
@@ -252,90 +251,119 @@ class OnlineStore:
         keys, args = self.encode(v, rows)
         ttl_ms = int(v.ttl_s * 1000)
         width = len(args[0]) - 1
-        pending = list(range(len(keys)))
         written = 0
+
+        def issue(pipe, sha: str, call: list[int]) -> None:
+            flat = [a for i in call for a in args[i]]
+            pipe.evalsha(sha, len(call), *[keys[i] for i in call], width, ttl_ms, *flat)
+
+        def done(_call: list[int], result) -> None:
+            nonlocal written
+            written += int(result)
+
+        self._keyed(keys, issue, done, chunk, _UPSERT_LUA, f"{v.name} rows")
+        return written
+
+    # ---- tile hashes (the stream job's tiled state, see streaming.tile_store) ---------------------
+    def write_tiles(self, keys: Sequence[bytes], fields: Sequence[Mapping[bytes, bytes]], ttl_s: int,
+                    chunk: int = 500) -> list[dict[bytes, bytes]]:
+        """HSET each key's ``fields`` (absolute tile values), refresh its expiry to ``ttl_s`` and read the whole
+        hash back: one script call per chunk of keys, pipelined per node; on a cluster a call's keys share a
+        hash slot. Idempotent, so a group that failed (failover, MOVED, connection loss) is replayed."""
+        out: list[dict[bytes, bytes]] = [{} for _ in keys]
+
+        def issue(pipe, sha: str, call: list[int]) -> None:
+            args: list = [ttl_s]
+            for i in call:
+                args.append(len(fields[i]))
+                for f, v in fields[i].items():
+                    args.extend((f, v))
+            pipe.evalsha(sha, len(call), *[keys[i] for i in call], *args)
+
+        def done(call: list[int], result) -> None:
+            for i, flat in zip(call, result, strict=True):
+                out[i] = dict(zip(flat[0::2], flat[1::2], strict=True))
+
+        self._keyed(keys, issue, done, chunk, _TILES_LUA, "tiles")
+        return out
+
+    def delete_tile_fields(self, keys: Sequence[bytes], fields: Sequence[Sequence[bytes]]) -> None:
+        """HDEL ``fields[i]`` from ``keys[i]`` (tiles that left every window), routed like :meth:`write_tiles`."""
+        def issue(pipe, _sha, call: list[int]) -> None:
+            for i in call:
+                pipe.hdel(keys[i], *fields[i])
+
+        self._keyed(keys, issue, None, 1, None, "tile deletions")
+
+    def _keyed(self, keys: Sequence[bytes], issue: Callable, done: Callable | None, chunk: int,
+               script: str | None, what: str) -> None:
+        """Run idempotent per-key commands on the nodes that own ``keys``: ``issue(pipe, sha, call)`` queues one
+        command for the key indices ``call`` (one hash slot on a cluster), ``done(call, result)`` takes its
+        reply. Groups that fail with a retryable error are replayed on the current owner for ``retry_s``."""
+        pending = list(range(len(keys)))
         deadline = time.monotonic() + self.retry_s
         attempt = 0
         while pending:
             failed: list[int] = []
             last: Exception | None = None
-            groups = self.sync.owners([keys[i] for i in pending])
-            for addr, local in groups.items():
+            for addr, local in self.sync.owners([keys[i] for i in pending]).items():
                 idx = [pending[j] for j in local]
                 try:
-                    n, bad = self._upsert(addr, idx, keys, args, width, ttl_ms, chunk)
+                    failed += self._keyed_on(addr, idx, keys, issue, done, chunk, script)
                 except Exception as exc:  # connection lost / refused / timeout: replay the whole group
                     if not _retryable(exc):
                         raise
-                    n, bad, last = 0, idx, exc
-                written += n
-                failed += bad
+                    failed, last = failed + idx, exc
             if not failed:
-                break
+                return
             attempt += 1
             if time.monotonic() >= deadline:
-                raise RedisUnavailable(f"online store write failed after {attempt} attempts", repr(last))
+                raise RedisUnavailable(f"online store write of {what} failed after {attempt} attempts", repr(last))
             self.replayed_batches += 1
-            log.warning("online write of %d %s rows failed (%s); replaying", len(failed), v.name, last or "redirect")
+            log.warning("online write of %d %s failed (%s); replaying", len(failed), what, last or "redirect")
             time.sleep(min(0.05 * 2**attempt, 1.0))
             try:
                 self.sync.refresh()
             except RedisUnavailable:
                 pass
             pending = failed
-        return written
 
-    def _script_on(self, client) -> str:
-        if self._sha is None:
-            import hashlib
-
-            self._sha = hashlib.sha1(_UPSERT_LUA.encode()).hexdigest()
-        key = id(client)
-        if key not in self._loaded:
-            client.script_load(_UPSERT_LUA)
-            self._loaded.add(key)
-        return self._sha
-
-    def _upsert(self, addr, idx: list[int], keys, args, width: int, ttl_ms: int, chunk: int) -> tuple[int, list[int]]:
-        """Run the upsert script for keys ``idx`` on one node; returns (written, indices to replay)."""
+    def _keyed_on(self, addr, idx: list[int], keys, issue: Callable, done: Callable | None, chunk: int,
+                  script: str | None) -> list[int]:
         import redis
 
         client = self.sync.client(addr)
-        sha = self._script_on(client)
-        calls: list[list[int]] = []
-        if self.target.mode == "cluster":  # a script call's keys must share a hash slot
-            from redis.crc import key_slot
+        sha = ""
+        if script is not None:
+            import hashlib
 
-            by_slot: dict[int, list[int]] = {}
-            for i in idx:
-                by_slot.setdefault(key_slot(keys[i]), []).append(i)
-            for same in by_slot.values():
-                calls += [same[k : k + chunk] for k in range(0, len(same), chunk)]
-        else:
-            calls = [idx[k : k + chunk] for k in range(0, len(idx), chunk)]
+            sha = hashlib.sha1(script.encode()).hexdigest()
+            if (id(client), sha) not in self._loaded:
+                client.script_load(script)
+                self._loaded.add((id(client), sha))
+        calls = _slot_calls(idx, keys, chunk, self.target.mode == "cluster")
         pipe = client.pipeline(transaction=False)
         for call in calls:
-            flat = [a for i in call for a in args[i]]
-            pipe.evalsha(sha, len(call), *[keys[i] for i in call], width, ttl_ms, *flat)
+            issue(pipe, sha, call)
         replicated = self.target.mode != "standalone"
-        if replicated:  # acknowledged writes must survive a failover: wait for the replica to have them
+        if replicated:  # acknowledged writes must survive a failover
             pipe.execute_command("WAIT", 1, self.replica_wait_ms)
         results = pipe.execute(raise_on_error=False)
         if replicated:
             acks = results.pop()
             if isinstance(acks, Exception) or (acks < 1 and _has_replicas(client)):
-                return 0, idx  # not on a replica yet: replay (the upsert is idempotent)
-        written, bad = 0, []
+                return idx
+        bad: list[int] = []
         for call, result in zip(calls, results, strict=True):
             if isinstance(result, Exception):
                 if isinstance(result, redis.exceptions.NoScriptError):
-                    self._loaded.discard(id(client))
+                    self._loaded.discard((id(client), sha))
                 elif not _retryable(result):
                     raise result
                 bad += call
-            else:
-                written += int(result)
-        return written, bad
+            elif done is not None:
+                done(call, result)
+        return bad
 
     # ---- read -----------------------------------------------------------------------------------
     def read_plan(self, wanted: Mapping[str, Sequence[str]]) -> ReadPlan:
@@ -469,4 +497,40 @@ for _, key in ipairs(KEYS) do
   pos = pos + 1 + width
 end
 return written
+"""
+
+
+def _slot_calls(idx: list[int], keys: Sequence[bytes], chunk: int, cluster: bool) -> list[list[int]]:
+    """``idx`` split into calls of at most ``chunk`` keys; on a cluster each call's keys share a hash slot."""
+    if not cluster:
+        return [idx[k : k + chunk] for k in range(0, len(idx), chunk)]
+    from redis.crc import key_slot
+
+    by_slot: dict[int, list[int]] = {}
+    for i in idx:
+        by_slot.setdefault(key_slot(keys[i]), []).append(i)
+    return [same[k : k + chunk] for same in by_slot.values() for k in range(0, len(same), chunk)]
+
+
+# KEYS: tile hashes (one hash slot). ARGV[1]: TTL (s); then per key: number of fields n, followed by n
+# (field, value) pairs. Per key: HSET the fields, EXPIRE, and return the whole hash (HGETALL).
+_TILES_LUA = """
+local ttl = tonumber(ARGV[1])
+local pos = 2
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[pos])
+  pos = pos + 1
+  local last = pos + 2 * n - 1
+  local s = pos
+  while s <= last do  -- HSET in slices of 1000 pairs: Lua's unpack has a small stack limit
+    local e = math.min(s + 1999, last)
+    redis.call('HSET', key, unpack(ARGV, s, e))
+    s = e + 1
+  end
+  pos = pos + 2 * n
+  redis.call('EXPIRE', key, ttl)
+  out[i] = redis.call('HGETALL', key)
+end
+return out
 """

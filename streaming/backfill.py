@@ -176,22 +176,18 @@ def _offline_fn(spec: ViewSpec, start_us: int, end_us: int, folder: str):
     return run
 
 
-def _online_fn(spec: ViewSpec, redis_url: str, online):
+def _online_fn(spec: ViewSpec, online):
     def run(frames):
-        import redis
-
         from streaming.tile_store import write_view_partition
 
         parts = [f for f in frames if len(f)]
         if not parts:
             return
-        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=60)
         try:
             ttl_s = int(2 * spec.max_window_us / 1e6) + 3600
-            tiles, rows = write_view_partition(spec, pd.concat(parts, ignore_index=True), client,
-                                               online, ttl_s)
+            tiles, rows = write_view_partition(spec, pd.concat(parts, ignore_index=True), online, ttl_s)
         finally:
-            client.close()
+            online.close()
         yield pd.DataFrame({"tiles": [tiles], "rows": [rows]})
 
     return run
@@ -266,7 +262,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
             tiles = tile_aggregation(tile_rows(until, (view,), with_dead_letters=False), (view,))
             tiles = tiles.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
             done = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").mapInPandas(
-                _online_fn(view, settings().redis_url, online), "tiles long, rows long").collect()
+                _online_fn(view, online), "tiles long, rows long").collect()
             result.materialized[view.name] = int(sum(r["rows"] for r in done))
         result.materialize_seconds = time.perf_counter() - t1
     history.unpersist()

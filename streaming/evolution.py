@@ -101,7 +101,7 @@ def save_lineage(checkpoint: Path, lineage: list[dict]) -> None:
     tmp.replace(path)
 
 
-def seed(spark, p: Plan, topic: str, bootstrap: str, rules, redis_url: str, online) -> dict[str, int]:
+def seed(spark, p: Plan, topic: str, bootstrap: str, rules, online) -> dict[str, int]:
     """Tiles of the seeded views from the events in Kafka before the hand-over offsets (backfill tile code)."""
     from pyspark.sql import functions as F
 
@@ -129,17 +129,15 @@ def seed(spark, p: Plan, topic: str, bootstrap: str, rules, redis_url: str, onli
 
         def run(frames, view=view, allowed=allowed, ttl_s=ttl_s):
             import pandas as pd
-            import redis
 
             parts = [f for f in frames if len(f)]
             if not parts:
                 return
-            client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=60)
             try:
-                n, rows = write_view_partition(view, pd.concat(parts, ignore_index=True), client,
-                                               online, ttl_s, epoch, allowed)
+                n, rows = write_view_partition(view, pd.concat(parts, ignore_index=True), online, ttl_s, epoch,
+                                               allowed)
             finally:
-                client.close()
+                online.close()
             yield pd.DataFrame({"tiles": [n], "rows": [rows]})
 
         done = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").mapInPandas(

@@ -122,17 +122,17 @@ class StreamJob:
         return OnlineStore.from_settings(feast_store=self.store)
 
     def _check_redis(self) -> None:
-        import redis
+        """Fail fast with a clear message when the online store (one Redis, a cluster or Sentinel) does not answer."""
+        from core.errors import UserFacingError
 
-        client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=10)
+        online = self._online_store()
         try:
-            client.ping()
-        except redis.RedisError as exc:
-            from core.errors import UserFacingError
-
+            for client in online.sync.nodes():
+                client.ping()
+        except Exception as exc:  # noqa: BLE001 - redis errors, refused connections, no slot table
             raise UserFacingError(f"Redis does not answer at {settings().redis_url}: {exc}") from exc
         finally:
-            client.close()
+            online.close()
 
     def tiles(self, events):
         """The tile aggregation of parsed events (a streaming DataFrame of tile rows, update mode)."""
@@ -157,8 +157,7 @@ class StreamJob:
         sid = schema_id(self.spec.views)
         self.plan = plan(checkpoint, self.spec.views, sid)
         if self.plan.seed_views:
-            seed(spark, self.plan, self.spec.topic, self.spec.bootstrap, self.spec.rules, settings().redis_url,
-                 self._online_store())
+            seed(spark, self.plan, self.spec.topic, self.spec.bootstrap, self.spec.rules, self._online_store())
         reader = (
             spark.readStream.format("kafka")
             .options(**spark_kafka_options("stream", self.spec.bootstrap))
@@ -172,7 +171,7 @@ class StreamJob:
                         - {"event_timestamp"})
         parsed = parse_events(reader.load(), self.spec.rules, keep_columns=tuple(needed))
         writer = BatchWriter(
-            views=self.spec.views, redis_url=settings().redis_url, online=self._online_store(),
+            views=self.spec.views, online=self._online_store(),
             bootstrap=self.spec.bootstrap, dlq_topic=self.dlq_topic, partitions=self.options.shuffle_partitions,
             batches_dir=checkpoint / "batches", metrics=self.metrics, epoch=sid.encode(), epochs=self.plan.epochs,
             fault_hook=self._fault_hook,

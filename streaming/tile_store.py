@@ -33,47 +33,10 @@ def tile_keys(writer, spec: ViewSpec, keys: np.ndarray) -> list[bytes]:
     return [prefix + k for k in writer.redis_keys(spec.name, keys)]
 
 
-# KEYS: tile hashes. ARGV[1]: TTL (s); then per key: number of fields n, followed by n (field, value) pairs.
-# Per key: HSET the fields, EXPIRE, and return the whole hash (HGETALL) - one call for a chunk of entities.
-_WRITE_READ_LUA = """
-local ttl = tonumber(ARGV[1])
-local pos = 2
-local out = {}
-for i, key in ipairs(KEYS) do
-  local n = tonumber(ARGV[pos])
-  pos = pos + 1
-  local last = pos + 2 * n - 1
-  local s = pos
-  while s <= last do  -- HSET in slices of 1000 pairs: Lua's unpack has a small stack limit
-    local e = math.min(s + 1999, last)
-    redis.call('HSET', key, unpack(ARGV, s, e))
-    s = e + 1
-  end
-  pos = pos + 2 * n
-  redis.call('EXPIRE', key, ttl)
-  out[i] = redis.call('HGETALL', key)
-end
-return out
-"""
-
-
-def write_and_read(client, keys: list[bytes], fields: list[dict[bytes, bytes]], ttl_s: int,
-                   chunk: int = 500) -> list[dict[bytes, bytes]]:
-    """Write each key's fields (absolute tile values) and read its whole hash back, pipelined in script calls."""
-    script = client.register_script(_WRITE_READ_LUA)
-    pipe = client.pipeline(transaction=False)
-    for lo in range(0, len(keys), chunk):
-        args: list = [ttl_s]
-        for mapping in fields[lo : lo + chunk]:
-            args.append(len(mapping))
-            for f, v in mapping.items():
-                args.extend((f, v))
-        script(keys=keys[lo : lo + chunk], args=args, client=pipe)
-    out = []
-    for result in pipe.execute():
-        for flat in result:
-            out.append(dict(zip(flat[0::2], flat[1::2], strict=True)))
-    return out
+def write_and_read(online, keys: list[bytes], fields: list[dict[bytes, bytes]], ttl_s: int) -> list[dict[bytes, bytes]]:
+    """Write each key's fields (absolute tile values) and read its whole hash back, routed by hash slot
+    through the online store (:meth:`core.online_store.OnlineStore.write_tiles`: one Redis, a cluster or Sentinel)."""
+    return online.write_tiles(keys, fields, ttl_s)
 
 
 def tile_measures(row, measures) -> dict:
@@ -126,11 +89,12 @@ def _columns(spec: ViewSpec, measures, ent: list[int], start: list[int], decoded
     return TileColumns(np.asarray(ent, np.int64)[order], np.asarray(start, np.int64)[order], values, n)
 
 
-def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, client, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,
+def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,
                          epochs: frozenset[bytes] | None = None) -> tuple[int, int]:
     """Write the updated tiles of one view in ``rows`` (k, tile, wend_us, measure columns) under ``epoch``,
     merge each entity's tiles of the allowed ``epochs`` (vectorised over entities) and upsert its Feast row.
-    One pipelined round trip writes the tiles and reads the hashes back.
+    ``writer`` is the :class:`core.online_store.OnlineStore`: one pipelined round trip per node writes the
+    tiles and reads the hashes back (a Redis Cluster included: calls are grouped by hash slot).
 
     Returns (tiles written, feature rows written).
     """
@@ -144,7 +108,7 @@ def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, client, writer, ttl
     tiles_, wends = rows["tile"].to_numpy(np.int64).tolist(), rows["wend_us"].to_numpy(np.int64).tolist()
     for i, values in enumerate(zip(*_encoded_columns(rows, measures), strict=True)):
         fields[inverse[i]][b"%d:%d:%s" % (tiles_[i], wends[i], epoch)] = ujson.dumps(values).encode()
-    stored = write_and_read(client, hkeys, fields, ttl_s)
+    stored = write_and_read(writer, hkeys, fields, ttl_s)
     ent, start, decoded, all_fields = [], [], [], []
     present = np.zeros(len(uniq), dtype=bool)
     for j, raw in enumerate(stored):
@@ -184,10 +148,7 @@ def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, client, writer, ttl
         if i is not None and st < horizon[i]:
             stale.setdefault(j, []).append(f)
     if stale:
-        pipe = client.pipeline(transaction=False)
-        for j, old in stale.items():
-            pipe.hdel(hkeys[j], *old)
-        pipe.execute()
+        writer.delete_tile_fields([hkeys[j] for j in stale], list(stale.values()))
     frame = pd.DataFrame({spec.join_key: uniq.astype(np.int64), "event_timestamp": latest.astype(np.int64)})
     for agg in spec.aggs:
         frame[agg.name] = values[agg.name].astype(np.int64) if agg.is_int else values[agg.name].astype(np.float64)

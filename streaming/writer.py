@@ -48,18 +48,15 @@ def _dead_letters(rows: pd.DataFrame, batch_id: int) -> list[tuple[str, dict]]:
                    base64.b64decode(d.get("raw_base64") or ""), batch_id) for d in rows["dlq"]]
 
 
-def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, online, bootstrap: str, dlq_topic: str,
+def partition_writer(views: tuple[ViewSpec, ...], online, bootstrap: str, dlq_topic: str,
                      batch_id: int, epoch: bytes, epochs: dict[str, frozenset[bytes]]):
     """The function run by ``mapInPandas`` on each entity partition of a micro-batch's tile rows."""
     ttl_s = int(2 * max(v.max_window_us for v in views) / 1e6) + 3600
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import redis
-
         from streaming.tile_store import write_view_partition
 
-        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=60)
-        writer = online  # core.online_store.OnlineStore (picklable; Feast rows, forward-only)
+        writer = online  # core.online_store.OnlineStore (picklable; tiles and Feast rows, routed by slot)
         out = []
         try:
             parts = [f for f in frames if len(f)]
@@ -81,11 +78,11 @@ def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, online, bootst
             for i, spec in enumerate(views):
                 mine = rows[rows["vid"] == i]
                 if len(mine):
-                    tiles, written = write_view_partition(spec, mine, client, writer, ttl_s, epoch,
+                    tiles, written = write_view_partition(spec, mine, writer, ttl_s, epoch,
                                                           epochs.get(spec.name))
                     out.append((i, tiles, written, None, 0, int(mine["last"].max())))
         finally:
-            client.close()
+            writer.close()
         if out:
             yield pd.DataFrame(out, columns=["vid", "tiles", "rows", "reason", "n", "max_ts"])
 
@@ -95,7 +92,6 @@ def partition_writer(views: tuple[ViewSpec, ...], redis_url: str, online, bootst
 @dataclass
 class BatchWriter:
     views: tuple[ViewSpec, ...]
-    redis_url: str
     online: object  # core.online_store.OnlineStore
     bootstrap: str
     dlq_topic: str
@@ -108,7 +104,7 @@ class BatchWriter:
 
     def __call__(self, df, batch_id: int) -> None:
         started = time.perf_counter()
-        run = partition_writer(self.views, self.redis_url, self.online, self.bootstrap, self.dlq_topic, batch_id,
+        run = partition_writer(self.views, self.online, self.bootstrap, self.dlq_topic, batch_id,
                                self.epoch, self.epochs or {})
         if self.fault_hook is not None:
             self.fault_hook(batch_id, "before_write")

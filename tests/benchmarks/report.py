@@ -26,6 +26,7 @@ HEADLINES: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("freshness p99 at 5k ev/s (s)", "freshness_p99_s_at_5k", "baseline_freshness_p99_s_at_5k", "<= 1.5"),
         ("  former driver-side job, freshness p99 at 5k (s)", "driver_job_freshness_p99_s_at_5k", None, ""),
         ("state MB of one version after N events (key names N)", "state_mb_at_*_events", "driver_job_state_mb_at_*_events", ""),
+        ("  tiled job: Redis tile hashes MB after N events", "redis_tile_mb_at_*_events", None, ""),
         ("1,000-event batch: state MB written", "small_batch_state_mb_written_at_*_events",
          "driver_job_small_batch_state_mb_written_at_*_events", "<= 5"),
         ("1,000-event batch: seconds", "small_batch_seconds_at_*_events", "driver_job_small_batch_seconds_at_*_events",

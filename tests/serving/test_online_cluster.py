@@ -196,12 +196,6 @@ def test_reader_follows_moved_and_ask(loaded, cluster):
     online.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the tiled stream job keeps its tile hashes with a single-node client and a multi-key Lua "
-    "script (streaming/tile_store.py), so it cannot write a Redis Cluster yet; feature rows already go through "
-    "the cluster-aware OnlineStore. Strict: this test turns green (and must be un-marked) once tiles route by slot.",
-)
 def test_stream_job_writes_the_cluster(loaded, cluster, kafka_topic, tmp_path):
     """The stream job (Spark, Kafka) writes its aggregates into the cluster: Feast reads the oracle's values."""
     from datetime import UTC, datetime, timedelta
@@ -245,6 +239,17 @@ def test_stream_job_writes_the_cluster(loaded, cluster, kafka_topic, tmp_path):
         keys = sorted({e[view.join_key] for e in events})
         expected = {k: row for (k, _t), row in oracle(events, view.join_key, view_aggregations(view)).items()}
         assert_rows_equal(expected, online_values(store, view, keys), f"online {view.name} on the cluster")
+    # the tile hashes live on the primaries that own their slots (not all on one node)
+    from core.online_store import OnlineStore
+    from streaming.tile_store import tile_keys
+
+    writer = OnlineStore.from_settings(feast_store=store)
+    tiles = [k for v in spec.views for k in tile_keys(writer, v, np.array(sorted({e[v.join_key] for e in events})))]
+    owners = writer.sync.owners(tiles)
+    assert len(owners) >= 2
+    for addr, idx in owners.items():
+        assert all(writer.sync.client(addr).hlen(tiles[i]) > 0 for i in idx)
+    writer.close()
 
 
 def test_killing_a_primary_under_load_fails_reads_only_during_failover_and_loses_no_write(loaded, cluster):

@@ -66,56 +66,56 @@ def test_crash_mid_batch_then_restart(stream_job, feast_store, step):
         assert_rows_equal(_expected(events, spec), online_values(feast_store, spec, keys), f"online {spec.name}")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect under investigation: after SIGKILL mid-stream and a restart, the tiled stream job's online "
-    "values have been seen to stay short of the oracle (it passed in other runs); the replay/exactly-once path of "
-    "the tiled job must be fixed first next round",
-)
-def test_kill_process_mid_stream_then_restart(stack, feast_store, kafka_topic, tmp_path):
-    """`rtml stream` killed with SIGKILL while it works through the topic, then started again."""
-    events = _events(47, 400)
-    topic, dlq = kafka_topic("txns", partitions=2), kafka_topic("dlq", partitions=1)
+KILL_POINTS = ("1:executor_before", "2:executor_after", "3:after_write")
+
+
+def test_kill_process_at_each_crash_point_then_restart(stack, feast_store, kafka_topic, tmp_path):
+    """`rtml stream` SIGKILLed (driver, JVM and Python workers at once) at every risky point of a micro-batch in
+    turn - state committed but no Redis write, Redis half written, Redis written but Spark's commit not (the
+    in-process crash test covers a crash before the state store commit) - restarted from its checkpoint each
+    time: the online values equal the oracle.
+
+    One Kafka partition: with several, a small ``maxOffsetsPerTrigger`` over hours of backlog lets one partition's
+    event time run ahead of another's by more than the allowed lateness, and the watermark then drops the slower
+    partition's events as late (counted, not lost silently) - with or without a crash. That, not the replay, made
+    the former version of this test fail in some runs (its users hashed unevenly onto 2 partitions)."""
+    events = _events(47, 200)
+    topic, dlq = kafka_topic("txns", partitions=1), kafka_topic("dlq", partitions=1)
     publish(topic, events)
     checkpoint = tmp_path / "checkpoint"
-    cmd = [sys.executable, "-m", "rtml.cli", "stream", "--job-name", f"kill{uuid.uuid4().hex[:6]}", "--topic", topic,
-           "--dlq-topic", dlq, "--checkpoint-dir", str(checkpoint), "--trigger-seconds", "0.3",
-           "--max-offsets-per-trigger", "30", "--metrics-port", "0", "--master", "local[2]"]
+    args = ["--job-name", f"kill{uuid.uuid4().hex[:6]}", "--topic", topic, "--dlq-topic", dlq,
+            "--checkpoint-dir", str(checkpoint), "--trigger-seconds", "0.2", "--max-offsets-per-trigger", "30",
+            "--metrics-port", "0", "--master", "local[2]"]
     from streaming.feature_specs import load_stream_spec
+    from streaming.stream_job import job_counters
 
     spec = load_stream_spec(feast_store)
-    log = open(tmp_path / "stream.log", "wb")
+    views = {v.name: (v, sorted({e[v.join_key] for e in events})) for v in spec.views}
+    log_path = tmp_path / "stream.log"
+    log = open(log_path, "wb")
 
-    def start():
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def start(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, *extra, *args], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
-    def batches() -> int:
-        folder = checkpoint / "batches"
-        return len(list(folder.glob("*.json"))) if folder.exists() else 0
+    def committed() -> int:
+        commits = next(checkpoint.glob("spark-*"), checkpoint) / "commits"
+        return len([p for p in commits.iterdir() if p.name.isdigit()]) if commits.exists() else 0
 
-    proc = start()
+    proc = None
     try:
+        for point in KILL_POINTS:
+            proc = start("-m", "tests.fixtures.killed_stream", "--kill-at", point)
+            assert proc.wait(timeout=240) == -signal.SIGKILL, log_path.read_text()[-3000:]
+            assert committed() == int(point.split(":")[0]), f"killed at {point}"
+        proc = start("-m", "rtml.cli", "stream")
         deadline = time.monotonic() + 240
-        while batches() < 3:
-            assert proc.poll() is None, (tmp_path / "stream.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "stream job made no progress"
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        assert batches() < len(events) / 30, "killed mid-stream"
-
-        proc = start()
-        deadline = time.monotonic() + 300  # 14 micro-batches of 30 records; slow on a loaded 2-core machine
-        views = {v.name: (v, sorted({e[v.join_key] for e in events})) for v in spec.views}
-        while True:
-            assert proc.poll() is None, (tmp_path / "stream.log").read_text()[-3000:]
-            done = all(_matches(_expected(events, v), online_values(feast_store, v, keys)) for v, keys in views.values())
-            if done:
-                break
-            assert time.monotonic() < deadline, "restarted job did not finish the topic"
+        while not all(_matches(_expected(events, v), online_values(feast_store, v, keys)) for v, keys in views.values()):
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"restarted job did not finish the topic: {job_counters(checkpoint)}"
             time.sleep(1.0)
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=60)
@@ -124,6 +124,7 @@ def test_kill_process_mid_stream_then_restart(stack, feast_store, kafka_topic, t
         log.close()
     for v, keys in views.values():
         assert_rows_equal(_expected(events, v), online_values(feast_store, v, keys), f"online {v.name}")
+    assert job_counters(checkpoint).get("late_dropped", 0) == 0
 
 
 def _matches(expected, actual) -> bool:
