@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from core.settings import settings
 from core.storage import data_root, location
 from streaming.feature_specs import ViewSpec, load_stream_spec
 

@@ -50,16 +50,30 @@ def _mark_key(dlq_topic: str, value: dict, project: str) -> bytes:
     return MARK_PREFIX + f"{dlq_topic}:{value['source_topic']}:{value['partition']}:{block}:{project}".encode()
 
 
+def _by_node(redis_client, keys: list[bytes]) -> list[tuple[object, list[int]]]:
+    """(client, indices of ``keys``) per Redis node: a writers' router (``core.redis_client.SyncRouter``, cluster
+    aware) groups the keys by owner; a plain client takes them all."""
+    if hasattr(redis_client, "owners"):
+        return [(redis_client.client(addr), idx) for addr, idx in redis_client.owners(keys).items()]
+    return [(redis_client, list(range(len(keys))))]
+
+
 def send(producer, dlq_topic: str, letters: Iterable[tuple[str, dict]], redis_client=None, project: str = "",
          timeout_s: float = 30.0) -> int:
     """Send the letters not yet delivered (per the Redis marks); raise :class:`DeadLetterError` if Kafka did
-    not acknowledge all of them. Returns the number sent."""
+    not acknowledge all of them. Returns the number sent. ``redis_client``: a redis-py client or the writers'
+    router (the marks may live on several cluster nodes)."""
     letters = list(letters)
     if redis_client is not None and letters:
-        pipe = redis_client.pipeline(transaction=False)
-        for _, value in letters:
-            pipe.hexists(_mark_key(dlq_topic, value, project), str(value["offset"]))
-        letters = [lv for lv, done in zip(letters, pipe.execute(), strict=True) if not done]
+        keys = [_mark_key(dlq_topic, value, project) for _, value in letters]
+        done = [False] * len(letters)
+        for client, idx in _by_node(redis_client, keys):
+            pipe = client.pipeline(transaction=False)
+            for i in idx:
+                pipe.hexists(keys[i], str(letters[i][1]["offset"]))
+            for i, hit in zip(idx, pipe.execute(), strict=True):
+                done[i] = bool(hit)
+        letters = [lv for lv, hit in zip(letters, done, strict=True) if not hit]
     futures = [producer.send(dlq_topic, key=key, value=value) for key, value in letters]
     producer.flush(timeout=timeout_s)
     failed = []
@@ -71,13 +85,12 @@ def send(producer, dlq_topic: str, letters: Iterable[tuple[str, dict]], redis_cl
     if failed:
         raise DeadLetterError(f"{len(failed)} of {len(futures)} dead letters not acknowledged by Kafka: {failed[0]!r}")
     if redis_client is not None and letters:
-        pipe = redis_client.pipeline(transaction=False)
-        keys = set()
-        for _, value in letters:
-            key = _mark_key(dlq_topic, value, project)
-            pipe.hset(key, str(value["offset"]), 1)
-            keys.add(key)
-        for key in keys:
-            pipe.expire(key, MARK_TTL_S)
-        pipe.execute()
+        keys = [_mark_key(dlq_topic, value, project) for _, value in letters]
+        for client, idx in _by_node(redis_client, keys):
+            pipe = client.pipeline(transaction=False)
+            for i in idx:
+                pipe.hset(keys[i], str(letters[i][1]["offset"]), 1)
+            for key in {keys[i] for i in idx}:
+                pipe.expire(key, MARK_TTL_S)
+            pipe.execute()
     return len(letters)

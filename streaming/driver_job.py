@@ -94,7 +94,9 @@ class StreamJob:
         import redis
 
         if self._redis is None:
-            self._redis = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=2, socket_timeout=10)
+            from core.redis_auth import connect
+
+            self._redis = connect(settings().redis_url, role="writer", socket_connect_timeout=2, socket_timeout=10)
             try:
                 self._redis.ping()
             except redis.RedisError as exc:

@@ -70,7 +70,7 @@ def partition_writer(views: tuple[ViewSpec, ...], online, bootstrap: str, dlq_to
 
                 producer = make_producer(bootstrap, role="stream")
                 try:  # raises if Kafka did not take them all: the batch fails and is replayed
-                    dead_letters.send(producer, dlq_topic, _dead_letters(letters, batch_id), client, writer.project)
+                    dead_letters.send(producer, dlq_topic, _dead_letters(letters, batch_id), writer.sync, writer.project)
                 finally:
                     producer.close(timeout=5)
                 for reason, n in letters["dlq"].map(lambda d: d["reason"]).value_counts().items():

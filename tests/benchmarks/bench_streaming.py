@@ -707,7 +707,6 @@ class _redis_memory:
         return self
 
     def __exit__(self, *exc):
-        import redis
 
         from core.settings import settings
 
