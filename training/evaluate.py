@@ -297,7 +297,7 @@ def write_report(
     ev.plots = _plots(ev, y, scores, out)
     m = ev.metrics
     lines = [
-        f"# Fraud model evaluation{' — ' + context['tag'] if context.get('tag') else ''}",
+        f"# Model evaluation{' — ' + context['tag'] if context.get('tag') else ''}",
         "",
         f"Training set `{context.get('training_set_hash', '')[:16]}` ({context.get('rows', '?')} rows), "
         f"feature service `{context.get('feature_service', '')}`, code `{context.get('code_version', '')}`.",
@@ -327,7 +327,7 @@ def write_report(
     for col, rows in ev.segments.items():
         lines += [
             "",
-            f"### {col.replace('_', ' ')}",
+            f"### by {col}",
             "",
             "| segment | rows | positives | PR-AUC | ROC-AUC | recall | FPR |",
             "|---|---|---|---|---|---|---|",

@@ -136,7 +136,7 @@ def _metrics_port(command: str) -> int:
 
 def test_init_creates_the_topics_of_the_code(services):
     command = " ".join(services["init"]["command"])
-    assert "ensure_topics(settings().topics.all(), role='admin')" in command
+    assert "ensure_topics(all_topics(), role='admin')" in command
     assert "rtml apply" in command
     assert len(Topics().all()) == 6
 

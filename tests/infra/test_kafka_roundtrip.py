@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.contracts import domain_topics
+from core.contracts import all_topics, domain_topics
 from core.kafka_io import make_consumer, make_producer
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_project_topics_exist(stack):
     consumer = make_consumer([domain_topics().events], group_id=None, bootstrap=stack.kafka_bootstrap, role="admin")
     try:
-        assert set(stack.topics.all()) <= consumer.topics()
+        assert set(all_topics()) <= consumer.topics()
     finally:
         consumer.close()
 

@@ -56,8 +56,8 @@ def test_model_learns_the_fraud_signal_and_registers_the_contract(world, fresh_r
         for section in (
             "ROC-AUC",
             "Calibration",
-            "merchant category",
-            "transaction country",
+            "### by category",
+            "### by country",
             "Robustness",
             "missing_user_txn_aggregates",
             "mean abs SHAP",
@@ -128,7 +128,7 @@ def test_too_little_data_is_a_clear_error(world, fresh_registry):
     with pytest.raises(UserFacingError, match="labelled rows"):
         time_split(frame.head(20))
     no_fraud = frame[frame.is_fraud == 0]
-    with pytest.raises(UserFacingError, match="fraud labels"):
+    with pytest.raises(UserFacingError, match="0 positive labels"):
         time_split(no_fraud)
 
 
