@@ -11,6 +11,11 @@ from core.settings import settings
 from core.storage import register_ibis_duckdb, s3a_conf
 
 
+def project_name() -> str:
+    """The Feast project of the feature repo (its ``feature_store.yaml``): the suffix of every online key."""
+    return str(yaml.safe_load((settings().feature_repo / "feature_store.yaml").read_text())["project"])
+
+
 def repo_config():
     """Feast ``RepoConfig`` for the current settings."""
     from feast.repo_config import RepoConfig

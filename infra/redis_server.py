@@ -90,7 +90,9 @@ def launch(binary: str, args: list[str], s: Settings) -> tuple[list[str], dict[s
         return [binary, *args], env
     passwords = ensure_secrets(s)
     env.update({PASSWORD_ENV[role]: pw for role, pw in passwords.items()})
-    env.update(REDIS_ACL_DIR=str(s.secrets_dir / "redis-acl"),
+    from core.feast_store import project_name
+
+    env.update(RTML_FEAST_PROJECT=project_name(), REDIS_ACL_DIR=str(s.secrets_dir / "redis-acl"),
                PATH=f"{os.path.dirname(binary)}{os.pathsep}{env.get('PATH', '')}")
     return [shutil.which("sh") or "/bin/sh", str(ACL_SCRIPT), *args], env
 

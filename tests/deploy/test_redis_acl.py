@@ -85,6 +85,14 @@ def test_default_user_is_off_and_the_rtml_users_are_limited_to_the_feast_project
     assert granted_writer & {"flushall", "flushdb", "config", "@all", "@dangerous", "keys", "set", "acl"} == set()
 
 
+def test_another_feature_repo_gets_its_own_project_keys(tmp_path):
+    """A second domain (its own Feast project) is limited to its keys: `rtml up` passes RTML_FEAST_PROJECT."""
+    _done, acl = run_script(tmp_path, {**PASSWORDS, "RTML_FEAST_PROJECT": "rtml_ads"})
+    found = users(acl)
+    assert [r for r in found["rtml-writer"] if r.startswith("~")] == ["~*rtml_ads"]
+    assert [r for r in found["rtml-serving"] if r.startswith("%")] == ["%R~*rtml_ads"]
+
+
 @pytest.mark.parametrize("missing", sorted(PASSWORDS))
 def test_refuses_to_start_without_a_password(tmp_path, missing):
     done, acl = run_script(tmp_path, {k: v for k, v in PASSWORDS.items() if k != missing})

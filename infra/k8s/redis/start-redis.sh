@@ -13,8 +13,9 @@
 # hashes, mode 0600, in $REDIS_ACL_DIR (a tmpfs / emptyDir). Arguments are passed on to redis-server.
 set -eu
 
-# Feast project of feature_repo/feature_store.yaml (tests/deploy/test_redis_acl.py keeps them equal).
-KEYS='~*rtml_fraud'
+# Feast project of the feature repo (RTML_FEAST_PROJECT; `rtml up` passes its feature repo's; the default is
+# feature_repo/feature_store.yaml's, tests/deploy/test_redis_acl.py keeps them equal).
+KEYS="~*${RTML_FEAST_PROJECT:-rtml_fraud}"
 # (+command: redis-py's cluster client reads the command table when it connects; +asking: a read or write
 # that follows an ASK redirect while a slot migrates)
 CONNECT='+ping +select +hello +auth +client|setname +readonly +asking +role +command +cluster|slots +cluster|shards'
