@@ -90,9 +90,9 @@ def test_ads_domain_streams_trains_serves_and_monitors(ads_env, tmp_path):
     assert re.search(r"^\* ctr_model:", models.stdout, re.M), models.stdout  # * marks the production model
 
     # serving: the request schema is the ads feature service's (impression id, entity keys, request fields)
-    key = re.search(r"rtml_\w+", run(env, "keys", "create", "--name", "ads-test", "--scope", "predict").stdout)
-    assert key, "rtml keys create printed no key"
-    headers = {"Authorization": f"Bearer {key.group(0)}"}
+    key = run(env, "keys", "create", "--name", "ads-test", "--scope", "predict").stdout.strip().splitlines()[-1]
+    assert key.startswith("rtml_"), key
+    headers = {"Authorization": f"Bearer {key}"}
     port = free_tcp_port()
     env["ADS_PORT"] = str(port)
     run(env, "serve", "--detach", "--port", str(port), "--timeout", "300", timeout=360)
