@@ -99,7 +99,9 @@ class Variant:
         self._m["errors"].inc()
 
     def score_rows(self, rows: Sequence[Sequence[float]]) -> np.ndarray:
-        """Scores of many rows (one C call, releases the GIL): the shadow path."""
+        """Scores of many rows (one call that releases the GIL): the shadow path."""
+        if self.predictor is not None:
+            return self.predictor.predict_rows(rows)
         return self.booster.inplace_predict(np.asarray(rows, dtype=np.float32))
 
     def explain(self, row: Sequence[float], top_k: int) -> list[dict[str, Any]]:
