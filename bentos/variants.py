@@ -70,11 +70,11 @@ class Variant:
             self.defaults, index, self.predictor, self.explain_approx,
         )
         labels = {"variant": name, "model_version": v.model_version}
-        v._m = {
-            "latency": metrics.variant_latency_seconds.labels(**labels),
-            "score": metrics.variant_score.labels(**labels),
-            "fraud": metrics.variant_decisions_total.labels(decision="fraud", **labels),
-            "legit": metrics.variant_decisions_total.labels(decision="legit", **labels),
+        v._m = {  # per-prediction observations added up in the worker (bentos.metrics.batched)
+            "latency": metrics.batched(metrics.variant_latency_seconds.labels(**labels)),
+            "score": metrics.batched(metrics.variant_score.labels(**labels)),
+            "fraud": metrics.batched(metrics.variant_decisions_total.labels(decision="fraud", **labels)),
+            "legit": metrics.batched(metrics.variant_decisions_total.labels(decision="legit", **labels)),
             "errors": metrics.variant_errors_total.labels(**labels),
         }
         return v

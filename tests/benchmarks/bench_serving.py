@@ -117,6 +117,16 @@ def _train_model(seed: int = 4, promote_it: bool = True) -> str:
     return tag
 
 
+def kafka_as(role: str, outer) -> None:
+    """Clients of this process and the services it starts authenticate to the outer stack's broker as ``role``
+    (the temporary state dir has no Kafka secrets): the prediction log really sends, as deployed."""
+    from core.kafka_io import credentials
+
+    found = credentials(role, outer)
+    if found is not None and not outer.kafka_auth.user:
+        os.environ["RTML_KAFKA_USER"], os.environ["RTML_KAFKA_PASSWORD"] = found
+
+
 def _loadgen(port: int, concurrency: int, seconds: float, bodies_file: str, path: str = "/predict") -> list[str]:
     return [sys.executable, str(HERE / "loadgen.py"), path, "127.0.0.1", str(port), str(concurrency), str(seconds), bodies_file]
 
@@ -321,7 +331,8 @@ def main() -> dict:
     info = up(progress=False, spark_jars=False)
     tmp = Path(tempfile.mkdtemp(prefix="rtml-bench-serving-"))
     saved = {k: os.environ.get(k) for k in ("RTML_STATE_DIR", "RTML_DATA_DIR", "RTML_REDIS_URL", "RTML_KAFKA_BOOTSTRAP", "BENTOML_HOME",
-                                            "RTML_API_KEY", "RTML_SERVING_AUTH")}
+                                            "RTML_API_KEY", "RTML_SERVING_AUTH", "RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD")}
+    kafka_as("serving", outer)
     os.environ.update(
         RTML_STATE_DIR=str(tmp / "state"),
         RTML_DATA_DIR=str(tmp / "data"),
