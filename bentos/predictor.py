@@ -22,7 +22,6 @@ import ctypes
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -162,7 +161,9 @@ def probe_rows(n_features: int, n: int = 256, seed: int = 0) -> np.ndarray:
 def compile_booster(booster, n_features: int, extra_rows: np.ndarray | None = None) -> CompiledTrees | None:
     """:class:`CompiledTrees` of ``booster`` if it reproduces ``inplace_predict`` within ``MAX_ABS_DIFF`` on
     probe rows (and ``extra_rows``), else ``None`` (logged): callers keep XGBoost."""
-    if os.environ.get("RTML_SERVING_COMPILED_TREES", "1").lower() in ("0", "false", "no", "off"):
+    from core.settings import settings
+
+    if not settings().serving.compiled_trees:
         return None
     try:
         compiled = CompiledTrees(booster, n_features)

@@ -53,6 +53,7 @@ class ServingSettings:
     # RTML_SERVING_AUTH: every endpoint but the health probes needs an API key (bentos/auth.py). On by default;
     # RTML_SERVING_AUTH=0 turns it off, for local development only (the service logs a warning).
     auth: bool = True
+    compiled_trees: bool = True  # RTML_SERVING_COMPILED_TREES=0: score with XGBoost instead of bentos/predictor.py's kernels
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             explain_exact=(env.get("RTML_SERVING_EXPLAIN_EXACT") or "0").lower() in ("1", "true", "yes"),
             api_keys_file=env.get("RTML_API_KEYS_FILE") or None,
             auth=(env.get("RTML_SERVING_AUTH") or "1").lower() not in ("0", "false", "no", "off"),
+            compiled_trees=(env.get("RTML_SERVING_COMPILED_TREES") or "1").lower() not in ("0", "false", "no", "off"),
         ),
         broker=BrokerSettings(
             version=env.get("RTML_KAFKA_VERSION") or None,

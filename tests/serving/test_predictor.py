@@ -39,3 +39,11 @@ def test_other_objectives_keep_xgboost():
     rp = predictor.RowPredictor(booster, 12)
     assert rp.compiled is None
     assert rp.predict_row(X[0].tolist()) == float(booster.inplace_predict(X[:1])[0])
+
+
+def test_the_setting_turns_compiled_trees_off(monkeypatch):
+    booster, X = _train("binary:logistic", rounds=5)
+    monkeypatch.setenv("RTML_SERVING_COMPILED_TREES", "0")
+    rp = predictor.RowPredictor(booster, 12)
+    assert predictor.compile_booster(booster, 12) is None and rp.compiled is None
+    assert rp.predict_row(X[3].tolist()) == float(booster.inplace_predict(X[3:4])[0])
