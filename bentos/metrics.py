@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from bisect import bisect_left
+
 import bentoml
 
 STAGE_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -69,3 +73,98 @@ reloads_total = bentoml.metrics.Counter(
     documentation="Deployment changes picked up from the registry without a restart, by result (ok, failed).",
     labelnames=["result"],
 )
+
+
+# ---- per-request observations, added up in the worker ----------------------------------------------------
+# In BentoML's multi-process mode every prometheus_client observation takes a lock and writes an mmap'ed
+# file (a histogram: its sum and one bucket): ~8 observations per request cost more than the model. The hot
+# path observes into :class:`Batched` (a list increment under an uncontended lock); a daemon thread writes
+# the totals into the real metric every FLUSH_S, and :class:`FlushBeforeScrape` before this worker answers
+# /metrics, so a scrape of a worker sees every request it answered. prometheus_client's ``_sum``,
+# ``_buckets`` and ``_upper_bounds`` (stable since 0.4) are only read here.
+FLUSH_S = 0.25
+_batched: dict[int, Batched] = {}
+_flusher: threading.Thread | None = None
+_registry_lock = threading.Lock()
+
+
+class Batched:
+    """``observe``/``inc`` of one histogram or counter (child), written to it in bulk by :func:`flush_all`."""
+
+    __slots__ = ("metric", "bounds", "counts", "total", "n", "lock")
+
+    def __init__(self, metric):
+        self.metric = metric
+        bounds = getattr(metric, "_upper_bounds", None)
+        self.bounds = list(bounds) if bounds is not None else None
+        self.counts = [0] * len(self.bounds) if self.bounds is not None else None
+        self.total = 0.0
+        self.n = 0
+        self.lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        i = bisect_left(self.bounds, value)  # prometheus: the first bucket with value <= bound
+        with self.lock:
+            self.counts[i] += 1
+            self.total += value
+            self.n += 1
+
+    def inc(self, amount: float = 1.0) -> None:
+        with self.lock:
+            self.total += amount
+            self.n += 1
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self.n:
+                return
+            counts, total = self.counts, self.total
+            self.counts = [0] * len(counts) if counts is not None else None
+            self.total, self.n = 0.0, 0
+        if counts is None:
+            self.metric.inc(total)
+            return
+        buckets = self.metric._buckets
+        for i, c in enumerate(counts):
+            if c:
+                buckets[i].inc(c)
+        self.metric._sum.inc(total)
+
+
+def batched(metric) -> Batched:
+    """The :class:`Batched` of a histogram/counter (child); one per metric child, flushed every FLUSH_S."""
+    global _flusher
+    b = _batched.get(id(metric))
+    if b is None or b.metric is not metric:
+        with _registry_lock:
+            b = _batched[id(metric)] = Batched(metric)
+            if _flusher is None:
+                _flusher = threading.Thread(target=_flush_loop, name="metrics-flush", daemon=True)
+                _flusher.start()
+    return b
+
+
+def flush_all() -> None:
+    for b in list(_batched.values()):
+        b.flush()
+
+
+def _flush_loop() -> None:
+    while True:
+        time.sleep(FLUSH_S)
+        try:
+            flush_all()
+        except Exception:  # noqa: BLE001 - a metrics hiccup must never stop the flusher
+            pass
+
+
+class FlushBeforeScrape:
+    """Pure ASGI middleware: writes this worker's pending observations before it answers ``/metrics``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            flush_all()
+        return await self.app(scope, receive, send)

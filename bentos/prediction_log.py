@@ -19,7 +19,6 @@ model's scoring time ``latency_ms``.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import threading
@@ -28,10 +27,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from core.settings import settings
 
 log = logging.getLogger(__name__)
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_encode = msgspec.json.Encoder().encode  # compact JSON bytes (values are cleaned of NaN/inf first)
 
 # (request_id, request dict, epoch seconds, score | None, decision | None, row, missing, age, variant,
 #  served, scoring seconds | None). Score None = a shadow prediction still to be scored.
@@ -178,7 +179,7 @@ class PredictionLog:
                 future = self._producer.send(
                     self.topic,
                     key=record["request_id"].encode(),
-                    value=_dumps(record).encode(),
+                    value=_encode(record),
                     partition=partitions[self._next],
                 )
                 future.add_errback(self._failed)

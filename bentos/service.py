@@ -28,7 +28,6 @@ rtml_<id>_<secret>``, scopes per endpoint, 401/403/429, see :mod:`bentos.auth`; 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import sys
@@ -37,6 +36,8 @@ import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
+
+import msgspec
 
 from core.model_store import bentoml_home
 
@@ -60,11 +61,11 @@ log = logging.getLogger("rtml.serving")
 _SERVING = settings().serving
 _perf = time.perf_counter
 _now = time.time
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_encode = msgspec.json.Encoder().encode  # compact JSON bytes, ~4x faster than the json module
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(_dumps(payload).encode(), status_code=status, media_type="application/json")
+    return Response(_encode(payload), status_code=status, media_type="application/json")
 
 
 def model_tag() -> str:
@@ -121,9 +122,12 @@ class PredictionService:
         self.pinned = bool(_SERVING.model_tag)
         self._readiness = Readiness(_SERVING.ready_grace_s)
         self._key, self.deployment = self._deployment(*self._wanted())
-        self._m_fetch = metrics.stage_seconds.labels(stage="feature_fetch")
-        self._m_on_demand = metrics.stage_seconds.labels(stage="on_demand")
-        self._m_predict = metrics.stage_seconds.labels(stage="predict")
+        # per-request observations are added up in the worker and written every 0.25 s (bentos.metrics)
+        self._m_fetch = metrics.batched(metrics.stage_seconds.labels(stage="feature_fetch"))
+        self._m_on_demand = metrics.batched(metrics.stage_seconds.labels(stage="on_demand"))
+        self._m_predict = metrics.batched(metrics.stage_seconds.labels(stage="predict"))
+        self._m_age = metrics.batched(metrics.feature_age_seconds)
+        self._m_score = metrics.batched(metrics.score)
         self._m_missing: dict[str, Any] = {}
         dropped = {r: metrics.prediction_log_dropped_total.labels(reason=r) for r in ("queue_full", "send_failed", "shutdown")}
         self.prediction_log = PredictionLog(
@@ -312,8 +316,8 @@ class PredictionService:
         if missing:
             self._count_missing(missing)
         if age is not None:
-            metrics.feature_age_seconds.observe(age)
-        metrics.score.observe(score)
+            self._m_age.observe(age)
+        self._m_score.observe(score)
         log_put = self.prediction_log.put
         log_put((request_id, req, now, score, decision, row, missing, age, v, True, seconds))
         shadow = d.shadow
@@ -407,10 +411,12 @@ class PredictionService:
         return self.deployment.describe()
 
 
-def _guard() -> None:
-    """API keys on every endpoint but the health probes (a pure ASGI middleware inside BentoML's own)."""
+def _middlewares() -> None:
+    """Pure ASGI middlewares inside BentoML's own: pending metrics written before ``/metrics`` answers, and
+    API keys on every endpoint but the health probes."""
     from bentos import auth
 
+    PredictionService.add_asgi_middleware(metrics.FlushBeforeScrape)
     if not _SERVING.auth:
         log.warning("RTML_SERVING_AUTH=0: the API accepts requests WITHOUT an API key (local development only)")
         return
@@ -420,4 +426,4 @@ def _guard() -> None:
     PredictionService.add_asgi_middleware(auth.ApiKeyMiddleware)
 
 
-_guard()
+_middlewares()

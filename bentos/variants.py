@@ -70,11 +70,11 @@ class Variant:
             self.defaults, index, self.predictor, self.explain_approx,
         )
         labels = {"variant": name, "model_version": v.model_version}
-        v._m = {
-            "latency": metrics.variant_latency_seconds.labels(**labels),
-            "score": metrics.variant_score.labels(**labels),
-            "fraud": metrics.variant_decisions_total.labels(decision="fraud", **labels),
-            "legit": metrics.variant_decisions_total.labels(decision="legit", **labels),
+        v._m = {  # per-prediction observations added up in the worker (bentos.metrics.batched)
+            "latency": metrics.batched(metrics.variant_latency_seconds.labels(**labels)),
+            "score": metrics.batched(metrics.variant_score.labels(**labels)),
+            "fraud": metrics.batched(metrics.variant_decisions_total.labels(decision="fraud", **labels)),
+            "legit": metrics.batched(metrics.variant_decisions_total.labels(decision="legit", **labels)),
             "errors": metrics.variant_errors_total.labels(**labels),
         }
         return v
@@ -99,7 +99,9 @@ class Variant:
         self._m["errors"].inc()
 
     def score_rows(self, rows: Sequence[Sequence[float]]) -> np.ndarray:
-        """Scores of many rows (one C call, releases the GIL): the shadow path."""
+        """Scores of many rows (one call that releases the GIL): the shadow path."""
+        if self.predictor is not None:
+            return self.predictor.predict_rows(rows)
         return self.booster.inplace_predict(np.asarray(rows, dtype=np.float32))
 
     def explain(self, row: Sequence[float], top_k: int) -> list[dict[str, Any]]:

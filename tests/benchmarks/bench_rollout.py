@@ -34,7 +34,7 @@ REPO = HERE.parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.benchmarks.bench_serving import N_MERCHANTS, N_USERS, _bodies, _load, _summary, _train_model  # noqa: E402
+from tests.benchmarks.bench_serving import N_MERCHANTS, N_USERS, _bodies, _load, _summary, _train_model, kafka_as  # noqa: E402
 from tests.benchmarks.common import write_result  # noqa: E402
 
 BATCH_EVENTS = int(os.environ.get("RTML_BENCH_BATCH_EVENTS", "1000000"))
@@ -153,7 +153,8 @@ def main() -> dict:
     info = up(progress=False, spark_jars=False)
     tmp = Path(tempfile.mkdtemp(prefix="rtml-bench-rollout-"))
     saved = {k: os.environ.get(k) for k in ("RTML_STATE_DIR", "RTML_DATA_DIR", "RTML_REDIS_URL", "RTML_KAFKA_BOOTSTRAP", "BENTOML_HOME",
-                                            "RTML_API_KEY", "RTML_SERVING_AUTH")}
+                                            "RTML_API_KEY", "RTML_SERVING_AUTH", "RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD")}
+    kafka_as("serving", outer)
     os.environ.update(
         RTML_STATE_DIR=str(tmp / "state"), RTML_DATA_DIR=str(tmp / "data"),
         RTML_REDIS_URL=outer.redis_url, RTML_KAFKA_BOOTSTRAP=outer.kafka_bootstrap,

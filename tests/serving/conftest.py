@@ -166,7 +166,7 @@ def serving(stack, tmp_path_factory) -> Iterator[ServingEnv]:
         api_headers()  # the tests' admin key, before the service starts
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k.startswith(("RTML_", "BENTOML_HOME"))}
-        pid, url = serve.start_detached("prediction", "127.0.0.1", port, workers=1, timeout=120)
+        pid, url = serve.start_detached("prediction", "127.0.0.1", port, workers=1, timeout=240)  # a loaded 2-core machine
         try:
             yield ServingEnv(url=url, port=port, model_tag=tag, now=now, data=data, stack=stack, env=env)
         finally:
