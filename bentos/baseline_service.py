@@ -45,6 +45,9 @@ class BaselineScorer:
         self.model_version = model.tag.version
         self.features = list(meta["features"])
         self.threshold = float(meta["threshold"])
+        from core.feature_refs import label_definition
+
+        self.decisions = label_definition(meta.get("feature_service") or None).decisions  # (negative, positive)
         self.clf = xgb.XGBClassifier()
         self.clf.load_model(bytearray(model_store.load_booster(model).save_raw("ubj")))
         self.store = get_store()
@@ -68,7 +71,7 @@ class BaselineScorer:
             "request_id": uuid.uuid4().hex,
             SPEC.id_field: req[SPEC.id_field],
             "score": score,
-            "decision": "fraud" if score >= self.threshold else "legit",
+            "decision": self.decisions[score >= self.threshold],
             "model_version": self.model_version,
             "missing_features": missing,
             "feature_age_seconds": None,

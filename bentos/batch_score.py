@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
+from bentos.variants import decision_names
 from core.errors import UserFacingError
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def score_range(
     result = events.select([spec.id_field, *spec.entity_keys, "event_timestamp"]).append_column(
         "score", pa.array(scores.astype(np.float64))
     )
-    result = result.append_column("decision", pc.if_else(pa.array(scores >= threshold), "fraud", "legit"))
+    result = result.append_column("decision", pc.if_else(pa.array(scores >= threshold), *reversed(decision_names())))
     result = result.append_column("model_name", pa.repeat(pa.scalar(stored.tag.name), n).dictionary_encode())
     result = result.append_column("model_version", pa.repeat(pa.scalar(stored.tag.version), n).dictionary_encode())
     result = result.append_column("variant", pa.repeat(pa.scalar(variant), n).dictionary_encode())

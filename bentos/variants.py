@@ -39,6 +39,13 @@ MODES = ("shadow", "canary", "ab")
 BUCKETS = 10_000
 
 
+def decision_names(feature_service: str | None = None) -> tuple[str, str]:
+    """(negative, positive) decision names of the model's label view (e.g. legit/fraud, skip/click)."""
+    from core.feature_refs import label_definition
+
+    return label_definition(feature_service or None).decisions
+
+
 @dataclass(eq=False)
 class Variant:
     """One loaded model and its metric children."""
@@ -55,6 +62,7 @@ class Variant:
     predictor: RowPredictor | None = None
     explain_approx: bool = True
     _m: dict[str, Any] = field(default_factory=dict)
+    decisions: tuple[str, str] = ("negative", "positive")  # below / at or above the threshold (the label view's)
 
     @property
     def model_version(self) -> str:
@@ -69,12 +77,12 @@ class Variant:
             name, self.tag, self.booster, self.features, self.threshold, self.feature_refs, self.feature_service,
             self.defaults, index, self.predictor, self.explain_approx,
         )
+        v.decisions = decision_names(self.feature_service)
         labels = {"variant": name, "model_version": v.model_version}
         v._m = {  # per-prediction observations added up in the worker (bentos.metrics.batched)
             "latency": metrics.batched(metrics.variant_latency_seconds.labels(**labels)),
             "score": metrics.batched(metrics.variant_score.labels(**labels)),
-            "fraud": metrics.batched(metrics.variant_decisions_total.labels(decision="fraud", **labels)),
-            "legit": metrics.batched(metrics.variant_decisions_total.labels(decision="legit", **labels)),
+            **{d: metrics.batched(metrics.variant_decisions_total.labels(decision=d, **labels)) for d in v.decisions},
             "errors": metrics.variant_errors_total.labels(**labels),
         }
         return v
@@ -84,12 +92,12 @@ class Variant:
         return plan_row if index is None else [plan_row[i] for i in index]
 
     def decide(self, score: float) -> str:
-        return "fraud" if score >= self.threshold else "legit"
+        return self.decisions[score >= self.threshold]
 
     def observe(self, score: float, seconds: float) -> str:
         """Count one prediction in the variant's metrics; return its decision."""
         m = self._m
-        decision = "fraud" if score >= self.threshold else "legit"
+        decision = self.decisions[score >= self.threshold]
         m["latency"].observe(seconds)
         m["score"].observe(score)
         m[decision].inc()

@@ -263,9 +263,12 @@ def _plots(ev: Evaluation, y: np.ndarray, scores: np.ndarray, out: Path) -> dict
     plt.close(fig)
     files["importance"] = "importance.png"
 
+    from core.feature_refs import label_definition
+
+    negative, positive = label_definition().decisions
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(scores[y == 0], bins=50, alpha=0.6, density=True, label="legit")
-    ax.hist(scores[y == 1], bins=50, alpha=0.6, density=True, label="fraud")
+    ax.hist(scores[y == 0], bins=50, alpha=0.6, density=True, label=f"{negative} (label 0)")
+    ax.hist(scores[y == 1], bins=50, alpha=0.6, density=True, label=f"{positive} (label 1)")
     ax.axvline(ev.threshold, color="k", ls=":", label="threshold")
     ax.set(xlabel="score", ylabel="density", title="Score distribution (holdout)", yscale="log")
     ax.legend()
