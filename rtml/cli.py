@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 import warnings
 
@@ -43,16 +44,22 @@ def quiet_third_parties() -> None:
     """One line per step for users: no library INFO spam, no known third-party warnings."""
     for noisy in ("kafka", "py4j", "urllib3", "httpx", "feast", "bentoml", "evidently", "mlflow", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Feast's modules put `simplefilter("once", ...)` in front of every filter when first imported: import them
-    # first, so the filters below come after (and win).
-    import feast.feature_view  # noqa: F401
-    import feast.repo_config  # noqa: F401
-    import feast.stream_feature_view  # noqa: F401
-
     warnings.filterwarnings("ignore", message="Stream feature views are experimental", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(feast|bentoml|evidently|pandas|sklearn)\b.*")
+    # Feast's modules put `simplefilter("once", ...)` in front of every filter when they are first imported, so
+    # filters alone lose: the known warnings are also dropped where they would be shown.
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not _KNOWN_WARNING.search(str(message)) and not issubclass(category, DeprecationWarning):
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+_KNOWN_WARNING = re.compile(r"Stream feature views are experimental|On demand feature view is an experimental")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from core.settings import Topics
+from core.contracts import all_topics
 from tests.deploy.manifests import (
     K8S,
     REPO_ROOT,
@@ -169,7 +169,7 @@ def test_kafka_is_kraft_with_node_pools():
 def test_kafka_topics_are_the_code_topics():
     kafka_name = objects_of("Kafka")[0]["metadata"]["name"]
     topics = objects_of("KafkaTopic")
-    assert sorted(t["spec"].get("topicName", t["metadata"]["name"]) for t in topics) == sorted(Topics().all())
+    assert sorted(t["spec"].get("topicName", t["metadata"]["name"]) for t in topics) == sorted(all_topics())
     brokers = sum(p["spec"]["replicas"] for p in objects_of("KafkaNodePool") if "broker" in p["spec"]["roles"])
     for topic in topics:
         assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"

@@ -116,14 +116,14 @@ def test_compose_kafka_config_runs_and_serves_both_listeners(compose_broker):
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
 
+    from core.contracts import all_topics, domain_topics
     from core.kafka_io import ensure_topics, make_consumer, make_producer
-    from core.settings import Topics
 
     internal, host = compose_broker
-    ensure_topics(Topics().all(), bootstrap=internal, role="admin")  # what the compose `init` service does
+    ensure_topics(all_topics(), bootstrap=internal, role="admin")  # what the compose `init` service does
     admin = KafkaAdminClient(bootstrap_servers=[host], request_timeout_ms=10000)
     try:
-        assert set(Topics().all()) <= set(admin.list_topics())
+        assert set(all_topics()) <= set(admin.list_topics())
         cluster = admin.describe_cluster()
         env = yaml.safe_load(COMPOSE.read_text())["services"]["kafka"]["environment"]
         assert cluster["cluster_id"] == env["CLUSTER_ID"]
@@ -138,9 +138,9 @@ def test_compose_kafka_config_runs_and_serves_both_listeners(compose_broker):
         admin.close()
     key = uuid.uuid4().hex
     producer = make_producer(internal, role="admin")
-    producer.send(Topics().transactions, key=key, value={"probe": key}).get(timeout=20)
+    producer.send(domain_topics().events, key=key, value={"probe": key}).get(timeout=20)
     producer.close()
-    consumer = make_consumer([Topics().transactions], None, bootstrap=host, consumer_timeout_ms=10000, role="admin")
+    consumer = make_consumer([domain_topics().events], None, bootstrap=host, consumer_timeout_ms=10000, role="admin")
     try:
         keys = [m.key.decode() for m in consumer]
     finally:

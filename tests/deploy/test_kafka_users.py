@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.contracts import domain_topics
 from core.kafka_io import ROLES, SPARK_GROUP_PREFIX, role_acls
 from core.settings import Topics
 from tests.deploy.manifests import objects_of
@@ -42,10 +43,10 @@ def test_every_role_has_a_scram_kafka_user_with_the_same_acls():
 
 def test_product_cannot_write_predictions_and_serving_cannot_write_transactions():
     users = {u["metadata"]["name"]: _granted(u) for u in objects_of("KafkaUser")}
-    t = Topics()
+    t, d = Topics(), domain_topics()
     assert ("topic", t.predictions, "literal", "Write") not in users["rtml-product"]
-    assert ("topic", t.transactions, "literal", "Write") not in users["rtml-serving"]
-    assert {name for _kind, name, _pattern, op in users["rtml-stream"] if op == "Write"} == {t.transactions_dlq}
+    assert ("topic", d.events, "literal", "Write") not in users["rtml-serving"]
+    assert {name for _kind, name, _pattern, op in users["rtml-stream"] if op == "Write"} == {d.dead_letters}
 
 
 def test_cluster_requires_scram_and_an_authorizer_and_runs_the_user_operator():
