@@ -24,7 +24,7 @@ def test_serving_prediction_record_decodes():
     record = log.record(entry)
     assert list(record) == list(PREDICTION_FIELDS)
     assert (record["variant"], record["model_version"], record["served"], record["latency_ms"]) == ("production", "v1", True, 0.1)
-    raw = prediction_log._dumps(record).encode()  # the bytes the service sends
+    raw = prediction_log._encode(record)  # the bytes the service sends
     decoded, txn = PredictionDecoder(features).decode(raw)
     assert txn == "txn-1" and decoded[-1] == 0.42
     for i, name in enumerate(features):
