@@ -127,7 +127,8 @@ def test_materialized_batch_features_equal_the_latest_source_rows(profiles):
 
     latest = users.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
     ids = [int(i) for i in latest.index] + [10_000]  # plus one unknown user
-    online = online_features(ids, list(merchants.merchant_id))
+    rows = online_features([("user_id", i) for i in ids] + [("merchant_id", int(m)) for m in merchants.merchant_id])
+    online = {"user": [r for r in rows if "user_id" in r], "merchant": [r for r in rows if "merchant_id" in r]}
     for row in online["user"][:-1]:
         expected = latest.loc[row["user_id"]]
         for col in ("home_country", "card_type", "account_age_days", "credit_limit"):
@@ -151,7 +152,7 @@ def test_full_rematerialize_repairs_a_redis_that_lost_its_data(profiles, stack):
     materialize(end=end, incremental=True)
     connect(stack.redis_url, role="admin").flushdb()
     materialize(end=end, incremental=True)  # nothing new since the last run: Redis stays empty
-    assert online_features([1], [])["user"][0]["credit_limit"] is None
+    assert online_features([("user_id", 1)])[0]["credit_limit"] is None
     materialize(end=end)
     expected = users[users.user_id == 1].sort_values("event_timestamp").iloc[-1].credit_limit
-    assert online_features([1], [])["user"][0]["credit_limit"] == expected
+    assert online_features([("user_id", 1)])[0]["credit_limit"] == expected
