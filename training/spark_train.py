@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 from tqdm.auto import tqdm
 
-from training.model import BASE_PARAMS, LABEL, FitResult, Split, candidate_configs, predict
+from training.model import BASE_PARAMS, FitResult, Split, candidate_configs, label_column, predict
 
 log = logging.getLogger(__name__)
 VALID = "__is_valid"
@@ -40,7 +40,8 @@ def _frame(spark, split: Split, features: list[str], seed: int):
     rows = pd.concat([split.train.assign(**{VALID: False}), split.valid.assign(**{VALID: True})], ignore_index=True)
     rows = rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     pdf = rows[features].astype("float64")
-    pdf[LABEL] = rows[LABEL].astype("int64").to_numpy()
+    label = label_column()
+    pdf[label] = rows[label].astype("int64").to_numpy()
     pdf[VALID] = rows[VALID].to_numpy()
     return spark.createDataFrame(pdf)
 
@@ -67,7 +68,8 @@ def fit_spark(
         from streaming.spark_session import build_session
 
         spark = build_session("rtml-train", kafka=False)
-    y = split.train[LABEL].to_numpy()
+    label = label_column()
+    y = split.train[label].to_numpy()
     scale_pos_weight = float((y == 0).sum() / max(1, (y == 1).sum()))
     data = _frame(spark, split, features, seed).repartition(num_workers).cache()
     best: FitResult | None = None
@@ -76,13 +78,13 @@ def fit_spark(
         for index, config in enumerate(tqdm(candidate_configs(trials, seed), desc="hyperparameter search (spark)",
                                             unit="config", disable=not progress)):
             params = {**BASE_PARAMS, **config, "seed": seed, "scale_pos_weight": scale_pos_weight}
-            clf = SparkXGBClassifier(features_col=features, label_col=LABEL, validation_indicator_col=VALID,
+            clf = SparkXGBClassifier(features_col=features, label_col=label, validation_indicator_col=VALID,
                                      num_workers=num_workers, device="cpu",
                                      **_spark_params(params, max_rounds, early_stopping))
             booster = clf.fit(data).get_booster()
             booster = booster[: booster.best_iteration + 1]
             scores = predict(booster, split.valid, features)
-            pr_auc = float(average_precision_score(split.valid[LABEL], scores))
+            pr_auc = float(average_precision_score(split.valid[label], scores))
             rounds = booster.num_boosted_rounds()
             history.append({**config, "best_iteration": rounds - 1, "valid_pr_auc": pr_auc})
             log.info("spark config %s: best_iteration=%d valid PR-AUC=%.4f", config, rounds - 1, pr_auc)

@@ -29,6 +29,7 @@ def spark_env(s3_env, tmp_path_factory):
         mp.setenv("RTML_SPARK_MASTER", "local[2]")
         mp.setenv("RTML_SPARK_DRIVER_MEMORY", "1g")
         env = {"url": url, "root": root, "mp": mp, "sessions": []}
+        _fresh_jvm()  # a JVM started by an earlier module lacks the s3a jars (jars load only at JVM start)
         yield env
         from pyspark.sql import SparkSession
 
@@ -36,6 +37,18 @@ def spark_env(s3_env, tmp_path_factory):
         for session in [*env["sessions"], SparkSession.getActiveSession()]:
             if session is not None:
                 session.stop()
+
+
+def _fresh_jvm() -> None:
+    """Stop this process's Spark context and its JVM gateway: the next session starts a new JVM."""
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+    if SparkContext._gateway is not None:
+        SparkContext._gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
 
 
 def _rows(folder: storage.Location, join_key: str) -> pd.DataFrame:
