@@ -26,7 +26,7 @@ def synthetic(n: int, seed: int = 5) -> pd.DataFrame:
     X[rng.random(X.shape) < 0.05] = np.nan
     df = pd.DataFrame(X, columns=FEATURES)
     df["is_fraud"] = y
-    df["txn_timestamp"] = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.arange(n) * 7, unit="s")
+    df["event_time"] = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.arange(n) * 7, unit="s")
     df["transaction_id"] = [f"t{i:07d}" for i in range(n)]
     return df
 
@@ -77,7 +77,7 @@ def test_train_engine_spark_registers_an_evaluated_model(world, fresh_registry, 
     model = model_store.get_model(out.tag)
     meta = model.info.metadata
     assert meta["params"]["engine"] == "spark"
-    df = world["training_set"].frame.sort_values("txn_timestamp")
+    df = world["training_set"].frame.sort_values("event_time")
     test = df.iloc[int(len(df) * 0.85):]
     booster = model_store.load_booster(model)
     scores = booster.predict(xgb.DMatrix(test[meta["features"]].astype(float), feature_names=meta["features"]))
