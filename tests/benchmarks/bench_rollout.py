@@ -153,7 +153,8 @@ def main() -> dict:
     info = up(progress=False, spark_jars=False)
     tmp = Path(tempfile.mkdtemp(prefix="rtml-bench-rollout-"))
     saved = {k: os.environ.get(k) for k in ("RTML_STATE_DIR", "RTML_DATA_DIR", "RTML_REDIS_URL", "RTML_KAFKA_BOOTSTRAP", "BENTOML_HOME",
-                                            "RTML_API_KEY", "RTML_SERVING_AUTH", "RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD")}
+                                            "RTML_API_KEY", "RTML_SERVING_AUTH", "RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD",
+                                            "RTML_REDIS_USER", "RTML_REDIS_PASSWORD")}
     kafka_as("serving", outer)
     os.environ.update(
         RTML_STATE_DIR=str(tmp / "state"), RTML_DATA_DIR=str(tmp / "data"),

@@ -125,6 +125,16 @@ def kafka_as(role: str, outer) -> None:
     found = credentials(role, outer)
     if found is not None and not outer.kafka_auth.user:
         os.environ["RTML_KAFKA_USER"], os.environ["RTML_KAFKA_PASSWORD"] = found
+    redis_as("admin", outer)
+
+
+def redis_as(role: str, outer) -> None:
+    """Likewise the outer stack's Redis (ACL users; the bench loads and deletes its own data, so ``admin``)."""
+    from core.redis_auth import credentials
+
+    found = credentials(role, outer)
+    if found is not None and not outer.redis_password:
+        os.environ["RTML_REDIS_USER"], os.environ["RTML_REDIS_PASSWORD"] = found
 
 
 def _loadgen(port: int, concurrency: int, seconds: float, bodies_file: str, path: str = "/predict") -> list[str]:
@@ -359,7 +369,8 @@ def main() -> dict:
     info = up(progress=False, spark_jars=False)
     tmp = Path(tempfile.mkdtemp(prefix="rtml-bench-serving-"))
     saved = {k: os.environ.get(k) for k in ("RTML_STATE_DIR", "RTML_DATA_DIR", "RTML_REDIS_URL", "RTML_KAFKA_BOOTSTRAP", "BENTOML_HOME",
-                                            "RTML_API_KEY", "RTML_SERVING_AUTH", "RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD")}
+                                            "RTML_API_KEY", "RTML_SERVING_AUTH", "RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD",
+                                            "RTML_REDIS_USER", "RTML_REDIS_PASSWORD")}
     kafka_as("serving", outer)
     os.environ.update(
         RTML_STATE_DIR=str(tmp / "state"),
