@@ -188,6 +188,12 @@ def make_producer(bootstrap: str | None = None, *, role: str, **overrides: Any):
         **security,
     )
     options.update(overrides)
+    from kafka.serializer import Serializer, SerializeWrapper
+
+    for key in ("key_serializer", "value_serializer"):  # kafka-python warns on bare callables: wrap them here
+        fn = options.get(key)
+        if fn is not None and not isinstance(fn, Serializer):
+            options[key] = SerializeWrapper(fn)
     return KafkaProducer(**options)
 
 
