@@ -1,10 +1,11 @@
 """Wire formats of the Kafka topics (JSON values). One definition, used by producers and consumers.
 
-transactions (key: user_id)      -> TRANSACTION_FIELDS: the feature repo's KafkaSource schema (its DDL),
+events (domain_topics().events)  -> TRANSACTION_FIELDS: the feature repo's KafkaSource schema (its DDL),
                                     timestamps as ISO-8601 UTC with 'Z'
 labels (key: the event id)       -> LABEL_FIELDS: event id, the service's entity keys, event time, label time and
                                     label, from the feature repo's LabelView (label_timestamp: when it became known)
-predictions (key: request_id)    -> PREDICTION_FIELDS (features: {name: value}, in the model's order)
+predictions (key: request_id)    -> PREDICTION_FIELDS: request id, event id and entity keys (from the feature repo),
+                                    then rtml's fields (features: {name: value}, in the model's order)
 alerts (key: alert name)         -> ALERT_FIELDS
 """
 
@@ -22,11 +23,7 @@ _DDL_TYPES = {"string": str, "bigint": int, "int": int, "long": int, "double": f
               "timestamp": str, "boolean": bool}
 
 
-PREDICTION_FIELDS: dict[str, type] = {
-    "request_id": str,
-    "transaction_id": str,
-    "user_id": int,
-    "merchant_id": int,
+_PREDICTION_REST: dict[str, type] = {  # after request_id, the event id and the service's entity keys
     "prediction_timestamp": str,
     "model_name": str,
     "model_version": str,
@@ -227,8 +224,24 @@ def all_topics() -> list[str]:
     return [d.events, d.dead_letters, d.labels, *t.all()]
 
 
+def prediction_fields(service_name: str | None = None) -> dict[str, type]:
+    """Fields of a prediction record: request id, the event id and the service's entity keys (named by the feature
+    repo), then rtml's own fields."""
+    from core.feature_refs import label_definition, service_definition
+
+    events = stream_rules()
+    fields: dict[str, type] = {"request_id": str}
+    event_key = label_definition(service_name).event_key
+    fields[event_key] = events.fields.get(event_key, str)
+    for key in service_definition(service_name).join_keys:
+        fields[key] = events.fields.get(key, int)
+    return {**fields, **_PREDICTION_REST}
+
+
 def __getattr__(name: str):
     # The reference domain's records: derived from the feature repo, never written down twice.
+    if name == "PREDICTION_FIELDS":
+        return prediction_fields()
     if name == "TRANSACTION_FIELDS":
         return stream_fields()
     if name == "LABEL_FIELDS":
