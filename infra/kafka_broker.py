@@ -313,7 +313,12 @@ def _java_cmd(jars: Path, paths: BrokerPaths, main: str, *args: str, heap: str =
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random KRaft cluster id; like Kafka's Uuid.randomUuid, never one starting with '-' (the storage tool's
+    argument parser would read it as an option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _format_storage(jars: Path, paths: BrokerPaths, cluster_id: str, s: Settings) -> None:

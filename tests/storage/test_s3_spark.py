@@ -29,6 +29,9 @@ def spark_env(s3_env, tmp_path_factory):
         mp.setenv("RTML_SPARK_MASTER", "local[2]")
         mp.setenv("RTML_SPARK_DRIVER_MEMORY", "1g")
         env = {"url": url, "root": root, "mp": mp, "sessions": []}
+        from infra import spark_deps
+
+        spark_deps.s3a_jars()  # resolved once into the shared cache, as `rtml up --s3` does (a clean clone has none)
         _fresh_jvm()  # a JVM started by an earlier module lacks the s3a jars (jars load only at JVM start)
         yield env
         from pyspark.sql import SparkSession
