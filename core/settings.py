@@ -54,6 +54,8 @@ class ServingSettings:
     auth: bool = True
     max_concurrency: int = 256  # requests in flight per service; beyond it BentoML answers 429 at once
     ready_grace_s: float = 5.0  # /readyz stays ready while Redis has failed for less than this (one blip)
+    client_api_key: str | None = None  # RTML_API_KEY: the key rtml's own clients (product traffic) send
+    prometheus_dir: str | None = None  # RTML_PROMETHEUS_DIR: this server's own metrics folder (set by `rtml serve`)
     compiled_trees: bool = True  # RTML_SERVING_COMPILED_TREES=0: score with XGBoost instead of bentos/predictor.py's kernels
 
 
@@ -378,6 +380,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             auth=(env.get("RTML_SERVING_AUTH") or "1").lower() not in ("0", "false", "no", "off"),
             max_concurrency=int(env.get("RTML_SERVING_MAX_CONCURRENCY") or 256),
             ready_grace_s=float(env.get("RTML_SERVING_READY_GRACE_S") or 5),
+            client_api_key=env.get("RTML_API_KEY") or None,
+            prometheus_dir=env.get("RTML_PROMETHEUS_DIR") or None,
             compiled_trees=(env.get("RTML_SERVING_COMPILED_TREES") or "1").lower() not in ("0", "false", "no", "off"),
         ),
         broker=BrokerSettings(
