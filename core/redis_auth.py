@@ -56,10 +56,21 @@ def credentials(role: str, s: Settings | None = None) -> tuple[str | None, str] 
     return (USERS[role], password) if password else None
 
 
+def no_retry():
+    """redis-py's ``retry=`` for clients whose callers handle failures themselves. redis-py 6+ retries a
+    refused connection 3 times with exponential backoff by default: ~10 s before a down server is reported."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
 def connect(url: str | None = None, *, role: str = "writer", **kwargs):
-    """A redis-py client for ``url`` (default: the settings' single Redis) authenticated as ``role``."""
+    """A redis-py client for ``url`` (default: the settings' single Redis) authenticated as ``role``
+    (no hidden retries: a down server fails at once)."""
     import redis
 
+    kwargs.setdefault("retry", no_retry())
     creds = credentials(role)
     if creds is not None:
         kwargs.setdefault("username", creds[0])

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserFacingError
+from core.redis_auth import no_retry
 from core.settings import REPO_ROOT, Settings, settings
 from infra.proc import file_lock, owned_pid, port_open, stop_by_pid_file, stop_pid, tail, wait_until, write_pid
 from infra.secrets import ensure_passwords
@@ -57,11 +58,9 @@ def answers_ping(url: str | None = None, timeout_s: float = 1.0) -> bool:
         # cluster / sentinel URL: its first node
         host, _, port = url.split("://", 1)[-1].split("/", 1)[0].split(",")[0].rsplit("@", 1)[-1].rpartition(":")
         client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_connect_timeout=timeout_s,
-                             socket_timeout=timeout_s, retry_on_timeout=False)
+                             socket_timeout=timeout_s, retry=no_retry())
     else:
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry_on_timeout=False
-        )
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=no_retry())
     try:
         return bool(client.ping())
     except redis.exceptions.AuthenticationError:
@@ -110,7 +109,7 @@ def admin_client(host: str, port: int, timeout_s: float = 1.0, s: Settings | Non
     else:
         user, password = credentials("admin", s) or (None, None)
     return redis.Redis(host=host, port=port, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
-                       username=user, password=password)
+                       username=user, password=password, retry=no_retry())
 
 
 def running_pid(s: Settings | None = None) -> int | None:
