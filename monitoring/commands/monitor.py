@@ -4,7 +4,6 @@ retraining trigger. Stop with Ctrl-C (offsets of evaluated windows are committed
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import shlex
 import signal
@@ -170,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from monitoring.alerts import AlertSink
     from monitoring.metrics import MonitorMetrics
     from monitoring.monitor import Monitor
-    from monitoring.reference import registry_reference
+    from monitoring.reference import registry_loaders
 
     cfg = settings()
     config = build_config(args)
@@ -183,8 +182,9 @@ def run(args: argparse.Namespace) -> int:
     export_freshness(metrics)
     sink = AlertSink(None, alerts, metrics=metrics)
     try:  # load the reference first: no port or client is opened for a monitor that cannot start
-        loader = functools.partial(registry_reference, window_rows=args.window_size, calibrated=not args.no_calibration)
-        monitor = Monitor(config, loader, state_dir=cfg.state_dir, metrics=metrics, sink=sink)
+        # each record's model picks its reference: serving may pin a model the registry no longer calls production
+        loader, by_tag = registry_loaders(window_rows=args.window_size, calibrated=not args.no_calibration)
+        monitor = Monitor(config, loader, state_dir=cfg.state_dir, metrics=metrics, sink=sink, model_loader=by_tag)
     except (StatTestNotFoundError, ValueError) as exc:
         raise UserFacingError(f"bad drift configuration: {exc}") from None
     try:
