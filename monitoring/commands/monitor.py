@@ -11,6 +11,7 @@ import threading
 
 from core.contracts import domain_topics
 from core.errors import UserFacingError
+from core.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--retrain-cooldown-minutes", type=float, default=360.0)
     r.add_argument("--no-retrain", action="store_true", help="decide and count, but never start retraining")
     o = parser.add_argument_group("output")
-    o.add_argument("--metrics-port", type=int, default=None, help="default RTML_MONITOR_METRICS_PORT (9109)")
+    o.add_argument("--metrics-port", type=int, default=settings().monitor.metrics_port,
+                   help="default RTML_MONITOR_METRICS_PORT or 9109")
     o.add_argument("--group", default="rtml-monitor", help="Kafka consumer group")
     o.add_argument("--predictions-topic", default=None, help="default: settings().topics.predictions")
     o.add_argument("--labels-topic", default=None, help="default: the feature repo's label topic")
@@ -165,7 +167,6 @@ def run(args: argparse.Namespace) -> int:
     from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
 
     from core.kafka_io import check_broker, ensure_topics, make_consumer, make_producer
-    from core.settings import settings
     from monitoring.alerts import AlertSink
     from monitoring.metrics import MonitorMetrics
     from monitoring.monitor import Monitor
@@ -173,8 +174,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = settings()
     config = build_config(args)
-    if args.metrics_port is None:
-        args.metrics_port = cfg.monitor.metrics_port
     check_broker()
     predictions = args.predictions_topic or cfg.topics.predictions
     labels = args.labels_topic or domain_topics().labels

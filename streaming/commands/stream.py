@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--starting-offsets", default="earliest", help="earliest|latest, first start only")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=DEFAULT_MAX_OFFSETS_PER_TRIGGER,
                         help=f"records per micro-batch at most (default {DEFAULT_MAX_OFFSETS_PER_TRIGGER}; 0: unbounded)")
-    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (0: off; default RTML_STREAM_METRICS_PORT, 9108)")
+    parser.add_argument("--metrics-port", type=int, default=settings().stream_metrics_port,
+                        help="Prometheus port (0: off; default RTML_STREAM_METRICS_PORT or 9108)")
     parser.add_argument("--shuffle-partitions", type=int, default=2)
     parser.add_argument("--ui-port", type=int, default=None, help="Spark UI / REST API port of the driver (default: off)")
     parser.add_argument("--timeout-seconds", type=float, default=None, help="stop after this long (default: run until interrupted)")
@@ -34,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from core.settings import settings
     from streaming.stream_job import StreamJob, StreamOptions
 
     options = StreamOptions(
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         trigger_seconds=args.trigger_seconds,
         starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
-        metrics_port=settings().stream_metrics_port if args.metrics_port is None else args.metrics_port,
+        metrics_port=args.metrics_port,
         shuffle_partitions=args.shuffle_partitions,
         ui_port=args.ui_port,
     )
