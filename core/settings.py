@@ -103,6 +103,7 @@ class MonitorSettings:
     runbook_base: str | None = None  # URL prefix of runbook links (default: the repo's files)
     alert_webhook: str | None = None
     consistency_min_rate: float = 0.99  # online/offline consistency below which promotion is refused
+    metrics_port: int = 9109  # RTML_MONITOR_METRICS_PORT: the monitor's Prometheus port (`rtml monitor --metrics-port`)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class Settings:
     mvn_timeout_s: float = 900.0  # resolving jars from Maven Central
     promotion_margin: float = 0.005
     retrain_reason: str | None = None  # set by the monitor for the retraining it triggers (audit trail)
+    stream_metrics_port: int = 9108  # RTML_STREAM_METRICS_PORT: the stream job's Prometheus port (`rtml stream --metrics-port`)
     kafka_auth: KafkaAuth = field(default_factory=lambda: KafkaAuth())
     # This component's Redis ACL user (RTML_REDIS_USER / RTML_REDIS_PASSWORD; the deployment files give the
     # stream job and materialize `rtml-writer`, serving the read-only `rtml-serving`). None: no AUTH.
@@ -355,6 +357,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         mvn_timeout_s=float(env.get("RTML_MVN_TIMEOUT") or 900),
         promotion_margin=float(env.get("RTML_PROMOTION_MARGIN") or 0.005),
         retrain_reason=env.get("RTML_RETRAIN_REASON") or None,
+        stream_metrics_port=int(env.get("RTML_STREAM_METRICS_PORT") or 9108),
         kafka_auth=KafkaAuth(
             # local broker: SASL unless opted out; an external one: SASL when credentials are given
             security=(env.get("RTML_KAFKA_SECURITY") or ("sasl" if not external or env.get("RTML_KAFKA_USER") else "plaintext")).lower(),
@@ -404,6 +407,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             runbook_base=env.get("RTML_RUNBOOK_BASE") or None,
             alert_webhook=env.get("RTML_ALERT_WEBHOOK") or None,
             consistency_min_rate=float(env.get("RTML_CONSISTENCY_MIN_RATE") or 0.99),
+            metrics_port=int(env.get("RTML_MONITOR_METRICS_PORT") or 9109),
         ),
         mlflow=MlflowSettings(
             uri=env.get("RTML_MLFLOW_URI") or None,
