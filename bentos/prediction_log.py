@@ -81,6 +81,7 @@ class PredictionLog:
         flush_interval_s: float = 0.05,
         chunk: int = 64,
         drain_s: float = 10.0,
+        recover_s: float = 15.0,
     ):
         s = settings()
         self.topic = topic or s.topics.predictions
@@ -102,6 +103,11 @@ class PredictionLog:
         self._producer = None
         self._partitions: list[int] = [0]
         self._next = 0
+        # A producer that only fails for recover_s (e.g. an idempotent producer whose sequence numbers the
+        # restarted broker no longer accepts) is replaced by a new one.
+        self.recover_s = recover_s
+        self.reconnects = 0
+        self._last_ok = self._last_fail = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -188,6 +194,7 @@ class PredictionLog:
                 )
                 self._partitions = sorted(self._producer.partitions_for(self.topic) or [0])
                 self.connected = True
+                self._last_ok = time.monotonic()
                 log.info("prediction log connected to %s (topic %s)", self.bootstrap, self.topic)
                 return
             except Exception as exc:  # broker absent or not ready: keep serving, retry later
@@ -196,7 +203,25 @@ class PredictionLog:
 
     def _failed(self, _exc: Exception) -> None:
         self.dropped += 1
+        self._last_fail = time.monotonic()
         self.on_drop("send_failed", 1)
+
+    def _ok(self, _metadata: Any) -> None:
+        self._last_ok = time.monotonic()
+
+    def _stuck(self) -> bool:
+        """Only failures, and for longer than ``recover_s``: the producer is replaced."""
+        return self._last_fail > self._last_ok and time.monotonic() - self._last_ok > self.recover_s
+
+    def _reconnect(self) -> None:
+        log.warning("prediction log: no record delivered for %.0f s, only failures; reconnecting", self.recover_s)
+        producer, self._producer, self.connected = self._producer, None, False
+        try:
+            producer.close(timeout=1)
+        except Exception:  # noqa: BLE001 - replacing a broken producer
+            pass
+        self.reconnects += 1
+        self._connect()
 
     def _send_chunk(self) -> None:
         q = self.queue
@@ -214,6 +239,7 @@ class PredictionLog:
                     partition=partitions[self._next],
                     timestamp_ms=int(event_s * 1000),  # event time: what the monitor windows by
                 )
+                future.add_callback(self._ok)
                 future.add_errback(self._failed)
                 self.sent += 1
             except Exception as exc:  # buffer full / broker gone for longer than max_block_ms
@@ -223,6 +249,8 @@ class PredictionLog:
         self._connect()
         q = self.queue
         while not self._stop.is_set():
+            if self._stuck():
+                self._reconnect()
             if not q:
                 self._stop.wait(self.flush_interval_s)
                 continue

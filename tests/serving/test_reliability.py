@@ -32,6 +32,9 @@ class _Producer:
         self.values.append(value)
 
         class _F:
+            def add_callback(self, _cb):
+                return self
+
             def add_errback(self, _cb):
                 return self
 
@@ -59,6 +62,54 @@ def test_prediction_log_sends_what_is_queued_at_shutdown(monkeypatch):
     log.stop()
     assert len(producer.sent) == 2000 and producer.flushed
     assert drops == [] and log.dropped == 0 and not log.queue
+
+
+class _FailingProducer(_Producer):
+    """Every send fails (as after a broker restart that no longer accepts the producer's sequence numbers)."""
+
+    closed = False
+
+    def send(self, topic, key, value, partition, timestamp_ms=None):
+        super().send(topic, key, value, partition, timestamp_ms)
+
+        class _F:
+            def add_callback(self, _cb):
+                return self
+
+            def add_errback(self, cb):
+                cb(RuntimeError("OutOfOrderSequenceNumberError"))
+                return self
+
+        return _F()
+
+    def close(self, timeout=None):
+        self.closed = True
+
+
+def test_prediction_log_replaces_a_producer_that_only_fails(monkeypatch):
+    import time
+
+    broken, healthy = _FailingProducer(), _Producer()
+    producers = iter([broken, healthy])
+    log = PredictionLog("transaction_id", ("user_id",), maxsize=10_000, chunk=8, flush_interval_s=0.01, recover_s=0.3)
+
+    def connect():
+        log._producer = next(producers)
+        log._last_ok = time.monotonic()
+
+    monkeypatch.setattr(log, "_connect", connect)
+    monkeypatch.setattr(log, "event_seconds", lambda e: 0.0)
+    monkeypatch.setattr(log, "record", lambda e, event_s: {"request_id": e})
+    monkeypatch.setattr(log, "score_shadow", lambda entries: entries)
+    log.start()
+    deadline, i = time.monotonic() + 10, 0
+    while not healthy.sent and time.monotonic() < deadline:
+        log.put(f"r{i}")
+        i += 1
+        time.sleep(0.01)
+    log.stop()
+    assert broken.closed and log.reconnects == 1 and healthy.sent
+    assert log.dropped == len(broken.sent) > 0  # what the broken producer took is counted as dropped
 
 
 def test_prediction_log_stamps_records_and_messages_with_the_requests_event_time(monkeypatch):
