@@ -19,31 +19,15 @@ from redis.retry import Retry
 
 from core import online_format as fmt
 from core.redis_client import FastRedis, RedisTarget, RedisUnavailable, resp
-from tests.infra.conftest import free_port
+from tests.fixtures.redis_tls import tls_redis
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def tls_stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("redis-tls")
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("RTML_REDIS_URL", "RTML_REDIS_USER", "RTML_REDIS_PASSWORD", "RTML_REDIS_CLUSTER",
-                     "RTML_REDIS_SECURITY", "RTML_REDIS_TLS_CA"):
-            mp.delenv(name, raising=False)
-        mp.setenv("RTML_STATE_DIR", str(root / "state"))
-        mp.setenv("RTML_DATA_DIR", str(root / "data"))
-        mp.setenv("RTML_REDIS_PORT", str(free_port()))
-        mp.setenv("RTML_REDIS_TLS", "1")
-        from core.settings import settings
-        from infra import redis_server
-
-        started = redis_server.start(progress=False)
-        assert started.started
-        try:
-            yield settings()
-        finally:
-            redis_server.stop(progress=False)
+    with tls_redis(tmp_path_factory.mktemp("redis-tls")) as s:
+        yield s
 
 
 def _key(s, suffix: str = "") -> bytes:
