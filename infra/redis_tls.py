@@ -2,7 +2,8 @@
 
 `rtml up` generates them once into ``<state_dir>/secrets/redis-tls/`` (folder 0700, keys 0600, never in the
 repository): ``ca.crt`` (what every client verifies the server against: ``settings.redis_ca_file``),
-``ca.key``, ``server.crt`` / ``server.key`` (what redis-server presents; its names: ``localhost``,
+``ca.key``, ``tls.crt`` / ``tls.key`` (what redis-server presents; the file names of a kubernetes.io/tls
+Secret, as infra/k8s/redis/start-redis.sh reads them; its names: ``localhost``,
 ``127.0.0.1``, ``::1``, the host of the Redis URL and ``redis``, the compose / Kubernetes service).
 The server certificate is re-issued (by the same CA) when it lacks a name or expires within
 :data:`RENEW_BEFORE`; the CA is kept, so clients holding ``ca.crt`` keep working.
@@ -33,7 +34,7 @@ class TlsFiles:
 
     @classmethod
     def in_dir(cls, directory: Path) -> TlsFiles:
-        return cls(directory / "ca.crt", directory / "ca.key", directory / "server.crt", directory / "server.key")
+        return cls(directory / "ca.crt", directory / "ca.key", directory / "tls.crt", directory / "tls.key")
 
     def server_args(self) -> list[str]:
         """redis-server arguments serving TLS with these files (clients authenticate with ACL passwords,
@@ -164,3 +165,21 @@ def ensure_certificates(directory: Path, hosts: Iterable[str] = (), ca_name: str
     for path in (files.ca_key, files.key):
         os.chmod(path, 0o600)
     return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m infra.redis_tls OUT_DIR [HOST ...]``: a CA and server certificate for a deployed Redis
+    (e.g. the Kubernetes Secret of docs/operators.md, "Redis TLS"); prints the directory."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        print("usage: python -m infra.redis_tls OUT_DIR [HOST ...]", file=sys.stderr)
+        return 2
+    files = ensure_certificates(Path(args[0]), args[1:])
+    print(files.cert.parent)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

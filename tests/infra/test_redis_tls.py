@@ -46,7 +46,7 @@ def test_local_redis_serves_tls_only_with_private_keys(tls_stack):
     port = s.redis_host_port[1]
     assert s.redis_url == f"rediss://127.0.0.1:{port}/0"
     assert s.redis_ca_file == s.redis_tls_dir / "ca.crt" and s.redis_ca_file.exists()
-    for name in ("ca.key", "server.key"):
+    for name in ("ca.key", "tls.key"):
         assert stat.S_IMODE(os.stat(s.redis_tls_dir / name).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(s.redis_tls_dir).st_mode) == 0o700
     # A plaintext client (even with the right password) gets no Redis protocol answer: no plaintext port.
@@ -159,3 +159,39 @@ def test_redis_target_carries_the_ca(tls_stack):
     assert target.redis_py_tls() == {"ssl": True, "ssl_ca_certs": str(tls_stack.redis_ca_file)}
     ctx = target.ssl_context()
     assert ctx.check_hostname and ctx.verify_mode.name == "CERT_REQUIRED"
+
+
+def test_deployment_script_serves_tls_from_a_mounted_secret(tmp_path):
+    """infra/k8s/redis/start-redis.sh (compose and Kubernetes) with REDIS_TLS_DIR: a real redis-server, TLS only."""
+    import shutil
+    import subprocess
+
+    from infra.redis_server import ACL_SCRIPT
+    from infra.redis_tls import main
+    from tests.fixtures.redis_tls import free_port
+
+    assert main([str(tmp_path / "secret"), "redis.rtml.svc"]) == 0  # what an operator runs for the Secret
+    port, passwords = free_port(), {"REDIS_ADMIN_PASSWORD": "a" * 20, "REDIS_WRITER_PASSWORD": "w" * 20,
+                                     "REDIS_SERVING_PASSWORD": "s" * 20}
+    env = {"PATH": os.environ["PATH"], "REDIS_ACL_DIR": str(tmp_path / "acl"), "REDIS_TLS_DIR": str(tmp_path / "secret"),
+           "REDIS_TLS_PORT": str(port), **passwords}
+    proc = subprocess.Popen([shutil.which("sh"), str(ACL_SCRIPT), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                             "no", "--dir", str(tmp_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    client = _plain(port, ssl=True, ssl_ca_certs=str(tmp_path / "secret" / "ca.crt"), username="rtml-serving",
+                    password="s" * 20)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert client.ping()
+                break
+            except redis.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        with pytest.raises(redis.ConnectionError):
+            _plain(port, username="rtml-serving", password="s" * 20).ping()
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -450,7 +450,7 @@ def _(ctx: Context) -> str:
     files = [s.secrets_dir / "kafka.json", s.secrets_dir / "redis.json", s.secrets_dir / "redis-acl" / "users.acl",
              s.state_dir / "kafka" / "server.properties"]
     files += [p for p in [s.secrets_dir / "api_keys.json"] if p.exists()]
-    files += [p for p in [s.redis_tls_dir / "ca.key", s.redis_tls_dir / "server.key"] if s.redis_tls and p.exists()]
+    files += [p for p in [s.redis_tls_dir / "ca.key", s.redis_tls_dir / "tls.key"] if s.redis_tls and p.exists()]
     modes = {str(p.relative_to(s.state_dir)): oct(_mode(p)) for p in files}
     bad = {p: m for p, m in modes.items() if m != "0o600"}
     folders = {str(p.relative_to(s.state_dir)): oct(_mode(p)) for p in (s.secrets_dir, s.secrets_dir / "redis-acl")}
