@@ -79,7 +79,7 @@ def _cert(subject: str, public_key, issuer, signer, *, ca: bool, names: Iterable
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -124,7 +124,7 @@ def _server_cert_current(files: TlsFiles, names: Iterable[str]) -> bool:
     have = {str(v) for v in san.get_values_for_type(x509.DNSName)} | {
         str(v) for v in san.get_values_for_type(x509.IPAddress)}
     wanted = {str(ipaddress.ip_address(n)) if _is_ip(n) else n for n in names}
-    return wanted <= have and cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > RENEW_BEFORE
+    return wanted <= have and cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > RENEW_BEFORE
 
 
 def _is_ip(name: str) -> bool:
@@ -148,7 +148,7 @@ def ensure_certificates(directory: Path, hosts: Iterable[str] = (), ca_name: str
     try:
         ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
-        if ca_cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) <= RENEW_BEFORE:
+        if ca_cert.not_valid_after_utc - dt.datetime.now(dt.UTC) <= RENEW_BEFORE:
             raise ValueError("CA near expiry")
     except (OSError, ValueError):
         ca_key = _key()

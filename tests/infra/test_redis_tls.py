@@ -84,8 +84,8 @@ def test_acl_users_over_verified_tls(tls_stack):
 
 
 def test_a_client_with_another_ca_fails_verification(tls_stack, tmp_path):
-    from infra.redis_tls import ensure_certificates
     from core.redis_auth import client_ssl_context
+    from infra.redis_tls import ensure_certificates
 
     other = ensure_certificates(tmp_path / "other-ca", ca_name="someone else's CA").ca_cert
     port = tls_stack.redis_host_port[1]
