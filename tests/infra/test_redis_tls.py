@@ -195,3 +195,16 @@ def test_deployment_script_serves_tls_from_a_mounted_secret(tmp_path):
         client.close()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_local_cluster_with_tls_is_refused_clearly(monkeypatch, tmp_path):
+    from core.errors import UserFacingError
+    from infra import redis_cluster
+
+    monkeypatch.delenv("RTML_REDIS_URL", raising=False)
+    monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("RTML_REDIS_CLUSTER", "1")
+    monkeypatch.setenv("RTML_REDIS_TLS", "1")
+    with pytest.raises(UserFacingError, match="not the local cluster"):
+        redis_cluster.start(progress=False)
+    assert not redis_cluster.running_pids()
