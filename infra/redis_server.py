@@ -102,6 +102,11 @@ def listen_args(s: Settings, port: int) -> list[str]:
     return ["--port", "0", "--tls-port", str(port), *tls_files(s).server_args()]
 
 
+def _tls_hint(s: Settings) -> str:
+    return (f"{'over TLS' if s.redis_tls else 'in plaintext'} (started with RTML_REDIS_TLS "
+            f"{'off' if s.redis_tls else 'on'}? `rtml down` stops the one rtml started)")
+
+
 def launch(binary: str, args: list[str], s: Settings) -> tuple[list[str], dict[str, str]]:
     """Command and environment starting ``redis-server args``: through the ACL script when secured."""
     from core.redis_auth import PASSWORD_ENV, secured
@@ -200,13 +205,13 @@ def _start(progress: bool, timeout_s: float) -> StartResult:
             say(f"redis: already running at {s.redis_url} (pid {pid})")
             return StartResult(s.redis_url, pid, started=False, managed=True, external=False)
         raise UserFacingError(
-            f"redis-server (pid {pid}) runs but does not answer PING at {s.redis_url}; "
+            f"redis-server (pid {pid}) runs but does not answer PING at {s.redis_url} {_tls_hint(s)}; "
             f"see {RedisPaths.of(s).log_file} or run `rtml down`."
         )
     if port_open(host, port):
         raise UserFacingError(
-            f"port {port} is taken by a process that does not answer Redis PING; stop it or choose another port "
-            "with RTML_REDIS_PORT."
+            f"port {port} is taken by a process that does not answer Redis PING {_tls_hint(s)}; stop it or choose "
+            "another port with RTML_REDIS_PORT."
         )
 
     binary = redis_server_binary(progress)
