@@ -14,6 +14,12 @@ XGBoost call (which releases the GIL), so a shadow challenger adds almost nothin
 A record carries the request's id field and entity keys (named by the feature service), the variant
 that made it (``production`` or ``challenger``), whether its score was ``served`` to the caller, and the
 model's scoring time ``latency_ms``.
+
+Event time: ``event_timestamp`` and the Kafka message timestamp are the request's event time (its
+``timestamp`` / ``event_timestamp``; a stamp later than the prediction is capped at the prediction
+time), else the prediction time. The monitor windows and matches its seasonal reference (hour of the
+week) on the message timestamp, so a replayed or delayed request is compared with the hours it
+happened in, not with the hour it was scored. ``prediction_timestamp`` stays the wall-clock time.
 """
 
 from __future__ import annotations
@@ -41,6 +47,23 @@ Entry = tuple
 
 def _clean(v: float) -> float | None:
     return None if v != v or math.isinf(v) else v
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def event_seconds(req: dict[str, Any], now: float) -> float:
+    """Epoch seconds of the request's event time (``timestamp``; naive = UTC), capped at ``now`` (the
+    prediction time), or ``now`` when the request has none."""
+    t = req.get("timestamp")
+    if t is None:
+        return now
+    if isinstance(t, str):  # requests that did not pass the pydantic model (tests, batch callers)
+        t = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return min(t.timestamp(), now)
 
 
 class PredictionLog:
@@ -91,13 +114,20 @@ class PredictionLog:
         else:
             self.queue.append(entry)
 
-    def record(self, e: Entry) -> dict[str, Any]:
-        """The ``PREDICTION_FIELDS`` record of one queued (and scored) entry."""
+    @staticmethod
+    def event_seconds(e: Entry) -> float:
+        """Event time (epoch s) of a queued entry: its request's, else its prediction time."""
+        return event_seconds(e[1], e[2])
+
+    def record(self, e: Entry, event_s: float | None = None) -> dict[str, Any]:
+        """The ``PREDICTION_FIELDS`` record of one queued (and scored) entry (``event_s``: its
+        :meth:`event_seconds`, when already known)."""
         request_id, req, ts, score, decision, row, missing, age, variant, served, seconds = e
         out: dict[str, Any] = {"request_id": request_id, self.id_field: req[self.id_field]}
         for key in self.entity_keys:
             out[key] = req[key]
-        out["prediction_timestamp"] = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        out["prediction_timestamp"] = _iso(ts)
+        out["event_timestamp"] = _iso(event_seconds(req, ts) if event_s is None else event_s)
         out["model_name"] = variant.tag.split(":", 1)[0]
         out["model_version"] = variant.model_version
         out["variant"] = variant.name
@@ -174,13 +204,15 @@ class PredictionLog:
         entries = [q.popleft() for _ in range(min(self.chunk, len(q)))]
         for entry in self.score_shadow(entries):
             try:
-                record = self.record(entry)
+                event_s = self.event_seconds(entry)
+                record = self.record(entry, event_s)
                 self._next = (self._next + 1) % len(partitions)
                 future = self._producer.send(
                     self.topic,
                     key=record["request_id"].encode(),
                     value=_encode(record),
                     partition=partitions[self._next],
+                    timestamp_ms=int(event_s * 1000),  # event time: what the monitor windows by
                 )
                 future.add_errback(self._failed)
                 self.sent += 1

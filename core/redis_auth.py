@@ -17,7 +17,7 @@ Redis (``RTML_REDIS_URL``) without a password, or ``RTML_REDIS_SECURITY=none``, 
 
 TLS (``RTML_REDIS_TLS=1`` or a ``rediss://`` URL): every client wraps its connection in TLS and verifies the
 server's certificate and host name against ``settings.redis_ca_file`` (:func:`tls_kwargs` for redis-py,
-:func:`ssl_context` for asyncio); never without verification.
+:func:`client_ssl_context` for asyncio); never without verification.
 """
 
 from __future__ import annotations
@@ -60,6 +60,15 @@ def credentials(role: str, s: Settings | None = None) -> tuple[str | None, str] 
     return (USERS[role], password) if password else None
 
 
+def no_retry():
+    """redis-py's ``retry=`` for clients whose callers handle failures themselves. redis-py 6+ retries a
+    refused connection 3 times with exponential backoff by default: ~10 s before a down server is reported."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
 def tls_kwargs(s: Settings | None = None) -> dict:
     """redis-py keyword arguments for a TLS connection to the settings' Redis ({} without TLS): certificate
     and host name verified (redis-py's defaults: ``ssl_cert_reqs="required"``, ``ssl_check_hostname=True``)
@@ -68,12 +77,6 @@ def tls_kwargs(s: Settings | None = None) -> dict:
     if not s.redis_tls:
         return {}
     return {"ssl": True, "ssl_ca_certs": str(s.redis_ca_file) if s.redis_ca_file else None}
-
-
-def ssl_context(s: Settings | None = None):
-    """An ``ssl.SSLContext`` verifying the settings' Redis (None without TLS), for asyncio connections."""
-    s = s or settings()
-    return client_ssl_context(str(s.redis_ca_file) if s.redis_ca_file else None) if s.redis_tls else None
 
 
 def client_ssl_context(cafile: str | None):
@@ -91,9 +94,10 @@ def client_ssl_context(cafile: str | None):
 
 def connect(url: str | None = None, *, role: str = "writer", **kwargs):
     """A redis-py client for ``url`` (default: the settings' single Redis) authenticated as ``role``, over TLS
-    verified against the settings' CA when TLS is on."""
+    verified against the settings' CA when TLS is on (no hidden retries: a down server fails at once)."""
     import redis
 
+    kwargs.setdefault("retry", no_retry())
     s = settings()
     creds = credentials(role)
     if creds is not None:

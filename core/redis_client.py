@@ -547,11 +547,14 @@ class SyncRouter:
 
         c = self._clients.get(addr)
         if c is None:
+            from core.redis_auth import no_retry
+
             user, password = self.target.credentials_for(addr)
             c = self._clients[addr] = redis.Redis(
                 host=addr[0], port=addr[1], db=0 if self.target.mode == "cluster" else self.target.db,
                 socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.socket_timeout_s,
-                username=user, password=password, **self.target.redis_py_tls(),
+                username=user, password=password, retry=no_retry(),  # the router retries, after a refresh
+                **self.target.redis_py_tls(),
             )
         return c
 

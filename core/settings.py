@@ -54,6 +54,8 @@ class ServingSettings:
     auth: bool = True
     max_concurrency: int = 256  # requests in flight per service; beyond it BentoML answers 429 at once
     ready_grace_s: float = 5.0  # /readyz stays ready while Redis has failed for less than this (one blip)
+    client_api_key: str | None = None  # RTML_API_KEY: the key rtml's own clients (product traffic) send
+    prometheus_dir: str | None = None  # RTML_PROMETHEUS_DIR: this server's own metrics folder (set by `rtml serve`)
     compiled_trees: bool = True  # RTML_SERVING_COMPILED_TREES=0: score with XGBoost instead of bentos/predictor.py's kernels
 
 
@@ -101,6 +103,7 @@ class MonitorSettings:
     runbook_base: str | None = None  # URL prefix of runbook links (default: the repo's files)
     alert_webhook: str | None = None
     consistency_min_rate: float = 0.99  # online/offline consistency below which promotion is refused
+    metrics_port: int = 9109  # RTML_MONITOR_METRICS_PORT: the monitor's Prometheus port (`rtml monitor --metrics-port`)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ class Settings:
     mvn_timeout_s: float = 900.0  # resolving jars from Maven Central
     promotion_margin: float = 0.005
     retrain_reason: str | None = None  # set by the monitor for the retraining it triggers (audit trail)
+    stream_metrics_port: int = 9108  # RTML_STREAM_METRICS_PORT: the stream job's Prometheus port (`rtml stream --metrics-port`)
     kafka_auth: KafkaAuth = field(default_factory=lambda: KafkaAuth())
     # This component's Redis ACL user (RTML_REDIS_USER / RTML_REDIS_PASSWORD; the deployment files give the
     # stream job and materialize `rtml-writer`, serving the read-only `rtml-serving`). None: no AUTH.
@@ -388,6 +392,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         mvn_timeout_s=float(env.get("RTML_MVN_TIMEOUT") or 900),
         promotion_margin=float(env.get("RTML_PROMOTION_MARGIN") or 0.005),
         retrain_reason=env.get("RTML_RETRAIN_REASON") or None,
+        stream_metrics_port=int(env.get("RTML_STREAM_METRICS_PORT") or 9108),
         kafka_auth=KafkaAuth(
             # local broker: SASL unless opted out; an external one: SASL when credentials are given
             security=(env.get("RTML_KAFKA_SECURITY") or ("sasl" if not external or env.get("RTML_KAFKA_USER") else "plaintext")).lower(),
@@ -415,6 +420,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             auth=(env.get("RTML_SERVING_AUTH") or "1").lower() not in ("0", "false", "no", "off"),
             max_concurrency=int(env.get("RTML_SERVING_MAX_CONCURRENCY") or 256),
             ready_grace_s=float(env.get("RTML_SERVING_READY_GRACE_S") or 5),
+            client_api_key=env.get("RTML_API_KEY") or None,
+            prometheus_dir=env.get("RTML_PROMETHEUS_DIR") or None,
             compiled_trees=(env.get("RTML_SERVING_COMPILED_TREES") or "1").lower() not in ("0", "false", "no", "off"),
         ),
         broker=BrokerSettings(
@@ -437,6 +444,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             runbook_base=env.get("RTML_RUNBOOK_BASE") or None,
             alert_webhook=env.get("RTML_ALERT_WEBHOOK") or None,
             consistency_min_rate=float(env.get("RTML_CONSISTENCY_MIN_RATE") or 0.99),
+            metrics_port=int(env.get("RTML_MONITOR_METRICS_PORT") or 9109),
         ),
         mlflow=MlflowSettings(
             uri=env.get("RTML_MLFLOW_URI") or None,

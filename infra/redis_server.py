@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserFacingError
+from core.redis_auth import no_retry
 from core.settings import REPO_ROOT, Settings, settings
 from infra.proc import file_lock, owned_pid, port_open, stop_by_pid_file, stop_pid, tail, wait_until, write_pid
 from infra.secrets import ensure_passwords
@@ -61,12 +62,12 @@ def answers_ping(url: str | None = None, timeout_s: float = 1.0) -> bool:
         # cluster / sentinel URL: its first node
         host, _, port = url.split("://", 1)[-1].split("/", 1)[0].split(",")[0].rsplit("@", 1)[-1].rpartition(":")
         client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_connect_timeout=timeout_s,
-                             socket_timeout=timeout_s, retry_on_timeout=False, **tls)
+                             socket_timeout=timeout_s, retry=no_retry(), **tls)
     else:
         if tls and url.startswith("redis://"):
             url = "rediss://" + url[len("redis://"):]
         client = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry_on_timeout=False,
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=no_retry(),
             **({"ssl_ca_certs": tls.get("ssl_ca_certs")} if tls else {}),
         )
     try:
@@ -136,7 +137,7 @@ def admin_client(host: str, port: int, timeout_s: float = 1.0, s: Settings | Non
     else:
         user, password = credentials("admin", s) or (None, None)
     return redis.Redis(host=host, port=port, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
-                       username=user, password=password, **tls_kwargs(s))
+                       username=user, password=password, retry=no_retry(), **tls_kwargs(s))
 
 
 def running_pid(s: Settings | None = None) -> int | None:
