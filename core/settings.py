@@ -185,6 +185,11 @@ class Settings:
     # RTML_REDIS_SECURITY: `acl` (the local Redis of `rtml up` runs with ACL users and generated passwords,
     # see core.redis_auth) or `none` (no users: opt out). An external Redis gets AUTH only from RTML_REDIS_*.
     redis_security: str = "acl"
+    # RTML_REDIS_TLS=1 (or an RTML_REDIS_URL starting with rediss://): every client speaks TLS to Redis and
+    # verifies its certificate against RTML_REDIS_TLS_CA (default for the local Redis: the private CA `rtml up`
+    # generates into <state_dir>/secrets/redis-tls/; for an external Redis without it: the system's trust store).
+    redis_tls: bool = False
+    redis_tls_ca: Path | None = None
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     broker: BrokerSettings = field(default_factory=lambda: BrokerSettings())
     monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
@@ -210,6 +215,20 @@ class Settings:
         """``standalone`` (``redis://``), ``cluster`` (``redis-cluster://``) or ``sentinel`` (``redis-sentinel://``)."""
         scheme = self.redis_url.split("://", 1)[0]
         return {"redis-cluster": "cluster", "redis-sentinel": "sentinel"}.get(scheme, "standalone")
+
+    @property
+    def redis_tls_dir(self) -> Path:
+        """The local Redis's generated CA and server certificate (keys mode 0600; see infra.redis_tls)."""
+        return self.secrets_dir / "redis-tls"
+
+    @property
+    def redis_ca_file(self) -> Path | None:
+        """The CA a TLS client verifies Redis's certificate against (None: plaintext, or the system's trust store)."""
+        if not self.redis_tls:
+            return None
+        if self.redis_tls_ca is not None:
+            return self.redis_tls_ca
+        return None if self.redis_external else self.redis_tls_dir / "ca.crt"
 
     @property
     def redis_nodes(self) -> list[tuple[str, int]]:
@@ -259,6 +278,15 @@ class Settings:
         creds = credentials("writer", self)  # Feast writes (apply, materialize) and reads: the writer user
         if creds is not None:  # Feast passes these to redis-py
             out += (f",username={creds[0]}" if creds[0] else "") + f",password={creds[1]}"
+        if self.redis_tls:  # redis-py's ssl / ssl_ca_certs (certificate and host name verified: its defaults)
+            out += ",ssl=true"
+            if self.redis_ca_file is not None:
+                if "," in str(self.redis_ca_file):
+                    from core.errors import UserFacingError
+
+                    raise UserFacingError(f"the Redis CA path {self.redis_ca_file} contains a comma, which Feast's "
+                                          "connection string cannot carry; move it (RTML_REDIS_TLS_CA / RTML_STATE_DIR)")
+                out += f",ssl_ca_certs={self.redis_ca_file}"
         return out
 
     @property
@@ -314,7 +342,14 @@ def _local_redis_url(env: dict[str, str]) -> str:
     if (env.get("RTML_REDIS_CLUSTER") or "0").lower() not in ("0", "false", "no", ""):
         base = int(env.get("RTML_REDIS_CLUSTER_PORT") or 7000)
         return "redis-cluster://" + ",".join(f"127.0.0.1:{base + i}" for i in range(CLUSTER_NODES))
-    return f"redis://127.0.0.1:{env.get('RTML_REDIS_PORT') or 6379}/0"
+    scheme = "rediss" if _redis_tls(env) else "redis"
+    return f"{scheme}://127.0.0.1:{env.get('RTML_REDIS_PORT') or 6379}/0"
+
+
+def _redis_tls(env: dict[str, str]) -> bool:
+    """RTML_REDIS_TLS, or an RTML_REDIS_URL with the rediss:// scheme."""
+    flag = (env.get("RTML_REDIS_TLS") or "0").lower() not in ("0", "false", "no", "off", "")
+    return flag or (env.get("RTML_REDIS_URL") or "").startswith("rediss://")
 
 
 def _data_url(value: str | None, state_dir: Path) -> str:
@@ -368,6 +403,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         redis_user=env.get("RTML_REDIS_USER") or None,
         redis_password=env.get("RTML_REDIS_PASSWORD") or None,
         redis_security=(env.get("RTML_REDIS_SECURITY") or "acl").lower(),
+        redis_tls=_redis_tls(env),
+        redis_tls_ca=Path(env["RTML_REDIS_TLS_CA"]).resolve() if env.get("RTML_REDIS_TLS_CA") else None,
         serving=ServingSettings(
             workers=int(env.get("RTML_SERVING_WORKERS") or 1),
             redis_timeout_s=float(env.get("RTML_SERVING_REDIS_TIMEOUT_MS") or 100) / 1000,
