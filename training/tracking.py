@@ -119,6 +119,16 @@ def numeric(values: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _settle_pyspark_ml() -> None:
+    """MLflow's ``Param`` checks ``pyspark.ml.param.Param`` whenever ``pyspark.ml`` is in ``sys.modules``; the
+    worker thread then failed with "cannot access submodule 'ml' of module 'pyspark'" when another thread of a
+    process that uses Spark was importing it at the same moment. Finish that import here, on the caller's thread."""
+    import sys
+
+    if "pyspark.ml" in sys.modules:
+        import pyspark.ml.param  # noqa: F401
+
+
 class Tracker:
     """One training run. Calls are queued to a worker thread and sent in order; :meth:`run_id` and
     :meth:`finish` wait for it. A store that cannot be reached fails the run at the first wait."""
@@ -134,6 +144,7 @@ class Tracker:
         self._experiment: str | None = None
         self._run_id: str | None = None
         self._started = threading.Event()
+        _settle_pyspark_ml()
         self._thread = threading.Thread(target=self._work, name="mlflow-tracking", daemon=True)
         self._thread.start()
         self._submit(lambda: self._start(run_name, tags or {}))
