@@ -62,6 +62,7 @@ HEADLINES: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("Redis Cluster: requests/s, concurrency 8", "cluster_rps_c8", None, ""),
         ("primary killed under load: seconds of failed requests", "failover_failed_request_seconds", None, "<= 15"),
         ("Redis bytes per entity hash", "redis_bytes_per_entity", None, ""),
+        ("  same, Redis Cluster", "cluster_redis_bytes_per_entity", None, ""),
     ],
     "rollout": [
         ("p50 ms c1, shadow challenger (vs none)", "p50_ms_c1_shadow", "p50_ms_c1_no_rollout", ""),
