@@ -503,6 +503,12 @@ CLUSTER_KEYS = ("cluster", "cluster_error", "cluster_p99_ms_c1", "cluster_rps_c8
 PARTS = ("standalone", "cluster")
 
 
+def merge_part(old: dict, part: str, new: dict) -> dict:
+    """Earlier figures ``old`` with those of ``part`` replaced by ``new`` (goals left to recompute)."""
+    mine = CLUSTER_KEYS if part == "cluster" else tuple(k for k in old if k not in (*CLUSTER_KEYS, "parts"))
+    return {**{k: v for k, v in old.items() if k not in mine and k != "goals"}, **new}
+
+
 def main(parts: tuple[str, ...] = PARTS) -> dict:
     """Measure ``parts`` (``standalone``: the single Redis; ``cluster``: Redis Cluster + failover). One part
     alone replaces only its own keys in ``results/serving.json`` and keeps the others."""
@@ -554,9 +560,7 @@ def main(parts: tuple[str, ...] = PARTS) -> dict:
         part = None
         if set(parts) != set(PARTS):  # one part: merged into the earlier figures
             (part,) = parts
-            old = read_result("serving")
-            mine = CLUSTER_KEYS if part == "cluster" else tuple(k for k in old if k not in (*CLUSTER_KEYS, "parts"))
-            out = {**{k: v for k, v in old.items() if k not in mine and k not in ("goals",)}, **out}
+            out = merge_part(read_result("serving"), part, out)
         detail = out.setdefault("redis_bytes_per_entity_detail", {})
         detail["cluster"] = out.get("cluster", {}).get("bytes_per_entity")
         out["goals"] = goals(out)
