@@ -149,6 +149,19 @@ def _load(port: int, concurrency: int, seconds: float, bodies_file: str, path: s
     return json.loads(done.stdout)
 
 
+def _start(name: str, workers: int, bodies_file: str, ports: list[int], warm_concurrency: int = 4) -> tuple[int, list[int]]:
+    """`bentoml serve` of ``name`` on a free port (recorded in ``ports`` to stop), warmed up (imports,
+    connections, caches): its port and the pids whose CPU counts."""
+    from bentos.commands import serve
+    from tests.serving.conftest import free_port
+
+    port = free_port()
+    pid, _ = serve.start_detached(name, "127.0.0.1", port, workers=workers, timeout=180)
+    ports.append(port)
+    _load(port, warm_concurrency, 3, bodies_file)
+    return port, _worker_pids(pid)
+
+
 def _bytes_per_entity(now, n_users: int, n_merchants: int) -> dict:
     """Redis memory of the entity hashes (``MEMORY USAGE``): user hashes (profile + aggregates), merchant
     hashes (profile + aggregates), and the mean over all entities."""
@@ -192,7 +205,7 @@ def _cluster_runs(seconds: float, bodies_file: str, now, data, ports: list[int])
     (SIGKILL) under load: how long requests fail until its replica is promoted."""
     from bentos.commands import serve
     from infra import redis_cluster
-    from tests.serving.conftest import free_port, load_online
+    from tests.serving.conftest import load_online
 
     saved = os.environ.pop("RTML_REDIS_URL", None)
     # the cluster runs in the bench's state dir with its own generated ACL passwords, not the outer Redis's
@@ -206,11 +219,7 @@ def _cluster_runs(seconds: float, bodies_file: str, now, data, ports: list[int])
         redis_cluster.start(progress=False)
         load_online(now, data)
         bytes_per_entity = _bytes_per_entity(now, N_USERS, N_MERCHANTS)
-        port = free_port()
-        pid, _ = serve.start_detached("prediction", "127.0.0.1", port, workers=1, timeout=180)
-        ports.append(port)
-        _load(port, 4, 3, bodies_file)
-        pids = _worker_pids(pid)
+        port, pids = _start("prediction", 1, bodies_file, ports)
         runs = {}
         for c in (1, 8):
             cpu0 = _cpu_seconds(pids)
@@ -375,15 +384,10 @@ def goals(out: dict) -> dict:
 def _standalone(seconds: float, bodies_file: str, tmp: Path, now, tag: str, ports: list[int]) -> dict:
     """Everything on the single Redis of the stack: both services at each concurrency, batch100, 2 workers, auth."""
     from bentos.commands import serve
-    from tests.serving.conftest import free_port
 
     services = {}
     for name in ("prediction", "baseline"):
-        port = free_port()
-        pid, url = serve.start_detached(name, "127.0.0.1", port, workers=1, timeout=180)
-        ports.append(port)
-        services[name] = (port, _worker_pids(pid))
-        _load(port, 4, 3, bodies_file)  # warm-up (imports, connections, caches)
+        services[name] = _start(name, 1, bodies_file, ports)
 
     results: dict[str, dict] = {"prediction": {}, "baseline": {}}
     load_avg = []
@@ -416,11 +420,7 @@ def _standalone(seconds: float, bodies_file: str, tmp: Path, now, tag: str, port
     bytes_per_entity = _bytes_per_entity(now, N_USERS, N_MERCHANTS)
 
     # 2 workers: the highest throughput at which p99 stays <= 25 ms
-    port2 = free_port()
-    pid2, _ = serve.start_detached("prediction", "127.0.0.1", port2, workers=2, timeout=180)
-    ports.append(port2)
-    _load(port2, 8, 3, bodies_file)
-    pids2 = _worker_pids(pid2)
+    port2, pids2 = _start("prediction", 2, bodies_file, ports, warm_concurrency=8)
     two_workers = {}
     for c in (8, 16, 32):
         cpu0 = _cpu_seconds(pids2)
@@ -432,13 +432,10 @@ def _standalone(seconds: float, bodies_file: str, tmp: Path, now, tag: str, port
 
     # API key cost: the same service without the key check, alternating with the one above at concurrency 1
     os.environ["RTML_SERVING_AUTH"] = "0"
-    port_open = free_port()
-    pid_open, _ = serve.start_detached("prediction", "127.0.0.1", port_open, workers=1, timeout=180)
+    port_open, pids_open = _start("prediction", 1, bodies_file, ports)
     os.environ.pop("RTML_SERVING_AUTH")
-    ports.append(port_open)
-    _load(port_open, 4, 3, bodies_file)
     load_avg.append(os.getloadavg()[0])
-    auth_cost = _auth_overhead(*services["prediction"], port_open, _worker_pids(pid_open), max(3.0, seconds / 3), bodies_file)
+    auth_cost = _auth_overhead(*services["prediction"], port_open, pids_open, max(3.0, seconds / 3), bodies_file)
     auth_cost["auth_check_cpu_us_in_process"] = auth_check_us()
     print(f"auth check {auth_cost['auth_check_cpu_us_in_process']:.1f} us of CPU in process; "
           f"auth overhead p50 {auth_cost['auth_overhead_p50_ms'] * 1000:.0f} us, server cpu "
