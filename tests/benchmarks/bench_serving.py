@@ -162,6 +162,27 @@ def _start(name: str, workers: int, bodies_file: str, ports: list[int], warm_con
     return port, _worker_pids(pid)
 
 
+def _delete_entities(data: dict) -> int:
+    """Delete the entity hashes the bench wrote to the stack's Redis (its ids overlap those of the serving
+    tests, which run against the same stack and expect some of them to have no aggregates)."""
+    from core.online_store import OnlineStore
+    from core.redis_client import RedisTarget, SyncRouter
+
+    online = OnlineStore.from_settings()
+    admin = SyncRouter(RedisTarget.from_settings(None, "admin"))
+    try:
+        keys = [*online.redis_keys("user_profile", data["users"]["user_id"].to_numpy()),
+                *online.redis_keys("merchant_profile", data["merchants"]["merchant_id"].to_numpy())]
+        deleted = 0
+        for addr, idx in admin.owners(keys).items():
+            for lo in range(0, len(idx), 1000):
+                deleted += int(admin.client(addr).delete(*[keys[i] for i in idx[lo : lo + 1000]]))
+        return deleted
+    finally:
+        admin.close()
+        online.close()
+
+
 def _bytes_per_entity(now, n_users: int, n_merchants: int) -> dict:
     """Redis memory of the entity hashes (``MEMORY USAGE``): user hashes (profile + aggregates), merchant
     hashes (profile + aggregates), and the mean over all entities."""
@@ -551,7 +572,10 @@ def main(parts: tuple[str, ...] = PARTS) -> dict:
         out: dict = {}
         if "standalone" in parts:
             load_online(now, data)
-            out.update(_standalone(seconds, bodies_file, tmp, now, tag, ports))
+            try:
+                out.update(_standalone(seconds, bodies_file, tmp, now, tag, ports))
+            finally:
+                _delete_entities(data)
         if "cluster" in parts:
             out.update(_cluster_result(seconds, bodies_file, now, data, ports))
         part = None
