@@ -50,6 +50,7 @@ security: install
 
 # The fault matrix against the real local stack -> tests/benchmarks/results/reliability.json (FAULTS_ARGS=--short: CI)
 faults: install
+	RTML_TEST_FULL=1 $(BIN)/python -m pytest -q tests/streaming/test_restart.py
 	$(BIN)/python -m tests.faults.run $(FAULTS_ARGS)
 
 lint: install

@@ -14,6 +14,12 @@ XGBoost call (which releases the GIL), so a shadow challenger adds almost nothin
 A record carries the request's id field and entity keys (named by the feature service), the variant
 that made it (``production`` or ``challenger``), whether its score was ``served`` to the caller, and the
 model's scoring time ``latency_ms``.
+
+Event time: ``event_timestamp`` and the Kafka message timestamp are the request's event time (its
+``timestamp`` / ``event_timestamp``; a stamp later than the prediction is capped at the prediction
+time), else the prediction time. The monitor windows and matches its seasonal reference (hour of the
+week) on the message timestamp, so a replayed or delayed request is compared with the hours it
+happened in, not with the hour it was scored. ``prediction_timestamp`` stays the wall-clock time.
 """
 
 from __future__ import annotations
@@ -56,6 +62,23 @@ def _clean(v: float) -> float | None:
     return None if v != v or math.isinf(v) else v
 
 
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def event_seconds(req: dict[str, Any], now: float) -> float:
+    """Epoch seconds of the request's event time (``timestamp``; naive = UTC), capped at ``now`` (the
+    prediction time), or ``now`` when the request has none."""
+    t = req.get("timestamp")
+    if t is None:
+        return now
+    if isinstance(t, str):  # requests that did not pass the pydantic model (tests, batch callers)
+        t = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return min(t.timestamp(), now)
+
+
 class PredictionLog:
     """Bounded queue + background producer thread for the ``predictions`` topic."""
 
@@ -71,6 +94,7 @@ class PredictionLog:
         flush_interval_s: float = 0.05,
         chunk: int = 64,
         drain_s: float = 10.0,
+        recover_s: float = 15.0,
     ):
         s = settings()
         self.topic = topic or s.topics.predictions
@@ -92,6 +116,11 @@ class PredictionLog:
         self._producer = None
         self._partitions: list[int] = [0]
         self._next = 0
+        # A producer that only fails for recover_s (e.g. an idempotent producer whose sequence numbers the
+        # restarted broker no longer accepts) is replaced by a new one.
+        self.recover_s = recover_s
+        self.reconnects = 0
+        self._last_ok = self._last_fail = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -104,13 +133,20 @@ class PredictionLog:
         else:
             self.queue.append(entry)
 
-    def record(self, e: Entry) -> dict[str, Any]:
-        """The ``PREDICTION_FIELDS`` record of one queued (and scored) entry."""
+    @staticmethod
+    def event_seconds(e: Entry) -> float:
+        """Event time (epoch s) of a queued entry: its request's, else its prediction time."""
+        return event_seconds(e[1], e[2])
+
+    def record(self, e: Entry, event_s: float | None = None) -> dict[str, Any]:
+        """The ``PREDICTION_FIELDS`` record of one queued (and scored) entry (``event_s``: its
+        :meth:`event_seconds`, when already known)."""
         request_id, req, ts, score, decision, row, missing, age, variant, served, seconds = e
         out: dict[str, Any] = {"request_id": request_id, self.id_field: req[self.id_field]}
         for key in self.entity_keys:
             out[key] = req[key]
-        out["prediction_timestamp"] = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        out["prediction_timestamp"] = _iso(ts)
+        out["event_timestamp"] = _iso(event_seconds(req, ts) if event_s is None else event_s)
         out["model_name"] = variant.tag.split(":", 1)[0]
         out["model_version"] = variant.model_version
         out["variant"] = variant.name
@@ -171,6 +207,7 @@ class PredictionLog:
                 )
                 self._partitions = sorted(self._producer.partitions_for(self.topic) or [0])
                 self.connected = True
+                self._last_ok = time.monotonic()
                 log.info("prediction log connected to %s (topic %s)", self.bootstrap, self.topic)
                 return
             except Exception as exc:  # broker absent or not ready: keep serving, retry later
@@ -179,7 +216,25 @@ class PredictionLog:
 
     def _failed(self, _exc: Exception) -> None:
         self.dropped += 1
+        self._last_fail = time.monotonic()
         self.on_drop("send_failed", 1)
+
+    def _ok(self, _metadata: Any) -> None:
+        self._last_ok = time.monotonic()
+
+    def _stuck(self) -> bool:
+        """Only failures, and for longer than ``recover_s``: the producer is replaced."""
+        return self._last_fail > self._last_ok and time.monotonic() - self._last_ok > self.recover_s
+
+    def _reconnect(self) -> None:
+        log.warning("prediction log: no record delivered for %.0f s, only failures; reconnecting", self.recover_s)
+        producer, self._producer, self.connected = self._producer, None, False
+        try:
+            producer.close(timeout=1)
+        except Exception:  # noqa: BLE001 - replacing a broken producer
+            pass
+        self.reconnects += 1
+        self._connect()
 
     def _send_chunk(self) -> None:
         q = self.queue
@@ -187,14 +242,17 @@ class PredictionLog:
         entries = [q.popleft() for _ in range(min(self.chunk, len(q)))]
         for entry in self.score_shadow(entries):
             try:
-                record = self.record(entry)
+                event_s = self.event_seconds(entry)
+                record = self.record(entry, event_s)
                 self._next = (self._next + 1) % len(partitions)
                 future = self._producer.send(
                     self.topic,
                     key=record["request_id"].encode(),
                     value=_encode(record),
                     partition=partitions[self._next],
+                    timestamp_ms=int(event_s * 1000),  # event time: what the monitor windows by
                 )
+                future.add_callback(self._ok)
                 future.add_errback(self._failed)
                 self.sent += 1
             except Exception as exc:  # buffer full / broker gone for longer than max_block_ms
@@ -204,6 +262,8 @@ class PredictionLog:
         self._connect()
         q = self.queue
         while not self._stop.is_set():
+            if self._stuck():
+                self._reconnect()
             if not q:
                 self._stop.wait(self.flush_interval_s)
                 continue

@@ -24,7 +24,8 @@ _DDL_TYPES = {"string": str, "bigint": int, "int": int, "long": int, "double": f
 
 
 _PREDICTION_REST: dict[str, type] = {  # after request_id, the event id and the service's entity keys
-    "prediction_timestamp": str,
+    "prediction_timestamp": str,  # when the model scored (wall clock)
+    "event_timestamp": str,  # the request's event time (else the prediction time); also the Kafka message timestamp
     "model_name": str,
     "model_version": str,
     "variant": str,  # production | challenger (during a rollout)

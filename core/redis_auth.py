@@ -14,6 +14,10 @@ Credentials: ``RTML_REDIS_USER``/``RTML_REDIS_PASSWORD`` when set (a deployment 
 they apply whatever role the code asks for), else, for the local Redis of `rtml up` (``RTML_REDIS_SECURITY=acl``,
 the default), the role's generated password in ``<state_dir>/secrets/redis.json`` (mode 0600). An external
 Redis (``RTML_REDIS_URL``) without a password, or ``RTML_REDIS_SECURITY=none``, gets no AUTH.
+
+TLS (``RTML_REDIS_TLS=1`` or a ``rediss://`` URL): every client wraps its connection in TLS and verifies the
+server's certificate and host name against ``settings.redis_ca_file`` (:func:`tls_kwargs` for redis-py,
+:func:`client_ssl_context` for asyncio); never without verification.
 """
 
 from __future__ import annotations
@@ -56,12 +60,52 @@ def credentials(role: str, s: Settings | None = None) -> tuple[str | None, str] 
     return (USERS[role], password) if password else None
 
 
+def no_retry():
+    """redis-py's ``retry=`` for clients whose callers handle failures themselves. redis-py 6+ retries a
+    refused connection 3 times with exponential backoff by default: ~10 s before a down server is reported."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
+def tls_kwargs(s: Settings | None = None) -> dict:
+    """redis-py keyword arguments for a TLS connection to the settings' Redis ({} without TLS): certificate
+    and host name verified (redis-py's defaults: ``ssl_cert_reqs="required"``, ``ssl_check_hostname=True``)
+    against the settings' CA (None: the system's trust store)."""
+    s = s or settings()
+    if not s.redis_tls:
+        return {}
+    return {"ssl": True, "ssl_ca_certs": str(s.redis_ca_file) if s.redis_ca_file else None}
+
+
+def client_ssl_context(cafile: str | None):
+    """A client context that requires a certificate signed by ``cafile`` (None: the system's CAs) naming the host."""
+    import ssl
+
+    from core.errors import UserFacingError
+
+    try:
+        return ssl.create_default_context(cafile=cafile)  # CERT_REQUIRED, check_hostname, TLS >= 1.2
+    except (FileNotFoundError, ssl.SSLError) as exc:
+        raise UserFacingError(f"cannot load the Redis CA certificate {cafile} ({exc}); run `rtml up` (local Redis) "
+                              "or set RTML_REDIS_TLS_CA to the CA that signed the Redis server's certificate") from None
+
+
 def connect(url: str | None = None, *, role: str = "writer", **kwargs):
-    """A redis-py client for ``url`` (default: the settings' single Redis) authenticated as ``role``."""
+    """A redis-py client for ``url`` (default: the settings' single Redis) authenticated as ``role``, over TLS
+    verified against the settings' CA when TLS is on (no hidden retries: a down server fails at once)."""
     import redis
 
+    kwargs.setdefault("retry", no_retry())
+    s = settings()
     creds = credentials(role)
     if creds is not None:
         kwargs.setdefault("username", creds[0])
         kwargs.setdefault("password", creds[1])
-    return redis.Redis.from_url(url or settings().redis_url, **kwargs)
+    url = url or s.redis_url
+    if s.redis_tls:
+        if url.startswith("redis://"):
+            url = "rediss://" + url[len("redis://"):]
+        kwargs.setdefault("ssl_ca_certs", tls_kwargs(s)["ssl_ca_certs"])  # (from_url: rediss:// turns ssl on)
+    return redis.Redis.from_url(url, **kwargs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import random
 import socket
 import time
@@ -48,6 +49,16 @@ class RedisTarget:
     sentinel_master: str = "mymaster"
     username: str | None = field(default=None, repr=False)  # Redis ACL user of the data nodes (None: default user)
     password: str | None = field(default=None, repr=False)
+    tls: bool = False  # TLS to every node, the certificate verified against ``tls_ca`` (None: the system's CAs)
+    tls_ca: str | None = None
+
+    def ssl_context(self):
+        """The asyncio client's SSL context (None without TLS); one per CA file."""
+        return _ssl_context(self.tls_ca) if self.tls else None
+
+    def redis_py_tls(self) -> dict:
+        """redis-py keyword arguments for TLS (certificate and host name verified: redis-py's defaults)."""
+        return {"ssl": True, "ssl_ca_certs": self.tls_ca} if self.tls else {}
 
     def credentials_for(self, addr: Address) -> tuple[str | None, str | None]:
         """AUTH credentials for a data node (sentinels are not data nodes: they get none)."""
@@ -64,7 +75,15 @@ class RedisTarget:
         s = s or settings()
         user, password = credentials(role, s) or (None, None)
         return cls(s.redis_mode, tuple(s.redis_nodes), s.redis_db, s.redis_sentinel_master,
-                   username=user, password=password)
+                   username=user, password=password, tls=s.redis_tls,
+                   tls_ca=str(s.redis_ca_file) if s.redis_ca_file else None)
+
+
+@functools.cache
+def _ssl_context(cafile: str | None):
+    from core.redis_auth import client_ssl_context
+
+    return client_ssl_context(cafile)
 
 
 def resp(*parts: bytes) -> bytes:
@@ -138,7 +157,8 @@ class FastRedis:
     """Send pre-encoded RESP commands to one node, get their replies within ``timeout_s``."""
 
     def __init__(self, host: str, port: int, db: int = 0, timeout_s: float = 0.1, connect_timeout_s: float = 0.2,
-                 username: str | None = None, password: str | None = None):
+                 username: str | None = None, password: str | None = None, ssl=None):
+        self._ssl = ssl  # an ssl.SSLContext: TLS, the server's certificate verified for ``host``
         self._auth = None if password is None else resp(b"AUTH", *((username.encode(),) if username else ()),
                                                           password.encode())
         self.host = host
@@ -167,7 +187,9 @@ class FastRedis:
         try:
             try:
                 _, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.connect_timeout_s
+                    loop.create_connection(lambda: _Protocol(self), self.host, self.port, ssl=self._ssl,
+                                           server_hostname=self.host if self._ssl is not None else None),
+                    self.connect_timeout_s,
                 )
             except (TimeoutError, OSError) as exc:
                 raise RedisUnavailable(
@@ -334,7 +356,8 @@ class AsyncRouter:
         if node is None:
             user, password = self.target.credentials_for(addr)
             node = self._nodes[addr] = FastRedis(addr[0], addr[1], self.target.db if not self.cluster else 0,
-                                                 self.timeout_s, self.connect_timeout_s, user, password)
+                                                 self.timeout_s, self.connect_timeout_s, user, password,
+                                                 self.target.ssl_context())
         return node
 
     # -- topology
@@ -369,7 +392,7 @@ class AsyncRouter:
             if reply:
                 host, port = (reply[0].decode(), int(reply[1]))
                 primary = FastRedis(host, port, self.target.db, self.timeout_s, self.connect_timeout_s,
-                                    self.target.username, self.target.password)
+                                    self.target.username, self.target.password, self.target.ssl_context())
                 role = await primary.execute_raw(resp(b"ROLE"), 1)
                 if isinstance(role[0], list) and role[0][0] in (b"master", "master"):
                     if self._primary is not None and self._primary is not primary:
@@ -524,11 +547,14 @@ class SyncRouter:
 
         c = self._clients.get(addr)
         if c is None:
+            from core.redis_auth import no_retry
+
             user, password = self.target.credentials_for(addr)
             c = self._clients[addr] = redis.Redis(
                 host=addr[0], port=addr[1], db=0 if self.target.mode == "cluster" else self.target.db,
                 socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.socket_timeout_s,
-                username=user, password=password,
+                username=user, password=password, retry=no_retry(),  # the router retries, after a refresh
+                **self.target.redis_py_tls(),
             )
         return c
 

@@ -54,6 +54,8 @@ class ServingSettings:
     auth: bool = True
     max_concurrency: int = 256  # requests in flight per service; beyond it BentoML answers 429 at once
     ready_grace_s: float = 5.0  # /readyz stays ready while Redis has failed for less than this (one blip)
+    client_api_key: str | None = None  # RTML_API_KEY: the key rtml's own clients (product traffic) send
+    prometheus_dir: str | None = None  # RTML_PROMETHEUS_DIR: this server's own metrics folder (set by `rtml serve`)
     compiled_trees: bool = True  # RTML_SERVING_COMPILED_TREES=0: score with XGBoost instead of bentos/predictor.py's kernels
 
 
@@ -101,6 +103,7 @@ class MonitorSettings:
     runbook_base: str | None = None  # URL prefix of runbook links (default: the repo's files)
     alert_webhook: str | None = None
     consistency_min_rate: float = 0.99  # online/offline consistency below which promotion is refused
+    metrics_port: int = 9109  # RTML_MONITOR_METRICS_PORT: the monitor's Prometheus port (`rtml monitor --metrics-port`)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ class Settings:
     mvn_timeout_s: float = 900.0  # resolving jars from Maven Central
     promotion_margin: float = 0.005
     retrain_reason: str | None = None  # set by the monitor for the retraining it triggers (audit trail)
+    stream_metrics_port: int = 9108  # RTML_STREAM_METRICS_PORT: the stream job's Prometheus port (`rtml stream --metrics-port`)
     kafka_auth: KafkaAuth = field(default_factory=lambda: KafkaAuth())
     # This component's Redis ACL user (RTML_REDIS_USER / RTML_REDIS_PASSWORD; the deployment files give the
     # stream job and materialize `rtml-writer`, serving the read-only `rtml-serving`). None: no AUTH.
@@ -181,6 +185,11 @@ class Settings:
     # RTML_REDIS_SECURITY: `acl` (the local Redis of `rtml up` runs with ACL users and generated passwords,
     # see core.redis_auth) or `none` (no users: opt out). An external Redis gets AUTH only from RTML_REDIS_*.
     redis_security: str = "acl"
+    # RTML_REDIS_TLS=1 (or an RTML_REDIS_URL starting with rediss://): every client speaks TLS to Redis and
+    # verifies its certificate against RTML_REDIS_TLS_CA (default for the local Redis: the private CA `rtml up`
+    # generates into <state_dir>/secrets/redis-tls/; for an external Redis without it: the system's trust store).
+    redis_tls: bool = False
+    redis_tls_ca: Path | None = None
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     broker: BrokerSettings = field(default_factory=lambda: BrokerSettings())
     monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
@@ -206,6 +215,20 @@ class Settings:
         """``standalone`` (``redis://``), ``cluster`` (``redis-cluster://``) or ``sentinel`` (``redis-sentinel://``)."""
         scheme = self.redis_url.split("://", 1)[0]
         return {"redis-cluster": "cluster", "redis-sentinel": "sentinel"}.get(scheme, "standalone")
+
+    @property
+    def redis_tls_dir(self) -> Path:
+        """The local Redis's generated CA and server certificate (keys mode 0600; see infra.redis_tls)."""
+        return self.secrets_dir / "redis-tls"
+
+    @property
+    def redis_ca_file(self) -> Path | None:
+        """The CA a TLS client verifies Redis's certificate against (None: plaintext, or the system's trust store)."""
+        if not self.redis_tls:
+            return None
+        if self.redis_tls_ca is not None:
+            return self.redis_tls_ca
+        return None if self.redis_external else self.redis_tls_dir / "ca.crt"
 
     @property
     def redis_nodes(self) -> list[tuple[str, int]]:
@@ -255,6 +278,15 @@ class Settings:
         creds = credentials("writer", self)  # Feast writes (apply, materialize) and reads: the writer user
         if creds is not None:  # Feast passes these to redis-py
             out += (f",username={creds[0]}" if creds[0] else "") + f",password={creds[1]}"
+        if self.redis_tls:  # redis-py's ssl / ssl_ca_certs (certificate and host name verified: its defaults)
+            out += ",ssl=true"
+            if self.redis_ca_file is not None:
+                if "," in str(self.redis_ca_file):
+                    from core.errors import UserFacingError
+
+                    raise UserFacingError(f"the Redis CA path {self.redis_ca_file} contains a comma, which Feast's "
+                                          "connection string cannot carry; move it (RTML_REDIS_TLS_CA / RTML_STATE_DIR)")
+                out += f",ssl_ca_certs={self.redis_ca_file}"
         return out
 
     @property
@@ -310,7 +342,14 @@ def _local_redis_url(env: dict[str, str]) -> str:
     if (env.get("RTML_REDIS_CLUSTER") or "0").lower() not in ("0", "false", "no", ""):
         base = int(env.get("RTML_REDIS_CLUSTER_PORT") or 7000)
         return "redis-cluster://" + ",".join(f"127.0.0.1:{base + i}" for i in range(CLUSTER_NODES))
-    return f"redis://127.0.0.1:{env.get('RTML_REDIS_PORT') or 6379}/0"
+    scheme = "rediss" if _redis_tls(env) else "redis"
+    return f"{scheme}://127.0.0.1:{env.get('RTML_REDIS_PORT') or 6379}/0"
+
+
+def _redis_tls(env: dict[str, str]) -> bool:
+    """RTML_REDIS_TLS, or an RTML_REDIS_URL with the rediss:// scheme."""
+    flag = (env.get("RTML_REDIS_TLS") or "0").lower() not in ("0", "false", "no", "off", "")
+    return flag or (env.get("RTML_REDIS_URL") or "").startswith("rediss://")
 
 
 def _data_url(value: str | None, state_dir: Path) -> str:
@@ -353,6 +392,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         mvn_timeout_s=float(env.get("RTML_MVN_TIMEOUT") or 900),
         promotion_margin=float(env.get("RTML_PROMOTION_MARGIN") or 0.005),
         retrain_reason=env.get("RTML_RETRAIN_REASON") or None,
+        stream_metrics_port=int(env.get("RTML_STREAM_METRICS_PORT") or 9108),
         kafka_auth=KafkaAuth(
             # local broker: SASL unless opted out; an external one: SASL when credentials are given
             security=(env.get("RTML_KAFKA_SECURITY") or ("sasl" if not external or env.get("RTML_KAFKA_USER") else "plaintext")).lower(),
@@ -363,6 +403,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
         redis_user=env.get("RTML_REDIS_USER") or None,
         redis_password=env.get("RTML_REDIS_PASSWORD") or None,
         redis_security=(env.get("RTML_REDIS_SECURITY") or "acl").lower(),
+        redis_tls=_redis_tls(env),
+        redis_tls_ca=Path(env["RTML_REDIS_TLS_CA"]).resolve() if env.get("RTML_REDIS_TLS_CA") else None,
         serving=ServingSettings(
             workers=int(env.get("RTML_SERVING_WORKERS") or 1),
             redis_timeout_s=float(env.get("RTML_SERVING_REDIS_TIMEOUT_MS") or 100) / 1000,
@@ -378,6 +420,8 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             auth=(env.get("RTML_SERVING_AUTH") or "1").lower() not in ("0", "false", "no", "off"),
             max_concurrency=int(env.get("RTML_SERVING_MAX_CONCURRENCY") or 256),
             ready_grace_s=float(env.get("RTML_SERVING_READY_GRACE_S") or 5),
+            client_api_key=env.get("RTML_API_KEY") or None,
+            prometheus_dir=env.get("RTML_PROMETHEUS_DIR") or None,
             compiled_trees=(env.get("RTML_SERVING_COMPILED_TREES") or "1").lower() not in ("0", "false", "no", "off"),
         ),
         broker=BrokerSettings(
@@ -400,6 +444,7 @@ def _settings_for(env_key: tuple[tuple[str, str], ...]) -> Settings:
             runbook_base=env.get("RTML_RUNBOOK_BASE") or None,
             alert_webhook=env.get("RTML_ALERT_WEBHOOK") or None,
             consistency_min_rate=float(env.get("RTML_CONSISTENCY_MIN_RATE") or 0.99),
+            metrics_port=int(env.get("RTML_MONITOR_METRICS_PORT") or 9109),
         ),
         mlflow=MlflowSettings(
             uri=env.get("RTML_MLFLOW_URI") or None,

@@ -137,6 +137,9 @@ def start(progress: bool = True, timeout_s: float = 30.0) -> StartResult:
 
 def _start(progress: bool, timeout_s: float) -> StartResult:
     s = settings()
+    if s.redis_tls and not s.redis_external:
+        raise UserFacingError("RTML_REDIS_TLS=1 is supported for the single local Redis, not the local cluster "
+                              "(RTML_REDIS_CLUSTER=1); use one or the other (see docs/operators.md, Redis TLS)")
     say = print if progress else (lambda *a, **k: None)
     ports = [p for _, p in s.redis_nodes]
     if s.redis_external:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserFacingError
+from core.redis_auth import no_retry
 from core.settings import REPO_ROOT, Settings, settings
 from infra.proc import file_lock, owned_pid, port_open, stop_by_pid_file, stop_pid, tail, wait_until, write_pid
 from infra.secrets import ensure_passwords
@@ -52,15 +53,22 @@ def answers_ping(url: str | None = None, timeout_s: float = 1.0) -> bool:
     """True if a Redis server answers PING at ``url`` within ``timeout_s`` (an auth error counts as Redis)."""
     import redis
 
-    url = url or settings().redis_url
+    from core.redis_auth import tls_kwargs
+
+    s = settings()
+    url = url or s.redis_url
+    tls = tls_kwargs(s) if s.redis_tls or url.startswith("rediss://") else {}
     if "," in url.split("://", 1)[-1].split("/", 1)[0] or not url.startswith(("redis://", "rediss://", "unix://")):
         # cluster / sentinel URL: its first node
         host, _, port = url.split("://", 1)[-1].split("/", 1)[0].split(",")[0].rsplit("@", 1)[-1].rpartition(":")
         client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_connect_timeout=timeout_s,
-                             socket_timeout=timeout_s, retry_on_timeout=False)
+                             socket_timeout=timeout_s, retry=no_retry(), **tls)
     else:
+        if tls and url.startswith("redis://"):
+            url = "rediss://" + url[len("redis://"):]
         client = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry_on_timeout=False
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=no_retry(),
+            **({"ssl_ca_certs": tls.get("ssl_ca_certs")} if tls else {}),
         )
     try:
         return bool(client.ping())
@@ -79,6 +87,25 @@ def ensure_secrets(s: Settings | None = None) -> dict[str, str]:
     from core.redis_auth import USERS, secrets_path
 
     return ensure_passwords(secrets_path(s or settings()), USERS)["users"]
+
+
+def tls_files(s: Settings):
+    """The local Redis's CA and server certificate (generated once under ``s.redis_tls_dir``)."""
+    from infra.redis_tls import ensure_certificates
+
+    return ensure_certificates(s.redis_tls_dir, [h for h, _ in s.redis_nodes])
+
+
+def listen_args(s: Settings, port: int) -> list[str]:
+    """Where redis-server listens: ``--port``, or with TLS only ``--tls-port`` (``--port 0``: no plaintext)."""
+    if not s.redis_tls:
+        return ["--port", str(port)]
+    return ["--port", "0", "--tls-port", str(port), *tls_files(s).server_args()]
+
+
+def _tls_hint(s: Settings) -> str:
+    return (f"{'over TLS' if s.redis_tls else 'in plaintext'} (started with RTML_REDIS_TLS "
+            f"{'off' if s.redis_tls else 'on'}? `rtml down` stops the one rtml started)")
 
 
 def launch(binary: str, args: list[str], s: Settings) -> tuple[list[str], dict[str, str]]:
@@ -102,7 +129,7 @@ def admin_client(host: str, port: int, timeout_s: float = 1.0, s: Settings | Non
     when secured (the server's own, whatever RTML_REDIS_USER a client process is given)."""
     import redis
 
-    from core.redis_auth import USERS, credentials, load_secrets, secured
+    from core.redis_auth import USERS, credentials, load_secrets, secured, tls_kwargs
 
     s = s or settings()
     if secured(s) and load_secrets(s).get("admin"):
@@ -110,7 +137,7 @@ def admin_client(host: str, port: int, timeout_s: float = 1.0, s: Settings | Non
     else:
         user, password = credentials("admin", s) or (None, None)
     return redis.Redis(host=host, port=port, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
-                       username=user, password=password)
+                       username=user, password=password, retry=no_retry(), **tls_kwargs(s))
 
 
 def running_pid(s: Settings | None = None) -> int | None:
@@ -179,13 +206,13 @@ def _start(progress: bool, timeout_s: float) -> StartResult:
             say(f"redis: already running at {s.redis_url} (pid {pid})")
             return StartResult(s.redis_url, pid, started=False, managed=True, external=False)
         raise UserFacingError(
-            f"redis-server (pid {pid}) runs but does not answer PING at {s.redis_url}; "
+            f"redis-server (pid {pid}) runs but does not answer PING at {s.redis_url} {_tls_hint(s)}; "
             f"see {RedisPaths.of(s).log_file} or run `rtml down`."
         )
     if port_open(host, port):
         raise UserFacingError(
-            f"port {port} is taken by a process that does not answer Redis PING; stop it or choose another port "
-            "with RTML_REDIS_PORT."
+            f"port {port} is taken by a process that does not answer Redis PING {_tls_hint(s)}; stop it or choose "
+            "another port with RTML_REDIS_PORT."
         )
 
     binary = redis_server_binary(progress)
@@ -194,8 +221,7 @@ def _start(progress: bool, timeout_s: float) -> StartResult:
     paths.pid_file.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         binary,
-        "--port",
-        str(port),
+        *listen_args(s, port),
         "--bind",
         "127.0.0.1",
         "--dir",

@@ -88,16 +88,21 @@ class ConsistencyReport:
 
 
 def served_frame(records: Iterable[dict[str, Any] | bytes | str], join_keys: list[str], features: list[str]) -> pd.DataFrame:
-    """Prediction records -> one row per request: join keys, request time, ``transaction_id`` and the
-    served value of every feature (NaN when served missing)."""
+    """Prediction records -> one row per request: join keys, the entity time of the point-in-time join and the
+    served value of every feature (NaN when served missing). The entity time is the request's event time - 1 us
+    (what serving and training see: the state just before the event), or the prediction time for a record
+    without one."""
     rows = []
     for rec in records:
         msg = json.loads(rec) if isinstance(rec, bytes | str) else rec
         served = msg.get("features") or {}
         missing = set(msg.get("missing_features") or [])
         row = {k: msg[k] for k in join_keys}
-        row["transaction_id"] = msg.get("transaction_id")
-        row["request_time"] = pd.Timestamp(msg["prediction_timestamp"]).tz_convert("UTC")
+        event = msg.get("event_timestamp")
+        row["request_time"] = (
+            pd.Timestamp(event).tz_convert("UTC") - pd.Timedelta(microseconds=1) if event
+            else pd.Timestamp(msg["prediction_timestamp"]).tz_convert("UTC")
+        )
         for f in features:
             v = served.get(f)
             row[f] = math.nan if v is None or f in missing else float(v)
@@ -105,14 +110,10 @@ def served_frame(records: Iterable[dict[str, Any] | bytes | str], join_keys: lis
     return pd.DataFrame(rows)
 
 
-def entity_rows(served: pd.DataFrame, join_keys: list[str], txn_times: pd.Series | None = None) -> pd.DataFrame:
-    """Entity rows for the point-in-time join: the transaction's event time - 1 us (else the request time)."""
-    ts = served["request_time"]
-    if txn_times is not None:
-        known = served["transaction_id"].map(txn_times)
-        ts = pd.to_datetime(known, utc=True).fillna(ts) - pd.Timedelta(microseconds=1)
+def entity_rows(served: pd.DataFrame, join_keys: list[str]) -> pd.DataFrame:
+    """Entity rows for the point-in-time join (join keys, entity time)."""
     out = served[join_keys].copy()
-    out[ENTITY_TS] = pd.to_datetime(ts, utc=True).astype("datetime64[us, UTC]")
+    out[ENTITY_TS] = pd.to_datetime(served["request_time"], utc=True).astype("datetime64[us, UTC]")
     return out
 
 
@@ -161,7 +162,6 @@ def check(
     records: Iterable[dict[str, Any] | bytes | str],
     specs: list,
     not_checked: list[str] | None = None,
-    txn_times: pd.Series | None = None,
     rtol: float = 1e-6,
 ) -> ConsistencyReport:
     """Compare the served vectors of ``records`` with the offline store (``specs``: ``training.pit_join.ViewSpec``)."""
@@ -171,7 +171,7 @@ def check(
     served = served_frame(records, join_keys, features)
     if served.empty:
         return ConsistencyReport({}, 0, list(not_checked or []), 0.0, _now())
-    offline = offline_values(entity_rows(served, join_keys, txn_times), specs)
+    offline = offline_values(entity_rows(served, join_keys), specs)
     result = compare(served, offline, specs, rtol)
     return ConsistencyReport(result, len(served), list(not_checked or []), time.perf_counter() - t0, _now())
 

@@ -23,7 +23,10 @@ def _fast_decoder(event_key: str) -> msgspec.json.Decoder:
     is named by the feature repo's label view (``transaction_id`` in the fraud repo)."""
     struct = msgspec.defstruct(
         "_Prediction",
-        [(event_key, str), ("score", float), ("features", dict[str, float | None]), ("missing_features", list[str], [])],
+        [
+            (event_key, str), ("score", float), ("features", dict[str, float | None]), ("missing_features", list[str], []),
+            ("model_name", str, ""), ("model_version", str, ""), ("variant", str, ""),
+        ],
     )
     return msgspec.json.Decoder(struct)
 
@@ -42,11 +45,20 @@ def _load(raw: bytes | str) -> dict[str, Any]:
     return msg
 
 
+def model_tag(name: Any, version: Any) -> str:
+    """``name:version`` of the model that made a record ('' when the record does not say)."""
+    if version.__class__ is not str or not version:
+        return ""
+    return f"{name}:{version}" if name.__class__ is str and name else version
+
+
 class PredictionDecoder:
     """``predictions`` message -> (row of feature values + score, event id).
 
     Missing features (absent, null, or listed in ``missing_features``) become NaN. Feature values must
     be numbers: the model's features are numeric. ``event_key``: the event id field (the label view's key).
+    :meth:`decode_full` also returns the model that made the record (``model_name:model_version``) and
+    its variant (``production`` / ``challenger``; '' when absent).
     """
 
     def __init__(self, features: list[str], event_key: str = "transaction_id") -> None:
@@ -56,6 +68,10 @@ class PredictionDecoder:
         self._fast = _fast_decoder(event_key)
 
     def decode(self, raw: bytes | str) -> tuple[list[float], str]:
+        row, txn, _model, _variant = self.decode_full(raw)
+        return row, txn
+
+    def decode_full(self, raw: bytes | str) -> tuple[list[float], str, str, str]:
         try:
             msg = self._fast.decode(raw)
         except (msgspec.DecodeError, TypeError):
@@ -73,9 +89,9 @@ class PredictionDecoder:
                 row[i] = math.nan
         _finite_or_missing(self.features, row)
         row.append(score)
-        return row, getattr(msg, self.event_key)
+        return row, getattr(msg, self.event_key), model_tag(msg.model_name, msg.model_version), msg.variant
 
-    def _decode_json(self, raw: bytes | str) -> tuple[list[float], str]:
+    def _decode_json(self, raw: bytes | str) -> tuple[list[float], str, str, str]:
         msg = _load(raw)
         score = msg.get("score")
         if score.__class__ not in (float, int) or not math.isfinite(score):
@@ -101,7 +117,8 @@ class PredictionDecoder:
                     row[i] = math.nan
         _finite_or_missing(self.features, row)
         row.append(float(score))
-        return row, txn
+        variant = msg.get("variant")
+        return row, txn, model_tag(msg.get("model_name"), msg.get("model_version")), variant if variant.__class__ is str else ""
 
     def _slow_row(self, row: list[Any]) -> list[float]:
         out = []

@@ -4,6 +4,11 @@ Offsets are committed after each evaluated window, so a restart resumes where th
 window ended (at-least-once: the rows of an unfinished window are read again). Labels partitions are
 committed on the stats tick. Before any commit the monitor saves its state, which holds the predictions
 still waiting for a label and the labels waiting for a prediction (see ``PerformanceTracker``). Malformed messages are counted and skipped.
+
+Each record names the model that made it: when the production variant's model changes (a promotion
+or rollback reached serving), the window in progress is closed against the old model's reference (if
+it has ``min_events`` rows) and the new model's reference is used (``Monitor.follow_model``). Records
+served by a rollout's challenger are left to the rollout comparison.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from monitoring.decode import MalformedMessage, decode_label
 from monitoring.windows import Window, Windower
+
+CHALLENGER = "challenger"  # bentos.variants: the variant a rollout tries
 
 if TYPE_CHECKING:
     from monitoring.monitor import Monitor
@@ -46,7 +53,7 @@ def consume(
     windows = 0
     events = 0
     last_stats = last_msg = time.monotonic()
-    decode = mon.decoder.decode
+    decode = mon.decoder.decode_full
     from monitoring.rollout import RolloutFeed
 
     rollout_feed = RolloutFeed(predictions_topic)
@@ -73,8 +80,22 @@ def consume(
         windows += 1
         commit(dict(processed))
         if decode.__self__ is not mon.decoder:  # new reference: rows in progress have the old layout
-            decode = mon.decoder.decode
+            decode = mon.decoder.decode_full
             windower = Windower(mon.config.window)
+
+    def switch_model(model: str) -> bool:
+        """The records now come from ``model``: close the old model's window, use the new reference."""
+        nonlocal windower, decode
+        ref = mon.reference_for(model)
+        if ref is None:
+            return False
+        window = windower.flush()  # None below min_events: too few rows to test, dropped
+        if window is not None:
+            close(window)
+        mon.follow_model(model)
+        decode = mon.decoder.decode_full
+        windower = Windower(mon.config.window)
+        return True
 
     def done() -> bool:
         return max_windows is not None and windows >= max_windows
@@ -92,12 +113,17 @@ def consume(
                     if done():
                         break
                     try:
-                        row, txn = decode(rec.value)
+                        row, txn, model, variant = decode(rec.value)
+                        if variant == CHALLENGER:  # served by a rollout's challenger: the rollout compares it
+                            processed[tp] = rec.offset + 1
+                            continue
+                        if model and model != mon.reference.model and switch_model(model):
+                            row, txn, model, variant = decode(rec.value)  # in the new model's feature order
                     except MalformedMessage as exc:
                         malformed(mon, tp.topic, rec, exc)
                         processed[tp] = rec.offset + 1
                         continue
-                    ts = rec.timestamp / 1000.0
+                    ts = rec.timestamp / 1000.0  # the request's event time (bentos.prediction_log)
                     if timed:
                         early = windower.close_before(ts)
                         if early is not None:
@@ -126,7 +152,7 @@ def consume(
             commit_safe()
             mon.tick()
             if decode.__self__ is not mon.decoder:
-                decode = mon.decoder.decode
+                decode = mon.decoder.decode_full
                 windower = Windower(mon.config.window)
         if batch:
             continue

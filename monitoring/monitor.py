@@ -1,4 +1,4 @@
-"""The drift monitor: windows of the ``predictions`` stream vs the production model's reference.
+"""The drift monitor: windows of the ``predictions`` stream vs the reference of the model that made them.
 
 :class:`Monitor` wires the parts and runs the window pipeline (:meth:`Monitor.process_window`: drift,
 gauges, report, alerts, performance, retraining), which unit tests drive directly. The other jobs
@@ -6,8 +6,16 @@ live in their own modules: the Kafka loop (:mod:`monitoring.loop`), the alert po
 (:mod:`monitoring.policy`), the report rate limit (:mod:`monitoring.report_limit`) and the state
 that survives restarts (:mod:`monitoring.state`).
 
-Defaults come from the production model's calibration (:mod:`monitoring.calibration`): a seasonal
-reference and per-feature thresholds measured on clean history, stored next to the model.
+Defaults come from the model's calibration (:mod:`monitoring.calibration`): a seasonal reference and
+per-feature thresholds measured on clean history, stored next to the model.
+
+Which model: serving may pin its model (``RTML_MODEL_TAG``, the image's tag) while the registry's
+production pointer moves (a promotion, a rollback, a retraining). With a ``model_loader`` (the CLI's),
+the monitor follows the records: each names its model (``model_name:model_version``), and when the
+production variant's records name another model, the window in progress is closed against the old
+model's reference and that model's reference and calibration are used from then on. The registry's
+pointer is then not polled. Records served by a rollout's challenger are the rollout's to compare
+(:mod:`monitoring.rollout`). Without a ``model_loader`` (unit tests) the pointer is followed as before.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from monitoring.lineage import Lineage, identity
 from monitoring.metrics import MonitorMetrics
 from monitoring.performance import Performance, PerformanceTracker
 from monitoring.policy import FEATURE_DRIFT, PERFORMANCE_DECAY, PREDICTION_DRIFT, AlertPolicy, Pending
-from monitoring.reference import Reference, ReferenceLoader, as_reference, registry_reference
+from monitoring.reference import ModelReferenceLoader, Reference, ReferenceLoader, as_reference, registry_reference
 from monitoring.report_limit import RENDER_DRIFT, RENDER_LATEST, SKIP, ReportLimiter
 from monitoring.reports import ReportStore, render_report
 from monitoring.retrain import RetrainConfig, RetrainController
@@ -79,6 +87,7 @@ class Monitor:
         metrics: MonitorMetrics | None = None,
         sink: AlertSink | None = None,
         clock: Callable[[], float] = time.time,
+        model_loader: ModelReferenceLoader | None = None,
     ) -> None:
         from core.settings import settings
 
@@ -88,6 +97,9 @@ class Monitor:
         self.sink = sink or AlertSink(metrics=self.metrics)
         self.clock = clock
         self.reference_loader = reference_loader
+        self.model_loader = model_loader
+        self._references: dict[str, Reference] = {}  # by model tag: a rollback switches back without reloading
+        self._unloadable: set[str] = set()
         self.reports = ReportStore(self.state_dir / "reports" / "drift", self.config.reports_keep)
         self.report_limit = ReportLimiter(self.config.drift_report_every_s, self.config.latest_report_every_s)
         self.state_file = StateFile(self.monitor_dir / "state.json")
@@ -108,6 +120,8 @@ class Monitor:
         self.detector: DriftDetector
         self.decoder: PredictionDecoder | None = None
         self._install_reference(as_reference(reference_loader()))
+        if self.reference.model not in ("dataframe", "unknown"):
+            self._references[self.reference.model] = self.reference
         self.performance = PerformanceTracker(self.config.perf_window, self._decision_threshold())
         self.performance.pairs.extend(state.pairs)
         self.performance.load_state(state.pending)
@@ -164,8 +178,53 @@ class Monitor:
             return PR_AUC_FLOOR_RATIO * float(offline)
         return DEFAULT_PR_AUC_FLOOR
 
+    def reference_for(self, tag: str) -> Reference | None:
+        """The reference of model ``tag`` (cached); None without a ``model_loader`` or when it cannot be
+        loaded (logged once; the current reference stays in use)."""
+        if self.model_loader is None:
+            return None
+        ref = self._references.get(tag)
+        if ref is not None or tag in self._unloadable:
+            return ref
+        try:
+            ref = as_reference(self.model_loader(tag))
+        except Exception as exc:  # noqa: BLE001 - keep monitoring with the current reference
+            self._unloadable.add(tag)
+            log.error("records name model %s, whose reference cannot be loaded (%s); still comparing with %s",
+                      tag, exc, self.reference.model)
+            return None
+        if ref.model in ("dataframe", "unknown"):
+            ref = replace(ref, model=tag)
+        while len(self._references) >= 4:
+            del self._references[next(iter(self._references))]
+        self._references[tag] = ref
+        return ref
+
+    def use_reference(self, ref: Reference) -> None:
+        """Compare from now on with ``ref`` (its drift settings, lineage and decision threshold)."""
+        if ref.features != self.reference.features:
+            log.warning("model %s has other features than %s", ref.model, self.reference.model)
+        self._install_reference(ref)
+        self._references.setdefault(ref.model, ref)
+        self.performance.threshold = self._decision_threshold()
+
+    def follow_model(self, tag: str) -> bool:
+        """Records of the production variant name model ``tag``: use its reference; True if it changed."""
+        if not tag or tag == self.reference.model:
+            return False
+        ref = self.reference_for(tag)
+        if ref is None:
+            return False
+        log.info("records come from model %s (was %s): its reference in use", tag, self.reference.model)
+        self.use_reference(ref)
+        return True
+
     def reload_reference(self) -> bool:
-        """Reload the reference (after retraining or a promotion); True if the model changed."""
+        """Reload the production model's reference (after retraining or a promotion); True if the model
+        changed. Not when the monitor follows the records' model (``model_loader``): serving may still
+        serve the previous model, and its records say when it changed."""
+        if self.model_loader is not None:
+            return False
         try:
             ref = as_reference(self.reference_loader())
         except Exception as exc:  # noqa: BLE001 - keep monitoring with the old reference

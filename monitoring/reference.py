@@ -26,13 +26,17 @@ class Reference:
 ReferenceLoader = Callable[[], "Reference | pd.DataFrame"]
 
 
-def registry_reference(window_rows: int = 5000, calibrated: bool = True) -> Reference:
-    """The production model's reference: with its calibration (calibrated once if it has none), the
-    seasonal reference and calibrated thresholds; else its plain reference sample (core/model_store.py)."""
-    from core.model_store import production_model, reference_sample
+ModelReferenceLoader = Callable[[str], "Reference | pd.DataFrame"]  # model tag -> that model's reference
+
+
+def registry_reference(window_rows: int = 5000, calibrated: bool = True, tag: str | None = None) -> Reference:
+    """The reference of model ``tag`` (default: the production model): with its calibration (calibrated
+    once if it has none), the seasonal reference and calibrated thresholds; else its plain reference
+    sample (core/model_store.py)."""
+    from core.model_store import get_model, production_model, reference_sample
     from monitoring.calibrate_model import ensure_calibration
 
-    model = production_model()
+    model = get_model(tag) if tag else production_model()
     meta = model.info.metadata
     stored = ensure_calibration(model, window_rows) if calibrated else None
     calibration, frame = stored if stored is not None else (None, reference_sample(model))
@@ -49,6 +53,19 @@ def registry_reference(window_rows: int = 5000, calibrated: bool = True) -> Refe
         calibration=calibration,
         lineage=calibration.lineage if calibration is not None else {},
     )
+
+
+def registry_loaders(window_rows: int = 5000, calibrated: bool = True) -> tuple[ReferenceLoader, ModelReferenceLoader]:
+    """The monitor's loaders over the registry: the production model's reference (at start), and any
+    model's by tag (the model each prediction record names)."""
+
+    def production() -> Reference:
+        return registry_reference(window_rows, calibrated)
+
+    def by_tag(tag: str) -> Reference:
+        return registry_reference(window_rows, calibrated, tag=tag)
+
+    return production, by_tag
 
 
 def as_reference(loaded: Reference | pd.DataFrame) -> Reference:

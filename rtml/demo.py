@@ -165,7 +165,7 @@ class Demo:
         log = self.spawn("stream", "stream", "--job-name", f"demo-{int(time.time())}", "--starting-offsets", "latest",
                          "--trigger-seconds", "1", ready_line="rtml stream: running")
         self.facts["stream_log"] = str(log)
-        return "Kafka transactions -> Spark -> Redis + Parquet (metrics :9108)"
+        return f"Kafka transactions -> Spark -> Redis + Parquet (metrics :{settings().stream_metrics_port})"
 
     def monitor(self) -> str:
         o = self.options
@@ -178,7 +178,7 @@ class Demo:
             "--retrain-cooldown-minutes", "30", "--latest-report-minutes", "0.1",
         )
         self.facts["monitor_log"] = str(log)
-        return f"windows of {o.window_size} predictions (metrics :9109)"
+        return f"windows of {o.window_size} predictions (metrics :{settings().monitor.metrics_port})"
 
     def replay(self) -> str:
         from rtml.product_traffic import replay_day
@@ -244,8 +244,8 @@ class Demo:
             ("prediction API", f"{self.facts.get('api', '')}/predict  (docs: {self.facts.get('api', '')}/docs)"),
             ("service metrics", f"{self.facts.get('api', '')}/metrics"),
             ("API key", f"curl -H \"Authorization: Bearer $(cat {self.facts.get('api_key_file', '')})\" ..."),
-            ("stream job metrics", "http://127.0.0.1:9108/metrics"),
-            ("monitor metrics", "http://127.0.0.1:9109/metrics"),
+            ("stream job metrics", f"http://127.0.0.1:{s.stream_metrics_port}/metrics"),
+            ("monitor metrics", f"http://127.0.0.1:{s.monitor.metrics_port}/metrics"),
             ("drift reports", str(s.state_dir / "reports" / "drift")),
             ("model reports", str(s.state_dir / "reports" / "models")),
             ("logs", str(s.run_dir)),

@@ -49,7 +49,6 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
                label_lag_chunks: int = 20, api_key: str | None = None) -> dict:
     """Score and publish the recorded transactions in ``[start, end)``; returns counts and batch latencies.
     ``api_key`` (default ``RTML_API_KEY``) needs the ``predict_batch`` scope."""
-    import os
 
     import httpx
 
@@ -66,7 +65,7 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
     scored = errors = 0
     statuses: dict[int, int] = {}
     first_error = ""
-    api_key = api_key or os.environ.get("RTML_API_KEY")
+    api_key = api_key or settings().serving.client_api_key
     auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
     t0 = time.perf_counter()
     try:

@@ -44,11 +44,14 @@ def stack() -> Iterator:
     # tests/security checks each ACL user with its own password.
     admin = credentials("admin", s)
     redis_admin = redis_credentials("admin", s)
-    saved = {k: os.environ.get(k) for k in ("RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD", "RTML_REDIS_USER", "RTML_REDIS_PASSWORD")}
+    saved = {k: os.environ.get(k) for k in ("RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD", "RTML_REDIS_USER", "RTML_REDIS_PASSWORD",
+                                            "RTML_REDIS_TLS_CA")}
     if admin is not None and not s.kafka_auth.user:
         os.environ["RTML_KAFKA_USER"], os.environ["RTML_KAFKA_PASSWORD"] = admin
     if redis_admin is not None and not s.redis_password:
         os.environ["RTML_REDIS_USER"], os.environ["RTML_REDIS_PASSWORD"] = redis_admin
+    if s.redis_ca_file is not None:  # (RTML_REDIS_TLS=1) tests that move the state dir keep verifying this Redis
+        os.environ["RTML_REDIS_TLS_CA"] = str(s.redis_ca_file)
     try:
         yield s
     finally:

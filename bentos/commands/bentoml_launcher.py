@@ -8,12 +8,13 @@ second instance) would erase each other's metrics. ``RTML_PROMETHEUS_DIR`` gives
 
 from __future__ import annotations
 
-import os
 import sys
 
 
 def main() -> int:
-    directory = os.environ.get("RTML_PROMETHEUS_DIR")
+    from core.settings import settings
+
+    directory = settings().serving.prometheus_dir
     if directory:
         from bentoml._internal.configuration.containers import BentoMLContainer
 

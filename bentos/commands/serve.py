@@ -29,7 +29,7 @@ SERVICES = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("RTML_SERVING_WORKERS", "1")), help="worker processes (default 1)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: RTML_SERVING_WORKERS, 1)")
     parser.add_argument("--service", choices=sorted(SERVICES), default="prediction", help="prediction (default) or the plain baseline")
     parser.add_argument("--model", default=None, help="model tag to serve (default: the registry's production model)")
     parser.add_argument("--detach", action="store_true", help="start in the background, wait for readiness, print the URL")
@@ -208,14 +208,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped the service on port {args.port}" if stop(args.port) else f"no detached service on port {args.port}")
         return 0
     check_model(args.model)
+    workers = args.workers or settings().serving.workers
     if args.detach:
-        pid, url = start_detached(args.service, args.host, args.port, args.workers, args.model, args.timeout)
+        pid, url = start_detached(args.service, args.host, args.port, workers, args.model, args.timeout)
         print(f"{args.service} service ready at {url} (pid {pid}, log {log_file(args.port)}); stop: rtml serve --stop --port {args.port}")
         return 0
     cmd = serve_command(args.service, args.host, args.port)
     print(f"serving {SERVICES[args.service]} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     settings().run_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=service_env(args.workers, args.model, args.port))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=service_env(workers, args.model, args.port))
     try:
         return proc.wait()
     except KeyboardInterrupt:

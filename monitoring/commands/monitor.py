@@ -4,7 +4,6 @@ retraining trigger. Stop with Ctrl-C (offsets of evaluated windows are committed
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import shlex
 import signal
@@ -12,6 +11,7 @@ import threading
 
 from core.contracts import domain_topics
 from core.errors import UserFacingError
+from core.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--retrain-cooldown-minutes", type=float, default=360.0)
     r.add_argument("--no-retrain", action="store_true", help="decide and count, but never start retraining")
     o = parser.add_argument_group("output")
-    o.add_argument("--metrics-port", type=int, default=9109)
+    o.add_argument("--metrics-port", type=int, default=settings().monitor.metrics_port,
+                   help="default RTML_MONITOR_METRICS_PORT or 9109")
     o.add_argument("--group", default="rtml-monitor", help="Kafka consumer group")
     o.add_argument("--predictions-topic", default=None, help="default: settings().topics.predictions")
     o.add_argument("--labels-topic", default=None, help="default: the feature repo's label topic")
@@ -166,11 +167,10 @@ def run(args: argparse.Namespace) -> int:
     from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
 
     from core.kafka_io import check_broker, ensure_topics, make_consumer, make_producer
-    from core.settings import settings
     from monitoring.alerts import AlertSink
     from monitoring.metrics import MonitorMetrics
     from monitoring.monitor import Monitor
-    from monitoring.reference import registry_reference
+    from monitoring.reference import registry_loaders
 
     cfg = settings()
     config = build_config(args)
@@ -183,8 +183,9 @@ def run(args: argparse.Namespace) -> int:
     export_freshness(metrics)
     sink = AlertSink(None, alerts, metrics=metrics)
     try:  # load the reference first: no port or client is opened for a monitor that cannot start
-        loader = functools.partial(registry_reference, window_rows=args.window_size, calibrated=not args.no_calibration)
-        monitor = Monitor(config, loader, state_dir=cfg.state_dir, metrics=metrics, sink=sink)
+        # each record's model picks its reference: serving may pin a model the registry no longer calls production
+        loader, by_tag = registry_loaders(window_rows=args.window_size, calibrated=not args.no_calibration)
+        monitor = Monitor(config, loader, state_dir=cfg.state_dir, metrics=metrics, sink=sink, model_loader=by_tag)
     except (StatTestNotFoundError, ValueError) as exc:
         raise UserFacingError(f"bad drift configuration: {exc}") from None
     try:

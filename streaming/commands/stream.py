@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--starting-offsets", default="earliest", help="earliest|latest, first start only")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=DEFAULT_MAX_OFFSETS_PER_TRIGGER,
                         help=f"records per micro-batch at most (default {DEFAULT_MAX_OFFSETS_PER_TRIGGER}; 0: unbounded)")
-    parser.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0: off)")
+    parser.add_argument("--metrics-port", type=int, default=settings().stream_metrics_port,
+                        help="Prometheus port (0: off; default RTML_STREAM_METRICS_PORT or 9108)")
     parser.add_argument("--shuffle-partitions", type=int, default=2)
     parser.add_argument("--ui-port", type=int, default=None, help="Spark UI / REST API port of the driver (default: off)")
     parser.add_argument("--timeout-seconds", type=float, default=None, help="stop after this long (default: run until interrupted)")

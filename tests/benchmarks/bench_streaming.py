@@ -54,6 +54,11 @@ DRIVER_STATE_EVENTS = int(os.environ.get("RTML_BENCH_DRIVER_STATE_EVENTS", "2000
 STATE_REDIS_MAXMEMORY = os.environ.get("RTML_BENCH_STATE_REDIS_MAXMEMORY", "8gb")
 STATE_USERS = int(os.environ.get("RTML_BENCH_STATE_USERS", "100000"))
 TILED_RATES = tuple(int(x) for x in os.environ.get("RTML_BENCH_TILED_RATES", "5000,20000").split(","))
+# RTML_BENCH_PARTS=cluster,rates.5000,...: run only these sections; the others keep their committed figures
+# (each section records when it was measured and the load after it).
+PARTS = {p.strip() for p in os.environ.get("RTML_BENCH_PARTS", "").split(",") if p.strip()}
+PART_NAMES = ("sustained", "rates", "driver_sustained", "driver_rate_5k", "per_entity_tiled", "per_entity_driver",
+              "baseline", "backfill", "state_tiled", "state_driver", "cluster")
 RATIO_ENTITIES = int(os.environ.get("RTML_BENCH_RATIO_ENTITIES", "200"))
 BASELINE_SECONDS = float(os.environ.get("RTML_BENCH_BASELINE_SECONDS", "20"))
 ID_BASE = (uuid.uuid4().int % 10**6 + 1) * 10**6  # fresh entity ids per run (Redis keeps older, newer-timed values)
@@ -750,17 +755,30 @@ def main() -> dict:
     spark = build_session("rtml-bench-stream", "local[2]", shuffle_partitions=2)
     t_all = time.time()
     load_start = os.getloadavg()
-    r: dict = {}
+    r: dict = _previous_parts() if PARTS else {}
+    r.setdefault("rates", {})
+
+    def wanted(name: str) -> bool:
+        return not PARTS or name in PARTS or name.split(".")[0] in PARTS
+
     def part(name: str, fn, *args):
         """One section of the benchmark: a failure is recorded, the other sections still run and are written."""
+        if not wanted(name):
+            return None
         try:
-            r[name] = fn(*args)
+            value = fn(*args)
         except Exception as exc:  # noqa: BLE001 - record and go on
             log.exception("%s failed", name)
-            r[name] = {"error": repr(exc)[:500]}
-        log.info("%s: %s", name, {k: v for k, v in r[name].items() if not isinstance(v, dict)})
+            value = {"error": repr(exc)[:500]}
+        value = {**value, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+        if name.startswith("rates."):
+            r["rates"][name.split(".", 1)[1]] = value
+        else:
+            r[name] = value
+        log.info("%s: %s", name, {k: v for k, v in value.items() if not isinstance(v, dict)})
         write_result("streaming", _result(r, t_all, load_start, complete=False))  # a stopped run keeps its parts
-        return r[name]
+        return value
 
     def ratio(kind: str, driver: bool) -> dict:
         few = state_per_entity(spark, store, bootstrap, workdir, 10, RATIO_ENTITIES, driver)
@@ -770,17 +788,17 @@ def main() -> dict:
     try:
         part("sustained", tiled_sustained, spark, store, bootstrap, workdir)
         for rate in TILED_RATES:
-            part(f"rate_{rate}", tiled_rate, spark, store, bootstrap, workdir, rate, RATE_SECONDS)
-        r["rates"] = {str(rate): r.pop(f"rate_{rate}") for rate in TILED_RATES}
+            part(f"rates.{rate}", tiled_rate, spark, store, bootstrap, workdir, rate, RATE_SECONDS)
         part("driver_sustained", bench_sustained, spark, store, bootstrap, workdir)
         part("driver_rate_5k", bench_rate, spark, store, bootstrap, workdir, 5000, RATE_SECONDS)
         part("per_entity_tiled", ratio, "tiled", False)
         part("per_entity_driver", ratio, "driver", True)
         part("baseline", bench_baseline, store, bootstrap)
         part("backfill", bench_backfill, spark, store, workdir)
-        with _redis_memory(STATE_REDIS_MAXMEMORY):
-            part("state_tiled", state_after_many_events, spark, store, bootstrap, workdir, STATE_EVENTS, STATE_USERS,
-                 False)
+        if wanted("state_tiled"):
+            with _redis_memory(STATE_REDIS_MAXMEMORY):
+                part("state_tiled", state_after_many_events, spark, store, bootstrap, workdir, STATE_EVENTS,
+                     STATE_USERS, False)
         part("state_driver", state_after_many_events, spark, store, bootstrap, workdir, DRIVER_STATE_EVENTS,
              STATE_USERS, True)
     finally:
@@ -788,7 +806,9 @@ def main() -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
     part("cluster", lambda: cluster_run() if not os.environ.get("RTML_BENCH_SKIP_CLUSTER") else {
         "passed": None, "executors_used": None, "skipped": "RTML_BENCH_SKIP_CLUSTER: see tests/streaming/test_cluster.py"})
-    result = _result(r, t_all, load_start, complete=True)
+    complete = all(isinstance(r.get(k), dict) and "error" not in r[k] for k in PART_NAMES if k != "rates") and all(
+        "error" not in r["rates"].get(str(rate), {"error": "absent"}) for rate in TILED_RATES)
+    result = _result(r, t_all, load_start, complete=complete)
     path = write_result("streaming", result)
     log.info("wrote %s", path)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
@@ -855,6 +875,15 @@ def _result(r: dict, t_all: float, load_start, complete: bool) -> dict:
         "uptime_at_end": _uptime(),
     }
     return result
+
+
+def _previous_parts() -> dict:
+    """The sections of the committed streaming.json (a partial run, RTML_BENCH_PARTS, keeps the others)."""
+    from tests.benchmarks.common import RESULTS_DIR
+
+    path = RESULTS_DIR / "streaming.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    return {k: v for k, v in old.items() if k in PART_NAMES and isinstance(v, dict)}
 
 
 def _uptime() -> str:

@@ -92,3 +92,32 @@ def test_settings_hand_the_user_to_every_client(monkeypatch):
     assert (target.username, target.password) == ("rtml-serving", "s3cret")
     assert "s3cret" not in repr(target) and "s3cret" not in repr(settings())
     assert settings().feast_redis_connection.endswith(",username=rtml-serving,password=s3cret")
+
+
+def test_tls_setting_reaches_the_url_feast_and_every_client(monkeypatch, tmp_path):
+    from core.redis_auth import tls_kwargs
+    from core.settings import settings
+
+    for name in ("RTML_REDIS_URL", "RTML_REDIS_CLUSTER", "RTML_REDIS_TLS_CA", "RTML_REDIS_USER", "RTML_REDIS_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("RTML_REDIS_PORT", "16999")
+    monkeypatch.setenv("RTML_REDIS_TLS", "0")
+    assert settings().redis_url == "redis://127.0.0.1:16999/0" and tls_kwargs() == {} and settings().redis_ca_file is None
+    assert "ssl" not in settings().feast_redis_connection and not RedisTarget.from_settings().tls
+
+    monkeypatch.setenv("RTML_REDIS_TLS", "1")
+    s = settings()
+    ca = str(tmp_path.resolve() / "secrets" / "redis-tls" / "ca.crt")
+    assert s.redis_url == "rediss://127.0.0.1:16999/0" and s.redis_mode == "standalone"
+    assert s.feast_redis_connection.endswith(f",ssl=true,ssl_ca_certs={ca}")
+    assert tls_kwargs() == {"ssl": True, "ssl_ca_certs": ca}
+    target = RedisTarget.from_settings()
+    assert target.tls and target.tls_ca == ca
+
+    # an external rediss:// Redis: TLS without the flag; its CA from RTML_REDIS_TLS_CA, else the system's store
+    monkeypatch.delenv("RTML_REDIS_TLS")
+    monkeypatch.setenv("RTML_REDIS_URL", "rediss://redis.example:6380/2")
+    assert settings().redis_tls and settings().redis_ca_file is None and tls_kwargs()["ssl_ca_certs"] is None
+    monkeypatch.setenv("RTML_REDIS_TLS_CA", str(tmp_path / "corp-ca.pem"))
+    assert settings().feast_redis_connection == f"redis.example:6380,db=2,ssl=true,ssl_ca_certs={tmp_path / 'corp-ca.pem'}"

@@ -28,14 +28,15 @@ def project() -> str:
     return yaml.safe_load((settings().feature_repo / "feature_store.yaml").read_text())["project"]
 
 
-def run_script(tmp_path: Path, passwords: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+def run_script(tmp_path: Path, passwords: dict[str, str], *args: str,
+               extra_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, Path]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     fake = bin_dir / "redis-server"
     fake.write_text('#!/bin/sh\necho redis-server; for a in "$@"; do echo "$a"; done\n')
     fake.chmod(0o755)
     acl_dir = tmp_path / "acl"
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "REDIS_ACL_DIR": str(acl_dir), **passwords}
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "REDIS_ACL_DIR": str(acl_dir), **passwords, **(extra_env or {})}
     done = subprocess.run(["sh", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=30)
     return done, acl_dir / "users.acl"
 
@@ -55,6 +56,21 @@ def test_execs_redis_server_with_the_arguments_and_the_acl_file(tmp_path):
     assert done.stdout.splitlines() == ["redis-server", "--appendonly", "yes", "--maxmemory", "3gb", "--aclfile", str(acl)]
     assert stat.S_IMODE(acl.stat().st_mode) == 0o600
     assert stat.S_IMODE(acl.parent.stat().st_mode) == 0o700
+
+
+def test_tls_dir_turns_the_plaintext_port_off_and_serves_tls(tmp_path):
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    done, _ = run_script(tmp_path, PASSWORDS, "--appendonly", "yes", extra_env={"REDIS_TLS_DIR": str(tls)})
+    assert done.returncode == 66 and "tls.crt is missing" in done.stderr  # no silent plaintext fallback
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (tls / name).write_text("x")
+    done, acl = run_script(tmp_path, PASSWORDS, "--appendonly", "yes", extra_env={"REDIS_TLS_DIR": str(tls)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "redis-server", "--appendonly", "yes", "--port", "0", "--tls-port", "6379",
+        "--tls-cert-file", f"{tls}/tls.crt", "--tls-key-file", f"{tls}/tls.key", "--tls-ca-cert-file", f"{tls}/ca.crt",
+        "--tls-auth-clients", "no", "--aclfile", str(acl)]
 
 
 def test_acl_file_holds_hashes_not_passwords(tmp_path):

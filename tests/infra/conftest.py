@@ -39,7 +39,7 @@ def own_env(monkeypatch, tmp_path) -> Iterator:
 
     for name in ("RTML_KAFKA_BOOTSTRAP", "RTML_REDIS_URL", "RTML_KAFKA_CONTROLLER_PORT", "RTML_KAFKA_START_TIMEOUT",
                  "RTML_KAFKA_USER", "RTML_KAFKA_PASSWORD", "RTML_KAFKA_BROKERS", "RTML_KAFKA_SECURITY",
-                 "RTML_REDIS_USER", "RTML_REDIS_PASSWORD", "RTML_REDIS_SECURITY"):
+                 "RTML_REDIS_USER", "RTML_REDIS_PASSWORD", "RTML_REDIS_SECURITY", "RTML_REDIS_TLS_CA"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("RTML_KAFKA_PORT", str(free_port(consecutive=2)))

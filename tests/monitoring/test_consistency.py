@@ -84,3 +84,24 @@ def test_the_gate_refuses_promotion_while_the_models_features_are_skewed(tmp_pat
     )
     monkeypatch.setenv("RTML_CONSISTENCY_MIN_RATE", "0.85")  # the threshold is a setting
     assert decide(candidate, None, None, 0.005, feature_refs=refs).promote
+
+
+def test_entity_time_is_the_requests_event_time_before_the_event():
+    """A record with the request's event time (a replayed request) is recomputed as of just before that event,
+    not as of when it was scored; a record without one as of its prediction time."""
+    import pandas as pd
+
+    from monitoring.consistency import entity_rows, served_frame
+
+    records = [
+        {"user_id": 1, "features": {"f": 2.0}, "missing_features": [],
+         "event_timestamp": "2025-11-28T03:15:00.000000Z", "prediction_timestamp": "2026-11-30T10:00:00.000000Z"},
+        {"user_id": 2, "features": {"f": None}, "missing_features": ["f"],
+         "prediction_timestamp": "2026-11-30T10:00:00.000000Z"},
+    ]
+    served = served_frame(records, ["user_id"], ["f"])
+    rows = entity_rows(served, ["user_id"])
+    assert list(rows["event_timestamp"]) == [
+        pd.Timestamp("2025-11-28T03:14:59.999999Z"), pd.Timestamp("2026-11-30T10:00:00Z"),
+    ]
+    assert served["f"].iloc[0] == 2.0 and pd.isna(served["f"].iloc[1])

@@ -130,3 +130,39 @@ def test_the_monitor_calibrates_a_model_once_on_its_training_set_and_stores_it_n
     assert (stored / "calibration.json").stat().st_mtime_ns == mtime and again.calibration == ref.calibration
     flat = registry_reference(window_rows=1000, calibrated=False)
     assert flat.calibration is None and TIME_COLUMN not in flat.frame.columns
+
+
+def test_the_monitor_loop_matches_the_reference_by_the_records_kafka_time(tmp_path):
+    """Day-time traffic replayed later (bentos.prediction_log stamps the Kafka record with the request's
+    event time): quiet when the records carry their 10:00 event time, drift when they carry the hour they
+    were scored at (00:55, the demo's false alert before the fix)."""
+    import json
+
+    from monitoring.metrics import MonitorMetrics
+    from monitoring.monitor import Monitor, MonitorConfig
+    from monitoring.reference import Reference
+    from monitoring.retrain import RetrainConfig
+    from monitoring.windows import WindowSpec
+    from tests.monitoring.helpers import FakeConsumer, FakeRecord
+
+    hist = _cyclic_history(14)
+    day = _cyclic_history(15, per_hour=600, seed=9)
+    day = day[day[TIME_COLUMN] >= MONDAY + 14 * 86400]
+    window = day[(day[TIME_COLUMN] // 3600 % 24) == 10].iloc[:500]  # clean traffic of a Monday at 10:xx
+    msgs = [json.dumps({"transaction_id": f"t{i}", "score": s, "features": {"x": x}}).encode()
+            for i, (x, s) in enumerate(zip(window["x"], window[SCORE_COLUMN], strict=True))]
+    scored_at = MONDAY + 21 * 86400 + 55 * 60  # a week later, 00:55
+
+    def run(stamps_s) -> list[str]:
+        mon = Monitor(
+            MonitorConfig(window=WindowSpec(size=500), render_reports=False, retrain=RetrainConfig(enabled=False)),
+            lambda: Reference(frame=hist, features=["x"], model="m:1"), tmp_path / str(len(list(tmp_path.iterdir()))),
+            MonitorMetrics(),
+        )
+        recs = [FakeRecord("predictions", 0, i, int(t * 1000), m) for i, (t, m) in enumerate(zip(stamps_s, msgs, strict=True))]
+        mon.run(FakeConsumer(recs), "predictions", None, idle_exit_s=0.0)
+        assert len(mon.results) == 1
+        return mon.results[0].drifted_features
+
+    assert run(window[TIME_COLUMN].to_numpy()) == []  # event time: compared with Mondays at 10:xx
+    assert run([scored_at] * len(msgs)) == ["x"]  # wall clock: compared with Mondays at 00:xx

@@ -278,10 +278,11 @@ def _redis(s: Settings, role: str | None, password: str | None = None):
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from core.redis_auth import USERS, load_secrets
+    from core.redis_auth import USERS, load_secrets, tls_kwargs
 
     host, port = s.redis_host_port
-    kw: dict[str, Any] = dict(host=host, port=port, socket_timeout=5, socket_connect_timeout=3, retry=Retry(NoBackoff(), 0))
+    kw: dict[str, Any] = dict(host=host, port=port, socket_timeout=5, socket_connect_timeout=3, retry=Retry(NoBackoff(), 0),
+                              **tls_kwargs(s))
     if role is not None:
         secrets = load_secrets(s)
         check(bool(secrets), "no generated Redis credentials in the state dir (is the local Redis secured?)")
@@ -392,6 +393,50 @@ def _(ctx: Context) -> str:
     return f"default flags {flags}, commands {info.get('commands')}"
 
 
+@probe("redis.tls_refuses_plaintext_and_unknown_ca", "redis",
+       "against a local Redis started with RTML_REDIS_TLS=1: a plaintext client with the right password, a TLS "
+       "client trusting another CA, and rtml-serving over verified TLS writing a feature hash",
+       "plaintext connection dropped, certificate verify failed, NOPERM (reads work)")
+def _(ctx: Context) -> str:
+    import tempfile
+
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from core.redis_auth import connect, load_secrets
+    from infra.redis_tls import ensure_certificates
+    from tests.fixtures.redis_tls import tls_redis
+
+    got = []
+    with tempfile.TemporaryDirectory(prefix="rtml-tls-probe-") as tmp, tls_redis(Path(tmp)) as s:
+        port = s.redis_host_port[1]
+        kw: dict[str, Any] = dict(port=port, socket_timeout=3, socket_connect_timeout=3, retry=Retry(NoBackoff(), 0))
+        other_ca = ensure_certificates(Path(tmp) / "other", ca_name="another CA").ca_cert
+        for label, extra in (("plaintext", dict(username="rtml-admin", password=load_secrets(s)["admin"])),
+                             ("other CA", dict(ssl=True, ssl_ca_certs=str(other_ca)))):
+            client = redis.Redis(**kw, **extra)
+            try:
+                client.ping()
+                raise Fail(f"{label} client was answered")
+            except redis.ConnectionError as exc:
+                if label == "other CA":
+                    check("certificate verify failed" in str(exc), f"other CA refused, but not by verification: {exc}")
+                got.append(f"{label}: {str(exc)[:80]}")
+            finally:
+                client.close()
+        serving = connect(role="serving", socket_timeout=3, socket_connect_timeout=3, retry=Retry(NoBackoff(), 0))
+        try:
+            check(serving.hgetall(_feast_key(s)) == {}, "rtml-serving cannot read over TLS")
+            serving.hset(_feast_key(s), "f", "1")
+            raise Fail("rtml-serving wrote over TLS")
+        except redis.exceptions.NoPermissionError as exc:
+            got.append(f"serving write: {str(exc)[:60]}")
+        finally:
+            serving.close()
+    return "; ".join(got)
+
+
 # ---------------------------------------------------------------------------------------------- files
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
@@ -405,6 +450,7 @@ def _(ctx: Context) -> str:
     files = [s.secrets_dir / "kafka.json", s.secrets_dir / "redis.json", s.secrets_dir / "redis-acl" / "users.acl",
              s.state_dir / "kafka" / "server.properties"]
     files += [p for p in [s.secrets_dir / "api_keys.json"] if p.exists()]
+    files += [p for p in [s.redis_tls_dir / "ca.key", s.redis_tls_dir / "tls.key"] if s.redis_tls and p.exists()]
     modes = {str(p.relative_to(s.state_dir)): oct(_mode(p)) for p in files}
     bad = {p: m for p, m in modes.items() if m != "0o600"}
     folders = {str(p.relative_to(s.state_dir)): oct(_mode(p)) for p in (s.secrets_dir, s.secrets_dir / "redis-acl")}

@@ -15,7 +15,7 @@ import pytest
 
 from core.settings import settings
 from tests.serving.conftest import MERCHANT_BASE, UNKNOWN_USER, USER_BASE, api_headers, free_port, load_online
-from tests.serving.test_service import read_predictions, score_rows, txn
+from tests.serving.test_service import score_rows, txn
 from training import registry
 
 pytestmark = pytest.mark.integration

@@ -22,12 +22,19 @@ def test_readiness_tolerates_one_failed_ping_but_not_an_outage():
 class _Producer:
     def __init__(self):
         self.sent: list[bytes] = []
+        self.timestamps: list[int | None] = []
+        self.values: list[bytes] = []
         self.flushed = False
 
-    def send(self, topic, key, value, partition):
+    def send(self, topic, key, value, partition, timestamp_ms=None):
         self.sent.append(key)
+        self.timestamps.append(timestamp_ms)
+        self.values.append(value)
 
         class _F:
+            def add_callback(self, _cb):
+                return self
+
             def add_errback(self, _cb):
                 return self
 
@@ -46,7 +53,8 @@ def test_prediction_log_sends_what_is_queued_at_shutdown(monkeypatch):
     drops: list[tuple[str, int]] = []
     log.on_drop = lambda reason, n: drops.append((reason, n))
     monkeypatch.setattr(log, "_connect", lambda: setattr(log, "_producer", producer))
-    monkeypatch.setattr(log, "record", lambda e: {"request_id": e})
+    monkeypatch.setattr(log, "event_seconds", lambda e: 0.0)
+    monkeypatch.setattr(log, "record", lambda e, event_s: {"request_id": e})
     monkeypatch.setattr(log, "score_shadow", lambda entries: entries)
     for i in range(2000):
         log.put(f"r{i}")
@@ -54,6 +62,89 @@ def test_prediction_log_sends_what_is_queued_at_shutdown(monkeypatch):
     log.stop()
     assert len(producer.sent) == 2000 and producer.flushed
     assert drops == [] and log.dropped == 0 and not log.queue
+
+
+class _FailingProducer(_Producer):
+    """Every send fails (as after a broker restart that no longer accepts the producer's sequence numbers)."""
+
+    closed = False
+
+    def send(self, topic, key, value, partition, timestamp_ms=None):
+        super().send(topic, key, value, partition, timestamp_ms)
+
+        class _F:
+            def add_callback(self, _cb):
+                return self
+
+            def add_errback(self, cb):
+                cb(RuntimeError("OutOfOrderSequenceNumberError"))
+                return self
+
+        return _F()
+
+    def close(self, timeout=None):
+        self.closed = True
+
+
+def test_prediction_log_replaces_a_producer_that_only_fails(monkeypatch):
+    import time
+
+    broken, healthy = _FailingProducer(), _Producer()
+    producers = iter([broken, healthy])
+    log = PredictionLog("transaction_id", ("user_id",), maxsize=10_000, chunk=8, flush_interval_s=0.01, recover_s=0.3)
+
+    def connect():
+        log._producer = next(producers)
+        log._last_ok = time.monotonic()
+
+    monkeypatch.setattr(log, "_connect", connect)
+    monkeypatch.setattr(log, "event_seconds", lambda e: 0.0)
+    monkeypatch.setattr(log, "record", lambda e, event_s: {"request_id": e})
+    monkeypatch.setattr(log, "score_shadow", lambda entries: entries)
+    log.start()
+    deadline, i = time.monotonic() + 10, 0
+    while not healthy.sent and time.monotonic() < deadline:
+        log.put(f"r{i}")
+        i += 1
+        time.sleep(0.01)
+    log.stop()
+    assert broken.closed and log.reconnects == 1 and healthy.sent
+    assert log.dropped == len(broken.sent) > 0  # what the broken producer took is counted as dropped
+
+
+def test_prediction_log_stamps_records_and_messages_with_the_requests_event_time(monkeypatch):
+    """A replayed request (event time 2 days before it is scored) gets its own event time as the record's
+    ``event_timestamp`` and as the Kafka message timestamp (what the monitor's seasonal windows use); a
+    request without one gets the prediction time, and one stamped in the future is capped at it."""
+    import json
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    producer = _Producer()
+    log = PredictionLog("transaction_id", ("user_id",), maxsize=100, chunk=64)
+    monkeypatch.setattr(log, "_connect", lambda: setattr(log, "_producer", producer))
+    variant = SimpleNamespace(tag="fraud_model:v1", model_version="v1", name="production", features=["x"])
+    now = 1_764_500_000.25  # 2025-11-30 10:53:20.25 UTC: when the model scored
+    past = datetime(2025, 11, 28, 3, 15, 0, 500_000, tzinfo=UTC)
+    reqs = [
+        {"transaction_id": "t-past", "user_id": 1, "timestamp": past},
+        {"transaction_id": "t-naive", "user_id": 2, "timestamp": past.replace(tzinfo=None)},  # naive = UTC
+        {"transaction_id": "t-none", "user_id": 3, "timestamp": None},
+        {"transaction_id": "t-future", "user_id": 4, "timestamp": datetime(2030, 1, 1, tzinfo=UTC)},
+    ]
+    for i, req in enumerate(reqs):
+        log.put((f"r{i}", req, now, 0.5, "legit", [1.0], [], 1.0, variant, True, 0.001))
+    log.start()
+    log.stop()
+    records = [json.loads(v) for v in producer.values]
+    assert [r["transaction_id"] for r in records] == ["t-past", "t-naive", "t-none", "t-future"]
+    past_ms = 1_764_299_700_500
+    assert producer.timestamps == [past_ms, past_ms, 1_764_500_000_250, 1_764_500_000_250]
+    assert [r["event_timestamp"] for r in records] == [
+        "2025-11-28T03:15:00.500000Z", "2025-11-28T03:15:00.500000Z",
+        "2025-11-30T10:53:20.250000Z", "2025-11-30T10:53:20.250000Z",
+    ]
+    assert {r["prediction_timestamp"] for r in records} == {"2025-11-30T10:53:20.250000Z"}
 
 
 def test_request_amount_is_bounded_by_the_stream_sources_declared_range():

@@ -225,9 +225,11 @@ def test_health_readiness_and_metrics(serving):
         assert name in text, name
 
 
-def read_predictions(request_ids: set[str], timeout_s: float = 30.0, expect_per_key: int = 1) -> dict:
+def read_predictions(request_ids: set[str], timeout_s: float = 30.0, expect_per_key: int = 1,
+                     timestamps: dict[str, int] | None = None) -> dict:
     """Messages of the ``predictions`` topic with these request ids (key = request id): one record per id,
-    or with ``expect_per_key`` > 1 a list of that many (a shadow rollout logs two per request)."""
+    or with ``expect_per_key`` > 1 a list of that many (a shadow rollout logs two per request).
+    ``timestamps``: filled with each id's Kafka message timestamp (ms)."""
     from core.kafka_io import make_consumer
     from core.settings import settings
 
@@ -240,6 +242,8 @@ def read_predictions(request_ids: set[str], timeout_s: float = 30.0, expect_per_
                 key = msg.key.decode() if msg.key else None
                 if key in request_ids:
                     found.setdefault(key, []).append(json.loads(msg.value))
+                    if timestamps is not None:
+                        timestamps[key] = msg.timestamp
     finally:
         consumer.close()
     if expect_per_key == 1:
@@ -250,11 +254,13 @@ def read_predictions(request_ids: set[str], timeout_s: float = 30.0, expect_per_
 def test_prediction_log_messages_arrive_complete(serving):
     meta, _ = model_and_booster(serving.model_tag)
     txns = known_transactions(5, seed=9) + [txn(UNKNOWN_USER, UNKNOWN_MERCHANT, 99.0, "FR")]
+    txns[0]["timestamp"] = "2025-11-28T03:15:00.5Z"  # a replayed request: its event time is days before it is scored
     responses = {}
     for t in txns:
         body = post(serving.url, "/predict", t).json()
         responses[body["request_id"]] = (t, body)
-    found = read_predictions(set(responses))
+    kafka_ms: dict[str, int] = {}
+    found = read_predictions(set(responses), timestamps=kafka_ms)
     assert set(found) == set(responses)
     for rid, record in found.items():
         t, body = responses[rid]
@@ -272,6 +278,12 @@ def test_prediction_log_messages_arrive_complete(serving):
         assert record["features"]["txn_amount"] == pytest.approx(t["amount"])
         assert record["missing_features"] == body["missing_features"]
         assert pd.Timestamp(record["prediction_timestamp"]).tzinfo is not None
+        # the event time (the monitor windows by the message timestamp) is the request's
+        assert pd.Timestamp(record["event_timestamp"]) == pd.Timestamp(t["timestamp"])
+        assert abs(kafka_ms[rid] - pd.Timestamp(t["timestamp"]).value / 1e6) <= 1.0
+    replayed = next(r for r in found.values() if r["transaction_id"] == txns[0]["transaction_id"])
+    assert replayed["event_timestamp"] == "2025-11-28T03:15:00.500000Z"
+    assert pd.Timestamp(replayed["prediction_timestamp"]) - pd.Timestamp(replayed["event_timestamp"]) > pd.Timedelta(days=1)
     unknown = next(r for r in found.values() if r["user_id"] == UNKNOWN_USER)
     assert unknown["features"]["account_age_days"] is None  # NaN default is logged as null
     assert not any(isinstance(v, float) and math.isnan(v) for r in found.values() for v in r["features"].values())

@@ -11,6 +11,10 @@
 # Passwords come from the environment (REDIS_ADMIN_PASSWORD, REDIS_WRITER_PASSWORD, REDIS_SERVING_PASSWORD:
 # an env file or Kubernetes Secrets), never from the repository. The ACL file holds only their SHA-256
 # hashes, mode 0600, in $REDIS_ACL_DIR (a tmpfs / emptyDir). Arguments are passed on to redis-server.
+#
+# TLS (optional): with REDIS_TLS_DIR set (a mounted kubernetes.io/tls Secret: tls.crt, tls.key, ca.crt) Redis
+# listens with TLS only, on REDIS_TLS_PORT (6379) with no plaintext port; clients authenticate with the ACL
+# passwords above, not certificates. Clients then use rediss:// and RTML_REDIS_TLS_CA (docs/operators.md).
 set -eu
 
 # Feast project of the feature repo (RTML_FEAST_PROJECT; `rtml up` passes its feature repo's; the default is
@@ -42,4 +46,11 @@ user rtml-serving on #$serving resetchannels %R$KEYS -@all $SERVING
 ACL
 # the server needs only the hashed file: no password stays in its environment
 unset REDIS_ADMIN_PASSWORD REDIS_WRITER_PASSWORD REDIS_SERVING_PASSWORD
+if [ -n "${REDIS_TLS_DIR:-}" ]; then
+  for f in tls.crt tls.key ca.crt; do
+    [ -r "$REDIS_TLS_DIR/$f" ] || { echo "start-redis.sh: $REDIS_TLS_DIR/$f is missing" >&2; exit 66; }
+  done
+  set -- "$@" --port 0 --tls-port "${REDIS_TLS_PORT:-6379}" --tls-cert-file "$REDIS_TLS_DIR/tls.crt" \
+    --tls-key-file "$REDIS_TLS_DIR/tls.key" --tls-ca-cert-file "$REDIS_TLS_DIR/ca.crt" --tls-auth-clients no
+fi
 exec redis-server "$@" --aclfile "$dir/users.acl"
