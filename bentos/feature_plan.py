@@ -43,24 +43,40 @@ class FeaturePlan:
             on_demand = self.compute_on_demand(inputs)
         rows: list[list[float]] = []
         missing_rows: list[list[str]] = []
+        layout = self._layout()
+        for i, f in enumerate(fetched):
+            values = f.values
+            try:  # every value present and numeric: no per-feature branches
+                row = [float(values[name]) if stored else float(on_demand[name][i]) for name, stored in layout]
+            except (TypeError, ValueError):  # a None (absent) or non-numeric value
+                row = self._row(values, f.missing, on_demand, i)
+            rows.append(row)
+            missing_rows.append(f.missing)
+        return rows, missing_rows
+
+    def _layout(self) -> list[tuple[str, bool]]:
+        """(model feature, read from the store?): every feature of the read plan is in each fetch's values."""
+        layout = self.__dict__.get("_layout_cache")
+        if layout is None:
+            read = {name for r in self.read.reads for v in r.views for name, _ in v.features}
+            layout = self.__dict__["_layout_cache"] = [(name, name in read) for name in self.model_features]
+        return layout
+
+    def _row(self, values: Mapping[str, Any], missing_features: list[str], on_demand: Mapping[str, list], i: int) -> list[float]:
+        """One model row, feature by feature: absent features take their default, what is not a number NaN."""
         nan = math.nan
         defaults = self.defaults
-        for i, f in enumerate(fetched):
-            missing_features = f.missing
-            row: list[float] = []
-            values = f.values
-            for name in self.model_features:
-                if name in values:
-                    v = values[name]
-                    if v is None:
-                        row.append(defaults.get(name, nan) if name in missing_features else nan)
-                    else:
-                        row.append(_num(v))
+        row: list[float] = []
+        for name in self.model_features:
+            if name in values:
+                v = values[name]
+                if v is None:
+                    row.append(defaults.get(name, nan) if name in missing_features else nan)
                 else:
-                    row.append(_num(on_demand[name][i]))
-            rows.append(row)
-            missing_rows.append(missing_features)
-        return rows, missing_rows
+                    row.append(_num(v))
+            else:
+                row.append(_num(on_demand[name][i]))
+        return row
 
 
 def _num(v: Any) -> float:

@@ -33,7 +33,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,7 +47,7 @@ from starlette.responses import Response  # noqa: E402
 
 from bentos import metrics  # noqa: E402
 from bentos.feature_plan import FeaturePlan, FetchResult, build_plan  # noqa: E402
-from bentos.prediction_log import PredictionLog  # noqa: E402
+from bentos.prediction_log import PredictionLog, request_ids  # noqa: E402
 from bentos.readiness import Readiness  # noqa: E402
 from bentos.request_schema import RequestSpec, request_models, request_spec  # noqa: E402
 from bentos.variants import CHALLENGER, PRODUCTION, Deployment, Variant, load_model  # noqa: E402
@@ -303,16 +302,15 @@ class PredictionService:
         """A challenger that cannot score: counted and logged; production answers instead."""
         v.error()
         log.warning("challenger %s failed (%s); production answers", v.tag, exc)
-        self.prediction_log.put((uuid.uuid4().hex, req, now, None, "error", v.row(plan_row), [], None, v, False, None))
+        self.prediction_log.put((request_ids(1)[0], req, now, None, "error", v.row(plan_row), [], None, v, False, None))
         return d.production
 
     def _finish(
         self, d: Deployment, v: Variant, req: dict, fetched: FetchResult, plan_row: list[float], row: list[float],
-        missing: list[str], score: float, seconds: float, now: float,
+        missing: list[str], score: float, seconds: float, now: float, request_id: str,
     ) -> dict:
         decision = v.observe(score, seconds)
         age = None if fetched.oldest_ts is None else max(0.0, now - fetched.oldest_ts)
-        request_id = uuid.uuid4().hex
         if missing:
             self._count_missing(missing)
         if age is not None:
@@ -364,7 +362,7 @@ class PredictionService:
         self._m_fetch.observe(t1 - t0)
         self._m_on_demand.observe(t2 - t1)
         self._m_predict.observe(t3 - t2)
-        return _json(self._finish(d, v, req, fetched[0], plan_row, row, missing[0], score, t3 - t2, _now()))
+        return _json(self._finish(d, v, req, fetched[0], plan_row, row, missing[0], score, t3 - t2, _now(), request_ids(1)[0]))
 
     @bentoml.api(input_spec=RequestBatch, route="/predict_batch")
     async def predict_batch(self, requests: list) -> dict:
@@ -399,8 +397,10 @@ class PredictionService:
         self._m_predict.observe(t3 - t2)
         now = _now()
         per_row = (t3 - t2) / len(reqs)
+        ids = request_ids(len(reqs))
         out = [
-            self._finish(d, picked[i], reqs[i], fetched[i], rows[i], picked[i].row(rows[i]), missing[i], scores[i], per_row, now)
+            self._finish(d, picked[i], reqs[i], fetched[i], rows[i], picked[i].row(rows[i]), missing[i], scores[i], per_row,
+                         now, ids[i])
             for i in range(len(reqs))
         ]
         return _json({"predictions": out, "model_version": d.production.model_version})

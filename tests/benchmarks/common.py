@@ -59,10 +59,27 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_result(name: str, result: dict[str, Any]) -> Path:
-    """Write ``results/<name>.json`` with the measured figures, the machine and the time of the run."""
+def read_result(name: str) -> dict[str, Any]:
+    """The figures of ``results/<name>.json`` ({} when there are none yet)."""
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_result(name: str, result: dict[str, Any], part: str | None = None) -> Path:
+    """Write ``results/<name>.json`` with the measured figures, the machine and the time of the run.
+
+    ``part``: only one part of the benchmark was measured and ``result`` is the earlier file with that part's
+    keys replaced; the file's ``machine`` and ``measured_at`` stay those of the other figures, the part's own
+    go to ``parts[part]``. A whole run (``part`` None) drops those of earlier partial runs.
+    """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    payload = {**result, "machine": machine(), "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    stamp = {"machine": machine(), "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    if part is None:
+        payload = {**{k: v for k, v in result.items() if k != "parts"}, **stamp}
+    else:
+        payload = {**result, "parts": {**result.get("parts", {}), part: stamp}}
+        for key, value in stamp.items():
+            payload.setdefault(key, value)
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path

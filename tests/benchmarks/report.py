@@ -62,6 +62,7 @@ HEADLINES: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("Redis Cluster: requests/s, concurrency 8", "cluster_rps_c8", None, ""),
         ("primary killed under load: seconds of failed requests", "failover_failed_request_seconds", None, "<= 15"),
         ("Redis bytes per entity hash", "redis_bytes_per_entity", None, ""),
+        ("  same, Redis Cluster", "cluster_redis_bytes_per_entity", None, ""),
     ],
     "rollout": [
         ("p50 ms c1, shadow challenger (vs none)", "p50_ms_c1_shadow", "p50_ms_c1_no_rollout", ""),
@@ -133,10 +134,14 @@ def render(out: Path | None = None) -> Path:
         measured = data.pop("measured_at", "")
         notes = data.pop("notes", None)
         goals = data.pop("goals", None)
+        later = data.pop("parts", {})  # parts measured alone since (``NAME:PART``)
         parts.append(f"\n## {path.stem}\n")
         parts.append(
             f"Measured {measured} on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
-            f"{machine.get('memory_gb', '?')} GiB, Python {machine.get('python', '?')}, commit {machine.get('commit', '?')}.\n"
+            f"{machine.get('memory_gb', '?')} GiB, Python {machine.get('python', '?')}, commit {machine.get('commit', '?')}"
+            + "".join(f"; part {name} re-measured alone {p.get('measured_at', '?')}, commit {p.get('machine', {}).get('commit', '?')}"
+                      for name, p in sorted(later.items()))
+            + ".\n"
         )
         if goals:
             parts.append("\nGoals: " + "; ".join(f"{k}: {v}" for k, v in goals.items()) + "\n")

@@ -1,6 +1,9 @@
 """`make bench`: start the local stack, run every ``bench_*.py`` (or those named), render BENCHMARKS.md.
 
-Usage: python -m tests.benchmarks.run [NAME ...]   (NAME = streaming, training, serving, monitoring)
+Usage: python -m tests.benchmarks.run [NAME[:PART] ...]   (NAME = streaming, training, serving, monitoring, rollout)
+
+``NAME:PART`` measures one part of a benchmark that has parts (``serving:cluster``: Redis Cluster and failover;
+``serving:standalone``: the rest) and merges its figures into the benchmark's earlier JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ def main(argv: list[str]) -> int:
         for name in names:
             print(f"== benchmark {name}", flush=True)
             t0 = time.monotonic()
-            code = subprocess.call([sys.executable, "-m", f"tests.benchmarks.bench_{name}"], cwd=HERE.parent.parent)
+            module, _, part = name.partition(":")
+            code = subprocess.call([sys.executable, "-m", f"tests.benchmarks.bench_{module}", *([part] if part else [])],
+                                   cwd=HERE.parent.parent)
             print(f"== benchmark {name}: exit {code} after {time.monotonic() - t0:.0f} s", flush=True)
             if code:
                 failed.append(name)

@@ -46,7 +46,9 @@ def test_pipelined_read_equals_feast_get_online_features(serving):
     async def read_all():
         try:
             one_by_one = [await online.read(plan.read, row) for row in rows]
-            assert await online.read_many(plan.read, rows) == one_by_one
+            many = await online.read_many(plan.read, rows)  # decoded view by view
+            assert many == one_by_one
+            assert [list(f.values) for f in many] == [list(f.values) for f in one_by_one]  # same order too
             return one_by_one
         finally:
             online.close()
