@@ -7,14 +7,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from core.contracts import event_id_field
 from streaming.stream_job import job_counters
-from tests.streaming.helpers import assert_rows_equal, fresh_id_base, make_events, oracle, publish, view_aggregations
+from tests.streaming.helpers import (
+    assert_offline_equals_oracle,
+    assert_online_equals_oracle,
+    fresh_id_base,
+    make_events,
+    publish,
+)
 from tests.streaming.test_backfill_skew import history_frame
-from tests.streaming.test_stream_online import online_values
 
 pytestmark = pytest.mark.integration
 
@@ -45,10 +49,7 @@ def test_stream_counts_a_resent_event_once(stream_job, feast_store):
     query.processAllAvailable()
     job.stop()
 
-    for spec in stream_job.spec.views:
-        keys = sorted({e[spec.join_key] for e in events})
-        expected = {k: row for (k, _t), row in oracle(events, spec.join_key, view_aggregations(spec)).items()}
-        assert_rows_equal(expected, online_values(feast_store, spec, keys), f"online {spec.name}")
+    assert_online_equals_oracle(feast_store, stream_job.spec.views, events)
     counters = job_counters(job.options.checkpoint())
     assert counters["events_read"] == len(events) + len(same_batch) + len(later)
     # the copy of the hour-old event (first[0]) arrives after the watermark passed it: dropped as late, not counted
@@ -74,10 +75,4 @@ def test_backfill_counts_a_logged_twice_event_once(spark, feast_store, tmp_path)
                           offline_dirs=offline_dirs, materialize=False)
     assert result.events_read == len(events)
     for v in views:
-        names = [a.name for a in v.aggs]
-        rows = pd.concat([pd.read_parquet(f) for f in result.files[v.name]], ignore_index=True)
-        assert len(rows) == len(events), f"{v.name}: one offline row per event"
-        got = {(int(r[v.join_key]), r["event_timestamp"].to_pydatetime()): {n: (None if pd.isna(r[n]) else r[n])
-                                                                            for n in names}
-               for _, r in rows.iterrows()}
-        assert_rows_equal(oracle(events, v.join_key, view_aggregations(v), as_of="every"), got, f"offline {v.name}")
+        assert_offline_equals_oracle(result.files[v.name], v, events)
