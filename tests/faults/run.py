@@ -139,6 +139,8 @@ def update(parts: list[Path], out: Path) -> int:
         reruns.append({"measured_at": run["measured_at"], "load": run["load"], "seconds": run.get("seconds"),
                        "rows": [s["name"] for s in run["scenarios"]]})
     payload["scenarios"] = list(rows.values())
+    if "rows re-run" not in payload.get("mode", ""):
+        payload["mode"] = payload.get("mode", "") + "; rows re-run later replace theirs (load.reruns)"
     payload["measured_at"] = max([payload["measured_at"], *(r["measured_at"] for r in reruns)])
     payload["passed"] = sum(s["passed"] for s in payload["scenarios"])
     payload["total"] = len(payload["scenarios"])
@@ -165,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     _env(full=not args.short)
     work = Path(tempfile.mkdtemp(prefix="faults-", dir=os.environ.get("RTML_STATE_DIR") or None))
     started = time.time()
+    load0 = os.getloadavg()
     outcomes = run_matrix(names, work)
     load = os.getloadavg()
     payload = {
         "scenarios": [o.row() for o in outcomes],
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load": {"1m": round(load[0], 2), "5m": round(load[1], 2), "15m": round(load[2], 2)},
+        "load": {"1m": round(load[0], 2), "5m": round(load[1], 2), "15m": round(load[2], 2),
+                 "1m_at_start": round(load0[0], 2)},
         "mode": "short" if args.short else ("only" if args.only else "full"),
         "groups": list(names),
         "seconds": round(time.time() - started, 1),
