@@ -184,6 +184,20 @@ def encode_records(fields: dict[str, type], rows) -> list[bytes]:
     return [(fmt % row).encode() for row in rows]
 
 
+def event_id_field(rules: SourceRules | None = None) -> str:
+    """The field naming one event of the stream: the labelled event's key (the ``LabelView``'s entity, e.g. a
+    transaction id), which must be a field of the stream source. Two records with the same id are one event
+    sent twice: the stream job and the backfill count it once."""
+    from core.feature_refs import label_definition
+
+    rules = rules or stream_rules()
+    key = label_definition().event_key
+    if key not in rules.fields:
+        raise UserFacingError(f"{rules.name}: the event id {key!r} (the label view's entity key) is not a field of "
+                              f"the stream source (has: {sorted(rules.fields)})")
+    return key
+
+
 def label_fields(service_name: str | None = None) -> dict[str, type]:
     """Fields of a label record: event id, the service's entity keys, event time, label time, label."""
     from core.feature_refs import label_definition, service_definition

@@ -203,9 +203,9 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     """
     from pyspark.sql import functions as F
 
-    from core.contracts import stream_rules
+    from core.contracts import event_id_field, stream_rules
     from streaming.parsing import valid_history_condition
-    from streaming.state_schema import tile_aggregation, tile_rows
+    from streaming.state_schema import drop_duplicate_history, tile_aggregation, tile_rows
 
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be timezone-aware")
@@ -231,11 +231,13 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     end_us = -((-_us(end)) // HOUR_US) * HOUR_US
     context_us = start_us - max(v.max_window_us + v.tile_us for v in chosen)
     t0 = time.perf_counter()
-    history = (
+    rules = spec.rules or stream_rules()
+    history = drop_duplicate_history(  # an event logged twice counts once, as in the stream job
         spark.read.parquet(location(path).spark_uri)
-        .withColumn("event_us", F.unix_micros(F.col("event_timestamp")))
-        .where(valid_history_condition(spec.rules or stream_rules()))
-        .where((F.col("event_us") >= F.lit(context_us)) & (F.col("event_us") < F.lit(end_us)))
+        .withColumn("event_us", F.unix_micros(F.col(rules.timestamp_field)))
+        .where(valid_history_condition(rules))
+        .where((F.col("event_us") >= F.lit(context_us)) & (F.col("event_us") < F.lit(end_us))),
+        event_id_field(rules),
     ).cache()
     result.events_read = history.where(F.col("event_us") >= F.lit(_us(start))).where(
         F.col("event_us") < F.lit(_us(end))).count()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streaming.feature_specs import ViewSpec
-from streaming.state_schema import tile_aggregation, tile_rows
+from streaming.state_schema import drop_duplicate_history, tile_aggregation, tile_rows
 from streaming.tiles import view_measures
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,12 @@ def seed(spark, p: Plan, topic: str, bootstrap: str, rules, online) -> dict[str,
            .option("failOnDataLoss", "false").load())
     cols = sorted({v.join_key for v in p.seed_views} | {c for v in p.seed_views for c in v.value_columns}
                   - {"event_timestamp"})
-    events = parse_events(raw, rules, keep_columns=tuple(cols)).where(
+    from core.contracts import event_id_field
+
+    eid = event_id_field(rules)
+    events = parse_events(raw, rules, keep_columns=tuple(sorted({*cols, eid}))).where(
         F.col("dlq_reason").isNull()).drop("batch_us")
+    events = drop_duplicate_history(events.select(eid, "event_us", *[c for c in cols if c != eid]), eid)  # as the stream job: once per id
     epoch = b"seed-" + p.sid.encode()
     out = {}
     for view in p.seed_views:

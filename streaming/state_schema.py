@@ -6,7 +6,8 @@ same rows, the same aggregate expressions (:func:`streaming.tiles.spark_measure`
 Row layout (one per view and valid event; one per dead letter): ``vid`` (view index, -1 for a dead
 letter), ``k`` (entity key), ``tile`` (tile start, us), ``wend`` (watermark column: end of the tile of
 min(event time, processing time)), ``ts_us`` (event time), ``v__<column>`` (the event columns a view
-reads, null for columns it does not), ``dlq`` (dead letters only).
+reads, null for columns it does not), ``dlq`` (dead letters only), ``eid`` (with an event id field: the
+event's id, ``dlq:<partition>:<offset>`` for a dead letter), what :func:`drop_duplicate_events` keys on.
 
 The state schema id hashes everything the state layout depends on (format version, views, keys, tile
 sizes, measures). A change gives a new Spark checkpoint folder; see :mod:`streaming.stream_job`.
@@ -20,7 +21,7 @@ import json
 from streaming.feature_specs import ViewSpec
 from streaming.tiles import Measure, spark_measure, view_measures
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2  # 2: duplicate events dropped by event id before the tile aggregation
 VALUE_PREFIX = "v__"
 DLQ_TILE_US = 60_000_000
 
@@ -37,9 +38,10 @@ def value_columns(views: tuple[ViewSpec, ...]) -> tuple[str, ...]:
     return tuple(sorted({c for v in views for c in v.value_columns}))
 
 
-def schema_id(views: tuple[ViewSpec, ...]) -> str:
+def schema_id(views: tuple[ViewSpec, ...], event_id: str | None = None) -> str:
     layout = {
         "format": STATE_FORMAT_VERSION,
+        "event_id": event_id,
         "views": [[v.name, v.join_key, v.tile_us] for v in views],
         "measures": [m.name for m in all_measures(views)],
         "columns": list(value_columns(views)),
@@ -53,11 +55,12 @@ def _tile_end(time_us, tile_us: int):
     return F.timestamp_micros((F.floor(time_us / F.lit(tile_us)) + 1) * F.lit(tile_us))
 
 
-def tile_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = True):
+def tile_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = True, event_id: str | None = None):
     """Parsed events (see :func:`streaming.parsing.parse_events`) -> one row per view (and dead letter).
 
     ``events`` needs ``event_us`` and the views' columns; for the stream also ``batch_us``,
     ``dlq_reason``, ``dlq_field``, ``raw_base64``, ``source_topic``, ``partition``, ``offset``.
+    ``event_id``: the event id field (:func:`core.contracts.event_id_field`): adds the ``eid`` column.
     """
     from pyspark.sql import functions as F
 
@@ -77,6 +80,8 @@ def tile_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = Tru
         fields += [(F.col(c) if c in v.value_columns else F.lit(None).cast(types[c])).alias(VALUE_PREFIX + c)
                    for c in cols]
         fields.append(F.lit(None).cast(dlq_type).alias("dlq"))
+        if event_id is not None:
+            fields.append(F.col(event_id).cast("string").alias("eid"))
         elements.append(F.struct(*fields))
     if not with_dead_letters:
         return events.select(F.explode(F.array(*elements)).alias("r")).select("r.*")
@@ -89,9 +94,28 @@ def tile_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = Tru
         F.struct(F.col("dlq_reason").alias("reason"), F.col("dlq_field").alias("field"),
                  F.col("raw_base64"), F.col("source_topic"), F.col("partition").cast("int").alias("partition"),
                  F.col("offset").cast("bigint").alias("offset")).alias("dlq"),
+        *([F.concat(F.lit("dlq:"), F.col("partition").cast("string"), F.lit(":"), F.col("offset").cast("string")).alias("eid")]
+          if event_id is not None else []),
     )
     bad = F.col("dlq_reason").isNotNull()
     return events.select(F.explode(F.when(bad, F.array(letter)).otherwise(F.array(*elements))).alias("r")).select("r.*")
+
+
+def drop_duplicate_events(rows):
+    """Tile rows (with ``eid``, under a watermark on ``wend``) without a second row of the same view and event
+    id: an event sent twice is counted once. Bounded state: an id is kept until the watermark passes its tile
+    end plus the watermark delay; a copy arriving after that is older than the watermark, dropped as late."""
+    return rows.dropDuplicatesWithinWatermark(["vid", "eid"])
+
+
+def drop_duplicate_history(events, event_id: str):
+    """Batch events (backfill, seeding) with one row per event id: the earliest event time, then the smallest
+    row (a deterministic pick among copies)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy(event_id).orderBy(F.col("event_us"), *[F.col(c) for c in events.columns if c != event_id])
+    return events.withColumn("_copy", F.row_number().over(order)).where(F.col("_copy") == 1).drop("_copy")
 
 
 def tile_aggregation(rows, views: tuple[ViewSpec, ...], keys: tuple[str, ...] = ("vid", "k", "tile", "wend"),

@@ -19,6 +19,11 @@ cannot push the watermark past processing time; the watermark delay is the sourc
 allowed lateness. A tile leaves the state once the watermark passes its end; an event whose tile has
 left is dropped and counted (``rtml_stream_late_events_total{kind="dropped"}``).
 
+Duplicates: an event sent twice (same event id, :func:`core.contracts.event_id_field`) is counted once: the
+tile rows go through ``dropDuplicatesWithinWatermark`` on (view, event id) before the aggregation, state
+bounded by the same watermark (a copy arriving after its id left the state is older than the watermark,
+dropped as late). Dropped copies are counted per batch (``duplicates_dropped``).
+
 Exactly-once: a replayed micro-batch recomputes the same absolute tile values from the same state
 version and offsets; Redis tiles are overwritten with identical values and the Feast rows move only
 forward in event time. Offline rows come from the batch job over the raw event log
@@ -37,7 +42,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.contracts import domain_topics, stream_rules
+from core.contracts import domain_topics, event_id_field, stream_rules
 from core.settings import settings
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
@@ -97,6 +102,7 @@ class StreamJob:
             watermark_delay_us=spec.watermark_delay_us,
             rules=spec.rules or stream_rules(),
         )
+        self.event_id = event_id_field(self.spec.rules)  # an event sent twice counts once
         self.dlq_topic = options.dlq_topic or domain_topics().dead_letters
         check_broker(self.spec.bootstrap)
         self.metrics = metrics or StreamMetrics()
@@ -136,11 +142,12 @@ class StreamJob:
 
     def tiles(self, events):
         """The tile aggregation of parsed events (a streaming DataFrame of tile rows, update mode)."""
-        from streaming.state_schema import tile_aggregation, tile_rows
+        from streaming.state_schema import drop_duplicate_events, tile_aggregation, tile_rows
 
-        rows = tile_rows(events, self.spec.views)
+        rows = tile_rows(events, self.spec.views, event_id=self.event_id)
         delay_ms = (self.spec.watermark_delay_us + max(v.tile_us for v in self.spec.views)) // 1000
-        return tile_aggregation(rows.withWatermark("wend", f"{delay_ms} milliseconds"), self.spec.views)
+        rows = drop_duplicate_events(rows.withWatermark("wend", f"{delay_ms} milliseconds"))
+        return tile_aggregation(rows, self.spec.views)
 
     def start(self):
         """Start the streaming query (returns the StreamingQuery)."""
@@ -154,7 +161,7 @@ class StreamJob:
         spark = self.spark()
         checkpoint = self.options.checkpoint()
         checkpoint.mkdir(parents=True, exist_ok=True)
-        sid = schema_id(self.spec.views)
+        sid = schema_id(self.spec.views, self.event_id)
         self.plan = plan(checkpoint, self.spec.views, sid)
         if self.plan.seed_views:
             seed(spark, self.plan, self.spec.topic, self.spec.bootstrap, self.spec.rules, self._online_store())
@@ -168,7 +175,7 @@ class StreamJob:
         if self.options.max_offsets_per_trigger:
             reader = reader.option("maxOffsetsPerTrigger", str(self.options.max_offsets_per_trigger))
         needed = sorted({v.join_key for v in self.spec.views} | {c for v in self.spec.views for c in v.value_columns}
-                        - {"event_timestamp"})
+                        | {self.event_id} - {"event_timestamp"})
         parsed = parse_events(reader.load(), self.spec.rules, keep_columns=tuple(needed))
         writer = BatchWriter(
             views=self.spec.views, online=self._online_store(),
@@ -214,13 +221,16 @@ class StreamJob:
         dropped_rows = sum(int((op.get("customMetrics") or {}).get("numRowsDroppedByWatermark", 0) or 0)
                            + int(op.get("numRowsDroppedByWatermark") or 0) for op in progress.get("stateOperators", []))
         dropped = dropped_rows // max(len(self.spec.views), 1)  # one row per view per event
+        duplicate_rows = sum(int((op.get("customMetrics") or {}).get("numDroppedDuplicateRows", 0) or 0)
+                             for op in progress.get("stateOperators", []))
+        duplicates = duplicate_rows // max(len(self.spec.views), 1)
         self.metrics.events_read.inc(events)
         self.metrics.late.labels(kind="dropped").inc(dropped)
         folder = self.options.checkpoint() / "batches"
         path = folder / f"{batch:012d}.json"
         if path.exists():
             data = json.loads(path.read_text())
-            data.update({"events_read": events, "late_dropped": dropped})
+            data.update({"events_read": events, "late_dropped": dropped, "duplicates_dropped": duplicates})
             path.write_text(json.dumps(data))
         for source in progress.get("sources", []):
             try:

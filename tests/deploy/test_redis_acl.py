@@ -85,7 +85,9 @@ def test_acl_file_holds_hashes_not_passwords(tmp_path):
 def test_default_user_is_off_and_the_rtml_users_are_limited_to_the_feast_project(tmp_path):
     _done, acl = run_script(tmp_path, PASSWORDS)
     found = users(acl)
-    assert "off" in found["default"] and "on" not in found["default"] and "-@all" in found["default"]
+    # off and without a password: no client logs in as it (its full rights serve the append-only file's replay)
+    assert "off" in found["default"] and "on" not in found["default"] and "resetpass" in found["default"]
+    assert not any(r.startswith((">", "#")) or r == "nopass" for r in found["default"])
     keys = f"~*{project()}"  # Feast's Redis key = serialized entity key + project name
     writer, serving = found["rtml-writer"], found["rtml-serving"]
     assert [r for r in writer if r.startswith(("~", "%", "allkeys"))] == [keys]

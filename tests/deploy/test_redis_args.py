@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -46,11 +48,8 @@ def _bytes(size: str) -> int:
     return int(size[:-2]) * units[size[-2:].lower()] if size[-2:].lower() in units else int(size)
 
 
-@pytest.fixture(params=["compose", "k8s"])
-def server(request, tmp_path):
-    """(args, port) of a redis-server started like the deployment starts it."""
-    args = _compose_args() if request.param == "compose" else _k8s_container()["args"]
-    port = _free_port()
+def _start(args: list[str], port: int, tmp_path: Path) -> subprocess.Popen:
+    """A redis-server started like the deployment starts it, answering its admin."""
     env = {"PATH": os.environ["PATH"], "REDIS_ACL_DIR": str(tmp_path / "acl"), **PASSWORDS}
     proc = subprocess.Popen(["sh", str(SCRIPT), *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -61,13 +60,50 @@ def server(request, tmp_path):
             assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
             try:
                 if admin.ping():
-                    break
+                    return proc
             except redis.ConnectionError:
                 assert time.monotonic() < deadline, "redis-server did not answer within 20 s"
                 time.sleep(0.1)
-        yield args, port
     finally:
         admin.close()
+
+
+@pytest.fixture(params=["compose", "k8s"])
+def server(request, tmp_path):
+    """(args, port) of a redis-server started like the deployment starts it."""
+    args = _compose_args() if request.param == "compose" else _k8s_container()["args"]
+    port = _free_port()
+    proc = _start(args, port, tmp_path)
+    try:
+        yield args, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_a_killed_server_replays_the_script_writes_of_its_append_only_file(tmp_path):
+    """The writer's Lua scripts land in the append-only file as MULTI/EXEC blocks; Redis 7.0 replays them as the
+    default user and re-checks ACLs at EXEC: with the default user at -@all every block was refused (NOPERM) and
+    its writes lost after a SIGKILL (the fault matrix lost 54 of 600 events)."""
+    args, port = _compose_args(), _free_port()
+    assert args[args.index("--appendonly") + 1] == "yes"
+    proc = _start(args, port, tmp_path)
+    try:
+        writer = _client(port, "rtml-writer")
+        script = "for i, k in ipairs(KEYS) do redis.call('HSET', k, 'f', ARGV[1]) end return #KEYS"
+        keys = [b"%d" % i + FEAST_KEY for i in range(20)]
+        assert writer.eval(script, len(keys), *keys, "w") == len(keys)
+        writer.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
+    proc = _start(args, port, tmp_path)
+    try:
+        admin = _client(port, "rtml-admin")
+        assert [admin.hget(k, "f") for k in keys] == [b"w"] * len(keys)
+        with pytest.raises(redis.exceptions.AuthenticationError):  # the default user's rights reach no client
+            _client(port).hget(keys[0], "f")
+    finally:
         proc.terminate()
         proc.wait(timeout=20)
 

@@ -277,8 +277,11 @@ class Serving:
         self.pid: int | None = None
 
     def start(self) -> None:
+        from bentos import auth
         from bentos.commands import serve
 
+        # the load's key (API keys are on by default): no rate limit within reach of the matrix
+        self.api_key = auth.create_key("faults", ["predict"], rate_per_s=1e9)
         self.pid, self.url = serve.start_detached("prediction", "127.0.0.1", self.port, workers=1, timeout=180)
 
     def stop(self) -> None:
@@ -312,7 +315,7 @@ class Load:
         self.bodies_file.write_text(json.dumps(bodies))
         self.proc = Proc([sys.executable, "-m", "tests.faults.pacer", "127.0.0.1", str(serving.port), "/predict",
                           str(rate), str(duration_s), str(connections), str(self.bodies_file), str(self.out_file)],
-                         stem.with_suffix(".log"))
+                         stem.with_suffix(".log"), {**os.environ, "RTML_API_KEY": serving.api_key})
 
     def result(self) -> dict:
         if self.proc.alive():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -62,8 +63,8 @@ async def _worker(host: str, port: int, requests: list[bytes], j: int, conns: in
 
 
 async def run(host: str, port: int, path: str, rate: float, duration_s: float, conns: int, bodies: list[bytes],
-              timeout_s: float = 2.0) -> dict:
-    requests = encode_requests(host, port, path, bodies)
+              timeout_s: float = 2.0, api_key: str | None = None) -> dict:
+    requests = encode_requests(host, port, path, bodies, api_key=api_key)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     buckets: dict[int, list[int]] = {}
@@ -84,7 +85,8 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run(host, int(port), path, float(rate), float(duration), int(conns), bodies))
+    result = asyncio.run(run(host, int(port), path, float(rate), float(duration), int(conns), bodies,
+                             api_key=os.environ.get("RTML_API_KEY")))  # the key from the environment, never argv
     with open(out_file, "w") as f:
         json.dump(result, f)
 

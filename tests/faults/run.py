@@ -3,6 +3,7 @@
     python -m tests.faults.run            # full: 3-node Kafka, serving under load, soak 500 req/s for 10 min
     python -m tests.faults.run --short    # a few scenarios (< 3 min): what `make test` runs too
     python -m tests.faults.run --only redis_slow,poison
+    python -m tests.faults.run --update a.json b.json   # rows of later --only runs replace the same rows of --out
 
 Starts what it needs for the current settings (Kafka, Redis with its append-only file, the prediction
 service on RTML_FAULTS_SERVE_PORT, default 3300) and stops, by pid, what it started.
@@ -123,6 +124,31 @@ def merge(parts: list[Path], out: Path) -> int:
     return 0 if payload["passed"] == payload["total"] else 1
 
 
+def update(parts: list[Path], out: Path) -> int:
+    """--out with its rows replaced by the same-named rows of later partial runs (``--only``); each part's
+    time, load and rows are kept under ``load.reruns`` so every figure keeps the load it was measured at."""
+    payload = json.loads(out.read_text())
+    rows = {s["name"]: s for s in payload["scenarios"]}
+    reruns = payload.setdefault("load", {}).setdefault("reruns", [])
+    for part in parts:
+        run = json.loads(part.read_text())
+        for group in run.get("groups", []):  # a group that raised left a row named after it
+            rows.pop(group, None)
+        for s in run["scenarios"]:
+            rows[s["name"]] = s
+        reruns.append({"measured_at": run["measured_at"], "load": run["load"], "seconds": run.get("seconds"),
+                       "rows": [s["name"] for s in run["scenarios"]]})
+    payload["scenarios"] = list(rows.values())
+    if "rows re-run" not in payload.get("mode", ""):
+        payload["mode"] = payload.get("mode", "") + "; rows re-run later replace theirs (load.reruns)"
+    payload["measured_at"] = max([payload["measured_at"], *(r["measured_at"] for r in reruns)])
+    payload["passed"] = sum(s["passed"] for s in payload["scenarios"])
+    payload["total"] = len(payload["scenarios"])
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"{payload['passed']}/{payload['total']} scenarios passed -> {out}")
+    return 0 if payload["passed"] == payload["total"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--short", action="store_true", help="a few scenarios (CI)")
@@ -130,20 +156,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULT))
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="combine the results of runs of disjoint scenario groups into --out (no run)")
+    p.add_argument("--update", nargs="+", default=None, metavar="JSON",
+                   help="replace the rows of --out by the same-named rows of these partial runs (no run)")
     args = p.parse_args(argv)
+    if args.update:
+        return update([Path(f) for f in args.update], Path(args.out))
     if args.merge:
         return merge([Path(f) for f in args.merge], Path(args.out))
     names = tuple(args.only.split(",")) if args.only else (SHORT if args.short else FULL)
     _env(full=not args.short)
     work = Path(tempfile.mkdtemp(prefix="faults-", dir=os.environ.get("RTML_STATE_DIR") or None))
     started = time.time()
+    load0 = os.getloadavg()
     outcomes = run_matrix(names, work)
     load = os.getloadavg()
     payload = {
         "scenarios": [o.row() for o in outcomes],
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load": {"1m": round(load[0], 2), "5m": round(load[1], 2), "15m": round(load[2], 2)},
+        "load": {"1m": round(load[0], 2), "5m": round(load[1], 2), "15m": round(load[2], 2),
+                 "1m_at_start": round(load0[0], 2)},
         "mode": "short" if args.short else ("only" if args.only else "full"),
+        "groups": list(names),
         "seconds": round(time.time() - started, 1),
         "passed": sum(o.passed for o in outcomes),
         "total": len(outcomes),

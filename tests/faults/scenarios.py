@@ -88,6 +88,9 @@ def stream_kill(ctx: Ctx, step: str, seed: int) -> Outcome:
     lost, dup, exact, note = wait_online(ctx.store, ctx.specs, events, 900)
     letters = read_topic(run.dlq)
     run.stop()
+    from streaming.stream_job import job_counters
+
+    counters = job_counters(run.checkpoint)  # tells a loss apart: dropped as late, or never read (not caught up)
     keys, dlq_dup = _dlq_counts(letters)
     out.sent = len(events) + len(BAD_RECORDS)
     out.lost = lost + max(len(BAD_RECORDS) - len(keys), 0)
@@ -95,7 +98,9 @@ def stream_kill(ctx: Ctx, step: str, seed: int) -> Outcome:
     killed = rc == -signal.SIGKILL
     out.detail = (f"SIGKILL at {step} of batch 2 (exit {rc}, {batches_at_kill} batches recorded), restarted from the "
                   f"checkpoint; online values {'equal' if exact else 'DIFFER from'} the oracle; "
-                  f"{len(letters)} dead letters for {len(BAD_RECORDS)} bad records {note}")
+                  f"{len(letters)} dead letters for {len(BAD_RECORDS)} bad records; job counters: events read "
+                  f"{counters.get('events_read', 0)}, dropped late {counters.get('late_dropped', 0)}, duplicates "
+                  f"dropped {counters.get('duplicates_dropped', 0)} {note}")
     out.seconds = time.monotonic() - t0
     return out.judge(killed and exact)
 

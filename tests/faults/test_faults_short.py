@@ -8,10 +8,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 # Open defects the matrix shows (they must keep failing until fixed: then this list shrinks).
-KNOWN_OPEN = {
-    # the stream job does not drop a transaction id it has seen: a resent transaction is counted twice
-    "poison_duplicate_transaction_ids",
-}
+KNOWN_OPEN: set[str] = set()
 
 
 def test_short_fault_matrix_loses_and_duplicates_nothing(stack, tmp_path):

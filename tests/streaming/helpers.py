@@ -144,6 +144,28 @@ def assert_rows_equal(expected: dict, actual: dict, what: str) -> None:
                     f"{what} {k} {name}: {got} != {want}"
 
 
+def assert_online_equals_oracle(store, views, events: list[dict]) -> None:
+    """Every view's online values of the events' entities equal the brute-force oracle over ``events``."""
+    from tests.streaming.test_stream_online import online_values
+
+    for spec in views:
+        keys = sorted({e[spec.join_key] for e in events})
+        expected = {k: row for (k, _t), row in oracle(events, spec.join_key, view_aggregations(spec)).items()}
+        assert_rows_equal(expected, online_values(store, spec, keys), f"online {spec.name}")
+
+
+def assert_offline_equals_oracle(files: list[str], spec, events: list[dict]) -> pd.DataFrame:
+    """The view's offline rows (``files``): one per event, each equal to the oracle as of that event; returned."""
+    names = [a.name for a in spec.aggs]
+    rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    assert len(rows) == len(events), f"{spec.name}: one offline row per event"
+    got = {(int(r[spec.join_key]), r["event_timestamp"].to_pydatetime()): {n: (None if pd.isna(r[n]) else r[n])
+                                                                           for n in names}
+           for _, r in rows.iterrows()}
+    assert_rows_equal(oracle(events, spec.join_key, view_aggregations(spec), as_of="every"), got, f"offline {spec.name}")
+    return rows
+
+
 def read_dlq(topic: str, expect: int, timeout_s: float = 30.0) -> list[dict]:
     """Messages of a dead-letter topic (read from the start) until ``expect`` arrived or timeout."""
     import time

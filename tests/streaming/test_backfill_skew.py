@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from streaming.tile_store import tile_keys
-from tests.streaming.helpers import assert_rows_equal, fresh_id_base, make_events, oracle, publish, view_aggregations
+from tests.streaming.helpers import assert_offline_equals_oracle, fresh_id_base, make_events, publish
 from tests.streaming.test_stream_online import online_values
 
 pytestmark = pytest.mark.integration
@@ -64,12 +64,7 @@ def test_stream_and_backfill_agree(stream_job, feast_store, spark, tmp_path, red
 
     for v in stream_job.spec.views:
         names = [a.name for a in v.aggs]
-        rows = pd.concat([pd.read_parquet(f) for f in result.files[v.name]], ignore_index=True)
-        assert len(rows) == len(events), f"{v.name}: one offline row per event"
-        got = {(int(r[v.join_key]), r["event_timestamp"].to_pydatetime()): {n: (None if pd.isna(r[n]) else r[n])
-                                                                            for n in names}
-               for _, r in rows.iterrows()}
-        assert_rows_equal(oracle(events, v.join_key, view_aggregations(v), as_of="every"), got, f"offline {v.name}")
+        rows = assert_offline_equals_oracle(result.files[v.name], v, events)
         # skew 0: what serving saw (stream online) == the training row of the entity's latest event, bit for bit
         latest = rows.sort_values("event_timestamp").groupby(v.join_key).tail(1).set_index(v.join_key)
         for k, served in stream_online[v.name].items():

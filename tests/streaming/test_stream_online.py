@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from tests.streaming.helpers import assert_rows_equal, fresh_id_base, make_events, oracle, publish, view_aggregations
+from tests.streaming.helpers import assert_online_equals_oracle, fresh_id_base, make_events, publish
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,5 @@ def test_online_values_equal_bruteforce_oracle(stream_job, feast_store):
     query.processAllAvailable()
     job.stop()
 
-    for spec in stream_job.spec.views:
-        keys = sorted({e[spec.join_key] for e in events})
-        expected = {k: row for (k, _t), row in oracle(events, spec.join_key, view_aggregations(spec)).items()}
-        assert_rows_equal(expected, online_values(feast_store, spec, keys), f"online {spec.name}")
+    assert_online_equals_oracle(feast_store, stream_job.spec.views, events)
     assert job.writer.last["batch_id"] >= 1
