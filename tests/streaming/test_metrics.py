@@ -42,7 +42,10 @@ def test_metrics_served_and_counted_once_per_batch(tmp_path):
     (tmp_path / "ck" / "batches" / f"{7:012d}.json").write_text('{"online_v": 3}')
     progress = {
         "batchId": 7, "numInputRows": 5,
-        "stateOperators": [{"numRowsDroppedByWatermark": 4}],  # 2 events x 2 views
+        "stateOperators": [  # dedup by event id (3 copies x 2 views), then the tile aggregation (2 late x 2 views)
+            {"operatorName": "dedupeWithinWatermark", "customMetrics": {"numDroppedDuplicateRows": 6}},
+            {"numRowsDroppedByWatermark": 4},
+        ],
         "sources": [{"latestOffset": '{"t": {"0": 20}}', "endOffset": '{"t": {"0": 15}}'}],
     }
     job.observe_progress(progress)
@@ -59,4 +62,4 @@ def test_metrics_served_and_counted_once_per_batch(tmp_path):
     assert 'rtml_stream_events_read_total 5.0' in text
     assert 'rtml_stream_late_events_total{kind="dropped"} 2.0' in text
     assert 'rtml_stream_consumer_lag{partition="0"} 5.0' in text
-    assert job_counters(tmp_path / "ck") == {"online_v": 3, "events_read": 5, "late_dropped": 2}
+    assert job_counters(tmp_path / "ck") == {"online_v": 3, "events_read": 5, "late_dropped": 2, "duplicates_dropped": 3}
