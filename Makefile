@@ -35,10 +35,10 @@ demo: install
 	$(BIN)/rtml demo
 
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not faults" $(PYTEST_ARGS)
 
 test-unit: install
-	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not integration and not faults" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m tests.benchmarks.run $(BENCH_ARGS)
@@ -50,7 +50,7 @@ security: install
 
 # The fault matrix against the real local stack -> tests/benchmarks/results/reliability.json (FAULTS_ARGS=--short: CI)
 faults: install
-	RTML_TEST_FULL=1 $(BIN)/python -m pytest -q tests/streaming/test_restart.py
+	$(BIN)/python -m pytest -q -m faults
 	$(BIN)/python -m tests.faults.run $(FAULTS_ARGS)
 
 lint: install

@@ -66,12 +66,10 @@ def test_crash_mid_batch_then_restart(stream_job, feast_store, step):
         assert_rows_equal(_expected(events, spec), online_values(feast_store, spec, keys), f"online {spec.name}")
 
 
-ALL_KILL_POINTS = ("1:executor_before", "2:executor_after", "3:after_write")
-# `make test` kills at the middle point only (each point costs a JVM start); `make faults` sets RTML_TEST_FULL=1
-# and runs all three in turn.
-KILL_POINTS = ALL_KILL_POINTS if os.environ.get("RTML_TEST_FULL") == "1" else ("2:executor_after",)
+KILL_POINTS = ("1:executor_before", "2:executor_after", "3:after_write")
 
 
+@pytest.mark.faults  # `make faults`; `make test` SIGKILLs `rtml stream` after its online write in the short matrix
 def test_kill_process_at_each_crash_point_then_restart(stack, feast_store, kafka_topic, tmp_path):
     """`rtml stream` SIGKILLed (driver, JVM and Python workers at once) at every risky point of a micro-batch in
     turn - state committed but no Redis write, Redis half written, Redis written but Spark's commit not (the
