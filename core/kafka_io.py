@@ -26,6 +26,8 @@ from core.settings import Settings, Topics, generated_passwords, settings
 # SASL over loopback without TLS is this stack's documented design; kafka-python warns on every connection.
 logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
 logging.getLogger("kafka.net.sasl.plain").setLevel(logging.ERROR)
+# A consumer group joined before its topic has metadata (an alerts watcher at start-up): retried, not an error.
+logging.getLogger("kafka.coordinator.assignors.range").setLevel(logging.ERROR)
 
 ROLES = ("admin", "product", "stream", "serving", "monitor", "operator")
 # Consumer groups the Spark Kafka source uses (it generates ids with this prefix).

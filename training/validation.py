@@ -134,8 +134,13 @@ def _short(value: Any, limit: int = 80) -> str:
 def _gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
+    from great_expectations.data_context.types import base  # noqa: F401 - sets its own logger to INFO on import
 
-    for name in ("great_expectations", "great_expectations.core", "great_expectations.data_context"):
+    # GX turns on logging.captureWarnings at import: warnings would bypass the CLI's filters (rtml.cli) and
+    # reach users as log lines. Turn it off again (restores the previous showwarning).
+    logging.captureWarnings(False)
+    for name in ("great_expectations", "great_expectations.core", "great_expectations.data_context",
+                 "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return gx
 
