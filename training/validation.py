@@ -26,6 +26,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,10 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def _gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-    from great_expectations.data_context.types import base  # noqa: F401 - sets its own logger to INFO on import
+    with warnings.catch_warnings():  # GX's own imports of deprecated stdlib modules (sre_constants, sre_parse)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import great_expectations as gx
+        from great_expectations.data_context.types import base  # noqa: F401 - sets its logger to INFO on import
 
     # GX turns on logging.captureWarnings at import: warnings would bypass the CLI's filters (rtml.cli) and
     # reach users as log lines. Turn it off again (restores the previous showwarning).
