@@ -132,14 +132,19 @@ class _Scorer:
     bit against XGBoost; off with ``RTML_SERVING_COMPILED_TREES=0``, as in the service), else XGBoost's
     ``inplace_predict``, on every core."""
 
-    def __init__(self, stored: Any, n_features: int):
+    def __init__(self, booster: Any, n_features: int):
         from bentos.predictor import compile_columns
-        from core import model_store
 
         self.threads = max(1, os.cpu_count() or 1)
-        self.booster = model_store.load_booster(stored)
+        self.booster = booster
         self.booster.set_param({"nthread": self.threads})
         self.compiled = compile_columns(self.booster, n_features)  # compiled (or loaded) and checked now
+
+    @classmethod
+    def of(cls, stored: Any, n_features: int) -> _Scorer:
+        from core import model_store
+
+        return cls(model_store.load_booster(stored), n_features)
 
     def _walk(self, Xt: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
         if self.compiled is not None:
@@ -231,7 +236,8 @@ def score_range(
     features, refs = list(meta["features"]), list(meta["feature_refs"])
     spec = request_spec(meta.get("feature_service"))
     seconds: dict[str, float] = {}
-    prepare = _POOL.submit(_Scorer, stored, len(features)) if engine != "feast" else None  # compiles while events are read and joined
+    # the scorer is built (kernel compiled or loaded, checked) while events are read and joined
+    prepare = _POOL.submit(_Scorer.of, stored, len(features)) if engine != "feast" else None
 
     t0 = time.perf_counter()
     events = load_events(start, end, [spec.id_field, *spec.entity_keys, *spec.request_fields])

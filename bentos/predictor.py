@@ -147,6 +147,13 @@ def _columns_kernel():
     return _COLUMNS
 
 
+def _logistic_margin(base_score: float) -> np.float32:
+    """The logistic objective's ``ProbToMargin`` as XGBoost computes it, in float32: ``-logf(1.0f / p - 1.0f)``
+    (the float64 formula rounds differently for some base scores, e.g. 0.543: one ulp off every score)."""
+    p = np.float32(base_score)
+    return np.float32(-math.log(float(np.float32(np.float32(1.0) / p - np.float32(1.0)))))
+
+
 class CompiledTrees:
     """A ``gbtree`` / ``binary:logistic`` booster as flat node arrays walked by compiled kernels."""
 
@@ -185,7 +192,7 @@ class CompiledTrees:
         self.arrays = (
             np.asarray(roots, np.int32), np.concatenate(left), np.concatenate(right), np.concatenate(feat),
             np.concatenate(value), np.concatenate(dleft),
-            np.float32(-math.log(1.0 / base_score - 1.0)),  # ProbToMargin of the logistic objective
+            _logistic_margin(base_score),
         )
         self.row_kernel, self.matrix_kernel = _kernels()
         self.n_trees = len(trees)
@@ -237,7 +244,6 @@ class CompiledTrees:
         out = np.empty(X.shape[0], dtype=np.float32)
         self.matrix_kernel(X, *self.arrays, out)
         return out
-
 
     def predict_columns(self, Xt: np.ndarray, out: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
         """float32 scores of rows ``lo..hi`` of a feature-major float32 matrix (``Xt[feature, row]``,
