@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_ABS_DIFF = 1e-6  # compiled vs XGBoost on the probe rows; beyond it the model keeps XGBoost
 BLOCK = 64  # rows walked together through one tree (XGBoost's CPU predictor uses the same block size)
+COLUMN_BLOCK = 128  # rows walked together level by level in batch scoring's complete trees
 MAX_COMPLETE_DEPTH = 10  # deeper models: the node-array walk instead of complete trees (2**depth slots per tree)
 
 
@@ -96,20 +97,19 @@ def _kernels():
     return _KERNELS
 
 
-def _walk_columns(Xt, lo, hi, node, thr, leaf, depth, base, out):  # pragma: no cover - runs compiled
-    """Rows ``lo..hi`` of a feature-major matrix (``Xt[f, i]``) through complete trees of ``depth`` levels
-    (node k's children 2k+1 / 2k+2; ``node`` = feature | default-left << 31): 64 rows walk one tree level
-    by level without branches; each row still adds its leaves in tree order, then the same float32
-    sigmoid as the ``sigmoid`` kernel."""
+def _walk_columns(Xt, lo, hi, offset, thr, leaf, depth, base, out):  # pragma: no cover - runs compiled
+    """Rows ``lo..hi`` of a feature-major matrix (``Xt[f, i]``, ``n`` rows) through complete trees of
+    ``depth`` levels (node k's children 2k+1 / 2k+2; ``offset`` = ``f * n << 1 | default_left``):
+    ``COLUMN_BLOCK`` rows walk one tree level by level without branches; each row still adds its leaves
+    in tree order, then the same float32 sigmoid as the ``sigmoid`` kernel."""
     n_inner = np.uint32((1 << depth) - 1)
-    n_trees = node.shape[0] // n_inner
-    n = np.uint64(Xt.shape[1])
+    n_trees = thr.shape[0] // n_inner
     xs = Xt.ravel()
-    at = np.zeros(BLOCK, np.uint32)
-    acc = np.zeros(BLOCK, np.float32)
-    feature_bits, left_bit = np.uint32(0x7FFFFFFF), np.uint32(31)
-    for lo_b in range(lo, hi, BLOCK):
-        m = min(lo_b + BLOCK, hi) - lo_b
+    at = np.zeros(COLUMN_BLOCK, np.uint32)
+    acc = np.zeros(COLUMN_BLOCK, np.float32)
+    one = np.uint64(1)
+    for lo_b in range(lo, hi, COLUMN_BLOCK):
+        m = min(lo_b + COLUMN_BLOCK, hi) - lo_b
         for j in range(m):
             acc[j] = base
         for t in range(n_trees):
@@ -119,9 +119,9 @@ def _walk_columns(Xt, lo, hi, node, thr, leaf, depth, base, out):  # pragma: no 
             for _ in range(depth):
                 for j in range(m):
                     k = first + at[j]
-                    r = node[k]
-                    v = xs[np.uint64(r & feature_bits) * n + np.uint64(lo_b + j)]
-                    go_left = (v < thr[k]) | ((v != v) & ((r >> left_bit) != 0))
+                    o = offset[k]
+                    v = xs[(o >> one) + np.uint64(lo_b + j)]
+                    go_left = (v < thr[k]) | ((v != v) & ((o & one) != 0))
                     at[j] = np.uint32(2) * at[j] + np.uint32(2) - np.uint32(go_left)
             leaves = np.uint32(t) * (n_inner + np.uint32(1)) - n_inner
             for j in range(m):
@@ -200,7 +200,7 @@ class CompiledTrees:
 
     def complete_trees(self) -> tuple | None:
         """The trees padded to complete binary trees of the deepest tree's depth (``MAX_COMPLETE_DEPTH``
-        at most, else ``None``): per tree ``2**depth - 1`` inner nodes (feature | default-left << 31,
+        at most, else ``None``): per tree ``2**depth - 1`` inner nodes (split feature, default-left flag,
         float32 threshold) and ``2**depth`` leaves; a leaf above the bottom fills every bottom slot below
         it, so a walk through its padding nodes (feature 0, any direction) ends on its value."""
         if self._complete is not False:
@@ -215,7 +215,8 @@ class CompiledTrees:
             self._complete = None
             return None
         n_inner = (1 << depth) - 1
-        node = np.zeros((len(roots), n_inner), np.uint32)
+        node = np.zeros((len(roots), n_inner), np.uint64)
+        default_left = np.zeros((len(roots), n_inner), np.uint64)
         thr = np.zeros((len(roots), n_inner), np.float32)
         leaf = np.zeros((len(roots), n_inner + 1), np.float32)
         for t, root in enumerate(roots):
@@ -228,10 +229,10 @@ class CompiledTrees:
                         lo, hi = 2 * lo + 1, 2 * hi + 2
                     leaf[t, lo - n_inner : hi - n_inner + 1] = value[n]
                     continue
-                node[t, k] = np.uint32(feat[n]) | (np.uint32(dleft[n]) << np.uint32(31))
+                node[t, k], default_left[t, k] = feat[n], dleft[n]
                 thr[t, k] = value[n]
                 stack += [(int(left[n]), 2 * k + 1), (int(left[n]) + 1, 2 * k + 2)]
-        complete = (node.ravel(), thr.ravel(), leaf.ravel(), depth, base)
+        complete = (node.ravel(), default_left.ravel(), thr.ravel(), leaf.ravel(), depth, base)
         self._complete = complete
         return complete
 
@@ -252,7 +253,9 @@ class CompiledTrees:
         hi = Xt.shape[1] if hi is None else hi
         complete = self.complete_trees()
         if complete is not None:
-            _columns_kernel()(Xt, lo, hi, *complete, out)
+            feature, default_left, thr, leaf, depth, base = complete
+            offset = (feature * np.uint64(Xt.shape[1])) << np.uint64(1) | default_left
+            _columns_kernel()(Xt, lo, hi, offset, thr, leaf, depth, base, out)
         else:
             out[lo:hi] = self.predict_matrix(np.ascontiguousarray(Xt[:, lo:hi].T))
 

@@ -56,7 +56,7 @@ def test_batch_walk_on_feature_major_rows_equals_xgboost_bit_for_bit():
     rows = np.vstack([X[:700], predictor.probe_rows(12, 300, seed=4)])
     expected = booster.inplace_predict(rows)
     compiled = predictor.compile_columns(booster, 12, extra_rows=X[:100])
-    assert compiled is not None and compiled.complete_trees()[3] == 5  # padded to the deepest tree
+    assert compiled is not None and compiled.complete_trees()[4] == 5  # padded to the deepest tree
     Xt = np.ascontiguousarray(rows.T)
     out = np.full(len(rows), -1.0, dtype=np.float32)
     for lo, hi in [(0, 1), (1, 64), (64, 130), (130, 999), (999, 1000)]:  # partial blocks, ranges as threads split them
