@@ -251,6 +251,11 @@ class CompiledTrees:
         C-contiguous) into ``out[lo:hi]``; the GIL is released, so threads can score disjoint ranges.
         Same arithmetic as :meth:`predict_matrix` (complete trees when shallow enough, ~2x faster)."""
         hi = Xt.shape[1] if hi is None else hi
+        # the kernel reads without bounds checks: wrong shapes or types must not reach it
+        if Xt.dtype != np.float32 or Xt.ndim != 2 or Xt.shape[0] != self.n_features or not Xt.flags.c_contiguous:
+            raise ValueError(f"need a C-contiguous float32 matrix of {self.n_features} feature rows, got {Xt.dtype} {Xt.shape}")
+        if out.dtype != np.float32 or not 0 <= lo <= hi <= min(Xt.shape[1], len(out)):
+            raise ValueError(f"rows {lo}..{hi} do not fit a matrix of {Xt.shape[1]} rows and {len(out)} {out.dtype} outputs")
         complete = self.complete_trees()
         if complete is not None:
             feature, default_left, thr, leaf, depth, base = complete

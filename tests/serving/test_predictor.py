@@ -4,6 +4,7 @@ and a model it cannot reproduce keeps XGBoost."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import xgboost as xgb
 
 from bentos import predictor
@@ -98,3 +99,14 @@ def test_base_margin_is_computed_in_float32_as_xgboost_does():
     out = np.empty(300, dtype=np.float32)
     compiled.predict_columns(np.ascontiguousarray(X[:300].T), out)
     assert np.array_equal(out, expected)
+
+
+def test_batch_walk_refuses_matrices_it_would_read_out_of_bounds():
+    booster, X = _train("binary:logistic", rounds=3)
+    compiled = predictor.compile_columns(booster, 12)
+    out = np.empty(10, dtype=np.float32)
+    for bad in (np.ascontiguousarray(X[:10, :11].T), np.ascontiguousarray(X[:10].T, dtype=np.float64), X[:10].T):
+        with pytest.raises(ValueError, match="C-contiguous float32 matrix of 12"):
+            compiled.predict_columns(bad, out)
+    with pytest.raises(ValueError, match="do not fit"):
+        compiled.predict_columns(np.ascontiguousarray(X[:20].T), out)  # 20 rows, 10 outputs
