@@ -51,12 +51,22 @@ def get_store():
 
 
 def apply_repo() -> None:
-    """`feast apply` for ``feature_repo/`` with the current settings (idempotent)."""
+    """`feast apply` for ``feature_repo/`` with the current settings (idempotent). Feast's own chatter
+    ("No project found ...", "Deploying infrastructure for ...") goes to the DEBUG log, not the terminal:
+    the caller prints one summary line."""
+    import contextlib
+    import io
+    import logging
+
     from feast.repo_operations import apply_total
 
     settings().state_dir.mkdir(parents=True, exist_ok=True)
-    with repo_on_path():
+    said = io.StringIO()
+    with repo_on_path(), contextlib.redirect_stdout(said):
         apply_total(repo_config(), settings().feature_repo, skip_source_validation=True)
+    for line in said.getvalue().splitlines():
+        if line.strip():
+            logging.getLogger(__name__).debug("feast apply: %s", line.strip())
 
 
 def plan_repo() -> None:

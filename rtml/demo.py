@@ -8,7 +8,10 @@
 
 Day 15 is replayed from the simulator's history at a high rate with its original event times, so the
 features the service sees have the same meaning as in training (a live stream at a demo-friendly rate
-would make every card holder hundreds of times more active than in the history).
+would make every card holder hundreds of times more active than in the history). The replay compresses
+a day into a minute or two, so it is paced by the stream job: every ``stream_sync_minutes`` of event
+time it waits until the stream job has processed every transaction sent so far (its committed Kafka
+offsets), so served features are never older than that much event time.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class DemoOptions:
     drift_after_hours: float = 10.0  # into the replayed day
     window_size: int = 1500
     replay_rate: float = 400.0  # transactions/s sent by the simulated product service
+    stream_sync_minutes: float = 30.0  # of event time between waits for the stream job to catch up
     port: int = 3000
     keep_running: bool = False
     retrain_timeout_s: float = 420.0
@@ -55,6 +59,7 @@ class Demo:
     facts: dict[str, str] = field(default_factory=dict)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     api_key: str | None = field(default=None, repr=False)
+    stream_job: str = ""
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -162,8 +167,9 @@ class Demo:
         return f"{self.facts['api']}/predict (API key in {key_file})"
 
     def stream(self) -> str:
-        log = self.spawn("stream", "stream", "--job-name", f"demo-{int(time.time())}", "--starting-offsets", "latest",
-                         "--trigger-seconds", "1", ready_line="rtml stream: running")
+        self.stream_job = f"demo-{int(time.time())}"
+        log = self.spawn("stream", "stream", "--job-name", self.stream_job, "--starting-offsets", "latest",
+                         "--trigger-seconds", "0.5", ready_line="rtml stream: running")
         self.facts["stream_log"] = str(log)
         return f"Kafka transactions -> Spark -> Redis + Parquet (metrics :{settings().stream_metrics_port})"
 
@@ -184,9 +190,33 @@ class Demo:
         from rtml.product_traffic import replay_day
 
         report = replay_day(self.live_start, self.live_start + timedelta(days=1), self.facts["api"],
-                            rate_per_s=self.options.replay_rate, api_key=self.api_key)
+                            rate_per_s=self.options.replay_rate, api_key=self.api_key, sync=self.stream_caught_up,
+                            sync_every_s=self.options.stream_sync_minutes * 60)
         self.facts.update({k: str(v) for k, v in report.items()})
-        return f"{report['scored']} transactions scored ({report['errors']} errors), p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms per batch"
+        return (f"{report['scored']} transactions scored ({report['errors']} errors), p50 {report['p50_ms']:.1f} ms, "
+                f"p99 {report['p99_ms']:.1f} ms per batch; {report['stream_syncs']} waits for the stream job "
+                f"({report['stream_wait_s']:.0f} s)")
+
+    def stream_caught_up(self, published: dict[int, int], timeout_s: float = 180.0) -> float:
+        """Block until the stream job committed a micro-batch past ``published`` (partition -> highest offset
+        sent) on the transactions topic; the seconds waited."""
+        from core.contracts import domain_topics
+        from streaming.evolution import committed_offsets
+
+        topic = domain_topics().events
+        folder = settings().state_dir / "checkpoints" / self.stream_job
+        t0 = time.monotonic()
+        while True:
+            queries = sorted(folder.glob("spark-*"), key=lambda p: p.stat().st_mtime)
+            done = json.loads(committed_offsets(queries[-1]) or "{}").get(topic, {}) if queries else {}
+            if all(int(done.get(str(p), 0)) > offset for p, offset in published.items()):
+                return time.monotonic() - t0
+            proc = self.background.get("stream")
+            if proc is not None and proc.poll() is not None:
+                raise UserFacingError(f"the stream job exited ({proc.returncode}); see {self.facts['stream_log']}")
+            if time.monotonic() - t0 > timeout_s:
+                raise UserFacingError(f"the stream job has not caught up after {timeout_s:.0f} s; see {self.facts['stream_log']}")
+            time.sleep(0.1)
 
     def wait_for_alert_and_retraining(self) -> str:
         from core.model_store import list_models

@@ -4,6 +4,11 @@ Each chunk of transactions is first scored (`POST /predict_batch` with the produ
 ``Authorization: Bearer``; features as of just before the
 transactions, like the training sets), then published to the transactions topic for the stream job,
 and their labels follow on the labels topic a few chunks later (a compressed label delay).
+
+The replay compresses event time (a day in a minute or two), so a stream job a few seconds behind would
+serve features hours of event time old. With ``sync``, every ``sync_every_s`` of event time the replay
+waits until the stream job has processed every transaction published so far (``sync`` is given the
+highest offset sent per partition), so no served feature is older than that much event time.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
@@ -46,9 +52,12 @@ def _label_values(transaction_ids: list[str]) -> list[tuple[str, bytes]]:
 
 
 def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400.0, chunk: int = 50,
-               label_lag_chunks: int = 20, api_key: str | None = None) -> dict:
+               label_lag_chunks: int = 20, api_key: str | None = None,
+               sync: Callable[[dict[int, int]], float] | None = None, sync_every_s: float = 1800.0) -> dict:
     """Score and publish the recorded transactions in ``[start, end)``; returns counts and batch latencies.
-    ``api_key`` (default ``RTML_API_KEY``) needs the ``predict_batch`` scope."""
+    ``api_key`` (default ``RTML_API_KEY``) needs the ``predict_batch`` scope. ``sync(offsets)`` blocks until
+    the stream job has processed the transactions up to ``offsets`` (partition -> highest offset sent) and
+    returns the seconds it waited; it is called every ``sync_every_s`` of event time."""
 
     import httpx
 
@@ -65,6 +74,13 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
     scored = errors = 0
     statuses: dict[int, int] = {}
     first_error = ""
+    published: dict[int, int] = {}  # partition -> highest offset of the transactions sent
+    syncs, waited = 0, 0.0
+    next_sync_ms = ts_ms[0] + sync_every_s * 1000 if len(ts_ms) else 0
+
+    def sent(metadata) -> None:
+        published[metadata.partition] = max(published.get(metadata.partition, -1), metadata.offset)
+
     api_key = api_key or settings().serving.client_api_key
     auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
     t0 = time.perf_counter()
@@ -72,6 +88,11 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
         with httpx.Client(base_url=api, timeout=10.0, headers=auth) as client, tqdm(total=len(values), desc="replay", unit="txn") as bar:
             for lo in range(0, len(values), chunk):
                 hi = min(lo + chunk, len(values))
+                if sync is not None and ts_ms[lo] >= next_sync_ms:
+                    producer.flush(timeout=30)
+                    waited += sync(dict(published))
+                    syncs += 1
+                    next_sync_ms = ts_ms[lo] + sync_every_s * 1000
                 payload = b'{"transactions":[' + b",".join(values[lo:hi]) + b"]}"
                 t1 = time.perf_counter()
                 reply = client.post("/predict_batch", content=payload, headers={"content-type": "application/json",
@@ -84,7 +105,7 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
                     statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
                     first_error = first_error or f"{reply.status_code}: {reply.text[:300]}"
                 for i in range(lo, hi):
-                    producer.send(topics.events, value=values[i], key=keys[i], timestamp_ms=ts_ms[i])
+                    producer.send(topics.events, value=values[i], key=keys[i], timestamp_ms=ts_ms[i]).add_callback(sent)
                 pending_labels.append([json.loads(v)["transaction_id"].encode() for v in values[lo:hi]])
                 if len(pending_labels) > label_lag_chunks:
                     for tid in pending_labels.popleft():
@@ -109,6 +130,8 @@ def replay_day(start: datetime, end: datetime, api: str, rate_per_s: float = 400
         "seconds": round(time.perf_counter() - t0, 1),
         "error_statuses": statuses,
         "first_error": first_error,
+        "stream_syncs": syncs,
+        "stream_wait_s": round(waited, 1),
     }
 
 

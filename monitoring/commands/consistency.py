@@ -26,23 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every-minutes", type=float, default=None, help="repeat the check this often")
 
 
-def transaction_times(transaction_ids: list[str]):
-    """Event time of the sampled transactions from the raw transactions history (data dir), if present."""
-    import pandas as pd
-    import pyarrow.dataset as ds
-
-    from core.settings import settings
-
-    folder = settings().data_dir / "transactions"
-    if not folder.exists():
-        return None
-    table = ds.dataset(str(folder), format="parquet").to_table(
-        columns=["transaction_id", "event_timestamp"], filter=ds.field("transaction_id").isin(transaction_ids)
-    )
-    frame = table.to_pandas()
-    return pd.Series(frame["event_timestamp"].to_numpy(), index=frame["transaction_id"]) if len(frame) else None
-
-
 def check_once(args: argparse.Namespace, consumer, topic: str, metrics) -> dict:
     from core.consistency import write_report
     from core.model_store import production_model
@@ -52,8 +35,7 @@ def check_once(args: argparse.Namespace, consumer, topic: str, metrics) -> dict:
     refs = list(model.info.metadata.get("feature_refs") or [])
     specs, not_checked = model_specs(refs)
     records = sample_predictions(consumer, topic, args.settle_minutes * 60, args.rows, args.every)
-    times = transaction_times([r.get("transaction_id") for r in records]) if records else None
-    report = check(records, specs, not_checked, times)
+    report = check(records, specs, not_checked)
     metrics.export(report)
     data = {**report.to_dict(), "model": str(model.tag)}
     path = write_report(data)

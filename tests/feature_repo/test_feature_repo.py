@@ -97,11 +97,12 @@ def test_feast_apply_and_plan_run_clean_from_the_repo_folder(tmp_path):
     assert "transaction_context" in feast_list("on-demand-feature-views")
 
 
-def test_definitions_carry_ownership_and_stream_aggregations(stack, tmp_path, monkeypatch):
+def test_definitions_carry_ownership_and_stream_aggregations(stack, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path / "state"))
     from core.feast_store import apply_repo, get_store
 
     apply_repo()
+    assert "Deploying infrastructure" not in capsys.readouterr().out  # Feast's chatter stays in the DEBUG log
     store = get_store()
     views = [*store.list_feature_views(), *store.list_stream_feature_views()]
     assert {v.name for v in views} == {"user_profile", "merchant_profile", "user_txn_aggregates", "merchant_txn_aggregates"}

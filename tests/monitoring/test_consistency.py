@@ -105,3 +105,30 @@ def test_entity_time_is_the_requests_event_time_before_the_event():
         pd.Timestamp("2025-11-28T03:14:59.999999Z"), pd.Timestamp("2026-11-30T10:00:00Z"),
     ]
     assert served["f"].iloc[0] == 2.0 and pd.isna(served["f"].iloc[1])
+
+
+def test_the_command_checks_sampled_records_and_writes_the_report(redis_client, stores, tmp_path, monkeypatch):
+    """`rtml consistency`'s check: the production model's refs, records sampled from the topic, the report."""
+    import argparse
+    import json
+    from types import SimpleNamespace
+
+    import monitoring.consistency as mc
+    from core import model_store
+    from monitoring.commands import consistency as command
+
+    views, request_time = stores
+    records = serve(redis_client, views, request_time)
+    refs = ["user_txn_aggregates:txn_count_1h", "merchant_txn_aggregates:merchant_txn_count_1h"]
+    model = SimpleNamespace(tag="fraud_model:t1", info=SimpleNamespace(metadata={"feature_refs": refs}))
+    monkeypatch.setattr(model_store, "production_model", lambda: model)
+    monkeypatch.setattr(mc, "model_specs", lambda r: ([j for _s, j in views], ["transaction_context:txn_amount"]))
+    monkeypatch.setattr(mc, "sample_predictions", lambda consumer, topic, settle_s, rows, every: records[:rows])
+    monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path))
+    args = argparse.Namespace(settle_minutes=0.0, rows=100, every=1)
+    metrics = ConsistencyMetrics()
+    data = command.check_once(args, None, "predictions", metrics)
+    assert data["model"] == "fraud_model:t1" and data["rows"] == 100
+    written = json.loads((tmp_path / "monitor" / "consistency.json").read_text())
+    assert written["rows"] == 100 and set(written["views"].values()) == {1.0}
+    assert metrics.registry.get_sample_value("rtml_consistency_view_rate", {"view": "merchant_txn_aggregates"}) == 1.0
