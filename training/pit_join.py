@@ -205,15 +205,19 @@ class _Source:
                 with loc.fs.open_input_stream(path) as f:
                     return pq.ParquetFile(pa.BufferReader(f.read_buffer()))
 
-            with ThreadPoolExecutor(max_workers=fetchers) as pool:
-                futures = [pool.submit(fetch, i.path) for i in infos]
-                self.files = [f.result() for f in futures]
+            pool = ThreadPoolExecutor(max_workers=fetchers)
+            self._files: list[Any] = [pool.submit(fetch, i.path) for i in infos]  # decoding starts with the first
+            pool.shutdown(wait=False)
         else:
-            self.files = [pq.ParquetFile(i.path, memory_map=True) for i in infos]
-        self.schema = self.files[0].schema_arrow
+            self._files = [pq.ParquetFile(i.path, memory_map=True) for i in infos]
+        self.schema = self.file(0).schema_arrow
         missing = [c for c in self.names.values() if c not in self.schema.names]
         if missing:
             raise UserFacingError(f"source of feature view {spec.name!r} ({spec.path}) lacks columns {missing}")
+
+    def file(self, i: int) -> pq.ParquetFile:
+        f = self._files[i]
+        return f if isinstance(f, pq.ParquetFile) else f.result()
 
     def type(self, name: str) -> pa.DataType:
         return self.schema.field(self.names[name]).type
@@ -223,22 +227,23 @@ class _Source:
         file's types (a column a file lacks is null there)."""
         cols = list(dict.fromkeys(self.names[n] for n in names))
         if row_group is None:
-            parts = [(pf, pf.read(columns=[c for c in cols if c in pf.schema_arrow.names])) for pf in self.files]
+            files = (self.file(i) for i in range(len(self._files)))  # in order: decode each as it arrives
+            parts = [pf.read(columns=[c for c in cols if c in pf.schema_arrow.names]) for pf in files]
         else:
-            pf = self.files[row_group[0]]
-            parts = [(pf, pf.read_row_group(row_group[1], columns=[c for c in cols if c in pf.schema_arrow.names]))]
+            pf = self.file(row_group[0])
+            parts = [pf.read_row_group(row_group[1], columns=[c for c in cols if c in pf.schema_arrow.names])]
         out = []
         for n in names:
             c, t = self.names[n], self.type(n)
             chunks = []
-            for _, table in parts:
+            for table in parts:
                 col = table.column(c) if c in table.column_names else pa.nulls(table.num_rows, t)
                 chunks += (col if col.type == t else col.cast(t)).chunks
             out.append(pa.chunked_array(chunks, t))
         return out
 
     def row_groups(self) -> list[tuple[int, int]]:
-        return [(f, g) for f, pf in enumerate(self.files) for g in range(pf.metadata.num_row_groups)]
+        return [(f, g) for f in range(len(self._files)) for g in range(self.file(f).metadata.num_row_groups)]
 
 
 def _time_ints(arr: pa.ChunkedArray | pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
