@@ -187,37 +187,59 @@ class _Source:
     """A view's Parquet data files (a file or a folder), each opened once for the join's two passes.
 
     Local files are memory-mapped. S3 objects are fetched whole, one GET each (no footer or column-chunk
-    requests), several at a time and ahead of decoding; a view's objects then stay in memory (compressed)
-    until the view is joined."""
+    requests), on a pool shared by the views and ahead of decoding (:meth:`start`); a view's objects then
+    stay in memory (compressed) until the view is joined."""
 
-    def __init__(self, spec: ViewSpec, fetchers: int = 4) -> None:
-        self.spec = spec
+    def __init__(self, spec: ViewSpec) -> None:
         inverse = {v: k for k, v in spec.field_mapping.items()}
+        self.spec = spec
         self.names = {c: inverse.get(c, c) for c in (*spec.join_keys, spec.timestamp_field, *spec.features)}
-        loc = location(spec.path)
-        infos = loc.file_infos()
-        if not infos:
+        self.loc = location(spec.path)
+        self.infos = self.loc.file_infos()  # one listing (sizes included)
+        if not self.infos:
             raise UserFacingError(f"no Parquet data at {spec.path}")
-        if loc.s3:
+        self.bytes = sum(i.size or 0 for i in self.infos)
+        self._files: list[Any] | None = None
+        self._schema: pa.Schema | None = None
+
+    def start(self, pool: Any = None) -> _Source:
+        """Open the files (S3: submit the object fetches to ``pool``, else fetch on a pool of 4)."""
+        if self._files is not None:
+            return self
+        if not self.loc.s3:
+            self._files = [pq.ParquetFile(i.path, memory_map=True) for i in self.infos]
+            return self
+        fs = self.loc.fs
+
+        def fetch(path: str) -> pq.ParquetFile:
+            # one ranged GET of the whole object (pyarrow's S3 input *stream* reads it several times slower)
+            with fs.open_input_file(path) as f:
+                return pq.ParquetFile(pa.BufferReader(f.read_buffer()))
+
+        if pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            def fetch(path: str) -> pq.ParquetFile:
-                # one ranged GET of the whole object (pyarrow's S3 input *stream* reads it several times slower)
-                with loc.fs.open_input_file(path) as f:
-                    return pq.ParquetFile(pa.BufferReader(f.read_buffer()))
-
-            pool = ThreadPoolExecutor(max_workers=fetchers)
-            self._files: list[Any] = [pool.submit(fetch, i.path) for i in infos]  # decoding starts with the first
-            pool.shutdown(wait=False)
+            own = ThreadPoolExecutor(max_workers=_FETCHERS)
+            self._files = [own.submit(fetch, i.path) for i in self.infos]
+            own.shutdown(wait=False)
         else:
-            self._files = [pq.ParquetFile(i.path, memory_map=True) for i in infos]
-        self.schema = self.file(0).schema_arrow
-        missing = [c for c in self.names.values() if c not in self.schema.names]
-        if missing:
-            raise UserFacingError(f"source of feature view {spec.name!r} ({spec.path}) lacks columns {missing}")
+            self._files = [pool.submit(fetch, i.path) for i in self.infos]
+        return self
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The first file's schema (the source's columns must be there)."""
+        if self._schema is None:
+            schema = self.file(0).schema_arrow
+            missing = [c for c in self.names.values() if c not in schema.names]
+            if missing:
+                raise UserFacingError(
+                    f"source of feature view {self.spec.name!r} ({self.spec.path}) lacks columns {missing}")
+            self._schema = schema
+        return self._schema
 
     def file(self, i: int) -> pq.ParquetFile:
-        f = self._files[i]
+        f = self.start()._files[i]
         return f if isinstance(f, pq.ParquetFile) else f.result()
 
     def type(self, name: str) -> pa.DataType:
@@ -226,9 +248,10 @@ class _Source:
     def read(self, names: list[str], row_group: tuple[int, int] | None = None) -> list[pa.ChunkedArray]:
         """Columns ``names`` (join names) of every file, or of one (file, row group), cast to the first
         file's types (a column a file lacks is null there)."""
+        self.schema  # noqa: B018 - checks the columns before any is read
         cols = list(dict.fromkeys(self.names[n] for n in names))
         if row_group is None:
-            files = (self.file(i) for i in range(len(self._files)))  # in order: decode each as it arrives
+            files = (self.file(i) for i in range(len(self.infos)))  # in order: decode each as it arrives
             parts = [pf.read(columns=[c for c in cols if c in pf.schema_arrow.names]) for pf in files]
         else:
             pf = self.file(row_group[0])
@@ -244,7 +267,7 @@ class _Source:
         return out
 
     def row_groups(self) -> list[tuple[int, int]]:
-        return [(f, g) for f in range(len(self._files)) for g in range(self.file(f).metadata.num_row_groups)]
+        return [(f, g) for f in range(len(self.infos)) for g in range(self.file(f).metadata.num_row_groups)]
 
 
 def _time_ints(arr: pa.ChunkedArray | pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
@@ -346,31 +369,28 @@ def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, worker
     return out
 
 
+_FETCHERS = 4  # concurrent S3 object fetches of one join
+
+
 def _join_views(
     table: pa.Table, specs: list[ViewSpec], ts_col: str, workers: int = 2, with_timestamp: bool = False
 ) -> list[list[pa.Array]]:
     """:func:`_join_view` of every spec, in ``specs`` order. Views are independent: they run on ``workers``
-    threads (Parquet decoding, numpy sorts and gathers release the GIL), largest sources first."""
+    threads (Parquet decoding, the merge pass and gathers release the GIL), largest sources first; S3
+    objects of all views are fetched from the start, in that order, while earlier views are joined."""
     from concurrent.futures import ThreadPoolExecutor
 
     e_order = time_order(_time_ints(table.column(ts_col), table.schema.field(ts_col).type.unit)[0])
-    if workers <= 1 or len(specs) <= 1:
-        return [_join_view(table, spec, ts_col, with_timestamp, e_order) for spec in specs]
-    sizes = {spec.name: _source_bytes(spec.path) for spec in specs}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {
-            spec.name: pool.submit(_join_view, table, spec, ts_col, with_timestamp, e_order)
-            for spec in sorted(specs, key=lambda s: -sizes[s.name])
-        }
-        return [futures[spec.name].result() for spec in specs]
-
-
-def _source_bytes(path: str) -> int:
-    """Bytes of a source's data files (local or S3; one listing), 0 if unknown: orders the views' work."""
-    try:
-        return sum(i.size or 0 for i in location(path).file_infos())
-    except OSError:
-        return 0
+    sources = [_Source(spec) for spec in specs]
+    by_size = sorted(range(len(specs)), key=lambda i: -sources[i].bytes)
+    with ThreadPoolExecutor(max_workers=_FETCHERS) as fetchers:
+        for i in by_size:
+            sources[i].start(fetchers)
+        if workers <= 1 or len(specs) <= 1:
+            return [_join_view(table, src, ts_col, with_timestamp, e_order) for src in sources]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {i: pool.submit(_join_view, table, sources[i], ts_col, with_timestamp, e_order) for i in by_size}
+            return [futures[i].result() for i in range(len(specs))]
 
 
 def feature_timestamps(entity: pd.DataFrame | pa.Table, specs: list[ViewSpec], ts_col: str = "event_timestamp") -> pa.Table:
@@ -384,7 +404,7 @@ def feature_timestamps(entity: pd.DataFrame | pa.Table, specs: list[ViewSpec], t
 
 
 def _join_view(
-    table: pa.Table, spec: ViewSpec, ts_col: str, with_timestamp: bool = False, e_order: np.ndarray | None = None
+    table: pa.Table, src: _Source, ts_col: str, with_timestamp: bool = False, e_order: np.ndarray | None = None
 ) -> list[pa.Array]:
     """The feature columns of one view, aligned with the entity rows (and, ``with_timestamp``, the
     picked rows' timestamps last). ``e_order``: the entity rows' time order (the same for every view).
@@ -393,7 +413,7 @@ def _join_view(
     columns batch by batch, each batch's picked rows taken as it is decoded: the feature columns are
     never held whole (a fraction of the memory, and of the fresh pages the allocator must fault in)."""
     ts_type = table.schema.field(ts_col).type
-    src = _Source(spec)
+    spec = src.spec
     key, ts = spec.join_keys[0], spec.timestamp_field
     key_col, ts_col_src = src.read([key, ts])
     src_ts_type = ts_col_src.type
