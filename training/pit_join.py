@@ -1,10 +1,17 @@
 """Fast point-in-time join of entity rows against feature-view sources.
 
-Two engines with the same result: ``sorted`` (default for single integer join keys): per view, one
-sort of the source rows by (key, time) (a value sort of packed ``key | position`` integers, see
-:func:`_feature_order`), a binary search of every entity row's composite (key, time) integer (numpy
-``searchsorted``), then a gather of the feature columns chunk by chunk; views run on two threads,
-largest first; ``duckdb``: an ASOF JOIN (any join keys).
+Two engines with the same result: ``sorted`` (default for single integer join keys) and ``duckdb`` (an
+ASOF JOIN, any join keys). ``sorted``, per view (views on two threads, largest first):
+
+- read the source's key and timestamp columns only;
+- one compiled merge pass (numba, :func:`_asof_scan`) over the feature rows and the entity rows in
+  time order, keeping the latest row per key: no sort of the feature rows when they are in time order
+  (as the stream job writes them; else one stable argsort), one entity time order for all views;
+- read the feature columns row group by row group and take the picked rows from each as it is
+  decoded (the feature columns are never held whole), then put them in entity order.
+
+Local files are memory-mapped; S3 objects are fetched whole (one GET each, every view's objects from
+the start, on four threads) while earlier views are joined (:class:`_Source`).
 
 Semantics are Feast's offline-store semantics, so both give identical frames:
 
