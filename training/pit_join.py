@@ -32,11 +32,11 @@ registry so ``training.datasets`` can use this as a drop-in fast path for ``get_
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -293,8 +293,7 @@ def _ints(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(arr.fill_null(0)), np.asarray(arr.is_valid())
 
 
-@numba.njit(cache=True, nogil=True)
-def _asof_scan(fk, ft, f_order, ek, et, e_order, n_keys, ttl, out):  # pragma: no cover - compiled
+def _asof_scan(fk, ft, f_order, ek, et, e_order, n_keys, ttl, out):  # pragma: no cover - compiled (_kernel)
     """One merge pass over feature rows and entity rows, both in time order (``f_order`` / ``e_order``;
     an empty ``f_order`` means the feature rows are in time order already). ``last[key]`` is the latest
     feature row of ``key`` so far; every entity row reads it once all feature rows stamped at or before
@@ -317,6 +316,36 @@ def _asof_scan(fk, ft, f_order, ek, et, e_order, n_keys, ttl, out):  # pragma: n
         if r >= 0 and ttl >= 0 and ft[r] < t - ttl:
             r = -1
         out[j] = r
+
+
+_KERNEL: list[Any] = []
+_KERNEL_LOCK = threading.Lock()
+
+
+def _kernel() -> Any:
+    """:func:`_asof_scan` compiled (numba imported, machine code loaded from its cache, on first use)."""
+    with _KERNEL_LOCK:
+        if not _KERNEL:
+            import numba
+
+            _KERNEL.append(numba.njit(cache=True, nogil=True)(_asof_scan))
+        return _KERNEL[0]
+
+
+def _ints_ro(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous, read-only int64 array: one kernel signature whatever the input's flags."""
+    v = np.ascontiguousarray(a, dtype=np.int64).view()
+    v.flags.writeable = False
+    return v
+
+
+def _warm_kernel() -> None:
+    """Load the kernel for the signature the join uses (run on a thread while the sources are read)."""
+    z = _ints_ro(np.zeros(1, dtype=np.int64))
+    try:
+        _kernel()(z, z, z[:0], z, z, z, 1, -1, np.zeros(1, dtype=np.int64))
+    except Exception:  # noqa: BLE001 - the join's own call raises the same error where it is seen
+        pass
 
 
 def _is_sorted(a: np.ndarray) -> bool:
@@ -346,10 +375,7 @@ def asof_indices(
     out = np.full(len(e_keys), -1, dtype=np.int64)
     if len(f_keys) == 0 or len(e_keys) == 0:
         return out
-    f_keys = np.ascontiguousarray(f_keys, dtype=np.int64)
-    e_keys = np.ascontiguousarray(e_keys, dtype=np.int64)
-    f_ts = np.ascontiguousarray(f_ts, dtype=np.int64)
-    e_ts = np.ascontiguousarray(e_ts, dtype=np.int64)
+    f_keys, e_keys, f_ts, e_ts = (np.asarray(a, dtype=np.int64) for a in (f_keys, e_keys, f_ts, e_ts))
     # keys: their values when small and non-negative (a table of the latest row per key), else dense ranks
     kmin, kmax = int(f_keys.min()), int(f_keys.max())
     if kmin >= 0 and kmax < max(1 << 22, len(f_keys)):
@@ -363,7 +389,8 @@ def asof_indices(
     f_order = np.empty(0, dtype=np.int64) if _is_sorted(f_ts) else np.argsort(f_ts, kind="stable")
     if e_order is None:
         e_order = time_order(e_ts)
-    _asof_scan(fk, f_ts, f_order, ek, e_ts, e_order, n_keys, -1 if ttl is None else int(ttl), out)
+    fk, f_ts, f_order, ek, e_ts, e_order = map(_ints_ro, (fk, f_ts, f_order, ek, e_ts, e_order))
+    _kernel()(fk, f_ts, f_order, ek, e_ts, e_order, n_keys, -1 if ttl is None else int(ttl), out)
     return out
 
 
@@ -387,6 +414,7 @@ def _join_views(
     objects of all views are fetched from the start, in that order, while earlier views are joined."""
     from concurrent.futures import ThreadPoolExecutor
 
+    threading.Thread(target=_warm_kernel, name="pit-kernel", daemon=True).start()  # overlaps the first reads
     e_order = time_order(_time_ints(table.column(ts_col), table.schema.field(ts_col).type.unit)[0])
     sources = [_Source(spec) for spec in specs]
     by_size = sorted(range(len(specs)), key=lambda i: -sources[i].bytes)
