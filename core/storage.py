@@ -114,6 +114,10 @@ class Location:
 
     def file_infos(self, suffix: str = ".parquet") -> list[pafs.FileInfo]:
         """:meth:`files` with their sizes (from the same listing: no request per file on S3)."""
+        if self.path.endswith(suffix):  # most likely a file: one HEAD on S3, no listing
+            info = self.info()
+            if info.type == pafs.FileType.File:
+                return [info]
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True, allow_not_found=True))
         except NotADirectoryError:

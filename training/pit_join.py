@@ -415,10 +415,11 @@ def _join_views(
     from concurrent.futures import ThreadPoolExecutor
 
     threading.Thread(target=_warm_kernel, name="pit-kernel", daemon=True).start()  # overlaps the first reads
-    e_order = time_order(_time_ints(table.column(ts_col), table.schema.field(ts_col).type.unit)[0])
-    sources = [_Source(spec) for spec in specs]
-    by_size = sorted(range(len(specs)), key=lambda i: -sources[i].bytes)
     with ThreadPoolExecutor(max_workers=_FETCHERS) as fetchers:
+        listings = [fetchers.submit(_Source, spec) for spec in specs]  # S3 listings side by side
+        e_order = time_order(_time_ints(table.column(ts_col), table.schema.field(ts_col).type.unit)[0])
+        sources = [f.result() for f in listings]
+        by_size = sorted(range(len(specs)), key=lambda i: -sources[i].bytes)
         for i in by_size:
             sources[i].start(fetchers)
         if workers <= 1 or len(specs) <= 1:
