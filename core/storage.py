@@ -110,12 +110,21 @@ class Location:
     def files(self, suffix: str = ".parquet") -> list[str]:
         """Paths of the data files under this folder (recursive, sorted; hidden/temporary names skipped), or
         ``[path]`` for a file. One listing request on S3."""
+        return [i.path for i in self.file_infos(suffix)]
+
+    def file_infos(self, suffix: str = ".parquet") -> list[pafs.FileInfo]:
+        """:meth:`files` with their sizes (from the same listing: no request per file on S3)."""
+        if self.path.endswith(suffix):  # most likely a file: one HEAD on S3, no listing
+            info = self.info()
+            if info.type == pafs.FileType.File:
+                return [info]
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True, allow_not_found=True))
         except NotADirectoryError:
             infos = []
         if not infos:
-            return [self.path] if self.info().type == pafs.FileType.File else []
+            info = self.info()
+            return [info] if info.type == pafs.FileType.File else []
         root = self.path.rstrip("/") + "/"
         out = []
         for i in infos:
@@ -123,8 +132,8 @@ class Location:
             if i.type == pafs.FileType.File and i.path.endswith(suffix) and not any(
                 part.startswith(_IGNORED_PREFIXES) for part in rel.split("/")
             ):
-                out.append(i.path)
-        return sorted(out)
+                out.append(i)
+        return sorted(out, key=lambda i: i.path)
 
     def glob(self, prefix: str, suffix: str = ".parquet") -> list[Location]:
         """Files directly in this folder whose names start with ``prefix`` and end with ``suffix``."""

@@ -23,7 +23,7 @@ How a row is built:
   using the transaction's own time would leak the transaction (and its label) into its features.
 - Features come from Feast ``get_historical_features`` with the feature service ``fraud_model_v1``
   (``join="feast"``, offline store per ``RTML_OFFLINE_STORE``: duckdb by default, or spark), or from
-  :mod:`training.pit_join` (``join="fast"``: same semantics and frame; a sort + binary search per view).
+  :mod:`training.pit_join` (``join="fast"``: same semantics and frame; a merge pass per view).
 - Rows are never dropped for missing feature history (TTL expired, unknown user): the features are
   null and the row count is checked against the entity count (``RuntimeError`` if different).
 

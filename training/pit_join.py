@@ -1,10 +1,17 @@
 """Fast point-in-time join of entity rows against feature-view sources.
 
-Two engines with the same result: ``sorted`` (default for single integer join keys): per view, one
-sort of the source rows by (key, time) (a value sort of packed ``key | position`` integers, see
-:func:`_feature_order`), a binary search of every entity row's composite (key, time) integer (numpy
-``searchsorted``), then a gather of the feature columns chunk by chunk; views run on two threads,
-largest first; ``duckdb``: an ASOF JOIN (any join keys).
+Two engines with the same result: ``sorted`` (default for single integer join keys) and ``duckdb`` (an
+ASOF JOIN, any join keys). ``sorted``, per view (views on two threads, largest first):
+
+- read the source's key and timestamp columns only;
+- one compiled merge pass (numba, :func:`_asof_scan`) over the feature rows and the entity rows in
+  time order, keeping the latest row per key: no sort of the feature rows when they are in time order
+  (as the stream job writes them; else one stable argsort), one entity time order for all views;
+- read the feature columns row group by row group and take the picked rows from each as it is
+  decoded (the feature columns are never held whole), then put them in entity order.
+
+Local files are memory-mapped; S3 objects are fetched whole (one GET each, every view's objects from
+the start, on four threads) while earlier views are joined (:class:`_Source`).
 
 Semantics are Feast's offline-store semantics, so both give identical frames:
 
@@ -25,6 +32,7 @@ registry so ``training.datasets`` can use this as a drop-in fast path for ``get_
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -32,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.errors import UserFacingError
 from core.storage import duckdb_connect, location
@@ -162,7 +171,7 @@ def _pit_join_duckdb(
             con.execute(f"SET memory_limit='{memory_limit}'")
         con.register("entity", table)
         specs = _register_s3_sources(con, specs)
-        out = con.execute(build_query(specs, ts_col, entity_cols)).to_arrow_table()
+        out = con.sql(build_query(specs, ts_col, entity_cols)).to_arrow_table()
     finally:
         con.close()
     if out.num_rows != table.num_rows:
@@ -181,16 +190,91 @@ def _sortable(table: pa.Table, spec: ViewSpec) -> bool:
     return len(spec.join_keys) == 1 and table.schema.field(spec.join_keys[0]).type in _INT_TYPES
 
 
-def _read_source(spec: ViewSpec) -> pa.Table:
-    """Key, timestamp and feature columns of a view's Parquet source (file or folder), named as features."""
-    inverse = {v: k for k, v in spec.field_mapping.items()}
-    wanted = [*spec.join_keys, spec.timestamp_field, *spec.features]
-    source_cols = [inverse.get(c, c) for c in wanted]
-    dataset = location(spec.path).dataset()
-    missing = [c for c in source_cols if c not in dataset.schema.names]
-    if missing:
-        raise UserFacingError(f"source of feature view {spec.name!r} ({spec.path}) lacks columns {missing}")
-    return dataset.to_table(columns=source_cols).rename_columns(wanted)
+class _Source:
+    """A view's Parquet data files (a file or a folder), each opened once for the join's two passes.
+
+    Local files are memory-mapped. S3 objects are fetched whole, one GET each (no footer or column-chunk
+    requests), on a pool shared by the views and ahead of decoding (:meth:`start`); a view's objects then
+    stay in memory (compressed) until the view is joined."""
+
+    def __init__(self, spec: ViewSpec) -> None:
+        inverse = {v: k for k, v in spec.field_mapping.items()}
+        self.spec = spec
+        self.names = {c: inverse.get(c, c) for c in (*spec.join_keys, spec.timestamp_field, *spec.features)}
+        self.loc = location(spec.path)
+        self.infos = self.loc.file_infos()  # one listing (sizes included)
+        if not self.infos:
+            raise UserFacingError(f"no Parquet data at {spec.path}")
+        self.bytes = sum(i.size or 0 for i in self.infos)
+        self._files: list[Any] | None = None
+        self._schema: pa.Schema | None = None
+
+    def start(self, pool: Any = None) -> _Source:
+        """Open the files (S3: submit the object fetches to ``pool``, else fetch on a pool of 4)."""
+        if self._files is not None:
+            return self
+        if not self.loc.s3:
+            self._files = [pq.ParquetFile(i.path, memory_map=True) for i in self.infos]
+            return self
+        fs = self.loc.fs
+
+        def fetch(path: str) -> pq.ParquetFile:
+            # one ranged GET of the whole object (pyarrow's S3 input *stream* reads it several times slower)
+            with fs.open_input_file(path) as f:
+                return pq.ParquetFile(pa.BufferReader(f.read_buffer()))
+
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            own = ThreadPoolExecutor(max_workers=_FETCHERS)
+            self._files = [own.submit(fetch, i.path) for i in self.infos]
+            own.shutdown(wait=False)
+        else:
+            self._files = [pool.submit(fetch, i.path) for i in self.infos]
+        return self
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The first file's schema (the source's columns must be there)."""
+        if self._schema is None:
+            schema = self.file(0).schema_arrow
+            missing = [c for c in self.names.values() if c not in schema.names]
+            if missing:
+                raise UserFacingError(
+                    f"source of feature view {self.spec.name!r} ({self.spec.path}) lacks columns {missing}")
+            self._schema = schema
+        return self._schema
+
+    def file(self, i: int) -> pq.ParquetFile:
+        f = self.start()._files[i]
+        return f if isinstance(f, pq.ParquetFile) else f.result()
+
+    def type(self, name: str) -> pa.DataType:
+        return self.schema.field(self.names[name]).type
+
+    def read(self, names: list[str], row_group: tuple[int, int] | None = None) -> list[pa.ChunkedArray]:
+        """Columns ``names`` (join names) of every file, or of one (file, row group), cast to the first
+        file's types (a column a file lacks is null there)."""
+        self.schema  # noqa: B018 - checks the columns before any is read
+        cols = list(dict.fromkeys(self.names[n] for n in names))
+        if row_group is None:
+            files = (self.file(i) for i in range(len(self.infos)))  # in order: decode each as it arrives
+            parts = [pf.read(columns=[c for c in cols if c in pf.schema_arrow.names]) for pf in files]
+        else:
+            pf = self.file(row_group[0])
+            parts = [pf.read_row_group(row_group[1], columns=[c for c in cols if c in pf.schema_arrow.names])]
+        out = []
+        for n in names:
+            c, t = self.names[n], self.type(n)
+            chunks = []
+            for table in parts:
+                col = table.column(c) if c in table.column_names else pa.nulls(table.num_rows, t)
+                chunks += (col if col.type == t else col.cast(t)).chunks
+            out.append(pa.chunked_array(chunks, t))
+        return out
+
+    def row_groups(self) -> list[tuple[int, int]]:
+        return [(f, g) for f in range(len(self.infos)) for g in range(self.file(f).metadata.num_row_groups)]
 
 
 def _time_ints(arr: pa.ChunkedArray | pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
@@ -209,38 +293,92 @@ def _ints(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(arr.fill_null(0)), np.asarray(arr.is_valid())
 
 
-def _feature_order(fk: np.ndarray, f_ts: np.ndarray) -> np.ndarray:
-    """Permutation sorting feature rows by (key, time), stable (ties keep source order).
+def _asof_scan(fk, ft, f_order, ek, et, e_order, n_keys, ttl, out):  # pragma: no cover - compiled (_kernel)
+    """One merge pass over feature rows and entity rows, both in time order (``f_order`` / ``e_order``;
+    an empty ``f_order`` means the feature rows are in time order already). ``last[key]`` is the latest
+    feature row of ``key`` so far; every entity row reads it once all feature rows stamped at or before
+    its time have been seen. ``ttl`` < 0: no TTL. Keys outside ``[0, n_keys)`` have no history (-1)."""
+    last = np.full(n_keys, -1, dtype=np.int64)
+    identity = f_order.shape[0] == 0
+    nf = fk.shape[0] if identity else f_order.shape[0]
+    i = 0
+    for jj in range(e_order.shape[0]):
+        j = e_order[jj]
+        t = et[j]
+        while i < nf:
+            r = i if identity else f_order[i]
+            if ft[r] > t:
+                break
+            last[fk[r]] = r
+            i += 1
+        k = ek[j]
+        r = last[k] if 0 <= k < n_keys else -1
+        if r >= 0 and ttl >= 0 and ft[r] < t - ttl:
+            r = -1
+        out[j] = r
 
-    One stable pass by time (free when the source is already in time order, as the stream job writes
-    it; timsort merges pre-sorted runs cheaply), then a value sort of ``key << bits | position``:
-    sorting plain int64 values is several times faster than ``argsort`` and, because the position is
-    the low bits, equal keys stay in time order."""
-    n = len(fk)
-    t_order = None if bool(np.all(f_ts[1:] >= f_ts[:-1])) else np.argsort(f_ts, kind="stable")
-    keys = fk if t_order is None else fk[t_order]
-    bits = max(1, (n - 1).bit_length())
-    if int(keys.max()) >= 1 << (62 - bits):
-        return np.lexsort((f_ts, fk))
-    packed = keys << bits
-    packed |= np.arange(n, dtype=np.int64)
-    packed.sort()
-    packed &= (1 << bits) - 1
-    return packed if t_order is None else t_order[packed]
+
+_KERNEL: list[Any] = []
+_KERNEL_LOCK = threading.Lock()
+
+
+def _kernel() -> Any:
+    """:func:`_asof_scan` compiled (numba imported, machine code loaded from its cache, on first use)."""
+    with _KERNEL_LOCK:
+        if not _KERNEL:
+            import numba
+
+            _KERNEL.append(numba.njit(cache=True, nogil=True)(_asof_scan))
+        return _KERNEL[0]
+
+
+def _ints_ro(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous, read-only int64 array: one kernel signature whatever the input's flags."""
+    v = np.ascontiguousarray(a, dtype=np.int64).view()
+    v.flags.writeable = False
+    return v
+
+
+def _warm_kernel() -> None:
+    """Load the kernel for the signature the join uses (run on a thread while the sources are read)."""
+    z = _ints_ro(np.zeros(1, dtype=np.int64))
+    try:
+        _kernel()(z, z, z[:0], z, z, z, 1, -1, np.zeros(1, dtype=np.int64))
+    except Exception:  # noqa: BLE001 - the join's own call raises the same error where it is seen
+        pass
+
+
+def _is_sorted(a: np.ndarray) -> bool:
+    return len(a) < 2 or bool(np.all(a[1:] >= a[:-1]))
+
+
+def time_order(ts: np.ndarray) -> np.ndarray:
+    """Positions of ``ts`` in time order (stable)."""
+    return np.arange(len(ts), dtype=np.int64) if _is_sorted(ts) else np.argsort(ts, kind="stable")
 
 
 def asof_indices(
-    f_keys: np.ndarray, f_ts: np.ndarray, e_keys: np.ndarray, e_ts: np.ndarray, ttl: int | None
+    f_keys: np.ndarray,
+    f_ts: np.ndarray,
+    e_keys: np.ndarray,
+    e_ts: np.ndarray,
+    ttl: int | None,
+    e_order: np.ndarray | None = None,
 ) -> np.ndarray:
     """For each entity (key, time): index of the feature row with that key and the latest time <= the
     entity time, or -1; -1 too if older than ``ttl``. Rows of one key with equal times are a tie
-    (either may be returned), as in Feast."""
+    (the later one in source order is returned), as in Feast.
+
+    No sort of the feature rows when they are in time order (as the stream job writes them): a single
+    compiled merge pass (:func:`_asof_scan`). ``e_order``: the entity rows' time order, if known (views
+    share it)."""
+    out = np.full(len(e_keys), -1, dtype=np.int64)
     if len(f_keys) == 0 or len(e_keys) == 0:
-        return np.full(len(e_keys), -1, dtype=np.int64)
-    limit = 2**62
-    # keys: their values when small and non-negative, else dense ranks (unknown entity keys -> -1)
-    kmin, kmax = int(min(f_keys.min(), e_keys.min())), int(max(f_keys.max(), e_keys.max()))
-    if kmin >= 0 and kmax < 2**31:
+        return out
+    f_keys, e_keys, f_ts, e_ts = (np.asarray(a, dtype=np.int64) for a in (f_keys, e_keys, f_ts, e_ts))
+    # keys: their values when small and non-negative (a table of the latest row per key), else dense ranks
+    kmin, kmax = int(f_keys.min()), int(f_keys.max())
+    if kmin >= 0 and kmax < max(1 << 22, len(f_keys)):
         fk, ek, n_keys = f_keys, e_keys, kmax + 1
     else:
         uniq = np.unique(f_keys)
@@ -248,35 +386,12 @@ def asof_indices(
         pos = np.clip(np.searchsorted(uniq, e_keys), 0, len(uniq) - 1)
         ek = np.where(uniq[pos] == e_keys, pos, -1)
         n_keys = len(uniq)
-    # times: offsets from the minimum, or (long ranges) dense ranks over both sides, which keep order
-    lo = int(min(f_ts.min(), e_ts.min()))
-    span = int(max(f_ts.max(), e_ts.max())) - lo + 1
-    offsets = n_keys <= limit // span
-    if offsets:
-        ft, et = f_ts - lo, e_ts - lo
-    else:
-        times, inverse = np.unique(np.concatenate([f_ts, e_ts]), return_inverse=True)
-        ft, et, span = inverse[: len(f_ts)], inverse[len(f_ts) :], len(times)
-        if n_keys > limit // span:
-            raise OverflowError("too many keys x distinct times for a 64-bit composite; use engine='duckdb'")
-    order = _feature_order(fk, ft)
-    f_sorted = fk * span
-    f_sorted += ft
-    f_sorted = f_sorted[order]
-    e_comp = ek * span
-    e_comp += et
-    e_order = np.argsort(e_comp)  # searching in sorted order keeps the binary search cache-friendly
-    pos = np.empty(len(e_comp), dtype=np.int64)
-    pos[e_order] = np.searchsorted(f_sorted, e_comp[e_order], side="right") - 1
-    found = f_sorted[np.maximum(pos, 0)]
-    # the row found has the entity's key iff its composite is in the key's block [ek * span, e_comp]
-    ok = (pos >= 0) & (found >= e_comp - et)
-    if ttl is not None:
-        if offsets:
-            ok &= found >= e_comp - ttl
-        else:
-            ok &= f_ts[order[np.maximum(pos, 0)]] >= e_ts - ttl
-    return np.where(ok, order[np.maximum(pos, 0)], -1)
+    f_order = np.empty(0, dtype=np.int64) if _is_sorted(f_ts) else np.argsort(f_ts, kind="stable")
+    if e_order is None:
+        e_order = time_order(e_ts)
+    fk, f_ts, f_order, ek, e_ts, e_order = map(_ints_ro, (fk, f_ts, f_order, ek, e_ts, e_order))
+    _kernel()(fk, f_ts, f_order, ek, e_ts, e_order, n_keys, -1 if ttl is None else int(ttl), out)
+    return out
 
 
 def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, workers: int = 2) -> pa.Table:
@@ -288,31 +403,30 @@ def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, worker
     return out
 
 
+_FETCHERS = 4  # concurrent S3 object fetches of one join
+
+
 def _join_views(
     table: pa.Table, specs: list[ViewSpec], ts_col: str, workers: int = 2, with_timestamp: bool = False
 ) -> list[list[pa.Array]]:
     """:func:`_join_view` of every spec, in ``specs`` order. Views are independent: they run on ``workers``
-    threads (Parquet decoding, numpy sorts and gathers release the GIL), largest sources first."""
+    threads (Parquet decoding, the merge pass and gathers release the GIL), largest sources first; S3
+    objects of all views are fetched from the start, in that order, while earlier views are joined."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if workers <= 1 or len(specs) <= 1:
-        return [_join_view(table, spec, ts_col, with_timestamp) for spec in specs]
-    sizes = {spec.name: _source_bytes(spec.path) for spec in specs}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {
-            spec.name: pool.submit(_join_view, table, spec, ts_col, with_timestamp)
-            for spec in sorted(specs, key=lambda s: -sizes[s.name])
-        }
-        return [futures[spec.name].result() for spec in specs]
-
-
-def _source_bytes(path: str) -> int:
-    """Bytes of a source's data files (local or S3; one listing), 0 if unknown: orders the views' work."""
-    loc = location(path)
-    try:
-        return sum(i.size or 0 for i in loc.fs.get_file_info(loc.files()))
-    except OSError:
-        return 0
+    threading.Thread(target=_warm_kernel, name="pit-kernel", daemon=True).start()  # overlaps the first reads
+    with ThreadPoolExecutor(max_workers=_FETCHERS) as fetchers:
+        listings = [fetchers.submit(_Source, spec) for spec in specs]  # S3 listings side by side
+        e_order = time_order(_time_ints(table.column(ts_col), table.schema.field(ts_col).type.unit)[0])
+        sources = [f.result() for f in listings]
+        by_size = sorted(range(len(specs)), key=lambda i: -sources[i].bytes)
+        for i in by_size:
+            sources[i].start(fetchers)
+        if workers <= 1 or len(specs) <= 1:
+            return [_join_view(table, src, ts_col, with_timestamp, e_order) for src in sources]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {i: pool.submit(_join_view, table, sources[i], ts_col, with_timestamp, e_order) for i in by_size}
+            return [futures[i].result() for i in range(len(specs))]
 
 
 def feature_timestamps(entity: pd.DataFrame | pa.Table, specs: list[ViewSpec], ts_col: str = "event_timestamp") -> pa.Table:
@@ -325,15 +439,23 @@ def feature_timestamps(entity: pd.DataFrame | pa.Table, specs: list[ViewSpec], t
     return pa.table({f"{spec.name}__feature_timestamp": cols[-1] for spec, cols in zip(specs, parts, strict=True)})
 
 
-def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str, with_timestamp: bool = False) -> list[pa.Array]:
+def _join_view(
+    table: pa.Table, src: _Source, ts_col: str, with_timestamp: bool = False, e_order: np.ndarray | None = None
+) -> list[pa.Array]:
     """The feature columns of one view, aligned with the entity rows (and, ``with_timestamp``, the
-    picked rows' timestamps last)."""
+    picked rows' timestamps last). ``e_order``: the entity rows' time order (the same for every view).
+
+    Two passes over the source: its key and timestamp columns (which rows to pick), then its feature
+    columns batch by batch, each batch's picked rows taken as it is decoded: the feature columns are
+    never held whole (a fraction of the memory, and of the fresh pages the allocator must fault in)."""
     ts_type = table.schema.field(ts_col).type
-    src = _read_source(spec)
-    src_ts_type = src.schema.field(spec.timestamp_field).type
+    spec = src.spec
+    key, ts = spec.join_keys[0], spec.timestamp_field
+    key_col, ts_col_src = src.read([key, ts])
+    src_ts_type = ts_col_src.type
     unit = "ns" if "ns" in (ts_type.unit, getattr(src_ts_type, "unit", "us")) else "us"
-    f_keys, fk_ok = _key_ints(src.column(spec.join_keys[0]))
-    f_ts, ft_ok = _time_ints(src.column(spec.timestamp_field), unit)
+    f_keys, fk_ok = _key_ints(key_col)
+    f_ts, ft_ok = _time_ints(ts_col_src, unit)
     e_keys, ek_ok = _key_ints(table.column(spec.join_keys[0]))
     e_ts, et_ok = _time_ints(table.column(ts_col), unit)
     keep = fk_ok & ft_ok
@@ -343,44 +465,55 @@ def _join_view(table: pa.Table, spec: ViewSpec, ts_col: str, with_timestamp: boo
     ttl = None
     if spec.ttl is not None and spec.ttl.total_seconds() > 0:
         ttl = (spec.ttl // timedelta(microseconds=1)) * (1000 if unit == "ns" else 1)
-    idx = asof_indices(f_keys, f_ts, e_keys, e_ts, ttl)
+    idx = asof_indices(f_keys, f_ts, e_keys, e_ts, ttl, e_order)
     idx[~(ek_ok & et_ok)] = -1
     if rows is not None:
         idx = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
-    gather = _Gather(idx, [len(c) for c in src.column(spec.timestamp_field).chunks])
-    wanted = [*spec.features, *([spec.timestamp_field] if with_timestamp else [])]
-    return [gather(src.column(f)) for f in wanted]
+    take = _Take(idx)
+    n_rows = len(key_col)
+    out = []
+    if spec.features:
+        feats = list(spec.features)
+        parts: list[list[pa.Array]] = [[] for _ in feats]
+        start = 0
+        for rg in src.row_groups():
+            columns = src.read(feats, rg)
+            stop = start + len(columns[0])
+            local = take.rows(start, stop)
+            start = stop
+            for part, col in zip(parts, columns, strict=True):
+                part.extend(col.take(local).chunks)
+        if start != n_rows:
+            raise RuntimeError(f"source of feature view {spec.name!r} changed while it was read ({spec.path})")
+        out = [take.finish(part, src.type(f)) for part, f in zip(parts, feats, strict=True)]
+    if with_timestamp:
+        out.append(take.finish(ts_col_src.take(take.rows(0, n_rows)).chunks, src_ts_type))
+    return out
 
 
-class _Gather:
-    """Takes rows ``idx`` (-1: null) from chunked columns that share one chunk layout.
+class _Take:
+    """Takes rows ``idx`` (-1: null) of a source read in consecutive pieces.
 
-    Numeric columns without nulls go through numpy per chunk, in row order (zero-copy chunk views,
-    cache-friendly reads); anything else through Arrow's ``take``."""
+    The picked rows are visited in row order (``rows(start, stop)``: the picked rows in one piece, as
+    offsets in it; consecutive pieces must be asked for in order), then :meth:`finish` puts the values
+    taken from all pieces back in entity order, with nulls where ``idx`` is -1."""
 
-    def __init__(self, idx: np.ndarray, chunk_lengths: list[int]) -> None:
-        self.missing = idx < 0
-        self.safe = np.where(self.missing, 0, idx)
-        self.lengths = chunk_lengths
-        self.order = np.argsort(self.safe)
-        sorted_idx = self.safe[self.order]
-        self.bounds = np.concatenate([[0], np.cumsum(chunk_lengths, dtype=np.int64)])
-        self.cuts = np.searchsorted(sorted_idx, self.bounds)
-        self.local = sorted_idx
-        self.null_mask = self.missing if self.missing.any() else None
+    def __init__(self, idx: np.ndarray) -> None:
+        missing = idx < 0
+        safe = np.where(missing, 0, idx)
+        order = np.argsort(safe)
+        self.sorted = safe[order]
+        inverse = np.empty(len(idx), dtype=np.int64)
+        inverse[order] = np.arange(len(idx), dtype=np.int64)
+        self.inverse = pa.array(inverse, mask=missing if missing.any() else None)
 
-    def __call__(self, column: pa.ChunkedArray) -> pa.Array:
-        t = column.type
-        fast = (pa.types.is_integer(t) or pa.types.is_floating(t)) and column.null_count == 0
-        if not fast or [len(c) for c in column.chunks] != self.lengths:
-            return column.take(pa.array(self.safe, mask=self.null_mask))
-        out = np.empty(len(self.safe), dtype=t.to_pandas_dtype())
-        for i, chunk in enumerate(column.chunks):
-            a, b = self.cuts[i], self.cuts[i + 1]
-            if a < b:
-                values = chunk.to_numpy(zero_copy_only=True)
-                out[self.order[a:b]] = values[self.local[a:b] - self.bounds[i]]
-        return pa.array(out, mask=self.null_mask)
+    def rows(self, start: int, stop: int) -> pa.Array:
+        a, b = np.searchsorted(self.sorted, [start, stop])
+        return pa.array(self.sorted[a:b] - start)
+
+    def finish(self, parts: list[pa.Array], type_: pa.DataType) -> pa.Array:
+        values = pa.concat_arrays([p.cast(type_) for p in parts]) if parts else pa.array([], type_)
+        return values.take(self.inverse)
 
 
 def feast_view_specs(store: Any, refs: list[str]) -> tuple[list[ViewSpec], list[Any], list[str]]:
