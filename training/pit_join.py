@@ -328,7 +328,10 @@ def _kernel() -> Any:
         if not _KERNEL:
             import numba
 
-            _KERNEL.append(numba.njit(cache=True, nogil=True)(_asof_scan))
+            try:
+                _KERNEL.append(numba.njit(cache=True, nogil=True)(_asof_scan))
+            except RuntimeError:  # no writable cache location (read-only image): compiled per process
+                _KERNEL.append(numba.njit(cache=False, nogil=True)(_asof_scan))
         return _KERNEL[0]
 
 
