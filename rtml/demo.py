@@ -202,9 +202,10 @@ class Demo:
         sent) on the transactions topic; the seconds waited."""
         from core.contracts import domain_topics
         from streaming.evolution import committed_offsets
+        from streaming.stream_job import StreamOptions
 
         topic = domain_topics().events
-        folder = settings().state_dir / "checkpoints" / self.stream_job
+        folder = StreamOptions(job_name=self.stream_job).checkpoint()  # where `rtml stream --job-name` keeps it
         t0 = time.monotonic()
         while True:
             queries = sorted(folder.glob("spark-*"), key=lambda p: p.stat().st_mtime)
