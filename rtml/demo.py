@@ -206,6 +206,7 @@ class Demo:
 
         topic = domain_topics().events
         folder = StreamOptions(job_name=self.stream_job).checkpoint()  # where `rtml stream --job-name` keeps it
+        log = self.facts.get("stream_log", "the stream job's log")
         t0 = time.monotonic()
         while True:
             queries = sorted(folder.glob("spark-*"), key=lambda p: p.stat().st_mtime)
@@ -214,9 +215,9 @@ class Demo:
                 return time.monotonic() - t0
             proc = self.background.get("stream")
             if proc is not None and proc.poll() is not None:
-                raise UserFacingError(f"the stream job exited ({proc.returncode}); see {self.facts['stream_log']}")
+                raise UserFacingError(f"the stream job exited ({proc.returncode}); see {log}")
             if time.monotonic() - t0 > timeout_s:
-                raise UserFacingError(f"the stream job has not caught up after {timeout_s:.0f} s; see {self.facts['stream_log']}")
+                raise UserFacingError(f"the stream job has not caught up after {timeout_s:.0f} s; see {log}")
             time.sleep(0.1)
 
     def wait_for_alert_and_retraining(self) -> str:
