@@ -77,3 +77,31 @@ def test_the_replay_waits_for_the_stream_every_sync_interval_of_event_time(monke
     assert all(p == {0: s - 1} for s, p in syncs) and producer.offsets[events_topic] == N - 1
     assert report["stream_syncs"] == 6 and report["stream_wait_s"] == 3.0
 
+
+
+def test_the_demo_waits_until_the_stream_job_committed_past_what_was_sent(tmp_path, monkeypatch):
+    """The demo's ``sync``: done when the stream job's last committed micro-batch (its Spark checkpoint) ends
+    past the highest offset sent on every partition; a clear error when it never gets there."""
+    import pytest
+
+    from core.errors import UserFacingError
+    from rtml.demo import Demo, DemoOptions
+
+    monkeypatch.setenv("RTML_STATE_DIR", str(tmp_path))
+    demo = Demo(DemoOptions())
+    demo.stream_job = "demo-1"
+    query = tmp_path / "checkpoints" / "demo-1" / "spark-abc"
+    (query / "commits").mkdir(parents=True)
+    (query / "offsets").mkdir()
+    topic = traffic.domain_topics().events
+
+    def commit(batch: int, ends: dict[str, int]) -> None:
+        (query / "offsets" / str(batch)).write_text(f"v1\n{{}}\n{json.dumps({topic: ends})}\n")
+        (query / "commits" / str(batch)).write_text("v1\n{}\n")
+
+    commit(0, {"0": 10, "1": 4})
+    assert demo.stream_caught_up({0: 9, 1: 3}, timeout_s=1) < 1  # ends are exclusive: offset 9 is in
+    with pytest.raises(UserFacingError, match="not caught up"):
+        demo.stream_caught_up({0: 9, 1: 4}, timeout_s=0.3)  # offset 4 of partition 1 not processed yet
+    commit(1, {"0": 10, "1": 5})
+    assert demo.stream_caught_up({0: 9, 1: 4}, timeout_s=1) < 1
