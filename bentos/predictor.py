@@ -138,12 +138,9 @@ def _columns_kernel():
     on a busy machine, loading the cache ~0.1 s); without a writable cache, compiled per process."""
     global _COLUMNS
     if _COLUMNS is None:
-        from numba import njit
+        from core.compiled import compile_nogil
 
-        try:
-            _COLUMNS = njit(nogil=True, cache=True)(_walk_columns)
-        except RuntimeError:  # no cache location
-            _COLUMNS = njit(nogil=True, cache=False)(_walk_columns)
+        _COLUMNS = compile_nogil(_walk_columns)
     return _COLUMNS
 
 

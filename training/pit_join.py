@@ -326,12 +326,9 @@ def _kernel() -> Any:
     """:func:`_asof_scan` compiled (numba imported, machine code loaded from its cache, on first use)."""
     with _KERNEL_LOCK:
         if not _KERNEL:
-            import numba
+            from core.compiled import compile_nogil
 
-            try:
-                _KERNEL.append(numba.njit(cache=True, nogil=True)(_asof_scan))
-            except RuntimeError:  # no writable cache location (read-only image): compiled per process
-                _KERNEL.append(numba.njit(cache=False, nogil=True)(_asof_scan))
+            _KERNEL.append(compile_nogil(_asof_scan))
         return _KERNEL[0]
 
 
