@@ -100,19 +100,48 @@ def _kernels():
 def _walk_columns(Xt, lo, hi, offset, thr, leaf, depth, base, out):  # pragma: no cover - runs compiled
     """Rows ``lo..hi`` of a feature-major matrix (``Xt[f, i]``, ``n`` rows) through complete trees of
     ``depth`` levels (node k's children 2k+1 / 2k+2; ``offset`` = ``f * n << 1 | default_left``):
-    ``COLUMN_BLOCK`` rows walk one tree level by level without branches; each row still adds its leaves
-    in tree order, then the same float32 sigmoid as the ``sigmoid`` kernel."""
+    ``COLUMN_BLOCK`` rows walk two trees at once, level by level, without branches (two independent
+    chains of loads in flight per row); each row still adds its leaves in tree order, then the same
+    float32 sigmoid as the ``sigmoid`` kernel."""
     n_inner = np.uint32((1 << depth) - 1)
+    n_leaves = n_inner + np.uint32(1)
     n_trees = thr.shape[0] // n_inner
     xs = Xt.ravel()
     at = np.zeros(COLUMN_BLOCK, np.uint32)
+    at2 = np.zeros(COLUMN_BLOCK, np.uint32)
     acc = np.zeros(COLUMN_BLOCK, np.float32)
     one = np.uint64(1)
+    two = np.uint32(2)
     for lo_b in range(lo, hi, COLUMN_BLOCK):
         m = min(lo_b + COLUMN_BLOCK, hi) - lo_b
         for j in range(m):
             acc[j] = base
-        for t in range(n_trees):
+        t = 0
+        while t + 1 < n_trees:  # trees t and t + 1 together
+            first = np.uint32(t) * n_inner
+            first2 = first + n_inner
+            for j in range(m):
+                at[j] = 0
+                at2[j] = 0
+            for _ in range(depth):
+                for j in range(m):
+                    row = np.uint64(lo_b + j)
+                    k = first + at[j]
+                    k2 = first2 + at2[j]
+                    o = offset[k]
+                    o2 = offset[k2]
+                    v = xs[(o >> one) + row]
+                    v2 = xs[(o2 >> one) + row]
+                    go_left = (v < thr[k]) | ((v != v) & ((o & one) != 0))
+                    go_left2 = (v2 < thr[k2]) | ((v2 != v2) & ((o2 & one) != 0))
+                    at[j] = two * at[j] + two - np.uint32(go_left)
+                    at2[j] = two * at2[j] + two - np.uint32(go_left2)
+            leaves = np.uint32(t) * n_leaves - n_inner
+            for j in range(m):
+                acc[j] += leaf[leaves + at[j]]
+                acc[j] += leaf[leaves + n_leaves + at2[j]]
+            t += 2
+        if t < n_trees:  # an odd last tree
             first = np.uint32(t) * n_inner
             for j in range(m):
                 at[j] = 0
@@ -122,8 +151,8 @@ def _walk_columns(Xt, lo, hi, offset, thr, leaf, depth, base, out):  # pragma: n
                     o = offset[k]
                     v = xs[(o >> one) + np.uint64(lo_b + j)]
                     go_left = (v < thr[k]) | ((v != v) & ((o & one) != 0))
-                    at[j] = np.uint32(2) * at[j] + np.uint32(2) - np.uint32(go_left)
-            leaves = np.uint32(t) * (n_inner + np.uint32(1)) - n_inner
+                    at[j] = two * at[j] + two - np.uint32(go_left)
+            leaves = np.uint32(t) * n_leaves - n_inner
             for j in range(m):
                 acc[j] += leaf[leaves + at[j]]
         for j in range(m):

@@ -61,3 +61,22 @@ def test_feature_values_convert_as_the_service_does():
     narrowed = values.astype(np.float32)
     assert narrowed[0] == np.float32(float(big)) == np.float32(2.0**60)
     assert np.float32(2.0**60) != np.array([big], dtype=np.int64).astype(np.float32)[0]
+
+
+def test_on_demand_inputs_are_the_python_values_of_to_pylist():
+    """The on-demand body's inputs: the same values (and types) as ``to_pylist``, nulls None, by fast routes."""
+    columns = [
+        pa.chunked_array([[1.5, 2.0], [3.25]]),
+        pa.chunked_array([[1.5, None, float("nan")]]),
+        pa.chunked_array([[2**60 + 1, -3, 0]]),
+        pa.chunked_array([[True, False]]),
+        pa.chunked_array([["DE", "FR", None], ["DE", None, ""]]),
+        pa.chunked_array([pa.array(["x", "y", "x"], pa.large_string())]),
+        pa.chunked_array([pa.array([1, None], pa.int32())]),
+        pa.chunked_array([pa.array([0, 1_000_000], pa.timestamp("us", "UTC"))]),
+    ]
+    for col in columns:
+        got, expected = batch_score.python_values(col), col.to_pylist()
+        assert [type(x) for x in got] == [type(x) for x in expected]
+        assert [(x != x) if isinstance(x, float) and x != x else x for x in got] == \
+            [(x != x) if isinstance(x, float) and x != x else x for x in expected]

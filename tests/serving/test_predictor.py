@@ -50,10 +50,11 @@ def test_the_setting_turns_compiled_trees_off(monkeypatch):
     assert rp.predict_row(X[3].tolist()) == float(booster.inplace_predict(X[3:4])[0])
 
 
-def test_batch_walk_on_feature_major_rows_equals_xgboost_bit_for_bit():
+@pytest.mark.parametrize("rounds", [60, 61])  # trees walked in pairs, and an odd last one
+def test_batch_walk_on_feature_major_rows_equals_xgboost_bit_for_bit(rounds):
     """Batch scoring's walk (complete trees, feature-major matrix, any row range) gives inplace_predict's
     float32 scores exactly, missing values included; deeper models keep the node-array walk, also exact."""
-    booster, X = _train("binary:logistic", rounds=60)
+    booster, X = _train("binary:logistic", rounds=rounds)
     rows = np.vstack([X[:700], predictor.probe_rows(12, 300, seed=4)])
     expected = booster.inplace_predict(rows)
     compiled = predictor.compile_columns(booster, 12, extra_rows=X[:100])
