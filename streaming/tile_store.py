@@ -5,7 +5,8 @@ Field: ``<tile start us>:<watermark tile end us>:<epoch>`` (the second part only
 stamped in the future, whose watermark time is clamped to processing time; the epoch is the state
 schema id of the query that wrote it, ``seed-<id>`` for tiles seeded from history when that schema
 started, ``bf`` for a backfill). Value: the tile's measures as a JSON list (one value per measure, in :func:`streaming.tiles.view_measures` order), the *absolute* value Spark's state
-store holds for that tile, so writing it again (a replayed micro-batch) changes nothing. Fields of
+store holds for that tile (of its distinct event times only the two newest, :data:`TS_KEPT`), so writing it
+again (a replayed micro-batch) changes nothing. Fields of
 different epochs of a view hold disjoint events (a new schema's query starts at the offsets where the
 previous one stopped) and are combined; epochs from before a view's last definition change are ignored.
 
@@ -25,6 +26,10 @@ from streaming.feature_specs import ViewSpec
 from streaming.tiles import TileColumns, decimal_units, merge_entities, view_measures
 
 PREFIX = b"rtml:tiles:"
+# Event times kept per stored tile: ``seconds_since_previous`` is read only as of the entity's latest event
+# ``t`` (the maximum over its tiles), and in any tile the latest time before ``t`` is its newest or its second
+# newest distinct time; the union of two tiles' kept times keeps that true (epochs, the backfill).
+TS_KEPT = 2
 BACKFILL_EPOCH = b"bf"
 
 
@@ -68,8 +73,9 @@ def _encoded_columns(rows: pd.DataFrame, measures) -> list[list]:
             cols.append([None if v is None or v != v else int(v) for v in col])
         elif m.kind in ("mn", "mx"):
             cols.append([None if v is None or v != v else float(v) for v in col])
-        else:
-            cols.append([None if v is None else sorted(v.tolist() if isinstance(v, np.ndarray) else v) for v in col])
+        else:  # sets; of the event times only the two latest (TS_KEPT): state per tile stays O(1)
+            keep = -TS_KEPT if m.kind == "ts" else 0
+            cols.append([None if v is None else sorted(v.tolist() if isinstance(v, np.ndarray) else v)[keep:] for v in col])
     return cols
 
 

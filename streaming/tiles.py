@@ -4,7 +4,9 @@ A stream view declares one tile size ``s`` (Feast's ``Aggregation.slide_interval
 its aggregations; every window ``W`` is a multiple of it). Tile ``T`` of an entity holds the
 *measures* of its events with event time in ``[T, T + s)``: counts, exact sums, exact sums of
 squares, min, max, distinct-value sets, the latest event time and (for ``seconds_since_previous``)
-the distinct event times. Measures depend only on the set of events, never on arrival order.
+the distinct event times (in Spark's state, which holds only tiles still open to late events; the tiles
+kept in Redis for the whole window hold the two newest, :data:`streaming.tile_store.TS_KEPT`, so a stored
+tile is O(1) but for distinct-value sets). Measures depend only on the set of events, never on arrival order.
 
 Window semantics (the same in the stream job, the backfill and the oracle tests): the value of an
 aggregation with window ``W`` as of an event of an entity at time ``t`` covers the entity's events

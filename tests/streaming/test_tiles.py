@@ -13,7 +13,7 @@ import pytest
 
 from streaming.backfill import offline_rows
 from streaming.feature_specs import SUPPORTED_FUNCTIONS, AggSpec, ViewSpec
-from streaming.tile_store import tile_measures
+from streaming.tile_store import TS_KEPT, _encoded_columns, tile_measures
 from streaming.tiles import SCALE, combine, features_from_tiles, python_units, view_measures
 from tests.streaming.helpers import _us, assert_rows_equal, make_events, oracle, view_aggregations
 
@@ -127,3 +127,43 @@ def test_offline_rows_of_a_range_equal_those_rows_of_the_whole_history(events):
     want = whole[(whole["event_timestamp"] >= lo) & (whole["event_timestamp"] < hi)].reset_index(drop=True)
     assert 0 < len(part) < len(whole)
     pd.testing.assert_frame_equal(part.reset_index(drop=True), want, check_exact=True)
+
+
+def _stored(tile: dict) -> dict:
+    """A tile as Redis keeps it (the tile store's encoding, decoded back): event times cut to the newest TS_KEPT."""
+    measures = view_measures(SPEC)
+    encoded = [col[0] for col in _encoded_columns(pd.DataFrame([tile]), measures)]
+    out = {}
+    for m, v in zip(measures, encoded, strict=True):
+        if v is not None:
+            out[m.name] = int(v) if m.kind in ("s", "q") else set(v) if m.kind in ("d", "ts") else v
+    return out
+
+
+def test_stored_tiles_keep_two_event_times_and_still_equal_the_oracle():
+    """Busy tiles (many events, ties) stored as Redis keeps them, each tile's events split over two epochs
+    (disjoint event sets, combined on read): O(1) event times per tile, and as of many moments (each a
+    prefix of the history: the entity's latest event then) the same values as the oracle."""
+    rng = np.random.default_rng(11)
+    evs = make_events(rng, 400, [1, 2], [10, 11, 12], datetime(2026, 1, 1, tzinfo=UTC), timedelta(hours=3), ties=40)
+    want = oracle(evs, "user_id", view_aggregations(SPEC), as_of="every")
+    busiest = 0
+    for k in (1, 2):
+        mine = [e for e in evs if e["user_id"] == k]
+        times = sorted({_us(e["event_timestamp"]) for e in mine})
+        for t_us in [times[i] for i in rng.choice(len(times), 25, replace=False)]:
+            by_tile: dict[int, list] = {}
+            for e in (e for e in mine if _us(e["event_timestamp"]) <= t_us):
+                by_tile.setdefault((_us(e["event_timestamp"]) // SPEC.tile_us) * SPEC.tile_us, []).append(e)
+            tiles = {}
+            for start, part in by_tile.items():
+                busiest = max(busiest, len({_us(e["event_timestamp"]) for e in part}))
+                cut = int(rng.integers(1, len(part) + 1))
+                stored = [_stored(python_tile(x)) for x in (part[:cut], part[cut:]) if x]
+                assert all(len(x["ts"]) <= TS_KEPT for x in stored)
+                tiles[start] = combine(*stored) if len(stored) == 2 else stored[0]
+            latest, feats = features_from_tiles(SPEC, tiles)
+            t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=latest)
+            got = {(k, t): {n: (None if isinstance(v, float) and np.isnan(v) else v) for n, v in feats.items()}}
+            assert_rows_equal({(k, t): want[(k, t)]}, got, f"stored {k} as of {t}")
+    assert busiest > 3 * TS_KEPT  # the cut really dropped event times
