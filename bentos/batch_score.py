@@ -36,6 +36,7 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from bentos.variants import decision_names
+from core.arrow_memory import use_fast_pool
 from core.errors import UserFacingError
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,7 @@ def score_range(
 
     if engine not in ENGINES:
         raise UserFacingError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+    use_fast_pool()
     stored = model_store.get_model(model) if model else model_store.production_model()
     tag = str(stored.tag)
     meta = stored.info.metadata

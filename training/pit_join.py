@@ -42,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.arrow_memory import use_fast_pool
 from core.errors import UserFacingError
 from core.storage import duckdb_connect, location
 
@@ -129,6 +130,7 @@ def pit_join(
 
     ``engine``: ``sorted`` (numpy sort + binary search; single integer join key per view), ``duckdb``
     (ASOF JOIN), or ``auto`` (``sorted`` when every view qualifies)."""
+    use_fast_pool()
     table = entity if isinstance(entity, pa.Table) else pa.Table.from_pandas(entity, preserve_index=False)
     _validate(table, specs, ts_col)
     if engine == "auto":
