@@ -113,3 +113,15 @@ def test_an_unreachable_tracking_server_fails_before_training(world, fresh_regis
         train(training_set=world["training_set"].path, trials=1, progress=False, max_rounds=ROUNDS)
     assert time.monotonic() - t0 < 60
     assert list(model_store.bentoml_home().rglob("model.yaml")) == []  # nothing trained or registered
+
+
+def test_pyspark_ml_is_imported_whole_before_the_tracking_worker_starts():
+    """Great Expectations imports pyspark.ml on the pipeline thread while MLflow's Param checks it on the
+    worker: the worker failed with "cannot access submodule 'ml'" unless the import was finished first."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from training.tracking import _settle_pyspark_ml; assert 'pyspark.ml' not in sys.modules; "
+            "_settle_pyspark_ml(); import pyspark; print(hasattr(pyspark, 'ml') and 'pyspark.ml.param' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "True"
