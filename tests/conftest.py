@@ -95,3 +95,4 @@ def kafka_topic(stack, request) -> Callable[..., str]:
 
 
 from tests.fixtures.s3 import s3_data_dir, s3_env  # noqa: E402,F401  (local s3proxy fixtures)
+from tests.fixtures.spark_cluster import spark_cluster  # noqa: E402,F401  (Spark standalone cluster)

@@ -84,3 +84,44 @@ def test_train_engine_spark_registers_an_evaluated_model(world, fresh_registry, 
     assert average_precision_score(test["is_fraud"], scores) == pytest.approx(out.evaluation.metrics["pr_auc"])
     assert out.evaluation.metrics["pr_auc"] > max(4 * test["is_fraud"].mean(), 0.3)
     assert (out.report.parent / "evaluation.json").exists() or out.report.exists()
+
+
+CLUSTER_DRIVER_UI = 18084
+_ON_CLUSTER = """
+import json, sys
+from sklearn.metrics import average_precision_score
+from streaming.spark_session import build_session
+from tests.fixtures.spark_cluster import cluster_executor_tasks
+from tests.training.test_spark_train import FEATURES, synthetic
+from training.model import predict, time_split
+from training.spark_train import fit_spark
+
+spark = build_session("rtml-test-train-cluster", sys.argv[1], kafka=False, ui_port=int(sys.argv[2]))
+split = time_split(synthetic(30_000))
+fit = fit_spark(split, FEATURES, trials=1, seed=7, max_rounds=150, progress=False, spark=spark)
+pr = average_precision_score(split.test["is_fraud"], predict(fit.booster, split.test, FEATURES))
+print(json.dumps({"pr_auc": pr, "tasks": cluster_executor_tasks(int(sys.argv[2])), "num_workers": fit.params["num_workers"]}))
+spark.stop()
+"""
+
+
+def test_spark_training_on_a_standalone_cluster_matches_single_process(spark_cluster):
+    """`xgboost.spark` on the standalone cluster (a master, two 1-core workers): both workers' executors run
+    training tasks, and the holdout PR-AUC is within 0.01 of the single-process model of the same search."""
+    import json
+    import subprocess
+    import sys
+
+    from training.model import fit, predict, time_split
+
+    done = subprocess.run([sys.executable, "-c", _ON_CLUSTER, spark_cluster, str(CLUSTER_DRIVER_UI)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = json.loads(done.stdout.strip().splitlines()[-1])
+    assert remote["num_workers"] == 2
+    assert len(remote["tasks"]) == 2 and all(n > 0 for n in remote["tasks"].values()), remote["tasks"]
+    split = time_split(synthetic(30_000))
+    local = fit(split, FEATURES, trials=1, seed=7, max_rounds=150, progress=False)
+    pr_local = average_precision_score(split.test["is_fraud"], predict(local.booster, split.test, FEATURES))
+    assert pr_local > 3 * split.test["is_fraud"].mean()
+    assert abs(remote["pr_auc"] - pr_local) <= 0.01, (pr_local, remote["pr_auc"])
