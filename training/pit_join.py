@@ -405,7 +405,7 @@ def _pit_join_sorted(table: pa.Table, specs: list[ViewSpec], ts_col: str, worker
     return out
 
 
-_FETCHERS = 4  # concurrent S3 object fetches of one join
+_FETCHERS = 8  # concurrent S3 object fetches of one join
 
 
 def _join_views(
