@@ -1,4 +1,4 @@
-"""Arrow's memory pool for rtml's large columnar work (point-in-time joins, batch scoring, backfill reads).
+"""Arrow's memory pool for rtml's large columnar work (point-in-time joins, batch scoring).
 
 pyarrow's default pool here is mimalloc. On these machines fresh memory is expensive (first-touch page
 faults cost ~4 ms per MB in a VM), and mimalloc's pool made a 1M-row, 10M-feature-row join 25-30 % slower

@@ -230,9 +230,11 @@ def historical_features(
     features_df.index = ent.index  # in place: set_axis would copy (and consolidate) every feature column
     if set(ent.columns) & set(features_df.columns):
         return pd.concat([ent, features_df], axis=1, copy=False)
-    # one frame over the same column arrays: concat would consolidate them into 2-D blocks, a copy of every
-    # feature column into fresh memory (page faults cost more than the copy here)
-    return pd.DataFrame({**{c: ent[c] for c in ent.columns}, **{c: features_df[c] for c in features_df.columns}}, copy=False)
+    # one frame over the feature columns' own arrays (nobody else holds them): concat would consolidate them
+    # into 2-D blocks, a copy of every feature column into fresh memory (page faults cost more than the copy
+    # here). The caller's entity columns are copied, so changing the result never changes ``entities``.
+    return pd.DataFrame({**{c: ent[c].copy() for c in ent.columns}, **{c: features_df[c] for c in features_df.columns}},
+                        copy=False)
 
 
 def fast_features(store: Any, entities: pd.DataFrame, refs: list[str]) -> pd.DataFrame:

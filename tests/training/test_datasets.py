@@ -164,6 +164,9 @@ def test_edge_cases_match_the_oracle_and_hand_expectations(crafted, join):
     assert len(got) == len(ent)  # nothing dropped, duplicates kept
     assert list(got.columns) == [*ent.columns, *NAMES]
     pd.testing.assert_frame_equal(got[ent.columns], ent)  # entity order preserved
+    got.loc[0, "user_id"] = -1  # the result owns its entity columns: the caller's frame is untouched
+    assert ent.loc[0, "user_id"] != -1
+    got.loc[0, "user_id"] = ent.loc[0, "user_id"]
     expected = _oracle(crafted)
     assert mismatches(got, expected, NAMES) == {}
 
