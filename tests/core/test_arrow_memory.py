@@ -1,5 +1,6 @@
 """Arrow's pool for large joins: jemalloc (else the system allocator) unless the operator chose one."""
 
+import os
 import subprocess
 import sys
 
@@ -7,8 +8,6 @@ CHECK = "import pyarrow as pa; from core.arrow_memory import use_fast_pool; use_
 
 
 def _backend(env_extra: dict[str, str]) -> str:
-    import os
-
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"} | env_extra
     return subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, check=True).stdout.strip()
 
