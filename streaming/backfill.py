@@ -11,7 +11,10 @@ files with the same rows, never a duplicate. Names are deterministic, so this al
 store, which has no rename: each object appears whole when its upload completes (:mod:`core.storage`).
 
 Online (``materialize=True``): the tiles of the events before ``end`` are written to Redis (those
-older than an entity's longest window are pruned) and merged into Feast rows exactly as the stream job does (:mod:`streaming.tile_store`): this
+older than an entity's longest window are pruned) and merged into Feast rows exactly as the stream job
+does (:mod:`streaming.tile_store`), ``ONLINE_CHUNK_ROWS`` tiles at a time per executor, sorted by entity so
+an entity's tiles are written and merged together (a 20 M-event history no longer needs a partition's
+tiles in one Python worker's memory). This
 seeds a stream job (new features, new views, a new checkpoint) and restores Redis after a loss.
 """
 
@@ -32,6 +35,7 @@ from streaming.feature_specs import ViewSpec, load_stream_spec
 log = logging.getLogger(__name__)
 OFFLINE_BUCKETS = 8  # fixed: file names must not depend on run arguments
 HOUR_US = 3_600_000_000
+ONLINE_CHUNK_ROWS = 200_000  # tile rows an executor holds at once when writing Redis (entities never split)
 _OFFLINE_NAME = re.compile(r"h\d{8}T\d{2}-b\d{2}\.parquet$")  # the files this module writes
 
 
@@ -175,16 +179,52 @@ def _offline_fn(spec: ViewSpec, start_us: int, end_us: int, folder: str):
     return run
 
 
-def _online_fn(spec: ViewSpec, online):
+def entity_slices(keys: np.ndarray, chunk: int) -> list[tuple[int, int]]:
+    """Row ranges of ``keys`` (sorted) of at least ``chunk`` rows that never split an entity, covering every
+    row before the last entity's rows (which may continue in the next batch)."""
+    if not len(keys):
+        return []
+    cut = int(np.searchsorted(keys, keys[-1], "left"))
+    out, lo = [], 0
+    while lo < cut:
+        hi = int(np.searchsorted(keys, keys[min(lo + chunk, cut) - 1], "right"))
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def _online_fn(spec: ViewSpec, online, chunk: int):
+    """Writes a partition's tiles (sorted by entity) ``chunk`` rows at a time, each entity whole: memory
+    stays bounded however many tiles a partition holds."""
     def run(frames):
         from streaming.tile_store import write_view_partition
 
-        parts = [f for f in frames if len(f)]
-        if not parts:
-            return
+        ttl_s = int(2 * spec.max_window_us / 1e6) + 3600
+        tiles = rows = 0
+        pending: list[pd.DataFrame] = []
+        size = 0
+
+        def write(frame: pd.DataFrame) -> None:
+            nonlocal tiles, rows
+            t, r = write_view_partition(spec, frame, online, ttl_s)
+            tiles, rows = tiles + t, rows + r
+
         try:
-            ttl_s = int(2 * spec.max_window_us / 1e6) + 3600
-            tiles, rows = write_view_partition(spec, pd.concat(parts, ignore_index=True), online, ttl_s)
+            for frame in frames:
+                if not len(frame):
+                    continue
+                pending.append(frame)
+                size += len(frame)
+                if size < chunk:
+                    continue
+                buf = pd.concat(pending, ignore_index=True)
+                slices = entity_slices(buf["k"].to_numpy(np.int64), chunk)
+                for lo, hi in slices:
+                    write(buf.iloc[lo:hi])
+                rest = buf.iloc[slices[-1][1] if slices else 0:]
+                pending, size = [rest], len(rest)
+            if size:
+                write(pd.concat(pending, ignore_index=True))
         finally:
             online.close()
         yield pd.DataFrame({"tiles": [tiles], "rows": [rows]})
@@ -262,8 +302,8 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
             until = history.where(F.col("event_us") < F.lit(_us(end)))
             tiles = tile_aggregation(tile_rows(until, (view,), with_dead_letters=False), (view,))
             tiles = tiles.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
-            done = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").mapInPandas(
-                _online_fn(view, online), "tiles long, rows long").collect()
+            parts = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").sortWithinPartitions("k")
+            done = parts.mapInPandas(_online_fn(view, online, ONLINE_CHUNK_ROWS), "tiles long, rows long").collect()
             result.materialized[view.name] = int(sum(r["rows"] for r in done))
         result.materialize_seconds = time.perf_counter() - t1
     history.unpersist()
