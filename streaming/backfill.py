@@ -193,11 +193,11 @@ def entity_slices(keys: np.ndarray, chunk: int) -> list[tuple[int, int]]:
     return out
 
 
-def _online_fn(spec: ViewSpec, online, chunk: int):
+def _online_fn(spec: ViewSpec, online, chunk: int, max_entities: int):
     """Writes a partition's tiles (sorted by entity) ``chunk`` rows at a time, each entity whole: memory
     stays bounded however many tiles a partition holds."""
     def run(frames):
-        from streaming.tile_store import write_view_partition
+        from streaming.tile_store import write_view_rows
 
         ttl_s = int(2 * spec.max_window_us / 1e6) + 3600
         tiles = rows = 0
@@ -206,7 +206,7 @@ def _online_fn(spec: ViewSpec, online, chunk: int):
 
         def write(frame: pd.DataFrame) -> None:
             nonlocal tiles, rows
-            t, r = write_view_partition(spec, frame, online, ttl_s)
+            t, r = write_view_rows(spec, frame, online, ttl_s, max_entities=max_entities)
             tiles, rows = tiles + t, rows + r
 
         try:
@@ -244,6 +244,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
     from pyspark.sql import functions as F
 
     from core.contracts import event_id_field, stream_rules
+    from streaming import tile_store
     from streaming.parsing import valid_history_condition
     from streaming.state_schema import drop_duplicate_history, tile_aggregation, tile_rows
 
@@ -303,7 +304,7 @@ def run_backfill(start: datetime, end: datetime, spark=None, store=None, master:
             tiles = tile_aggregation(tile_rows(until, (view,), with_dead_letters=False), (view,))
             tiles = tiles.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
             parts = tiles.repartition(max(spark.sparkContext.defaultParallelism, 1), "k").sortWithinPartitions("k")
-            done = parts.mapInPandas(_online_fn(view, online, ONLINE_CHUNK_ROWS), "tiles long, rows long").collect()
+            done = parts.mapInPandas(_online_fn(view, online, ONLINE_CHUNK_ROWS, tile_store.MAX_ENTITIES_PER_WRITE), "tiles long, rows long").collect()
             result.materialized[view.name] = int(sum(r["rows"] for r in done))
         result.materialize_seconds = time.perf_counter() - t1
     history.unpersist()

@@ -31,6 +31,7 @@ PREFIX = b"rtml:tiles:"
 # newest distinct time; the union of two tiles' kept times keeps that true (epochs, the backfill).
 TS_KEPT = 2
 BACKFILL_EPOCH = b"bf"
+MAX_ENTITIES_PER_WRITE = 2_000  # entities whose tiles are merged at once (all their stored tiles are read back)
 
 
 def tile_keys(writer, spec: ViewSpec, keys: np.ndarray) -> list[bytes]:
@@ -159,3 +160,22 @@ def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int,
     for agg in spec.aggs:
         frame[agg.name] = values[agg.name].astype(np.int64) if agg.is_int else values[agg.name].astype(np.float64)
     return len(rows), writer.write(spec, frame)
+
+
+def write_view_rows(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,
+                    epochs: frozenset[bytes] | None = None, max_entities: int = MAX_ENTITIES_PER_WRITE) -> tuple[int, int]:
+    """:func:`write_view_partition` over groups of at most ``max_entities`` entities (each entity whole). Every
+    touched entity's stored tiles are read back and decoded, up to a day of tiles each: grouping bounds that
+    memory (a micro-batch touching 90k entities of a 20 M-event day read 17 M tiles at once: 9 GB)."""
+    keys = rows["k"].to_numpy(np.int64)
+    uniq = np.unique(keys)
+    if len(uniq) <= max_entities:
+        return write_view_partition(spec, rows, writer, ttl_s, epoch, epochs)
+    group = np.searchsorted(uniq, keys) // max_entities
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(1, int(group.max()) + 1))
+    tiles = written = 0
+    for idx in np.split(order, bounds):
+        t, w = write_view_partition(spec, rows.iloc[idx], writer, ttl_s, epoch, epochs)
+        tiles, written = tiles + t, written + w
+    return tiles, written

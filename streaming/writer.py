@@ -49,12 +49,13 @@ def _dead_letters(rows: pd.DataFrame, batch_id: int) -> list[tuple[str, dict]]:
 
 
 def partition_writer(views: tuple[ViewSpec, ...], online, bootstrap: str, dlq_topic: str,
-                     batch_id: int, epoch: bytes, epochs: dict[str, frozenset[bytes]]):
-    """The function run by ``mapInPandas`` on each entity partition of a micro-batch's tile rows."""
+                     batch_id: int, epoch: bytes, epochs: dict[str, frozenset[bytes]], max_entities: int):
+    """The function run by ``mapInPandas`` on each entity partition of a micro-batch's tile rows (entities
+    merged ``max_entities`` at a time)."""
     ttl_s = int(2 * max(v.max_window_us for v in views) / 1e6) + 3600
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from streaming.tile_store import write_view_partition
+        from streaming.tile_store import write_view_rows
 
         writer = online  # core.online_store.OnlineStore (picklable; tiles and Feast rows, routed by slot)
         out = []
@@ -78,8 +79,8 @@ def partition_writer(views: tuple[ViewSpec, ...], online, bootstrap: str, dlq_to
             for i, spec in enumerate(views):
                 mine = rows[rows["vid"] == i]
                 if len(mine):
-                    tiles, written = write_view_partition(spec, mine, writer, ttl_s, epoch,
-                                                          epochs.get(spec.name))
+                    tiles, written = write_view_rows(spec, mine, writer, ttl_s, epoch, epochs.get(spec.name),
+                                                     max_entities)
                     out.append((i, tiles, written, None, 0, int(mine["last"].max())))
         finally:
             writer.close()
@@ -104,8 +105,10 @@ class BatchWriter:
 
     def __call__(self, df, batch_id: int) -> None:
         started = time.perf_counter()
+        from streaming import tile_store
+
         run = partition_writer(self.views, self.online, self.bootstrap, self.dlq_topic, batch_id,
-                               self.epoch, self.epochs or {})
+                               self.epoch, self.epochs or {}, tile_store.MAX_ENTITIES_PER_WRITE)
         if self.fault_hook is not None:
             self.fault_hook(batch_id, "before_write")
         from pyspark.sql import functions as F

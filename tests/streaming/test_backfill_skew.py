@@ -41,6 +41,9 @@ def test_stream_and_backfill_agree(stream_job, feast_store, spark, tmp_path, red
         e["event_timestamp"] = t_max - timedelta(seconds=30 * (i + 1))
     events = events[:split] + late + events[split + 3:]
 
+    from streaming import tile_store
+
+    monkeypatch.setattr(tile_store, "MAX_ENTITIES_PER_WRITE", 2)  # entities merged two at a time (5 users, 3 merchants)
     job = stream_job()
     publish(stream_job.topic, events[:split])
     query = job.start()

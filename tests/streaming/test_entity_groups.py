@@ -1,0 +1,27 @@
+"""Executors merge tiles a bounded number of entities at a time: every row written once, no entity split."""
+
+import numpy as np
+import pandas as pd
+
+from streaming import tile_store
+
+
+def test_rows_go_out_in_groups_of_whole_entities(monkeypatch):
+    calls: list[pd.DataFrame] = []
+
+    def fake(spec, rows, writer, ttl_s, epoch, epochs):
+        calls.append(rows)
+        return len(rows), rows["k"].nunique()
+
+    monkeypatch.setattr(tile_store, "write_view_partition", fake)
+    rng = np.random.default_rng(5)
+    rows = pd.DataFrame({"k": rng.integers(0, 23, 500), "tile": np.arange(500)})
+    assert tile_store.write_view_rows(None, rows, None, 60, max_entities=4) == (500, 23)
+    assert len(calls) == 6  # ceil(23 / 4)
+    seen = pd.concat(calls)
+    assert sorted(seen["tile"]) == list(range(500))  # every row once
+    groups = [set(c["k"]) for c in calls]
+    assert all(len(g) <= 4 for g in groups) and sum(len(g) for g in groups) == 23  # no entity in two groups
+    calls.clear()
+    assert tile_store.write_view_rows(None, rows, None, 60, max_entities=23) == (500, 23)
+    assert len(calls) == 1 and calls[0] is rows  # few entities: one call, as before
