@@ -180,8 +180,9 @@ def _offline_fn(spec: ViewSpec, start_us: int, end_us: int, folder: str):
 
 
 def entity_slices(keys: np.ndarray, chunk: int) -> list[tuple[int, int]]:
-    """Row ranges of ``keys`` (sorted) of at least ``chunk`` rows that never split an entity, covering every
-    row before the last entity's rows (which may continue in the next batch)."""
+    """Row ranges of ``keys`` (sorted) of about ``chunk`` rows (more to finish an entity, fewer for the last
+    range) that never split an entity, covering every row before the last entity's rows (which may continue
+    in the next batch)."""
     if not len(keys):
         return []
     cut = int(np.searchsorted(keys, keys[-1], "left"))
