@@ -198,9 +198,9 @@ def _online_fn(spec: ViewSpec, online, chunk: int, max_entities: int):
     """Writes a partition's tiles (sorted by entity) ``chunk`` rows at a time, each entity whole: memory
     stays bounded however many tiles a partition holds."""
     def run(frames):
-        from streaming.tile_store import write_view_rows
+        from streaming.tile_store import tile_ttl_s, write_view_rows
 
-        ttl_s = int(2 * spec.max_window_us / 1e6) + 3600
+        ttl_s = tile_ttl_s(spec.max_window_us)
         tiles = rows = 0
         pending: list[pd.DataFrame] = []
         size = 0

@@ -106,7 +106,7 @@ def seed(spark, p: Plan, topic: str, bootstrap: str, rules, online) -> dict[str,
     from pyspark.sql import functions as F
 
     from streaming.parsing import parse_events
-    from streaming.tile_store import write_view_partition
+    from streaming.tile_store import tile_ttl_s, write_view_partition
 
     if not p.seed_views:
         return {}
@@ -129,7 +129,7 @@ def seed(spark, p: Plan, topic: str, bootstrap: str, rules, online) -> dict[str,
         tiles = tile_aggregation(tile_rows(events, (view,), with_dead_letters=False), (view,))
         tiles = tiles.withColumn("wend_us", F.unix_micros("wend")).drop("wend")
         allowed = p.epochs[view.name]
-        ttl_s = int(2 * view.max_window_us / 1e6) + 3600
+        ttl_s = tile_ttl_s(view.max_window_us)
 
         def run(frames, view=view, allowed=allowed, ttl_s=ttl_s):
             import pandas as pd

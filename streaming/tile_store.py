@@ -34,6 +34,11 @@ BACKFILL_EPOCH = b"bf"
 MAX_ENTITIES_PER_WRITE = 2_000  # entities whose tiles are merged at once (all their stored tiles are read back)
 
 
+def tile_ttl_s(max_window_us: int) -> int:
+    """Expiry of a tile hash (refreshed on every write): twice the longest window plus an hour."""
+    return int(2 * max_window_us / 1e6) + 3600
+
+
 def tile_keys(writer, spec: ViewSpec, keys: np.ndarray) -> list[bytes]:
     prefix = PREFIX + spec.name.encode() + b":"
     return [prefix + k for k in writer.redis_keys(spec.name, keys)]

@@ -52,7 +52,9 @@ def partition_writer(views: tuple[ViewSpec, ...], online, bootstrap: str, dlq_to
                      batch_id: int, epoch: bytes, epochs: dict[str, frozenset[bytes]], max_entities: int):
     """The function run by ``mapInPandas`` on each entity partition of a micro-batch's tile rows (entities
     merged ``max_entities`` at a time)."""
-    ttl_s = int(2 * max(v.max_window_us for v in views) / 1e6) + 3600
+    from streaming.tile_store import tile_ttl_s
+
+    ttl_s = tile_ttl_s(max(v.max_window_us for v in views))
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from streaming.tile_store import write_view_rows
