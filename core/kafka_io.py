@@ -199,6 +199,52 @@ def make_producer(bootstrap: str | None = None, *, role: str, **overrides: Any):
     return KafkaProducer(**options)
 
 
+def make_native_producer(
+    bootstrap: str | None = None,
+    *,
+    role: str,
+    on_delivery: Any = None,
+    on_error: Any = None,
+    **overrides: Any,
+):
+    """A confluent-kafka (librdkafka) producer for ``role``, created only after the broker answered: for
+    hot paths. Its batching, compression and network I/O run in C threads without the GIL, so a record
+    costs ~6 us of CPU against ~50 us in kafka-python (its ``send`` builds record batches in Python).
+
+    Values and keys are bytes. ``on_delivery(err, msg)`` is called for every record from ``poll``/``flush``
+    (``err`` None = delivered); ``on_error(err)`` for client-wide errors (``err.fatal()``: replace the
+    producer). Idempotent with ``acks=all``, like :func:`make_producer`; ``overrides`` are librdkafka
+    settings (dotted names). librdkafka's own log lines go to the ``rtml.kafka.native`` logger.
+    """
+    from confluent_kafka import Producer
+
+    s = settings()
+    bootstrap = bootstrap or s.kafka_bootstrap
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "client.id": f"rtml-{role}",
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 20,
+        "logger": logging.getLogger("rtml.kafka.native"),
+    }
+    creds = credentials(role, s)
+    if creds is not None:
+        config.update({
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": s.kafka_auth.mechanism,
+            "sasl.username": creds[0],
+            "sasl.password": creds[1],
+        })
+    if on_delivery is not None:
+        config["on_delivery"] = on_delivery
+    if on_error is not None:
+        config["error_cb"] = on_error
+    config.update(overrides)
+    check_broker(bootstrap)
+    return Producer(config)
+
+
 def make_consumer(
     topics: Iterable[str], group_id: str | None, bootstrap: str | None = None, *, role: str, **overrides: Any
 ):

@@ -20,31 +20,33 @@ def test_readiness_tolerates_one_failed_ping_but_not_an_outage():
 
 
 class _Producer:
-    def __init__(self):
+    """A librdkafka producer's surface: ``produce`` queues, ``poll``/``flush`` report deliveries."""
+
+    def __init__(self, on_delivery=None):
         self.sent: list[bytes] = []
         self.timestamps: list[int | None] = []
         self.values: list[bytes] = []
         self.flushed = False
+        self.on_delivery = on_delivery
+        self.pending = 0
 
-    def send(self, topic, key, value, partition, timestamp_ms=None):
+    def produce(self, topic, value, key, timestamp=None):
         self.sent.append(key)
-        self.timestamps.append(timestamp_ms)
+        self.timestamps.append(timestamp)
         self.values.append(value)
+        self.pending += 1
 
-        class _F:
-            def add_callback(self, _cb):
-                return self
-
-            def add_errback(self, _cb):
-                return self
-
-        return _F()
+    def poll(self, _timeout=0):
+        n, self.pending = self.pending, 0
+        for _ in range(n):
+            if self.on_delivery is not None:
+                self.on_delivery(None, None)
+        return n
 
     def flush(self, timeout=None):
         self.flushed = True
-
-    def close(self, timeout=None):
-        pass
+        self.poll()
+        return 0
 
 
 def test_prediction_log_sends_what_is_queued_at_shutdown(monkeypatch):
@@ -65,25 +67,18 @@ def test_prediction_log_sends_what_is_queued_at_shutdown(monkeypatch):
 
 
 class _FailingProducer(_Producer):
-    """Every send fails (as after a broker restart that no longer accepts the producer's sequence numbers)."""
+    """Every delivery fails (as after a broker restart that no longer accepts the producer's sequence numbers)."""
 
-    closed = False
+    def poll(self, _timeout=0):
+        n, self.pending = self.pending, 0
+        for _ in range(n):
+            self.on_delivery(RuntimeError("OutOfOrderSequenceNumber"), None)
+        return n
 
-    def send(self, topic, key, value, partition, timestamp_ms=None):
-        super().send(topic, key, value, partition, timestamp_ms)
-
-        class _F:
-            def add_callback(self, _cb):
-                return self
-
-            def add_errback(self, cb):
-                cb(RuntimeError("OutOfOrderSequenceNumberError"))
-                return self
-
-        return _F()
-
-    def close(self, timeout=None):
-        self.closed = True
+    def flush(self, timeout=None):
+        self.flushed = True
+        self.poll()
+        return 0
 
 
 def test_prediction_log_replaces_a_producer_that_only_fails(monkeypatch):
@@ -95,6 +90,7 @@ def test_prediction_log_replaces_a_producer_that_only_fails(monkeypatch):
 
     def connect():
         log._producer = next(producers)
+        log._producer.on_delivery = log._delivered
         log._last_ok = time.monotonic()
 
     monkeypatch.setattr(log, "_connect", connect)
@@ -108,7 +104,7 @@ def test_prediction_log_replaces_a_producer_that_only_fails(monkeypatch):
         i += 1
         time.sleep(0.01)
     log.stop()
-    assert broken.closed and log.reconnects == 1 and healthy.sent
+    assert broken.flushed and log.reconnects == 1 and healthy.sent
     assert log.dropped == len(broken.sent) > 0  # what the broken producer took is counted as dropped
 
 
@@ -177,3 +173,28 @@ def test_service_sets_a_concurrency_limit_from_settings():
     assert "max_concurrency" in keys
     assert ast.unparse(traffic.values[keys.index("max_concurrency")]) == "_SERVING.max_concurrency"
     assert settings().serving.max_concurrency == 256
+
+
+def test_prediction_log_counts_records_still_undelivered_at_shutdown(monkeypatch):
+    """Records the producer still holds when the drain budget ends are counted as dropped (``shutdown``)."""
+
+    class _Stalled(_Producer):
+        def flush(self, timeout=None):
+            self.flushed = True
+            return self.pending  # nothing delivered: all still queued
+
+    producer = _Stalled()
+    log = PredictionLog("transaction_id", ("user_id",), maxsize=10_000, chunk=64, drain_s=0.5)
+    drops: list[tuple[str, int]] = []
+    log.on_drop = lambda reason, n: drops.append((reason, n))
+    monkeypatch.setattr(log, "_connect", lambda: setattr(log, "_producer", producer))
+    monkeypatch.setattr(log, "event_seconds", lambda e: 0.0)
+    monkeypatch.setattr(log, "record", lambda e, event_s: {"request_id": e})
+    monkeypatch.setattr(log, "score_shadow", lambda entries: entries)
+    producer.poll = lambda _t=0: 0  # the broker never answers
+    for i in range(100):
+        log.put(f"r{i}")
+    log.start()
+    log.stop()
+    assert len(producer.sent) == 100 and producer.flushed
+    assert drops == [("shutdown", 100)] and log.dropped == 100
