@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import os
 import threading
 import time
@@ -41,7 +40,9 @@ import msgspec
 from core.settings import settings
 
 log = logging.getLogger(__name__)
-_encode = msgspec.json.Encoder().encode  # compact JSON bytes (values are cleaned of NaN/inf first)
+# compact JSON bytes; NaN and inf floats encode as null, aware datetimes as RFC 3339 with "Z" (microseconds
+# when not zero), both in C
+_encode = msgspec.json.Encoder().encode
 
 # uuid4: 122 random bits, version 4 and the RFC 4122 variant (the bits ``uuid.UUID(version=4)`` sets)
 _UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
@@ -60,12 +61,8 @@ def request_ids(n: int) -> list[str]:
 Entry = tuple
 
 
-def _clean(v: float) -> float | None:
-    return None if v != v or math.isinf(v) else v
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def event_seconds(req: dict[str, Any], now: float) -> float:
@@ -146,8 +143,8 @@ class PredictionLog:
         out: dict[str, Any] = {"request_id": request_id, self.id_field: req[self.id_field]}
         for key in self.entity_keys:
             out[key] = req[key]
-        out["prediction_timestamp"] = _iso(ts)
-        out["event_timestamp"] = _iso(event_seconds(req, ts) if event_s is None else event_s)
+        out["prediction_timestamp"] = _utc(ts)
+        out["event_timestamp"] = _utc(event_seconds(req, ts) if event_s is None else event_s)
         out["model_name"] = variant.tag.split(":", 1)[0]
         out["model_version"] = variant.model_version
         out["variant"] = variant.name
@@ -155,9 +152,9 @@ class PredictionLog:
         out["score"] = score
         out["decision"] = decision
         out["latency_ms"] = None if seconds is None else 1000.0 * seconds
-        out["features"] = {n: _clean(v) for n, v in zip(variant.features, row, strict=True)}
+        out["features"] = dict(zip(variant.features, row, strict=True))  # NaN (missing) is sent as null
         out["missing_features"] = list(missing)
-        out["feature_age_seconds"] = None if age is None else _clean(age)
+        out["feature_age_seconds"] = age
         return out
 
     @staticmethod
