@@ -591,5 +591,13 @@ if __name__ == "__main__":
         {"mlflow": child_mlflow, "validation": child_validation, "s3": child_part, "spark_train": child_part}.get(
             sys.argv[2], child
         )(sys.argv[2])
+    elif sys.argv[1:] == ["s3"]:  # `python -m tests.benchmarks.run training:s3`: the s3 part, merged
+        from tests.benchmarks.common import read_result
+
+        figures = run_child("s3")
+        if "error" in figures:
+            raise SystemExit(f"s3 part failed: {figures['error']}")
+        path = write_result("training", {**read_result("training"), **figures}, part="s3")
+        print(json.dumps({k: v for k, v in figures.items() if k != "s3"}), f"-> {path}")
     else:
         main()

@@ -3,7 +3,7 @@
 Usage: python -m tests.benchmarks.run [NAME[:PART] ...]   (NAME = streaming, training, serving, monitoring, rollout)
 
 ``NAME:PART`` measures one part of a benchmark that has parts (``serving:cluster``: Redis Cluster and failover;
-``serving:standalone``: the rest) and merges its figures into the benchmark's earlier JSON.
+``serving:standalone``: the rest; ``training:s3``: the join on s3proxy vs local files) and merges its figures into the benchmark's earlier JSON.
 """
 
 from __future__ import annotations
