@@ -93,6 +93,7 @@ def _request_spec() -> RequestSpec:
 
 
 SPEC = _request_spec()
+_instance: list[Any] = []  # the worker's PredictionService, once built
 Request, RequestBatch = request_models(SPEC, _SERVING.max_batch)
 
 
@@ -113,6 +114,7 @@ class PredictionService:
     def __init__(self) -> None:
         from core.feast_store import get_store
 
+        _instance.append(self)  # what bentos.direct_routes answers /predict and /predict_batch on
         self.spec = SPEC
         self.store = get_store()
         self.redis = OnlineStore.from_settings(feast_store=self.store, timeout_s=_SERVING.redis_timeout_s)
@@ -412,18 +414,27 @@ class PredictionService:
 
 
 def _middlewares() -> None:
-    """Pure ASGI middlewares inside BentoML's own: pending metrics written before ``/metrics`` answers, and
-    API keys on every endpoint but the health probes."""
+    """Pure ASGI middlewares inside BentoML's own: pending metrics written before ``/metrics`` answers, API
+    keys on every endpoint but the health probes, and the prediction routes answered directly
+    (:mod:`bentos.direct_routes`)."""
     from bentos import auth
+    from bentos.direct_routes import DirectRoutes
 
     PredictionService.add_asgi_middleware(metrics.FlushBeforeScrape)
-    if not _SERVING.auth:
+    if _SERVING.auth:
+        if not auth.keys_path().exists():
+            log.warning("no API keys in %s yet: every request but the health probes gets 401 until "
+                        "`rtml keys create --name NAME --scope predict`", auth.keys_path())
+        PredictionService.add_asgi_middleware(auth.ApiKeyMiddleware)
+    else:
         log.warning("RTML_SERVING_AUTH=0: the API accepts requests WITHOUT an API key (local development only)")
-        return
-    if not auth.keys_path().exists():
-        log.warning("no API keys in %s yet: every request but the health probes gets 401 until "
-                    "`rtml keys create --name NAME --scope predict`", auth.keys_path())
-    PredictionService.add_asgi_middleware(auth.ApiKeyMiddleware)
+    # innermost (added last): after the key check, ahead of BentoML's per-request endpoint machinery
+    PredictionService.add_asgi_middleware(
+        DirectRoutes,
+        service=PredictionService,
+        instance=lambda: _instance[-1] if _instance else None,
+        routes={"/predict": "predict", "/predict_batch": "predict_batch"},
+    )
 
 
 _middlewares()
