@@ -702,6 +702,33 @@ def _(ctx: Context) -> str:
     return f"model.promote {entries[0]['before']} -> {entries[0]['after']}; model.rollback recorded, actor probe-actor"
 
 
+@probe("audit.rollout_recorded", "audit",
+       "start a canary rollout of a challenger, complete it (the production model changes), roll back",
+       "model.rollout.start and model.rollout.complete entries naming actor, time, reason and before/after "
+       "(production, challenger, mode, share)", fast=False)
+def _(ctx: Context) -> str:
+    from core import audit, model_store
+    from tests.fixtures import models as fixture_models
+
+    before = len(audit.read())
+    first = model_store.production_tag() or fixture_models.save_test_model(n_rows=500, rounds=5, promote_it=True)
+    tag = fixture_models.save_test_model(n_rows=500, rounds=5, seed=8, promote_it=False)
+    model_store.start_rollout(tag, "canary", "10%", reason="security probe rollout", actor="probe-actor")
+    model_store.complete_rollout(reason="security probe complete", actor="probe-actor")
+    model_store.rollback(reason="security probe restore", actor="probe-actor")
+    entries = [e for e in audit.read()[before:] if e["action"].startswith("model.rollout.")]
+    check([e["action"] for e in entries] == ["model.rollout.start", "model.rollout.complete"], f"entries {entries}")
+    for e in entries:
+        check(e["actor"] == "probe-actor" and e["time"] and e["reason"].startswith("security probe"), f"incomplete {e}")
+    start, complete = entries
+    check(start["after"] == {"production": first, "challenger": tag, "mode": "canary", "share": 0.1},
+          f"start entry after {start['after']}")
+    check(complete["before"] == start["after"] and complete["after"]["production"] == tag
+          and complete["after"]["challenger"] is None, f"complete entry {complete['before']} -> {complete['after']}")
+    check(model_store.production_tag() == first, "rollback did not restore the first model")
+    return f"model.rollout.start -> {start['after']}; model.rollout.complete -> {complete['after']}"
+
+
 # ---------------------------------------------------------------------------------------------- API
 def _http(ctx: Context, method: str, path: str, token: str | None = None, **kw):
     import httpx
