@@ -149,7 +149,7 @@ def _flows() -> tuple[list, list]:
         (scoring, redis, 6379), (scoring, KAFKA_BROKER, 9092),
         (driver, KAFKA_BROKER, 9092), (driver, redis, 6379), (executor, KAFKA_BROKER, 9092), (executor, redis, 6379),
         (driver, executor, 7079), (executor, driver, 7078), (executor, executor, 7337), (driver, EXTERNAL, 443),
-        (monitor, KAFKA_BROKER, 9092), (apply, redis, 6379),
+        (monitor, KAFKA_BROKER, 9092), (apply, redis, 6379), (apply, KAFKA_BROKER, 9092),
         (PROMETHEUS, scoring, 3000), (PROMETHEUS, monitor, 9109), (PROMETHEUS, driver, 9108),
         (KAFKA_BROKER, KAFKA_BROKER, 9091), (KAFKA_BROKER, KAFKA_BROKER, 9090), (ENTITY_OPERATOR, KAFKA_BROKER, 9091),
         (ENTITY_OPERATOR, EXTERNAL, 443), (consistency, KAFKA_BROKER, 9092), (PROMETHEUS, consistency, 9110),
@@ -306,7 +306,7 @@ def _run_create_secrets(tmp_path: Path) -> tuple[dict[str, dict[str, str]], list
 
 def test_create_secrets_provides_every_referenced_secret(tmp_path):
     created, calls = _run_create_secrets(tmp_path)
-    strimzi_users = {"rtml-product", "rtml-stream", "rtml-serving", "rtml-monitor", "rtml-admin"}
+    strimzi_users = {u["metadata"]["name"] for u in objects_of("KafkaUser")}
     for name, key in sorted(_secret_refs()):
         if name in strimzi_users:
             assert key == "password", name  # the Secret Strimzi's user operator writes for a KafkaUser
@@ -345,7 +345,7 @@ def _env(containers: list[dict]) -> dict[str, dict]:
     ("rtml-stream-executor", "rtml-writer", "rtml-stream"),
     ("rtml-monitor", None, "rtml-monitor"),
     ("rtml-consistency", None, "rtml-monitor"),
-    ("rtml-apply", "rtml-writer", None),
+    ("rtml-apply", "rtml-writer", "rtml-operator"),  # its audit entry goes to the `audit` topic
 ])
 def test_each_component_uses_its_own_users(pod_name, redis_user, kafka_user):
     containers = next(c for n, _l, _s, c in _pods() if n == pod_name)
@@ -361,6 +361,19 @@ def test_each_component_uses_its_own_users(pod_name, redis_user, kafka_user):
         assert env["RTML_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": kafka_user, "key": "password"}
     else:
         assert "RTML_KAFKA_PASSWORD" not in env
+
+
+@pytest.mark.parametrize("pod_name", ["rtml-monitor", "rtml-apply"])
+def test_pods_that_audit_authenticate_as_a_kafka_user_that_may_write_the_audit_topic(pod_name):
+    """core.audit publishes as RTML_KAFKA_USER when set: the monitor (the rollout policy's steps, the promotions of
+    the retraining it starts) and the rtml-apply Job (feature applies) must be allowed to write `audit`."""
+    from core.settings import Topics
+
+    env = _env(next(c for n, _l, _s, c in _pods() if n == pod_name))
+    user = next(u for u in objects_of("KafkaUser") if u["metadata"]["name"] == env["RTML_KAFKA_USER"]["value"])
+    writes = {acl["resource"]["name"] for acl in user["spec"]["authorization"]["acls"]
+              if acl["resource"]["type"] == "topic" and "Write" in acl["operations"]}
+    assert Topics().audit in writes, (pod_name, writes)
 
 
 def test_api_keys_come_from_a_secret_volume(monkeypatch):
