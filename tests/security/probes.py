@@ -381,7 +381,11 @@ def _(ctx: Context) -> str:
         serving.close()
 
 
-@probe("redis.default_user_off", "redis", "ACL GETUSER default (as rtml-admin)", "the default user is off, with no commands")
+@probe("redis.default_user_off", "redis",
+       "ACL GETUSER default (as rtml-admin); AUTH as `default` (empty, guessed and one-argument AUTH); PING, GET, "
+       "FLUSHALL and CONFIG GET without authenticating",
+       "default is off with no password (its +@all only lets Redis replay the append-only file: start-redis.sh): "
+       "every AUTH as it WRONGPASS, every unauthenticated command NOAUTH")
 def _(ctx: Context) -> str:
     admin = _redis(ctx.s, "admin")
     try:
@@ -389,8 +393,17 @@ def _(ctx: Context) -> str:
     finally:
         admin.close()
     flags = info.get("flags", [])
-    check("off" in flags and "on" not in flags, f"default user flags {flags}")
-    return f"default flags {flags}, commands {info.get('commands')}"
+    check("off" in flags and "on" not in flags and "nopass" not in flags, f"default user flags {flags}")
+    check(not info.get("passwords"), "the default user has a password: someone could log in as it")
+    guess = "guess-" + uuid.uuid4().hex
+    auths = [_redis_refused(ctx.s, None, call, "invalid username-password")
+             for call in (lambda c: c.execute_command("AUTH", "default", ""),
+                          lambda c: c.execute_command("AUTH", "default", guess),
+                          lambda c: c.execute_command("AUTH", guess))]  # fmt: skip
+    noauth = [_redis_refused(ctx.s, None, call, "Authentication required")
+              for call in (lambda c: c.ping(), lambda c: c.get(_feast_key(ctx.s)), lambda c: c.flushall(),
+                           lambda c: c.config_get("requirepass"))]  # fmt: skip
+    return f"default flags {flags}, no password; {len(auths)} AUTHs refused ({auths[0]}); {len(noauth)} commands NOAUTH"
 
 
 @probe("redis.tls_refuses_plaintext_and_unknown_ca", "redis",
