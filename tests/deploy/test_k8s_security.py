@@ -240,6 +240,54 @@ def test_only_the_spark_driver_gets_a_service_account_token():
         assert template["spec"].get("automountServiceAccountToken") is False, obj["metadata"]["name"]
 
 
+# ---- Strimzi: the operator builds the Kafka and entity-operator pods from the custom resources' templates ----
+
+def _strimzi_templates() -> list[tuple[str, dict, list[str]]]:
+    """(where, template, its container templates) of every Strimzi-built pod."""
+    kafka = one("Kafka", "rtml-kafka")["spec"]
+    out = [("Kafka spec.kafka.template", kafka["kafka"]["template"], ["kafkaContainer", "initContainer"]),
+           ("Kafka spec.entityOperator.template", kafka["entityOperator"]["template"],
+            ["topicOperatorContainer", "userOperatorContainer"])]
+    out += [(f"KafkaNodePool {p['metadata']['name']}", p["spec"]["template"], ["kafkaContainer", "initContainer"])
+            for p in objects_of("KafkaNodePool")]
+    return out
+
+
+@pytest.mark.parametrize("where,template,containers", _strimzi_templates(), ids=[t[0] for t in _strimzi_templates()])
+def test_strimzi_pods_run_restricted(where, template, containers):
+    # a template securityContext replaces the one of Strimzi's pod security provider: it must be complete
+    pod_ctx = template["pod"]["securityContext"]
+    assert pod_ctx["runAsNonRoot"] is True and pod_ctx["runAsUser"] > 0, where
+    assert pod_ctx["seccompProfile"] == {"type": "RuntimeDefault"}, where
+    for name in containers:
+        ctx = template[name]["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False, (where, name)
+        assert ctx["readOnlyRootFilesystem"] is True, (where, name)
+        assert ctx["capabilities"] == {"drop": ["ALL"]}, (where, name)
+        assert ctx.get("runAsNonRoot") is True and not ctx.get("privileged"), (where, name)
+
+
+def test_kafka_pods_keep_their_volumes_writable_and_every_pool_has_the_cluster_template():
+    kafka = one("Kafka", "rtml-kafka")["spec"]["kafka"]["template"]
+    assert kafka["pod"]["securityContext"]["fsGroup"] == 0  # what Strimzi sets for persistent storage without a template
+    for pool in objects_of("KafkaNodePool"):  # the pool's template wins: it must not be weaker than the cluster's
+        assert pool["spec"]["template"] == kafka, pool["metadata"]["name"]
+
+
+def test_the_sasl_listener_admits_the_clients_the_network_policy_admits():
+    """Strimzi writes its own NetworkPolicy per listener (open to every pod unless networkPolicyPeers is set)."""
+    [listener] = one("Kafka", "rtml-kafka")["spec"]["kafka"]["listeners"]
+    kafka_policy = one("NetworkPolicy", "rtml-kafka")["spec"]["ingress"]
+    [clients] = [rule["from"] for rule in kafka_policy if {p["port"] for p in rule.get("ports", [])} == {listener["port"]}]
+    assert listener["networkPolicyPeers"] == clients
+    rule = {"from": listener["networkPolicyPeers"], "ports": [{"protocol": "TCP", "port": listener["port"]}]}
+    for client in (rtml("fraud-scoring"), rtml("rtml-monitor"), rtml("rtml-apply"), rtml("rtml-stream-driver"),
+                   rtml("rtml-stream-executor"), rtml("rtml-consistency"), PRODUCT_CLIENT):
+        assert _rule_allows(rule, "from", client, listener["port"], "TCP"), _ident(client, KAFKA_BROKER, listener["port"])
+    for outsider in (INTRUDER, UNLABELLED_OUTSIDER, PROMETHEUS, rtml("redis")):
+        assert not _rule_allows(rule, "from", outsider, listener["port"], "TCP"), _ident(outsider, KAFKA_BROKER, listener["port"])
+
+
 # ---- credentials ----------------------------------------------------------------------------------------
 
 def test_no_secret_values_in_the_repository():

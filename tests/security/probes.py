@@ -629,11 +629,23 @@ def _k8s_containers() -> list[tuple[str, dict, dict]]:
             pod = app["spec"][role]  # Spark operator: podSecurityContext for the pod, securityContext for the container
             out.append((f"SparkApplication/{app['metadata']['name']}/{role}",
                         {"securityContext": pod.get("podSecurityContext")}, pod))
+    for kind, path, containers in (("Kafka", ("kafka",), ("kafkaContainer", "initContainer")),
+                                   ("Kafka", ("entityOperator",), ("topicOperatorContainer", "userOperatorContainer")),
+                                   ("KafkaNodePool", (), ("kafkaContainer", "initContainer"))):
+        for obj in objects_of(kind):  # Strimzi builds these pods from the templates of its custom resources
+            spec = obj["spec"]
+            for key in path:
+                spec = spec[key]
+            template = spec.get("template") or {}
+            for c in containers:
+                out.append((f"{kind}/{obj['metadata']['name']}/{'.'.join(path)}/{c}",
+                            template.get("pod") or {}, {"name": c, **(template.get(c) or {})}))
     return out
 
 
 @probe("deploy.k8s_non_root_read_only_no_escalation", "deploy",
-       "securityContext of every Kubernetes container (Deployments, StatefulSet, Job, Spark driver/executors)",
+       "securityContext of every Kubernetes container (Deployments, StatefulSet, Job, Spark driver/executors, "
+       "Strimzi's Kafka and entity-operator pods)",
        "runAsNonRoot, readOnlyRootFilesystem, allowPrivilegeEscalation false, all capabilities dropped")
 def _(ctx: Context) -> str:
     bad = []
