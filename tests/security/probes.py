@@ -592,6 +592,26 @@ def _(ctx: Context) -> str:
     return f"{found} credential variables, all required (${{VAR:?}})"
 
 
+@probe("deploy.compose_kafka_sasl_and_acls", "deploy",
+       "the compose Kafka broker's listeners, authorizer and passwords (its KAFKA_* environment as properties)",
+       "every listener SASL_PLAINTEXT, StandardAuthorizer, super users admin and controller only, no ACL = no "
+       "access, every JAAS password a required ${VAR:?}")
+def _(ctx: Context) -> str:
+    from tests.deploy.manifests import kafka_env_to_properties
+
+    props = kafka_env_to_properties(_compose()["services"]["kafka"]["environment"])
+    protocols = dict(item.split(":") for item in props["listener.security.protocol.map"].split(","))
+    check(set(protocols.values()) == {"SASL_PLAINTEXT"}, f"listener protocols {protocols}")
+    check(props.get("authorizer.class.name") == "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+          f"authorizer {props.get('authorizer.class.name')}")
+    check(props.get("super.users") == "User:admin;User:controller", f"super users {props.get('super.users')}")
+    check(props.get("allow.everyone.if.no.acl.found") == "false", "allow.everyone.if.no.acl.found is not false")
+    passwords = [p for v in props.values() for p in re.findall(r'(?:password|user_[a-z]+)="([^"]*)"', v)]
+    check(len(passwords) >= 4 and all(re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]+\}", p) for p in passwords),
+          "a JAAS password is a literal or optional")
+    return f"{len(protocols)} SASL listeners, StandardAuthorizer, {len(passwords)} JAAS passwords all required"
+
+
 @probe("deploy.compose_ports_loopback_only", "deploy", "published ports of docker-compose.yml",
        "every one bound to 127.0.0.1")
 def _(ctx: Context) -> str:
