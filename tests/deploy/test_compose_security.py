@@ -265,11 +265,12 @@ def test_start_script_renders_the_compose_properties_and_formats_with_the_admin(
     home, log = _stub_kafka_home(tmp_path)
     config, client = tmp_path / "run" / "server.properties", tmp_path / "run" / "admin-client.properties"
     run_env = {"PATH": os.environ["PATH"], "BROKER_HOME": str(home), "BROKER_CONFIG": str(config),
-               "BROKER_CLIENT_CONFIG": str(client), **env}
+               "BROKER_CLIENT_CONFIG": str(client), "KAFKA_HEAP_OPTS": "-Xmx1g", **env}
     done = subprocess.run(["bash", str(KAFKA_START)], env=run_env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     written = dict(line.split("=", 1) for line in config.read_text().splitlines())
     assert written == kafka_env_to_properties(env)  # every KAFKA_* setting, by the image's rule, and nothing else
+    assert "heap.opts" not in written and "scram.admin.password" not in written  # launcher settings stay out
     admin = variables["KAFKA_ADMIN_PASSWORD"]
     assert f'password="{admin}"' in written["listener.name.internal.scram-sha-512.sasl.jaas.config"]
     calls = [line.split("\0")[:-1] for line in log.read_text().splitlines()]
