@@ -5,7 +5,9 @@ Kafka topic (best effort: when Kafka is down or refuses, a warning says so and t
 
 Entry: ``{"time", "actor", "action", "before", "after", "reason"}`` plus ``"trigger"`` for changes made by an
 automatic retraining (``RTML_RETRAIN_REASON``, set by the monitor for the retraining it starts). Actions in use:
-``features.apply``, ``model.promote``, ``model.rollback``; API keys use ``key.create`` / ``key.revoke``.
+``features.apply``, ``model.promote``, ``model.rollback``, ``model.rollout.start|mode|complete|abort`` (before/after:
+production, challenger, mode, share; the monitor's automatic rollout steps name the rollout policy as actor and its
+decision as reason); API keys use ``key.create`` / ``key.revoke``.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ def role_acls(topics: Topics | None = None, domain: DomainTopics | None = None) 
         "product": Grants(write=(d.events, d.labels)),
         "stream": Grants(read=(d.events,), write=(d.dead_letters,)),
         "serving": Grants(write=(t.predictions,)),
-        "monitor": Grants(read=(t.predictions, d.labels), write=(t.alerts,)),
+        # audit: the monitor's rollout policy completes/aborts rollouts and its retraining promotes (core.audit)
+        "monitor": Grants(read=(t.predictions, d.labels), write=(t.alerts, t.audit)),
         "operator": Grants(read=(t.alerts, t.audit), write=(t.audit,)),
     }
 

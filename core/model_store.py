@@ -315,13 +315,23 @@ def parse_share(share: str | float) -> float:
     return value
 
 
+def _rollout_view(production: str | None, rollout: dict[str, Any] | None) -> dict[str, Any]:
+    """What a rollout change alters, for the audit trail's before/after."""
+    r = rollout or {}
+    return {"production": production, "challenger": r.get("challenger"), "mode": r.get("mode"), "share": r.get("share")}
+
+
 def start_rollout(
     tag: str, mode: str, share: str | float = "5%", auto: bool = False, policy: dict[str, Any] | None = None,
-    reason: str = "manual",
+    reason: str = "manual", actor: str | None = None,
 ) -> dict[str, Any]:
-    """Declare ``tag`` the challenger of the production model in ``mode`` (shadow, canary or ab)."""
+    """Declare ``tag`` the challenger of the production model in ``mode`` (shadow, canary or ab). Audited
+    (``model.rollout.start``; ``actor`` as in :func:`promote`)."""
+    from core import audit
+
     if mode not in ROLLOUT_MODES:
         raise UserFacingError(f"rollout mode {mode!r}: use one of {', '.join(ROLLOUT_MODES)}")
+    actor = actor or audit.default_actor()
     challenger = get_model(tag)
     full = str(challenger.tag)
     fraction = parse_share(share)
@@ -355,41 +365,57 @@ def start_rollout(
         }
         state["rollout"] = rollout
         state.setdefault("history", []).append(
-            {"action": f"rollout-{mode}", "tag": full, "previous": current, "reason": reason, "at": _now(), "share": fraction}
-        )
+            {"action": f"rollout-{mode}", "tag": full, "previous": current, "reason": reason, "actor": actor,
+             "at": _now(), "share": fraction}
+        )  # fmt: skip
         _write_pointer(state)
+    audit.record(
+        "model.rollout.start", actor, before=_rollout_view(current, None), after=_rollout_view(current, rollout),
+        reason=reason, details={"rollout_id": rollout["id"], "auto": rollout["auto"]},
+    )  # fmt: skip
     return rollout
 
 
 @contextlib.contextmanager
-def _running_rollout(action: str, reason: str, **extra: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """Change the running rollout under the lock: yields (pointer state, rollout); logs ``action`` in history."""
+def _running_rollout(
+    action: str, audit_action: str, reason: str, actor: str | None, **extra: Any
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Change the running rollout under the lock: yields (pointer state, rollout); logs ``action`` in history and
+    ``audit_action`` (before/after: production, challenger, mode, share) in the audit trail."""
+    from core import audit
+
+    actor = actor or audit.default_actor()
     with _pointer_lock():
         state = _read_pointer()
         rollout = state.get("rollout")
         if not rollout:
             raise UserFacingError("no rollout is running (`rtml models rollout TAG --mode ...`)")
         previous = state.get("current")
+        before = _rollout_view(previous, rollout)
         yield state, rollout
+        after = _rollout_view(state.get("current"), state.get("rollout"))
         state.setdefault("history", []).append(
-            {"action": action, "tag": rollout["challenger"], "previous": previous, "reason": reason, "at": _now(), **extra}
-        )
+            {"action": action, "tag": rollout["challenger"], "previous": previous, "reason": reason, "actor": actor,
+             "at": _now(), **extra}
+        )  # fmt: skip
         _write_pointer(state)
+    audit.record(audit_action, actor, before=before, after=after, reason=reason, details={"rollout_id": rollout["id"]})
 
 
-def set_rollout_mode(mode: str, share: str | float, reason: str = "manual") -> dict[str, Any]:
-    """Move the running rollout to ``mode`` with ``share`` (e.g. shadow -> canary 5%)."""
+def set_rollout_mode(mode: str, share: str | float, reason: str = "manual", actor: str | None = None) -> dict[str, Any]:
+    """Move the running rollout to ``mode`` with ``share`` (e.g. shadow -> canary 5%). Audited (``model.rollout.mode``)."""
     if mode not in ROLLOUT_MODES:
         raise UserFacingError(f"rollout mode {mode!r}: use one of {', '.join(ROLLOUT_MODES)}")
     fraction = parse_share(share)
-    with _running_rollout(f"rollout-{mode}", reason, share=fraction) as (_state, rollout):
+    with _running_rollout(f"rollout-{mode}", "model.rollout.mode", reason, actor, share=fraction) as (_state, rollout):
         rollout.update(mode=mode, share=fraction, updated_at=_now())
     return rollout
 
 
-def complete_rollout(reason: str = "manual") -> str:
-    """Make the challenger the production model and end the rollout; return its tag."""
-    with _running_rollout("rollout-complete", reason) as (state, rollout):
+def complete_rollout(reason: str = "manual", actor: str | None = None) -> str:
+    """Make the challenger the production model and end the rollout; return its tag. Audited
+    (``model.rollout.complete``: the production model changes)."""
+    with _running_rollout("rollout-complete", "model.rollout.complete", reason, actor) as (state, rollout):
         tag = rollout["challenger"]
         get_model(tag)  # must still exist
         if state.get("current") != tag:
@@ -399,8 +425,8 @@ def complete_rollout(reason: str = "manual") -> str:
     return tag
 
 
-def abort_rollout(reason: str = "manual") -> str:
-    """End the rollout without promoting; return the challenger's tag."""
-    with _running_rollout("rollout-abort", reason) as (state, rollout):
+def abort_rollout(reason: str = "manual", actor: str | None = None) -> str:
+    """End the rollout without promoting; return the challenger's tag. Audited (``model.rollout.abort``)."""
+    with _running_rollout("rollout-abort", "model.rollout.abort", reason, actor) as (state, rollout):
         state["rollout"] = None
     return rollout["challenger"]

@@ -24,6 +24,7 @@ import base64
 import socket
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -404,29 +405,40 @@ def provision(s: Settings | None = None, managed: bool = True) -> None:
     s = s or settings()
     ensure_topics(all_topics(), bootstrap=s.kafka_bootstrap, role="admin")
     if managed and _secured(s) and not s.kafka_external:
-        _ensure_users(s)
-        _ensure_acls(s)
+        ensure_users({role: pw for role, pw in ensure_secrets(s)["users"].items() if role != "admin"}, s)
+        ensure_acls(s)
 
 
-def _ensure_users(s: Settings) -> None:
-    """SCRAM credentials of every role but admin (bootstrapped at format time), upserted when missing."""
+def provision_roles(passwords: dict[str, str], s: Settings | None = None) -> None:
+    """Topics, the roles' SCRAM users with these passwords and their ACLs on a cluster rtml does not start (the
+    docker-compose broker: its `init` service), as the admin bootstrapped when its storage was formatted."""
+    from core.kafka_io import ROLES, ensure_topics
+
+    s = s or settings()
+    missing = [r for r in ROLES if r != "admin" and not passwords.get(r)]
+    if missing:
+        raise UserFacingError(f"no Kafka password for role(s) {', '.join(missing)}")
+    ensure_topics(all_topics(), bootstrap=s.kafka_bootstrap, role="admin")
+    ensure_users(passwords, s)
+    ensure_acls(s)
+
+
+def ensure_users(passwords: dict[str, str], s: Settings | None = None) -> None:
+    """SCRAM credentials of these users (every role but admin, which is bootstrapped at format time), upserted:
+    a user that exists gets this password again (a rotated one takes effect)."""
     from kafka.admin import UserScramCredentialUpsertion
 
     from core.kafka_io import make_admin
 
-    users = ensure_secrets(s)["users"]
+    s = s or settings()
+    if "admin" in passwords:
+        raise ValueError("the admin's SCRAM credential is bootstrapped at format time, not upserted")
     admin = make_admin(s.kafka_bootstrap, role="admin")
     try:
-        known = {u for u, info in admin.describe_user_scram_credentials().items() if info["credential_infos"]}
-        wanted = [
-            UserScramCredentialUpsertion(role, s.kafka_auth.mechanism, pw)
-            for role, pw in users.items()
-            if role not in known
-        ]
-        if wanted:
-            errors = {u: e for u, e in admin.alter_user_scram_credentials(wanted).items() if e}
-            if errors:
-                raise UserFacingError(f"creating Kafka users failed: {errors}")
+        wanted = [UserScramCredentialUpsertion(user, s.kafka_auth.mechanism, pw) for user, pw in passwords.items()]
+        errors = {u: e for u, e in admin.alter_user_scram_credentials(wanted).items() if e}
+        if errors:
+            raise UserFacingError(f"creating Kafka users failed: {errors}")
     finally:
         admin.close()
 
@@ -448,11 +460,13 @@ def acl_bindings(s: Settings | None = None) -> list[tuple[str, str, str, str, st
     return out
 
 
-def _ensure_acls(s: Settings) -> None:
+def ensure_acls(s: Settings | None = None) -> None:
+    """The ACLs of :func:`acl_bindings` (creating one that exists is a no-op)."""
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
 
     from core.kafka_io import make_admin
 
+    s = s or settings()
     acls = [
         ACL(
             principal=principal,
@@ -655,3 +669,31 @@ def stop(progress: bool = True, timeout_s: float = 20.0, s: Settings | None = No
         label = "kafka" if pid_file.stem == "kafka" else f"kafka {pid_file.stem.removeprefix('kafka-')}"
         stopped |= stop_by_pid_file(label, pid, pid_file, timeout_s, progress)
     return stopped
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m infra.kafka_broker provision-roles``: :func:`provision_roles` with the passwords of
+    ``KAFKA_<ROLE>_PASSWORD`` (the compose `init` service; it authenticates as admin through RTML_KAFKA_USER)."""
+    import argparse
+    import os
+
+    from core.kafka_io import ROLES
+
+    parser = argparse.ArgumentParser(prog="python -m infra.kafka_broker", description=_main.__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["provision-roles"])
+    parser.parse_args(argv)
+    names = {r: f"KAFKA_{r.upper()}_PASSWORD" for r in ROLES if r != "admin"}
+    missing = [name for name in names.values() if not os.environ.get(name)]
+    if missing:
+        print(f"error: set {', '.join(missing)} (infra/.env)", file=sys.stderr)
+        return 1
+    try:
+        provision_roles({r: os.environ[name] for r, name in names.items()})
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -300,6 +300,14 @@ def read_status(mode: str | None = None) -> dict[str, Any] | None:
         return None
 
 
+def policy_actor(rollout: dict[str, Any]) -> str:
+    """The audit trail's actor for a change the rollout policy makes on its own: the policy of this rollout, run by
+    the monitor as its OS user."""
+    from core import audit
+
+    return f"rollout policy (rollout {rollout.get('id')}) as {audit.default_actor()}"
+
+
 class RolloutController:
     """Writes the rollout status + report and, for ``auto`` rollouts, applies the policy's decision."""
 
@@ -323,12 +331,13 @@ class RolloutController:
         current = model_store.rollout_state()
         if not current or current.get("id") != tracker.rollout.get("id"):
             return decision  # someone else changed the rollout meanwhile
+        audited = {"reason": f"policy: {decision.action}: {decision.reason}", "actor": policy_actor(tracker.rollout)}
         if decision.action == "canary":
-            model_store.set_rollout_mode("canary", policy.canary_share, reason=f"policy: {decision.reason}")
+            model_store.set_rollout_mode("canary", policy.canary_share, **audited)
         elif decision.action == "complete":
-            model_store.complete_rollout(reason=f"policy: {decision.reason}")
+            model_store.complete_rollout(**audited)
         elif decision.action == "abort":
-            model_store.abort_rollout(reason=f"policy: {decision.reason}")
+            model_store.abort_rollout(**audited)
         log.info("rollout of %s: %s (%s)", tracker.rollout.get("challenger"), decision.action, decision.reason)
         return decision
 

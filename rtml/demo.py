@@ -51,6 +51,12 @@ class DemoOptions:
     s3: bool = False  # the offline store on a local s3proxy (RTML_DATA_DIR=s3://rtml-demo/data)
 
 
+def api_key_file() -> Path:
+    """The demo product service's API key (scopes predict, predict_batch, metrics; a 0600 file in the state dir's
+    secrets): docs/product-services.md tells readers to ``export RTML_API_KEY=$(cat ...)`` from it."""
+    return settings().secrets_dir / "demo_api_key"
+
+
 @dataclass
 class Demo:
     options: DemoOptions
@@ -155,7 +161,7 @@ class Demo:
         """The service requires API keys: the demo's product service gets its own (kept in a 0600 file, never printed)."""
         from rtml.commands.keys import create
 
-        key_file = settings().secrets_dir / "demo_api_key"
+        key_file = api_key_file()
         token = create("demo-product-service", ["predict", "predict_batch", "metrics"], reason="rtml demo product service")
         key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_file.write_text(token)
@@ -275,7 +281,8 @@ class Demo:
         for label, value in (
             ("prediction API", f"{self.facts.get('api', '')}/predict  (docs: {self.facts.get('api', '')}/docs)"),
             ("service metrics", f"{self.facts.get('api', '')}/metrics"),
-            ("API key", f"curl -H \"Authorization: Bearer $(cat {self.facts.get('api_key_file', '')})\" ..."),
+            ("API key", f"export RTML_API_KEY=$(cat {self.facts.get('api_key_file', '')}); "
+                        "curl -H \"Authorization: Bearer $RTML_API_KEY\" ..."),
             ("stream job metrics", f"http://127.0.0.1:{s.stream_metrics_port}/metrics"),
             ("monitor metrics", f"http://127.0.0.1:{s.monitor.metrics_port}/metrics"),
             ("drift reports", str(s.state_dir / "reports" / "drift")),

@@ -23,7 +23,11 @@ def summary(entry: dict) -> str:
             value = next(iter(value.values()))
         return json.dumps(value, default=str) if not isinstance(value, str) else value
 
-    return f"{short(entry.get('before'))} -> {short(entry.get('after'))}"
+    before, after = entry.get("before"), entry.get("after")
+    if isinstance(before, dict) and isinstance(after, dict) and len(before | after) > 1:  # e.g. rollouts: what moved
+        moved = [k for k in before | after if before.get(k) != after.get(k)]
+        return ", ".join(f"{k}: {short(before.get(k))} -> {short(after.get(k))}" for k in moved) or "no change"
+    return f"{short(before)} -> {short(after)}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         reason = e.get("reason") or ""
-        print(f"{e['time'][:19]}  {e['actor']:<20} {e['action']:<15} {summary(e)}  ({reason})")
+        print(f"{e['time'][:19]}  {e['actor']:<20} {e['action']:<22} {summary(e)}  ({reason})")
     return 0

@@ -36,9 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ro.add_argument("--auto", action="store_true", help="let the monitor's rollout policy advance, complete or abort it")
     ro.add_argument("--policy", default=None, help='policy overrides as JSON, e.g. \'{"shadow_predictions": 5000}\'')
     ro.add_argument("--reason", default="manual rollout")
+    ro.add_argument("--actor", default=None, help="who starts it (default: the OS user)")
     for name, text in (("complete", "make the challenger production and end the rollout"), ("abort", "end the rollout, keep production")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--reason", default=f"manual {name}")
+        p.add_argument("--actor", default=None, help="who acts (default: the OS user)")
     st = sub.add_parser("rollout-status", help="the running rollout, its variant comparison and the policy's recommendation")
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -76,15 +78,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "rollout":
         policy = json.loads(args.policy) if args.policy else None
-        r = model_store.start_rollout(args.tag, args.mode, args.share, auto=args.auto, policy=policy, reason=args.reason)
+        r = model_store.start_rollout(args.tag, args.mode, args.share, auto=args.auto, policy=policy, reason=args.reason,
+                                     actor=args.actor)
         share = "every request, logged only" if r["mode"] == "shadow" else f"{r['share']:.1%}"
         print(f"rollout {r['id']}: {r['challenger']} as {r['mode']} challenger of {r['production']} ({share}){' [auto]' if r['auto'] else ''}")
         return 0
     if args.action == "complete":
-        print(f"rollout complete; production model: {model_store.complete_rollout(reason=args.reason)}")
+        print(f"rollout complete; production model: {model_store.complete_rollout(reason=args.reason, actor=args.actor)}")
         return 0
     if args.action == "abort":
-        print(f"rollout of {model_store.abort_rollout(reason=args.reason)} aborted; production model: {model_store.production_tag()}")
+        print(f"rollout of {model_store.abort_rollout(reason=args.reason, actor=args.actor)} aborted; production model: {model_store.production_tag()}")
         return 0
     if args.action == "rollout-status":
         return _rollout_status(args.json)

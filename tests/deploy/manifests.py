@@ -194,3 +194,43 @@ def unknown_keys(data: Any, annotation: Any, path: str = "") -> list[str]:
                 errors.extend(unknown_keys(value, by_key[key], f"{path}.{key}"))
         return errors
     return []
+
+
+# ---- docker-compose: variables and the Kafka broker's environment -------------------------------------
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
+COMPOSE_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+KAFKA_START = INFRA / "docker" / "kafka-start.sh"
+# Variables the apache/kafka image's launcher (and kafka-start.sh) reads itself instead of turning them into
+# broker properties.
+KAFKA_NOT_PROPERTIES = {"KAFKA_VERSION", "KAFKA_HEAP_OPTS", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
+                        "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL",
+                        "KAFKA_LOG4J_LOGGERS", "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_JMX_HOSTNAME"}
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's ``${...}`` substitution of ``value`` with ``variables`` (the env file); a required variable
+    (``:?``) that is missing or empty raises, as Compose refuses to start."""
+
+    def one(m: re.Match) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        got = variables.get(name)
+        if op == ":?" and not got:
+            raise KeyError(f"{name}: {arg}")
+        if op == ":-" and not got:
+            return arg
+        return got or ""
+
+    return COMPOSE_INTERPOLATION.sub(one, value)
+
+
+def kafka_env_to_properties(env: dict[str, str]) -> dict[str, str]:
+    """apache/kafka's rule (kafka-start.sh applies it too): strip KAFKA_, lower-case, ``___`` -> ``-``,
+    ``__`` -> ``_``, ``_`` -> ``.``."""
+    props = {}
+    for name, value in env.items():
+        if not name.startswith("KAFKA_") or name in KAFKA_NOT_PROPERTIES:
+            continue
+        key = name[len("KAFKA_"):].lower().replace("___", "-").replace("__", "\0").replace("_", ".").replace("\0", "_")
+        props[key] = str(value)
+    return props

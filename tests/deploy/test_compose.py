@@ -136,8 +136,10 @@ def _metrics_port(command: str) -> int:
 
 
 def test_init_creates_the_topics_of_the_code(services):
+    """`provision-roles` creates all_topics() (and the users and ACLs): tests/deploy/test_kafka_compose_config.py
+    runs it against the compose broker."""
     command = " ".join(services["init"]["command"])
-    assert "ensure_topics(all_topics(), role='admin')" in command
+    assert "python -m infra.kafka_broker provision-roles" in command
     assert "rtml apply" in command
     assert len(all_topics()) == 6  # the fraud repo's 3 domain topics + rtml's 3
 

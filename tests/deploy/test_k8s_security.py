@@ -149,7 +149,7 @@ def _flows() -> tuple[list, list]:
         (scoring, redis, 6379), (scoring, KAFKA_BROKER, 9092),
         (driver, KAFKA_BROKER, 9092), (driver, redis, 6379), (executor, KAFKA_BROKER, 9092), (executor, redis, 6379),
         (driver, executor, 7079), (executor, driver, 7078), (executor, executor, 7337), (driver, EXTERNAL, 443),
-        (monitor, KAFKA_BROKER, 9092), (apply, redis, 6379),
+        (monitor, KAFKA_BROKER, 9092), (apply, redis, 6379), (apply, KAFKA_BROKER, 9092),
         (PROMETHEUS, scoring, 3000), (PROMETHEUS, monitor, 9109), (PROMETHEUS, driver, 9108),
         (KAFKA_BROKER, KAFKA_BROKER, 9091), (KAFKA_BROKER, KAFKA_BROKER, 9090), (ENTITY_OPERATOR, KAFKA_BROKER, 9091),
         (ENTITY_OPERATOR, EXTERNAL, 443), (consistency, KAFKA_BROKER, 9092), (PROMETHEUS, consistency, 9110),
@@ -240,6 +240,54 @@ def test_only_the_spark_driver_gets_a_service_account_token():
         assert template["spec"].get("automountServiceAccountToken") is False, obj["metadata"]["name"]
 
 
+# ---- Strimzi: the operator builds the Kafka and entity-operator pods from the custom resources' templates ----
+
+def _strimzi_templates() -> list[tuple[str, dict, list[str]]]:
+    """(where, template, its container templates) of every Strimzi-built pod."""
+    kafka = one("Kafka", "rtml-kafka")["spec"]
+    out = [("Kafka spec.kafka.template", kafka["kafka"]["template"], ["kafkaContainer", "initContainer"]),
+           ("Kafka spec.entityOperator.template", kafka["entityOperator"]["template"],
+            ["topicOperatorContainer", "userOperatorContainer"])]
+    out += [(f"KafkaNodePool {p['metadata']['name']}", p["spec"]["template"], ["kafkaContainer", "initContainer"])
+            for p in objects_of("KafkaNodePool")]
+    return out
+
+
+@pytest.mark.parametrize("where,template,containers", _strimzi_templates(), ids=[t[0] for t in _strimzi_templates()])
+def test_strimzi_pods_run_restricted(where, template, containers):
+    # a template securityContext replaces the one of Strimzi's pod security provider: it must be complete
+    pod_ctx = template["pod"]["securityContext"]
+    assert pod_ctx["runAsNonRoot"] is True and pod_ctx["runAsUser"] > 0, where
+    assert pod_ctx["seccompProfile"] == {"type": "RuntimeDefault"}, where
+    for name in containers:
+        ctx = template[name]["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False, (where, name)
+        assert ctx["readOnlyRootFilesystem"] is True, (where, name)
+        assert ctx["capabilities"] == {"drop": ["ALL"]}, (where, name)
+        assert ctx.get("runAsNonRoot") is True and not ctx.get("privileged"), (where, name)
+
+
+def test_kafka_pods_keep_their_volumes_writable_and_every_pool_has_the_cluster_template():
+    kafka = one("Kafka", "rtml-kafka")["spec"]["kafka"]["template"]
+    assert kafka["pod"]["securityContext"]["fsGroup"] == 0  # what Strimzi sets for persistent storage without a template
+    for pool in objects_of("KafkaNodePool"):  # the pool's template wins: it must not be weaker than the cluster's
+        assert pool["spec"]["template"] == kafka, pool["metadata"]["name"]
+
+
+def test_the_sasl_listener_admits_the_clients_the_network_policy_admits():
+    """Strimzi writes its own NetworkPolicy per listener (open to every pod unless networkPolicyPeers is set)."""
+    [listener] = one("Kafka", "rtml-kafka")["spec"]["kafka"]["listeners"]
+    kafka_policy = one("NetworkPolicy", "rtml-kafka")["spec"]["ingress"]
+    [clients] = [rule["from"] for rule in kafka_policy if {p["port"] for p in rule.get("ports", [])} == {listener["port"]}]
+    assert listener["networkPolicyPeers"] == clients
+    rule = {"from": listener["networkPolicyPeers"], "ports": [{"protocol": "TCP", "port": listener["port"]}]}
+    for client in (rtml("fraud-scoring"), rtml("rtml-monitor"), rtml("rtml-apply"), rtml("rtml-stream-driver"),
+                   rtml("rtml-stream-executor"), rtml("rtml-consistency"), PRODUCT_CLIENT):
+        assert _rule_allows(rule, "from", client, listener["port"], "TCP"), _ident(client, KAFKA_BROKER, listener["port"])
+    for outsider in (INTRUDER, UNLABELLED_OUTSIDER, PROMETHEUS, rtml("redis")):
+        assert not _rule_allows(rule, "from", outsider, listener["port"], "TCP"), _ident(outsider, KAFKA_BROKER, listener["port"])
+
+
 # ---- credentials ----------------------------------------------------------------------------------------
 
 def test_no_secret_values_in_the_repository():
@@ -306,7 +354,7 @@ def _run_create_secrets(tmp_path: Path) -> tuple[dict[str, dict[str, str]], list
 
 def test_create_secrets_provides_every_referenced_secret(tmp_path):
     created, calls = _run_create_secrets(tmp_path)
-    strimzi_users = {"rtml-product", "rtml-stream", "rtml-serving", "rtml-monitor", "rtml-admin"}
+    strimzi_users = {u["metadata"]["name"] for u in objects_of("KafkaUser")}
     for name, key in sorted(_secret_refs()):
         if name in strimzi_users:
             assert key == "password", name  # the Secret Strimzi's user operator writes for a KafkaUser
@@ -345,7 +393,7 @@ def _env(containers: list[dict]) -> dict[str, dict]:
     ("rtml-stream-executor", "rtml-writer", "rtml-stream"),
     ("rtml-monitor", None, "rtml-monitor"),
     ("rtml-consistency", None, "rtml-monitor"),
-    ("rtml-apply", "rtml-writer", None),
+    ("rtml-apply", "rtml-writer", "rtml-operator"),  # its audit entry goes to the `audit` topic
 ])
 def test_each_component_uses_its_own_users(pod_name, redis_user, kafka_user):
     containers = next(c for n, _l, _s, c in _pods() if n == pod_name)
@@ -361,6 +409,19 @@ def test_each_component_uses_its_own_users(pod_name, redis_user, kafka_user):
         assert env["RTML_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": kafka_user, "key": "password"}
     else:
         assert "RTML_KAFKA_PASSWORD" not in env
+
+
+@pytest.mark.parametrize("pod_name", ["rtml-monitor", "rtml-apply"])
+def test_pods_that_audit_authenticate_as_a_kafka_user_that_may_write_the_audit_topic(pod_name):
+    """core.audit publishes as RTML_KAFKA_USER when set: the monitor (the rollout policy's steps, the promotions of
+    the retraining it starts) and the rtml-apply Job (feature applies) must be allowed to write `audit`."""
+    from core.settings import Topics
+
+    env = _env(next(c for n, _l, _s, c in _pods() if n == pod_name))
+    user = next(u for u in objects_of("KafkaUser") if u["metadata"]["name"] == env["RTML_KAFKA_USER"]["value"])
+    writes = {acl["resource"]["name"] for acl in user["spec"]["authorization"]["acls"]
+              if acl["resource"]["type"] == "topic" and "Write" in acl["operations"]}
+    assert Topics().audit in writes, (pod_name, writes)
 
 
 def test_api_keys_come_from_a_secret_volume(monkeypatch):

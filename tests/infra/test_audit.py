@@ -174,3 +174,86 @@ def test_rtml_apply_audits_the_definition_diff(model_state, monkeypatch, tmp_pat
     assert main(["audit", "--action", "features"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "features.apply" in lines[1] and "1 changed" in lines[1] and "(shorter ttl)" in lines[1]
+
+
+def _rollout_view(production, challenger=None, mode=None, share=None) -> dict:
+    return {"production": production, "challenger": challenger, "mode": mode, "share": share}
+
+
+def test_rollout_start_mode_complete_and_abort_are_audited(model_state, monkeypatch, capsys):
+    from core import model_store
+    from rtml.cli import main
+    from tests.fixtures import models as fixture_models
+
+    _no_kafka(monkeypatch)
+    a = fixture_models.save_test_model(n_rows=300, rounds=2, seed=1, promote_it=False)
+    b = fixture_models.save_test_model(n_rows=300, rounds=2, seed=2, promote_it=False)
+    model_store.promote(a, reason="base", actor="alice")
+    r = model_store.start_rollout(b, "shadow", reason="try b", actor="dana")
+    model_store.set_rollout_mode("canary", "20%", reason="shadow looked fine")  # default actor: the OS user
+    assert model_store.complete_rollout(reason="canary clean", actor="erin") == b
+    model_store.start_rollout(a, "ab", "50%", reason="try a again", actor="dana")
+    assert model_store.abort_rollout(reason="changed my mind", actor="frank") == a
+    assert model_store.production_tag() == b
+
+    entries = audit.read(action="model.rollout")
+    assert [(e["action"], e["actor"], e["before"], e["after"], e["reason"]) for e in entries] == [
+        ("model.rollout.start", "dana", _rollout_view(a), _rollout_view(a, b, "shadow", 0.05), "try b"),
+        ("model.rollout.mode", audit.default_actor(), _rollout_view(a, b, "shadow", 0.05), _rollout_view(a, b, "canary", 0.2),
+         "shadow looked fine"),
+        ("model.rollout.complete", "erin", _rollout_view(a, b, "canary", 0.2), _rollout_view(b), "canary clean"),
+        ("model.rollout.start", "dana", _rollout_view(b), _rollout_view(b, a, "ab", 0.5), "try a again"),
+        ("model.rollout.abort", "frank", _rollout_view(b, a, "ab", 0.5), _rollout_view(b), "changed my mind"),
+    ]  # fmt: skip
+    assert entries[0]["details"] == {"rollout_id": r["id"], "auto": False}
+    assert entries[1]["details"] == entries[2]["details"] == {"rollout_id": r["id"]}
+    assert entries[3]["details"]["rollout_id"] != r["id"]
+    assert [h["actor"] for h in model_store.history()[1:]] == ["dana", audit.default_actor(), "erin", "dana", "frank"]
+
+    capsys.readouterr()
+    assert main(["models", "rollout", a.split(":")[1], "--mode", "canary", "--share", "10%", "--actor", "gina"]) == 0
+    assert main(["models", "abort", "--reason", "cli abort", "--actor", "gina"]) == 0
+    assert main(["audit", "--action", "model.rollout", "-n", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()[-2:]
+    assert "gina" in lines[0] and "model.rollout.start" in lines[0]
+    assert f"challenger: null -> {a}, mode: null -> canary, share: null -> 0.1" in lines[0]
+    assert "model.rollout.abort" in lines[1] and "(cli abort)" in lines[1]
+
+
+def test_the_rollout_policy_moving_a_rollout_on_is_audited_as_the_policy(model_state, monkeypatch, tmp_path):
+    from core import model_store
+    from monitoring.rollout import RolloutController, RolloutTracker
+    from tests.fixtures import models as fixture_models
+
+    _no_kafka(monkeypatch)
+    a = fixture_models.save_test_model(n_rows=300, rounds=2, seed=1)
+    b = fixture_models.save_test_model(n_rows=300, rounds=2, seed=2, promote_it=False)
+    policy = {"shadow_predictions": 20, "min_agreement": 0.5, "canary_share": 0.25, "canary_predictions": 30}
+    rollout = model_store.start_rollout(b, "shadow", auto=True, policy=policy, actor="dana")
+
+    def predictions(tracker, n, variants):
+        for i in range(n):
+            for v in variants:
+                tracker.add_record(json.dumps({
+                    "request_id": f"r{i}", "transaction_id": f"t{i}", "variant": v, "model_version": v,
+                    "served": v == "production", "score": 0.2, "decision": "legit", "latency_ms": 0.1,
+                }).encode())  # fmt: skip
+
+    shadow = RolloutTracker(model_store.rollout_state())
+    predictions(shadow, 25, ("production", "challenger"))
+    assert RolloutController(tmp_path / "status").step(shadow).action == "canary"
+    canary = RolloutTracker(model_store.rollout_state())
+    predictions(canary, 10, ("challenger",))
+    assert RolloutController(tmp_path / "status").step(canary).action == "hold"  # a hold changes nothing
+    predictions(canary, 40, ("challenger",))
+    assert RolloutController(tmp_path / "status").step(canary).action == "complete"
+    assert model_store.production_tag() == b
+
+    moves = audit.read(action="model.rollout")[1:]
+    policy_actor = f"rollout policy (rollout {rollout['id']}) as {audit.default_actor()}"
+    assert [(e["action"], e["actor"], e["before"], e["after"]) for e in moves] == [
+        ("model.rollout.mode", policy_actor, _rollout_view(a, b, "shadow", 0.05), _rollout_view(a, b, "canary", 0.25)),
+        ("model.rollout.complete", policy_actor, _rollout_view(a, b, "canary", 0.25), _rollout_view(b)),
+    ]
+    assert moves[0]["reason"] == "policy: canary: shadow: 25 pairs, agreement 100.00%, no regression"
+    assert moves[1]["reason"] == "policy: complete: canary: 50 challenger predictions, no regression"

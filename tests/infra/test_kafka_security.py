@@ -222,3 +222,34 @@ def test_spark_kafka_source_authenticates_as_its_role(own_roles):
     assert "TopicAuthorization" in str(result["denied"])
     password = load_secrets(s)["stream"]
     assert password not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("user", "published"), [("monitor", True), ("operator", True), ("serving", False)])
+def test_audit_entries_reach_the_topic_as_the_deployment_user(own_roles, monkeypatch, caplog, user, published):
+    """On k8s RTML_KAFKA_USER overrides the audit trail's role: the monitor pod (rollout policy, retraining
+    promotions) and the rtml-apply Job (as the operator user) must reach `audit`; a user without the ACL is
+    refused (a warning; the JSONL keeps the entry)."""
+    from core import audit
+
+    s = own_roles
+    admin = client_security("admin")  # the admin reads the topic back (before the override names the user)
+    monkeypatch.setenv("RTML_KAFKA_USER", user)
+    monkeypatch.setenv("RTML_KAFKA_PASSWORD", load_secrets(s)[user])
+    reason = f"acl-probe-{uuid.uuid4().hex[:8]}"
+    with caplog.at_level(logging.WARNING, logger="core.audit"):
+        entry = audit.record("model.rollout.abort", f"probe as {user}", before={}, after={}, reason=reason)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "core.audit"]
+    assert audit.read()[-1] == entry
+    consumer = KafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap.split(","), enable_auto_commit=False, consumer_timeout_ms=3000, **admin
+    )
+    try:
+        consumer.assign([TopicPartition(s.topics.audit, p) for p in consumer.partitions_for_topic(s.topics.audit)])
+        consumer.seek_to_beginning()
+        on_topic = [json.loads(m.value) for m in consumer if reason.encode() in m.value]
+    finally:
+        consumer.close()
+    if published:
+        assert warnings == [] and on_topic == [entry]
+    else:
+        assert on_topic == [] and len(warnings) == 1 and "could not publish" in warnings[0]

@@ -381,7 +381,11 @@ def _(ctx: Context) -> str:
         serving.close()
 
 
-@probe("redis.default_user_off", "redis", "ACL GETUSER default (as rtml-admin)", "the default user is off, with no commands")
+@probe("redis.default_user_off", "redis",
+       "ACL GETUSER default (as rtml-admin); AUTH as `default` (empty, guessed and one-argument AUTH); PING, GET, "
+       "FLUSHALL and CONFIG GET without authenticating",
+       "default is off with no password (its +@all only lets Redis replay the append-only file: start-redis.sh): "
+       "every AUTH as it WRONGPASS, every unauthenticated command NOAUTH")
 def _(ctx: Context) -> str:
     admin = _redis(ctx.s, "admin")
     try:
@@ -389,8 +393,17 @@ def _(ctx: Context) -> str:
     finally:
         admin.close()
     flags = info.get("flags", [])
-    check("off" in flags and "on" not in flags, f"default user flags {flags}")
-    return f"default flags {flags}, commands {info.get('commands')}"
+    check("off" in flags and "on" not in flags and "nopass" not in flags, f"default user flags {flags}")
+    check(not info.get("passwords"), "the default user has a password: someone could log in as it")
+    guess = "guess-" + uuid.uuid4().hex
+    auths = [_redis_refused(ctx.s, None, call, "invalid username-password")
+             for call in (lambda c: c.execute_command("AUTH", "default", ""),
+                          lambda c: c.execute_command("AUTH", "default", guess),
+                          lambda c: c.execute_command("AUTH", guess))]  # fmt: skip
+    noauth = [_redis_refused(ctx.s, None, call, "Authentication required")
+              for call in (lambda c: c.ping(), lambda c: c.get(_feast_key(ctx.s)), lambda c: c.flushall(),
+                           lambda c: c.config_get("requirepass"))]  # fmt: skip
+    return f"default flags {flags}, no password; {len(auths)} AUTHs refused ({auths[0]}); {len(noauth)} commands NOAUTH"
 
 
 @probe("redis.tls_refuses_plaintext_and_unknown_ca", "redis",
@@ -579,6 +592,26 @@ def _(ctx: Context) -> str:
     return f"{found} credential variables, all required (${{VAR:?}})"
 
 
+@probe("deploy.compose_kafka_sasl_and_acls", "deploy",
+       "the compose Kafka broker's listeners, authorizer and passwords (its KAFKA_* environment as properties)",
+       "every listener SASL_PLAINTEXT, StandardAuthorizer, super users admin and controller only, no ACL = no "
+       "access, every JAAS password a required ${VAR:?}")
+def _(ctx: Context) -> str:
+    from tests.deploy.manifests import kafka_env_to_properties
+
+    props = kafka_env_to_properties(_compose()["services"]["kafka"]["environment"])
+    protocols = dict(item.split(":") for item in props["listener.security.protocol.map"].split(","))
+    check(set(protocols.values()) == {"SASL_PLAINTEXT"}, f"listener protocols {protocols}")
+    check(props.get("authorizer.class.name") == "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+          f"authorizer {props.get('authorizer.class.name')}")
+    check(props.get("super.users") == "User:admin;User:controller", f"super users {props.get('super.users')}")
+    check(props.get("allow.everyone.if.no.acl.found") == "false", "allow.everyone.if.no.acl.found is not false")
+    passwords = [p for v in props.values() for p in re.findall(r'(?:password|user_[a-z]+)="([^"]*)"', v)]
+    check(len(passwords) >= 4 and all(re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]+\}", p) for p in passwords),
+          "a JAAS password is a literal or optional")
+    return f"{len(protocols)} SASL listeners, StandardAuthorizer, {len(passwords)} JAAS passwords all required"
+
+
 @probe("deploy.compose_ports_loopback_only", "deploy", "published ports of docker-compose.yml",
        "every one bound to 127.0.0.1")
 def _(ctx: Context) -> str:
@@ -616,11 +649,23 @@ def _k8s_containers() -> list[tuple[str, dict, dict]]:
             pod = app["spec"][role]  # Spark operator: podSecurityContext for the pod, securityContext for the container
             out.append((f"SparkApplication/{app['metadata']['name']}/{role}",
                         {"securityContext": pod.get("podSecurityContext")}, pod))
+    for kind, path, containers in (("Kafka", ("kafka",), ("kafkaContainer", "initContainer")),
+                                   ("Kafka", ("entityOperator",), ("topicOperatorContainer", "userOperatorContainer")),
+                                   ("KafkaNodePool", (), ("kafkaContainer", "initContainer"))):
+        for obj in objects_of(kind):  # Strimzi builds these pods from the templates of its custom resources
+            spec = obj["spec"]
+            for key in path:
+                spec = spec[key]
+            template = spec.get("template") or {}
+            for c in containers:
+                out.append((f"{kind}/{obj['metadata']['name']}/{'.'.join(path)}/{c}",
+                            template.get("pod") or {}, {"name": c, **(template.get(c) or {})}))
     return out
 
 
 @probe("deploy.k8s_non_root_read_only_no_escalation", "deploy",
-       "securityContext of every Kubernetes container (Deployments, StatefulSet, Job, Spark driver/executors)",
+       "securityContext of every Kubernetes container (Deployments, StatefulSet, Job, Spark driver/executors, "
+       "Strimzi's Kafka and entity-operator pods)",
        "runAsNonRoot, readOnlyRootFilesystem, allowPrivilegeEscalation false, all capabilities dropped")
 def _(ctx: Context) -> str:
     bad = []
@@ -700,6 +745,33 @@ def _(ctx: Context) -> str:
     check(model_store.production_tag() is not None and model_store.production_tag().split(":")[-1] == first.split(":")[-1],
           "rollback did not restore the first model")
     return f"model.promote {entries[0]['before']} -> {entries[0]['after']}; model.rollback recorded, actor probe-actor"
+
+
+@probe("audit.rollout_recorded", "audit",
+       "start a canary rollout of a challenger, complete it (the production model changes), roll back",
+       "model.rollout.start and model.rollout.complete entries naming actor, time, reason and before/after "
+       "(production, challenger, mode, share)", fast=False)
+def _(ctx: Context) -> str:
+    from core import audit, model_store
+    from tests.fixtures import models as fixture_models
+
+    before = len(audit.read())
+    first = model_store.production_tag() or fixture_models.save_test_model(n_rows=500, rounds=5, promote_it=True)
+    tag = fixture_models.save_test_model(n_rows=500, rounds=5, seed=8, promote_it=False)
+    model_store.start_rollout(tag, "canary", "10%", reason="security probe rollout", actor="probe-actor")
+    model_store.complete_rollout(reason="security probe complete", actor="probe-actor")
+    model_store.rollback(reason="security probe restore", actor="probe-actor")
+    entries = [e for e in audit.read()[before:] if e["action"].startswith("model.rollout.")]
+    check([e["action"] for e in entries] == ["model.rollout.start", "model.rollout.complete"], f"entries {entries}")
+    for e in entries:
+        check(e["actor"] == "probe-actor" and e["time"] and e["reason"].startswith("security probe"), f"incomplete {e}")
+    start, complete = entries
+    check(start["after"] == {"production": first, "challenger": tag, "mode": "canary", "share": 0.1},
+          f"start entry after {start['after']}")
+    check(complete["before"] == start["after"] and complete["after"]["production"] == tag
+          and complete["after"]["challenger"] is None, f"complete entry {complete['before']} -> {complete['after']}")
+    check(model_store.production_tag() == first, "rollback did not restore the first model")
+    return f"model.rollout.start -> {start['after']}; model.rollout.complete -> {complete['after']}"
 
 
 # ---------------------------------------------------------------------------------------------- API

@@ -326,7 +326,7 @@ def test_policy_goes_shadow_canary_complete_on_its_own(serving, challenger, caps
         for t in known_transactions(50, seed=60):
             assert post(serving.url, "/predict", t).status_code == 200
         event = wait_history("rollout-canary", challenger, since)
-        assert event["tag"] == challenger and event["reason"].startswith("policy: shadow: ")
+        assert event["tag"] == challenger and event["reason"].startswith("policy: canary: shadow: ")
         status = read_status("shadow")
         assert status["rollout"]["id"] == rollout["id"] and status["shadow"]["pairs"] >= 40
         assert 0.0 <= status["shadow"]["decision_agreement"] <= 1.0 and status["shadow"]["score_mean_abs_diff"] > 0
