@@ -259,6 +259,7 @@ class PredictionService:
         """Start-up objects never need scanning again: keeps gen-2 GC pauses off the request path."""
         gc.collect()
         gc.freeze()
+        metrics.cache_multiprocess_pid()
         # Background threads (prediction log, Kafka sender) give the GIL back to the event loop within
         # this interval instead of the default 5 ms, which would otherwise show up in p99.
         sys.setswitchinterval(_SERVING.switch_interval_s)

@@ -46,3 +46,44 @@ def test_batched_histogram_and_counter_equal_direct_observations_after_flush():
         t.join()
     c.flush()
     assert counter._value.get() == 20_000
+
+
+_PID_SCRIPT = r"""
+import os, sys
+from prometheus_client import Counter, values
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import CollectorRegistry
+import bentos.metrics as m
+
+assert type(values.ValueClass).__name__ != "MutexValue" and m.cache_multiprocess_pid()
+c = Counter("probe_total", "probe")
+calls = []
+real = os.getpid
+os.getpid = lambda: calls.append(1) or real()  # updates must not ask the kernel any more
+c.inc(3)
+os.getpid = real
+assert not calls, len(calls)
+child = os.fork()
+if child == 0:  # a fork still gets files of its own
+    c.inc(10)
+    os._exit(0)
+os.waitpid(child, 0)
+c.inc(1)
+files = sorted(f for f in os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]) if f.startswith("counter_"))
+assert files == sorted([f"counter_{real()}.db", f"counter_{child}.db"]), files
+total = {s.name: s.value for metric in MultiProcessCollector(CollectorRegistry()).collect() for s in metric.samples}
+print(total["probe_total"])
+"""
+
+
+def test_multiprocess_metrics_use_a_cached_pid_and_still_notice_a_fork(tmp_path):
+    """With the pid cached, a metric update makes no getpid call; a forked child still writes its own file,
+    and the collector adds both processes up (3 + 1 here, 10 in the child)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _PID_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.strip().splitlines()[-1]) == 14.0
