@@ -49,15 +49,21 @@ class _Producer:
         return 0
 
 
-def test_prediction_log_sends_what_is_queued_at_shutdown(monkeypatch):
-    producer = _Producer()
-    log = PredictionLog("transaction_id", ("user_id",), maxsize=10_000, chunk=64)
+def _log_on(producer, monkeypatch, **options) -> tuple[PredictionLog, list[tuple[str, int]]]:
+    """A prediction log sending opaque entries through ``producer``, and the list its drops go to."""
+    log = PredictionLog("transaction_id", ("user_id",), maxsize=10_000, chunk=64, **options)
     drops: list[tuple[str, int]] = []
     log.on_drop = lambda reason, n: drops.append((reason, n))
     monkeypatch.setattr(log, "_connect", lambda: setattr(log, "_producer", producer))
     monkeypatch.setattr(log, "event_seconds", lambda e: 0.0)
     monkeypatch.setattr(log, "record", lambda e, event_s: {"request_id": e})
     monkeypatch.setattr(log, "score_shadow", lambda entries: entries)
+    return log, drops
+
+
+def test_prediction_log_sends_what_is_queued_at_shutdown(monkeypatch):
+    producer = _Producer()
+    log, drops = _log_on(producer, monkeypatch)
     for i in range(2000):
         log.put(f"r{i}")
     log.start()
@@ -184,13 +190,7 @@ def test_prediction_log_counts_records_still_undelivered_at_shutdown(monkeypatch
             return self.pending  # nothing delivered: all still queued
 
     producer = _Stalled()
-    log = PredictionLog("transaction_id", ("user_id",), maxsize=10_000, chunk=64, drain_s=0.5)
-    drops: list[tuple[str, int]] = []
-    log.on_drop = lambda reason, n: drops.append((reason, n))
-    monkeypatch.setattr(log, "_connect", lambda: setattr(log, "_producer", producer))
-    monkeypatch.setattr(log, "event_seconds", lambda e: 0.0)
-    monkeypatch.setattr(log, "record", lambda e, event_s: {"request_id": e})
-    monkeypatch.setattr(log, "score_shadow", lambda entries: entries)
+    log, drops = _log_on(producer, monkeypatch, drain_s=0.5)
     producer.poll = lambda _t=0: 0  # the broker never answers
     for i in range(100):
         log.put(f"r{i}")
