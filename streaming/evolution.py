@@ -106,7 +106,7 @@ def seed(spark, p: Plan, topic: str, bootstrap: str, rules, online) -> dict[str,
     from pyspark.sql import functions as F
 
     from streaming.parsing import parse_events
-    from streaming.tile_store import tile_ttl_s, write_view_partition
+    from streaming.tile_store import tile_ttl_s, write_view_rows
 
     if not p.seed_views:
         return {}
@@ -138,8 +138,8 @@ def seed(spark, p: Plan, topic: str, bootstrap: str, rules, online) -> dict[str,
             if not parts:
                 return
             try:
-                n, rows = write_view_partition(view, pd.concat(parts, ignore_index=True), online, ttl_s, epoch,
-                                               allowed)
+                # entities merged a bounded number at a time, as the stream writer and the backfill do
+                n, rows = write_view_rows(view, pd.concat(parts, ignore_index=True), online, ttl_s, epoch, allowed)
             finally:
                 online.close()
             yield pd.DataFrame({"tiles": [n], "rows": [rows]})
