@@ -3,11 +3,14 @@
 Used by the stream job (streaming, state in the RocksDB state store) and by the backfill (batch): the
 same rows, the same aggregate expressions (:func:`streaming.tiles.spark_measure`).
 
-Row layout (one per view and valid event; one per dead letter): ``vid`` (view index, -1 for a dead
-letter), ``k`` (entity key), ``tile`` (tile start, us), ``wend`` (watermark column: end of the tile of
-min(event time, processing time)), ``ts_us`` (event time), ``v__<column>`` (the event columns a view
-reads, null for columns it does not), ``dlq`` (dead letters only), ``eid`` (with an event id field: the
-event's id, ``dlq:<partition>:<offset>`` for a dead letter), what :func:`drop_duplicate_events` keys on.
+Stream records first become *event rows* (:func:`event_rows`: the parsed columns plus ``wend``, the
+watermark column, the end of the coarsest view tile holding min(event time, processing time), and ``eid``,
+the event's id, ``dlq:<partition>:<offset>`` for a dead letter), where :func:`drop_duplicate_events` drops
+a second copy of an event once, before anything is per view. :func:`view_rows` then splits each into the
+tile rows (one per view and valid event; one per dead letter): ``vid`` (view index, -1 for a dead letter),
+``k`` (entity key), ``tile`` (tile start, us), ``ts_us`` (event time), ``ts_times`` (the event time again
+for views that keep event times, else null), ``v__<column>`` (the event columns a view reads, null for
+columns it does not), ``dlq`` (dead letters only) and ``wend``, passed through so it keeps its watermark.
 
 The state schema id hashes everything the state layout depends on (format version, views, keys, tile
 sizes, measures). A change gives a new Spark checkpoint folder; see :mod:`streaming.stream_job`.
@@ -19,9 +22,10 @@ import hashlib
 import json
 
 from streaming.feature_specs import ViewSpec
-from streaming.tiles import Measure, spark_measure, view_measures
+from streaming.tiles import EVENT_TIMES_COLUMN, Measure, spark_measure, view_measures
 
-STATE_FORMAT_VERSION = 2  # 2: duplicate events dropped by event id before the tile aggregation
+STATE_FORMAT_VERSION = 3  # 2: duplicate events dropped by event id before the tile aggregation; 3: once per
+# event (not per view), the watermark column the end of the coarsest view tile
 VALUE_PREFIX = "v__"
 DLQ_TILE_US = 60_000_000
 
@@ -55,57 +59,81 @@ def _tile_end(time_us, tile_us: int):
     return F.timestamp_micros((F.floor(time_us / F.lit(tile_us)) + 1) * F.lit(tile_us))
 
 
-def tile_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = True, event_id: str | None = None):
-    """Parsed events (see :func:`streaming.parsing.parse_events`) -> one row per view (and dead letter).
+def event_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = True, event_id: str | None = None):
+    """Parsed events (see :func:`streaming.parsing.parse_events`) plus the two columns every record needs before
+    it is split per view: ``wend`` (the watermark column: end of the coarsest view tile holding min(event time,
+    processing time); a dead letter's own) and, with an ``event_id`` field, ``eid`` (the event's id,
+    ``dlq:<partition>:<offset>`` for a dead letter). Duplicates are dropped on these rows, once per event."""
+    from pyspark.sql import functions as F
 
-    ``events`` needs ``event_us`` and the views' columns; for the stream also ``batch_us``,
-    ``dlq_reason``, ``dlq_field``, ``raw_base64``, ``source_topic``, ``partition``, ``offset``.
-    ``event_id``: the event id field (:func:`core.contracts.event_id_field`): adds the ``eid`` column.
-    """
+    tile_us = max(v.tile_us for v in views)
+    clamp = F.least(F.col("event_us"), F.col("batch_us")) if "batch_us" in events.columns else F.col("event_us")
+    wend = _tile_end(clamp, tile_us)
+    eid = F.col(event_id).cast("string") if event_id is not None else None
+    if with_dead_letters:
+        # A dead letter's event time: its Kafka record's (see streaming.parsing), not the batch's clock.
+        bad = F.col("dlq_reason").isNotNull()
+        wend = F.when(bad, _tile_end(_letter_us(events), DLQ_TILE_US)).otherwise(wend)
+        if eid is not None:
+            eid = F.when(bad, F.concat(F.lit("dlq:"), F.col("partition").cast("string"), F.lit(":"),
+                                       F.col("offset").cast("string"))).otherwise(eid)
+    return events.select("*", wend.alias("wend"), *([eid.alias("eid")] if eid is not None else []))
+
+
+def _letter_us(events):
+    from pyspark.sql import functions as F
+
+    return F.coalesce(F.col("letter_us"), F.col("batch_us")) if "letter_us" in events.columns else F.col("batch_us")
+
+
+def view_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = True):
+    """:func:`event_rows` -> one row per view and valid event (one per dead letter): the tile aggregation's input.
+    ``wend`` passes through untouched, so it keeps its watermark."""
     from pyspark.sql import functions as F
 
     cols = value_columns(views)
     types = {c: events.schema[c].dataType for c in cols}
     dlq_type = "struct<reason:string,field:string,raw_base64:string,source_topic:string,partition:int,offset:bigint>"
-    clamp = F.least(F.col("event_us"), F.col("batch_us")) if "batch_us" in events.columns else F.col("event_us")
     elements = []
     for i, v in enumerate(views):
         fields = [
             F.lit(i).alias("vid"),
             F.col(v.join_key).cast("bigint").alias("k"),
             (F.floor(F.col("event_us") / F.lit(v.tile_us)) * F.lit(v.tile_us)).cast("bigint").alias("tile"),
-            _tile_end(clamp, v.tile_us).alias("wend"),
             F.col("event_us").alias("ts_us"),
+            (F.col("event_us") if any(m.kind == "ts" for m in view_measures(v)) else F.lit(None).cast("bigint")
+             ).alias(EVENT_TIMES_COLUMN),
         ]
         fields += [(F.col(c) if c in v.value_columns else F.lit(None).cast(types[c])).alias(VALUE_PREFIX + c)
                    for c in cols]
         fields.append(F.lit(None).cast(dlq_type).alias("dlq"))
-        if event_id is not None:
-            fields.append(F.col(event_id).cast("string").alias("eid"))
         elements.append(F.struct(*fields))
     if not with_dead_letters:
-        return events.select(F.explode(F.array(*elements)).alias("r")).select("r.*")
-    # A dead letter's event time: its Kafka record's (see streaming.parsing), not the batch's clock.
-    letter_us = F.coalesce(F.col("letter_us"), F.col("batch_us")) if "letter_us" in events.columns else F.col("batch_us")
+        return events.select("wend", F.explode(F.array(*elements)).alias("r")).select("r.*", "wend")
     letter = F.struct(
         F.lit(-1).alias("vid"), F.col("offset").cast("bigint").alias("k"), F.col("partition").cast("bigint").alias("tile"),
-        _tile_end(letter_us, DLQ_TILE_US).alias("wend"), letter_us.alias("ts_us"),
+        _letter_us(events).alias("ts_us"), F.lit(None).cast("bigint").alias(EVENT_TIMES_COLUMN),
         *[F.lit(None).cast(types[c]).alias(VALUE_PREFIX + c) for c in cols],
         F.struct(F.col("dlq_reason").alias("reason"), F.col("dlq_field").alias("field"),
                  F.col("raw_base64"), F.col("source_topic"), F.col("partition").cast("int").alias("partition"),
                  F.col("offset").cast("bigint").alias("offset")).alias("dlq"),
-        *([F.concat(F.lit("dlq:"), F.col("partition").cast("string"), F.lit(":"), F.col("offset").cast("string")).alias("eid")]
-          if event_id is not None else []),
     )
     bad = F.col("dlq_reason").isNotNull()
-    return events.select(F.explode(F.when(bad, F.array(letter)).otherwise(F.array(*elements))).alias("r")).select("r.*")
+    return events.select("wend", F.explode(F.when(bad, F.array(letter)).otherwise(F.array(*elements))).alias("r")
+                         ).select("r.*", "wend")
 
 
-def drop_duplicate_events(rows):
-    """Tile rows (with ``eid``, under a watermark on ``wend``) without a second row of the same view and event
-    id: an event sent twice is counted once. Bounded state: an id is kept until the watermark passes its tile
-    end plus the watermark delay; a copy arriving after that is older than the watermark, dropped as late."""
-    return rows.dropDuplicatesWithinWatermark(["vid", "eid"])
+def tile_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = True):
+    """Parsed events -> one row per view (and dead letter): :func:`view_rows` of :func:`event_rows` (batch jobs)."""
+    return view_rows(event_rows(events, views, with_dead_letters), views, with_dead_letters)
+
+
+def drop_duplicate_events(events):
+    """Event rows (:func:`event_rows` with ``eid``, under a watermark on ``wend``) without a second record of the
+    same event id: an event sent twice is counted once, before it is split per view. Bounded state: an id is kept
+    until the watermark passes its tile end plus the watermark delay; a copy arriving after that is older than
+    the watermark, dropped as late."""
+    return events.dropDuplicatesWithinWatermark(["eid"])
 
 
 def drop_duplicate_history(events, event_id: str):

@@ -3,8 +3,9 @@
 One streaming query (Spark SQL end to end, nothing collected to the driver but per-batch counts):
 
 1. Kafka records are parsed and validated (:func:`streaming.parsing.parse_events`).
-2. Each valid event becomes one row per stream view (``vid``, entity key ``k``, tile start, values);
-   a dead letter becomes one row of its own (``vid = -1``, keyed by its offset). One pass, one parse.
+2. A second copy of an event (same event id) is dropped, once per event; then each valid event becomes
+   one row per stream view (``vid``, entity key ``k``, tile start, values); a dead letter becomes one
+   row of its own (``vid = -1``, keyed by its offset). One pass, one parse.
 3. ``groupBy(vid, k, tile, wend)`` aggregates the tile measures (:mod:`streaming.tiles`) natively in
    the JVM, state in the RocksDB state store (changelog checkpointing), update output mode: each
    micro-batch emits the absolute value of every tile it touched.
@@ -12,7 +13,7 @@ One streaming query (Spark SQL end to end, nothing collected to the driver but p
    (:mod:`streaming.tile_store`), writes them to Redis, merges each touched entity's tiles into its
    features and upserts them in Feast's format; dead letters go to the DLQ topic.
 
-Event time and lateness: the watermark column ``wend`` is the end of the tile of
+Event time and lateness: the watermark column ``wend`` is the end of the (coarsest view) tile of
 ``min(event time, processing time)``, so an event stamped in the future (inside the DLQ tolerance)
 cannot push the watermark past processing time; the watermark delay is the source's
 ``watermark_delay_threshold`` plus one tile, so the watermark never passes processing time minus the
@@ -20,7 +21,7 @@ allowed lateness. A tile leaves the state once the watermark passes its end; an 
 left is dropped and counted (``rtml_stream_late_events_total{kind="dropped"}``).
 
 Duplicates: an event sent twice (same event id, :func:`core.contracts.event_id_field`) is counted once: the
-tile rows go through ``dropDuplicatesWithinWatermark`` on (view, event id) before the aggregation, state
+event rows go through ``dropDuplicatesWithinWatermark`` on the event id before they are split per view, state
 bounded by the same watermark (a copy arriving after its id left the state is older than the watermark,
 dropped as late). Dropped copies are counted per batch (``duplicates_dropped``).
 
@@ -142,12 +143,12 @@ class StreamJob:
 
     def tiles(self, events):
         """The tile aggregation of parsed events (a streaming DataFrame of tile rows, update mode)."""
-        from streaming.state_schema import drop_duplicate_events, tile_aggregation, tile_rows
+        from streaming.state_schema import drop_duplicate_events, event_rows, tile_aggregation, view_rows
 
-        rows = tile_rows(events, self.spec.views, event_id=self.event_id)
+        rows = event_rows(events, self.spec.views, event_id=self.event_id)
         delay_ms = (self.spec.watermark_delay_us + max(v.tile_us for v in self.spec.views)) // 1000
         rows = drop_duplicate_events(rows.withWatermark("wend", f"{delay_ms} milliseconds"))
-        return tile_aggregation(rows, self.spec.views)
+        return tile_aggregation(view_rows(rows, self.spec.views), self.spec.views)
 
     def start(self):
         """Start the streaming query (returns the StreamingQuery)."""
@@ -218,12 +219,13 @@ class StreamJob:
             return
         self._seen_batches.add(batch)
         events = int(progress.get("numInputRows") or 0)
-        dropped_rows = sum(int((op.get("customMetrics") or {}).get("numRowsDroppedByWatermark", 0) or 0)
-                           + int(op.get("numRowsDroppedByWatermark") or 0) for op in progress.get("stateOperators", []))
-        dropped = dropped_rows // max(len(self.spec.views), 1)  # one row per view per event
-        duplicate_rows = sum(int((op.get("customMetrics") or {}).get("numDroppedDuplicateRows", 0) or 0)
-                             for op in progress.get("stateOperators", []))
-        duplicates = duplicate_rows // max(len(self.spec.views), 1)
+        # Late events are dropped by the first stateful operator, the duplicate drop (one row per event; the
+        # tile aggregation after it, one row per view, sees none late in the same batch).
+        dropped = sum(int((op.get("customMetrics") or {}).get("numRowsDroppedByWatermark", 0) or 0)
+                      + int(op.get("numRowsDroppedByWatermark") or 0) for op in progress.get("stateOperators", [])
+                      if "dedup" in str(op.get("operatorName", "")).lower())
+        duplicates = sum(int((op.get("customMetrics") or {}).get("numDroppedDuplicateRows", 0) or 0)
+                         for op in progress.get("stateOperators", []))
         self.metrics.events_read.inc(events)
         self.metrics.late.labels(kind="dropped").inc(dropped)
         folder = self.options.checkpoint() / "batches"

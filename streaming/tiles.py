@@ -24,11 +24,13 @@ a float is correctly rounded (Python integer true division). Variance/std are sa
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 
 from streaming.feature_specs import AggSpec, ViewSpec
 
@@ -83,6 +85,11 @@ def view_measures(spec: ViewSpec) -> tuple[Measure, ...]:
 
 
 # -- Spark side: the tile aggregation (the same expressions in the stream job and the backfill) ------------
+# The event time again, set only on the rows of views that keep event times (``ts``): other views' tiles
+# do not collect them (a busy merchant's tile would hold every event time of its minute).
+EVENT_TIMES_COLUMN = "ts_times"
+
+
 def spark_measure(m: Measure, column_prefix: str = ""):
     """Aggregate expression of one measure over rows with event time ``ts_us`` (bigint) and the event columns."""
     from pyspark.sql import functions as F
@@ -102,7 +109,7 @@ def spark_measure(m: Measure, column_prefix: str = ""):
     if m.kind == "d":
         return F.collect_set(col.cast("string")).alias(m.name)
     if m.kind == "ts":
-        return F.collect_set(F.col("ts_us")).alias(m.name)
+        return F.collect_set(F.col(EVENT_TIMES_COLUMN)).alias(m.name)
     if m.kind == "last":
         return F.max(F.col("ts_us")).alias(m.name)
     raise ValueError(m.kind)
@@ -255,17 +262,19 @@ def _window_measures(agg: AggSpec, vals: dict, ent, inwin, first, seg_end, lates
     mx = window_reduce(f"mx__{col}", np.fmax) if agg.function == "max" else nan
     distinct = np.zeros(n, np.int64)
     prev = np.full(n, -1, np.int64)
-    if agg.function == "count_distinct":
-        sets: list[set] = [set() for _ in range(n)]
-        for i in np.flatnonzero(inwin):
-            sets[ent[i]].update(vals[f"d__{col}"][i] or ())
-        distinct = np.array([len(x) for x in sets], dtype=np.int64)
-    if agg.function == "seconds_since_previous":
-        for i in np.flatnonzero(inwin):
-            e = ent[i]
-            for x in vals["ts"][i] or ():
-                if prev[e] < x < latest[e]:
-                    prev[e] = x
+    if agg.function in ("count_distinct", "seconds_since_previous"):
+        lists = vals[f"d__{col}" if agg.function == "count_distinct" else "ts"]
+        idx = np.flatnonzero(inwin).tolist()
+        sizes = np.fromiter((len(lists[i]) if lists[i] is not None else 0 for i in idx), dtype=np.int64, count=len(idx))
+        owner = np.repeat(ent[idx] if idx else np.zeros(0, np.int64), sizes)  # entity of each listed value
+        flat = list(itertools.chain.from_iterable(lists[i] for i in idx if lists[i] is not None))
+        if agg.function == "count_distinct":  # distinct (entity, value) pairs per entity
+            pairs = pd.DataFrame({"e": owner, "v": pd.Series(flat, dtype=object)}).drop_duplicates()
+            distinct = np.bincount(pairs["e"].to_numpy(np.int64), minlength=n).astype(np.int64)
+        else:  # the latest event time before the entity's latest event
+            times = np.asarray(flat, dtype=np.int64)
+            before = times < latest[owner]
+            np.maximum.at(prev, owner[before], times[before])
     return (n_win if n_win is not None else np.zeros(n, np.int64), s or [0] * n, q or [0] * n, mn, mx, distinct, prev)
 
 

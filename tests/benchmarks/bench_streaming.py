@@ -40,7 +40,9 @@ log = logging.getLogger("bench_streaming")
 N_USERS, N_MERCHANTS = 20_000, 2_000
 RATES = (1_000, 5_000, 20_000)
 RATE_SECONDS = float(os.environ.get("RTML_BENCH_RATE_SECONDS", "20"))
-SUSTAINED_EVENTS = int(os.environ.get("RTML_BENCH_SUSTAINED_EVENTS", "400000"))
+RATE_WARMUP_SECONDS = float(os.environ.get("RTML_BENCH_RATE_WARMUP_SECONDS", "15"))  # same rate, not measured
+# long enough for several batches after the JVM's JIT warm-up (400k gave 3 batches, mostly still interpreted)
+SUSTAINED_EVENTS = int(os.environ.get("RTML_BENCH_SUSTAINED_EVENTS", "1000000"))
 BACKFILL_EVENTS = int(os.environ.get("RTML_BENCH_BACKFILL_EVENTS", "200000"))
 STATE_EVENTS = int(os.environ.get("RTML_BENCH_STATE_EVENTS", "20000000"))
 # The tiled job's state after STATE_EVENTS events is bulk-loaded: the events older than the last
@@ -78,9 +80,8 @@ def _iso(us: int) -> str:
 
 def produce(bootstrap: str, topic: str, n: int, rate: float | None, seed: int, start_us: int | None = None,
             step_us: float = 50, done=None, id_base: int = ID_BASE, n_users: int = N_USERS, first: int = 0) -> None:
-    """Send ``n`` events. rate=None: as fast as possible, event times start_us + i*step_us (only events
-    ``first``..n-1 of that sequence: see :func:`history_events`). Else paced at ``rate``/s with
-    event_timestamp = send time (10 ms ticks)."""
+    """Send events ``first``..n-1 of a sequence (see :func:`history_events`). rate=None: as fast as possible, event
+    times start_us + i*step_us. Else paced at ``rate``/s with event_timestamp = send time (10 ms ticks)."""
     from core.kafka_io import make_producer
 
     rng = np.random.default_rng(seed)
@@ -97,10 +98,10 @@ def produce(bootstrap: str, topic: str, n: int, rate: float | None, seed: int, s
                  timestamp_ms=us // 1000)
     else:
         t0 = time.time()
-        i = 0
+        i = first
         while i < n:
             now = time.time()
-            due = min(n, int((now - t0) * rate) + 1)
+            due = min(n, first + int((now - t0) * rate) + 1)
             if due > i:
                 us = int(now * 1e6)
                 iso = _iso(us)
@@ -184,8 +185,10 @@ def bench_sustained(spark, store, bootstrap, workdir) -> dict:
     t0 = time.perf_counter()
     produce(bootstrap, topic, n, None, seed=1, start_us=start_us, step_us=50)
     preload_s = time.perf_counter() - t0
-    job, query, rec = _job(spark, store, topic, workdir, trigger=0.5, max_offsets=100_000)
-    ok = rec.wait_for(n, timeout=300)
+    from streaming.stream_job import DEFAULT_MAX_OFFSETS_PER_TRIGGER  # the same batches as the tiled job's
+
+    job, query, rec = _job(spark, store, topic, workdir, trigger=0.5, max_offsets=DEFAULT_MAX_OFFSETS_PER_TRIGGER)
+    ok = rec.wait_for(n, timeout=600)
     job.close()
     first_start = rec.batches[0][0]
     last_end = rec.batches[-1][1]
@@ -202,7 +205,7 @@ def bench_sustained(spark, store, bootstrap, workdir) -> dict:
         "events_per_s_all_batches": round(rec.events / (last_end - first_start), 1),
         "events_per_s_steady": round(steady_events / steady_s, 1) if steady else None,
         "mean_batch_seconds": round(float(np.mean([b[1] - b[0] for b in rec.batches])), 3),
-        "max_offsets_per_trigger": 100_000,
+        "max_offsets_per_trigger": DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     }
 
 
@@ -213,10 +216,18 @@ def bench_rate(spark, store, bootstrap, workdir, rate: int, seconds: float, writ
     ensure_topics([topic], partitions=3, bootstrap=bootstrap, role="admin")
     job, query, rec = _job(spark, store, topic, workdir, trigger=0.25, max_offsets=None, starting="latest",
                            writer=writer)
-    time.sleep(8)  # first (empty) trigger and warm-up done
-    rec.record_freshness = True
+    time.sleep(8)  # first (empty) trigger done
+    warm = int(rate * RATE_WARMUP_SECONDS)  # the same unmeasured warm-up as the tiled job's (tiled_rate)
+    if warm:
+        proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=warm, rate=rate, seed=rate)
+        proc.join(timeout=RATE_WARMUP_SECONDS * 4 + 60)
+        rec.wait_for(warm, timeout=120)
+        time.sleep(1.0)
+    with rec.lock:
+        rec.events, rec.batches = 0, []
+        rec.record_freshness = True
     n = int(rate * seconds)
-    proc, done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=n, rate=rate, seed=rate)
+    proc, done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=warm + n, first=warm, rate=rate, seed=rate)
     t0 = time.time()
     proc.join(timeout=seconds * 4 + 60)
     produce_s = time.time() - t0
@@ -236,7 +247,7 @@ def bench_rate(spark, store, bootstrap, workdir, rate: int, seconds: float, writ
         "freshness_max_s": round(p["max"], 3),
         "batches": len(rec.batches),
         "mean_batch_seconds": round(float(np.mean([b[1] - b[0] for b in rec.batches])), 3) if rec.batches else None,
-        "online_writer": writer,
+        "online_writer": writer, "warmup_seconds": RATE_WARMUP_SECONDS,
     }
 
 
@@ -299,7 +310,9 @@ def tiled_sustained(spark, store, bootstrap, workdir) -> dict:
     ensure_topics([topic], partitions=3, bootstrap=bootstrap, role="admin")
     n = SUSTAINED_EVENTS
     produce(bootstrap, topic, n, None, seed=1, start_us=int((time.time() - 600) * 1e6), step_us=50)
-    job, query, rec = _tiled_job(spark, store, topic, workdir, trigger=0.5, max_offsets=100_000)
+    from streaming.stream_job import DEFAULT_MAX_OFFSETS_PER_TRIGGER
+
+    job, query, rec = _tiled_job(spark, store, topic, workdir, trigger=0.5, max_offsets=DEFAULT_MAX_OFFSETS_PER_TRIGGER)
     ok = _wait_rows(query, n, timeout=600)
     time.sleep(1.0)
     rows = _input_rows(query)
@@ -312,7 +325,7 @@ def tiled_sustained(spark, store, bootstrap, workdir) -> dict:
     return {"events": n, "completed": ok, "batches": len(batches),
             "events_per_s_steady": round(steady_events / steady_s, 1) if len(ends) > 1 else None,
             "mean_batch_seconds": round(float(np.mean([x[2]["seconds"] for x in batches if x[2]])), 3),
-            "max_offsets_per_trigger": 100_000}
+            "max_offsets_per_trigger": DEFAULT_MAX_OFFSETS_PER_TRIGGER}
 
 
 def tiled_rate(spark, store, bootstrap, workdir, rate: int, seconds: float) -> dict:
@@ -322,15 +335,23 @@ def tiled_rate(spark, store, bootstrap, workdir, rate: int, seconds: float) -> d
     ensure_topics([topic], partitions=3, bootstrap=bootstrap, role="admin")
     job, query, rec = _tiled_job(spark, store, topic, workdir, trigger=0.25, max_offsets=None, starting="latest")
     time.sleep(8)
+    # Warm-up at the same rate, not measured: a new query's first batches run in the JVM's interpreter and
+    # start the Python workers (seconds each); freshness is a property of the running job.
+    warm = int(rate * RATE_WARMUP_SECONDS)
+    if warm:
+        proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=warm, rate=rate, seed=rate)
+        proc.join(timeout=RATE_WARMUP_SECONDS * 4 + 60)
+        _wait_rows(query, warm, timeout=120)
+        time.sleep(1.0)
     rec.batches.clear()
     n = int(rate * seconds)
-    proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=n, rate=rate, seed=rate)
+    proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=warm + n, first=warm, rate=rate, seed=rate)
     t0 = time.time()
     proc.join(timeout=seconds * 4 + 60)
     produce_s = time.time() - t0
-    caught_up = _wait_rows(query, n, timeout=90)
+    caught_up = _wait_rows(query, warm + n, timeout=90)
     time.sleep(1.0)
-    rows = _input_rows(query)
+    rows = {b: r for b, r in _input_rows(query).items() if b in rec.batches}
     job.close()
     fresh = []
     prev_max = None
@@ -348,7 +369,7 @@ def tiled_rate(spark, store, bootstrap, workdir, rate: int, seconds: float) -> d
             "processed": int(sum(r for r, _ in rows.values())), "caught_up": caught_up,
             "freshness_p50_s": round(p["p50"], 3), "freshness_p90_s": round(p["p90"], 3),
             "freshness_p99_s": round(p["p99"], 3), "freshness_max_s": round(p["max"], 3),
-            "batches": len(rec.batches),
+            "batches": len(rec.batches), "warmup_seconds": RATE_WARMUP_SECONDS,
             "mean_batch_seconds": round(float(np.mean([b["seconds"] for b in rec.batches.values()])), 3)
             if rec.batches else None}
 
@@ -857,8 +878,11 @@ def _result(r: dict, t_all: float, load_start, complete: bool) -> dict:
             "2-core machine shared with other workloads (see load averages); Spark local[2]; the load generator runs "
             "in a separate process on the same cores. Tiled job = streaming.stream_job (tiles in the RocksDB state "
             "store, merged into Feast rows on executors); driver job = streaming.driver_job (the former design, "
-            "baseline). Freshness of the tiled job: per batch, events interpolated between the previous and this "
-            f"batch's newest event time (see module doc). State figures: {STATE_EVENTS:,} events over 24 h of event "
+            f"baseline). Sustained: {SUSTAINED_EVENTS:,} events preloaded, both jobs at the stream job's default "
+            "maxOffsetsPerTrigger, throughput after the first batch. Rates: after an unmeasured warm-up of "
+            f"{RATE_WARMUP_SECONDS:g} s at the same rate (a new query's first batches run before the JIT), "
+            f"{RATE_SECONDS:g} s measured. Freshness of the tiled job: per batch, events interpolated between the "
+            "previous and this batch's newest event time (see module doc). State figures: {STATE_EVENTS:,} events over 24 h of event "
             f"time for {STATE_USERS:,} users; the tiled job's history older than its last {STATE_STREAM_MINUTES:g} "
             "minutes is bulk-loaded through the backfill path (same tile code, Redis tile hashes), the rest streamed "
             "through Kafka; tiled state_mb = the Spark state store folder (RocksDB snapshot + changelogs, an upper "

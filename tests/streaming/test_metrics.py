@@ -42,9 +42,10 @@ def test_metrics_served_and_counted_once_per_batch(tmp_path):
     (tmp_path / "ck" / "batches" / f"{7:012d}.json").write_text('{"online_v": 3}')
     progress = {
         "batchId": 7, "numInputRows": 5,
-        "stateOperators": [  # dedup by event id (3 copies x 2 views), then the tile aggregation (2 late x 2 views)
-            {"operatorName": "dedupeWithinWatermark", "customMetrics": {"numDroppedDuplicateRows": 6}},
-            {"numRowsDroppedByWatermark": 4},
+        "stateOperators": [  # dedup by event id (3 copies, 2 late events), then the tile aggregation (none late)
+            {"operatorName": "dedupeWithinWatermark", "numRowsDroppedByWatermark": 2,
+             "customMetrics": {"numDroppedDuplicateRows": 3}},
+            {"operatorName": "stateStoreSave", "numRowsDroppedByWatermark": 0},
         ],
         "sources": [{"latestOffset": '{"t": {"0": 20}}', "endOffset": '{"t": {"0": 15}}'}],
     }

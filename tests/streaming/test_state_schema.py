@@ -1,0 +1,47 @@
+"""The stream job's Spark rows: one watermark column per event, tile rows per view, event times only where kept."""
+
+from __future__ import annotations
+
+from streaming.feature_specs import AggSpec, ViewSpec
+from streaming.state_schema import event_rows, tile_aggregation, view_rows
+
+S = 1_000_000  # microseconds per second
+USERS = ViewSpec("users", "user_id", (AggSpec("n_10m", "count", "amount", 600 * S),
+                                      AggSpec("gap", "seconds_since_previous", "event_timestamp", 600 * S)),
+                 "unused", ("n_10m", "gap"), tile_us=60 * S)
+MERCHANTS = ViewSpec("merchants", "merchant_id", (AggSpec("n_1h", "count", "amount", 3600 * S),), "unused",
+                     ("n_1h",), tile_us=300 * S)
+
+
+def _events(spark):
+    rows = [  # (id, user, merchant, amount, event s, batch s)
+        ("a", 1, 7, 10.0, 1000, 2000),
+        ("b", 1, 7, 20.0, 1010, 2000),
+        ("c", 2, 7, 5.0, 2500, 2000),  # stamped 500 s in the future: its watermark time is the batch's
+    ]
+    return spark.createDataFrame(
+        [(i, u, m, a, e * S, b * S) for i, u, m, a, e, b in rows],
+        "transaction_id string, user_id long, merchant_id long, amount double, event_us long, batch_us long")
+
+
+def test_watermark_column_is_the_coarsest_tile_end_of_the_clamped_time(spark):
+    ev = event_rows(_events(spark), (USERS, MERCHANTS), with_dead_letters=False, event_id="transaction_id")
+    got = {r["eid"]: r["wend"].timestamp() for r in ev.select("eid", "wend").collect()}
+    # 300 s tiles: 1000 -> [900, 1200); 1010 -> [900, 1200); 2500 clamped to 2000 -> [1800, 2100)
+    assert got == {"a": 1200.0, "b": 1200.0, "c": 2100.0}
+
+
+def test_tile_rows_per_view_keep_event_times_only_for_views_that_need_them(spark):
+    views = (USERS, MERCHANTS)
+    rows = view_rows(event_rows(_events(spark), views, with_dead_letters=False), views, with_dead_letters=False)
+    got = sorted((r["vid"], r["k"], r["tile"] // S, r["ts_us"] // S, r["ts_times"], r["wend"].timestamp())
+                 for r in rows.collect())
+    assert got == [
+        (0, 1, 960, 1000, 1000 * S, 1200.0), (0, 1, 960, 1010, 1010 * S, 1200.0), (0, 2, 2460, 2500, 2500 * S, 2100.0),
+        (1, 7, 900, 1000, None, 1200.0), (1, 7, 900, 1010, None, 1200.0), (1, 7, 2400, 2500, None, 2100.0),
+    ]
+    tiles = {(r["vid"], r["k"], r["tile"] // S): r for r in tile_aggregation(rows, views).collect()}
+    assert sorted(tiles[(0, 1, 960)]["ts"]) == [1000 * S, 1010 * S]
+    assert tiles[(1, 7, 900)]["c__amount"] == 2
+    assert list(tiles[(1, 7, 900)]["ts"]) == []  # a merchant's tile collects no event times
+    assert tiles[(1, 7, 900)]["last"] == 1010 * S
