@@ -106,9 +106,9 @@ def _columns(measures, ent: np.ndarray, start: np.ndarray, decoded: list[list], 
 
 
 def _read_back(stored: list[dict[bytes, bytes]], epochs: frozenset[bytes] | None):
-    """Every stored field of the entities' hashes as arrays: (entity index, tile start, field names, merged mask in
-    (entity, start) order). A field is merged if its epoch is allowed (``epochs``; None: any) or it is a
-    backfill tile no merged stream tile of the same start replaces."""
+    """Every stored field of the entities' hashes: (entity index, tile start, field name) per field, and the indices
+    of the fields to merge, in (entity, start) order. A field is merged if its epoch is allowed (``epochs``; None:
+    any) or it is a backfill tile that no merged stream tile of the same start replaces."""
     counts = [len(r) for r in stored]
     names = [f for r in stored for f in r]
     ent = np.repeat(np.arange(len(stored), dtype=np.int64), counts)
@@ -166,10 +166,10 @@ def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int
     hkeys = tile_keys(writer, spec, uniq)
     fields: list[dict[bytes, bytes]] = [{} for _ in range(len(uniq))]
     tiles_, wends = rows["tile"].to_numpy(np.int64).tolist(), rows["wend_us"].to_numpy(np.int64).tolist()
-    for i, values in enumerate(zip(*_encoded_columns(rows, measures), strict=True)):
-        fields[inverse[i]][b"%d:%d:%s" % (tiles_[i], wends[i], epoch)] = ujson.dumps(values).encode()
+    for i, encoded in enumerate(zip(*_encoded_columns(rows, measures), strict=True)):
+        fields[inverse[i]][b"%d:%d:%s" % (tiles_[i], wends[i], epoch)] = ujson.dumps(encoded).encode()
     stored = write_and_read(writer, hkeys, fields, ttl_s)
-    values = [v for r in stored for v in r.values()]
+    raw = [v for r in stored for v in r.values()]
     ent, start, names, merged = _read_back(stored, epochs)
     present = np.zeros(len(uniq), dtype=bool)
     present[ent[merged]] = True  # entities with no tile of an allowed epoch: nothing to merge
@@ -178,9 +178,9 @@ def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int
     uniq, hkeys_present = uniq[present], [k for k, p in zip(hkeys, present, strict=True) if p]
     if not len(uniq):
         return len(rows), 0
-    decoded = ujson.loads(b"[" + b",".join([values[i] for i in merged.tolist()]) + b"]")
+    decoded = ujson.loads(b"[" + b",".join([raw[i] for i in merged.tolist()]) + b"]")
     cols = _columns(measures, remap[ent[merged]], start[merged], decoded, len(uniq))
-    latest, values_ = merge_entities(spec, cols)
+    latest, values = merge_entities(spec, cols)
     horizon = (latest // spec.tile_us) * spec.tile_us + spec.tile_us - spec.max_window_us
     at = remap[ent]  # every stored field of a merged entity older than its longest window: deleted
     old = np.flatnonzero((at >= 0) & (start < horizon[np.maximum(at, 0)]))
@@ -191,7 +191,7 @@ def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int
         writer.delete_tile_fields([hkeys_present[j] for j in stale], list(stale.values()))
     frame = pd.DataFrame({spec.join_key: uniq.astype(np.int64), "event_timestamp": latest.astype(np.int64)})
     for agg in spec.aggs:
-        frame[agg.name] = values_[agg.name].astype(np.int64) if agg.is_int else values_[agg.name].astype(np.float64)
+        frame[agg.name] = values[agg.name].astype(np.int64) if agg.is_int else values[agg.name].astype(np.float64)
     return len(rows), writer.write(spec, frame)
 
 
