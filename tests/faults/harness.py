@@ -250,19 +250,32 @@ def wait_online(store, specs, events: list[dict], timeout_s: float, also: Callab
     return result
 
 
-def read_topic(topic: str, timeout_s: float = 20.0, idle_s: float = 4.0, value=json.loads) -> list:
-    """Every record of ``topic`` from the start (until nothing new arrived for ``idle_s``)."""
+def read_topic(topic: str, timeout_s: float = 60.0, value=json.loads) -> list:
+    """Every record of ``topic`` from the start up to its end offsets at the call (not "until idle": a slow
+    first fetch on a loaded machine must not read as an empty topic)."""
+    from kafka import TopicPartition
+
     from core.kafka_io import make_consumer
 
     consumer = make_consumer([topic], group_id=None, role="admin")
     out: list = []
     deadline = time.monotonic() + timeout_s
-    last = time.monotonic()
     try:
-        while time.monotonic() < deadline and time.monotonic() - last < idle_s:
+        consumer.unsubscribe()
+        parts = None
+        while not parts and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                time.sleep(0.2)
+        assert parts, f"no partitions known for {topic} within {timeout_s} s"
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"{topic}: end offsets {ends} not reached within {timeout_s} s"
             for records in consumer.poll(timeout_ms=500).values():
                 out.extend(value(r.value) if value else r for r in records)
-                last = time.monotonic()
     finally:
         consumer.close()
     return out

@@ -201,7 +201,7 @@ def poison(ctx: Ctx, seed: int = 7) -> list[Outcome]:
     valid = normal + future_ok + late60 + dups + flood
     lost, dup, exact, note = wait_online(ctx.store, ctx.specs, valid, 300, only=normal + flood + late60 + future_ok)
     time.sleep(3)
-    letters = read_topic(run.dlq, timeout_s=30)
+    letters = read_topic(run.dlq)
     run.stop()
     counters = job_counters(run.checkpoint)
     outs = []
@@ -366,7 +366,7 @@ def kafka_lose_one_acked(ctx: Ctx, n: int = 6000) -> Outcome:
         except Exception:  # noqa: BLE001 - not acknowledged: the sender knows, nothing is lost silently
             failed += 1
     producer.close(timeout=10)
-    got = Counter(r["i"] for r in read_topic(topic, timeout_s=60, idle_s=6))
+    got = Counter(r["i"] for r in read_topic(topic, timeout_s=60))
     _restart_kafka()
     out.lost = len(acked - set(got))
     out.duplicated = sum(c - 1 for c in got.values() if c > 1)
