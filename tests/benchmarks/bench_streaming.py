@@ -882,7 +882,7 @@ def _result(r: dict, t_all: float, load_start, complete: bool) -> dict:
             "maxOffsetsPerTrigger, throughput after the first batch. Rates: after an unmeasured warm-up of "
             f"{RATE_WARMUP_SECONDS:g} s at the same rate (a new query's first batches run before the JIT), "
             f"{RATE_SECONDS:g} s measured. Freshness of the tiled job: per batch, events interpolated between the "
-            "previous and this batch's newest event time (see module doc). State figures: {STATE_EVENTS:,} events over 24 h of event "
+            f"previous and this batch's newest event time (see module doc). State figures: {STATE_EVENTS:,} events over 24 h of event "
             f"time for {STATE_USERS:,} users; the tiled job's history older than its last {STATE_STREAM_MINUTES:g} "
             "minutes is bulk-loaded through the backfill path (same tile code, Redis tile hashes), the rest streamed "
             "through Kafka; tiled state_mb = the Spark state store folder (RocksDB snapshot + changelogs, an upper "
