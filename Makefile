@@ -35,7 +35,7 @@ demo: install
 	$(BIN)/rtml demo
 
 test: install
-	$(BIN)/python -m pytest -q -m "not faults" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not faults" --durations=20 $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not integration and not faults" $(PYTEST_ARGS)
