@@ -30,6 +30,7 @@ def test_compiled_trees_equal_xgboost_bit_for_bit():
     assert rp.compiled is not None
     singles = np.array([rp.predict_row(r) for r in rows[:200].tolist()], dtype=np.float32)
     assert np.array_equal(singles, expected[:200])
+    assert rp._columns  # the two kernels agreed at load: 8+ rows take the feature-major one
     assert np.array_equal(rp.predict_rows(rows[:130].tolist()), expected[:130])  # feature-major kernel
     assert np.array_equal(rp.predict_rows(rows[:5].tolist()), expected[:5])  # row kernel (fewer than COLUMNS_MIN_ROWS)
     assert 0.0 < float(expected.min()) and float(expected.max()) < 1.0
