@@ -109,6 +109,28 @@ class Batched:
             self.total += value
             self.n += 1
 
+    def observe_many(self, values: list[float]) -> None:
+        """``observe`` of every value, under one lock (a batch request's rows)."""
+        if not values:
+            return
+        bounds = self.bounds
+        idx = [bisect_left(bounds, v) for v in values]
+        total = sum(values)
+        with self.lock:
+            counts = self.counts
+            for i in idx:
+                counts[i] += 1
+            self.total += total
+            self.n += len(values)
+
+    def observe_n(self, value: float, n: int) -> None:
+        """``observe(value)`` ``n`` times."""
+        i = bisect_left(self.bounds, value)
+        with self.lock:
+            self.counts[i] += n
+            self.total += value * n
+            self.n += n
+
     def inc(self, amount: float = 1.0) -> None:
         with self.lock:
             self.total += amount

@@ -108,6 +108,7 @@ class PredictionLog:
         self.on_drop = on_drop or (lambda reason, n: None)
         self.retry_s = retry_s
         self.sent = 0
+        self.delivered = 0
         self.dropped = 0
         self.connected = False
         self._stop = threading.Event()
@@ -216,6 +217,7 @@ class PredictionLog:
     def _delivered(self, err: Any, _msg: Any) -> None:
         """librdkafka's delivery report of one record (called from ``poll``/``flush`` in this thread)."""
         if err is None:
+            self.delivered += 1
             self._last_ok = time.monotonic()
         else:
             self._failed(err)

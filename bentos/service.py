@@ -8,8 +8,9 @@ inputs all come from that feature service's definitions, so another domain is an
 Per request: one pipelined Redis round trip reads the online features in Feast's own format, the
 on-demand features are computed with the feature repo's own body, the variant that answers is picked
 (:mod:`bentos.variants`), XGBoost scores one preallocated row, and the prediction is queued for the
-Kafka ``predictions`` topic (never blocking). In shadow mode the challenger scores the same feature
-vector in the prediction log's thread (off the request path). ``"explain": true`` adds the top feature
+Kafka ``predictions`` topic (never blocking; the records are built and sent by a child process,
+:mod:`bentos.prediction_log_process`). In shadow mode the challenger scores the same feature vector in
+the prediction log's thread (off the request path). ``"explain": true`` adds the top feature
 contributions (XGBoost ``pred_contribs``) with the values used.
 
 Hot reload: a thread polls the registry's pointer file; when the production model or the rollout
@@ -47,7 +48,8 @@ from starlette.responses import Response  # noqa: E402
 
 from bentos import metrics  # noqa: E402
 from bentos.feature_plan import FeaturePlan, FetchResult, build_plan  # noqa: E402
-from bentos.prediction_log import PredictionLog, request_ids  # noqa: E402
+from bentos.prediction_log import request_ids  # noqa: E402
+from bentos.prediction_log_process import PredictionLogProcess  # noqa: E402
 from bentos.readiness import Readiness  # noqa: E402
 from bentos.request_schema import RequestSpec, request_models, request_spec  # noqa: E402
 from bentos.variants import CHALLENGER, PRODUCTION, Deployment, Variant, load_model  # noqa: E402
@@ -131,7 +133,7 @@ class PredictionService:
         self._m_score = metrics.batched(metrics.score)
         self._m_missing: dict[str, Any] = {}
         dropped = {r: metrics.prediction_log_dropped_total.labels(reason=r) for r in ("queue_full", "send_failed", "shutdown")}
-        self.prediction_log = PredictionLog(
+        self.prediction_log = PredictionLogProcess(
             self.spec.id_field,
             self.spec.entity_keys,
             maxsize=_SERVING.log_queue,
@@ -319,6 +321,13 @@ class PredictionService:
         if age is not None:
             self._m_age.observe(age)
         self._m_score.observe(score)
+        return self._answer(d, v, req, plan_row, row, missing, score, decision, seconds, now, request_id, age)
+
+    def _answer(
+        self, d: Deployment, v: Variant, req: dict, plan_row: list[float], row: list[float], missing: list[str],
+        score: float, decision: str, seconds: float, now: float, request_id: str, age: float | None,
+    ) -> dict:
+        """Log one observed prediction (and its shadow) and build its response."""
         log_put = self.prediction_log.put
         log_put((request_id, req, now, score, decision, row, missing, age, v, True, seconds))
         shadow = d.shadow
@@ -380,8 +389,9 @@ class PredictionService:
         t1 = _perf()
         rows, missing = d.plan.rows(fetched, reqs)
         t2 = _perf()
-        picked = [d.pick(r) for r in reqs] if d.routes else [d.production] * len(reqs)
-        scores: list[float] = [0.0] * len(reqs)
+        n = len(reqs)
+        picked = [d.pick(r) for r in reqs] if d.routes else [d.production] * n
+        scored: list[tuple[Variant, list[int], list[float]]] = []
         for v in {id(v): v for v in picked}.values():
             idx = [i for i, p in enumerate(picked) if p is v]
             try:
@@ -391,21 +401,32 @@ class PredictionService:
                     raise
                 for i in idx:
                     picked[i] = self._challenger_failed(d, v, reqs[i], rows[i], _now(), exc)
-                out = d.production.predictor.predict_rows([d.production.row(rows[i]) for i in idx])
-            for i, s in zip(idx, out, strict=True):
-                scores[i] = float(s)
+                v = d.production
+                out = v.predictor.predict_rows([v.row(rows[i]) for i in idx])
+            scored.append((v, idx, [float(s) for s in out]))
         t3 = _perf()
         self._m_fetch.observe(t1 - t0)
         self._m_on_demand.observe(t2 - t1)
         self._m_predict.observe(t3 - t2)
+        per_row = (t3 - t2) / n
+        # the metrics of the whole batch at once: one lock per metric, not one per row
+        scores: list[float] = [0.0] * n
+        decisions: list[str] = [""] * n
+        for v, idx, out in scored:
+            for i, s, dec in zip(idx, out, v.observe_many(out, per_row), strict=True):
+                scores[i], decisions[i] = s, dec
+        self._m_score.observe_many(scores)
         now = _now()
-        per_row = (t3 - t2) / len(reqs)
-        ids = request_ids(len(reqs))
-        out = [
-            self._finish(d, picked[i], reqs[i], fetched[i], rows[i], picked[i].row(rows[i]), missing[i], scores[i], per_row,
-                         now, ids[i])
-            for i in range(len(reqs))
-        ]
+        ages = [None if f.oldest_ts is None else max(0.0, now - f.oldest_ts) for f in fetched]
+        self._m_age.observe_many([a for a in ages if a is not None])
+        ids = request_ids(n)
+        answer = self._answer
+        out = []
+        for i in range(n):
+            v, m = picked[i], missing[i]
+            if m:
+                self._count_missing(m)
+            out.append(answer(d, v, reqs[i], rows[i], v.row(rows[i]), m, scores[i], decisions[i], per_row, now, ids[i], ages[i]))
         return _json({"predictions": out, "model_version": d.production.model_version})
 
     @bentoml.api(route="/deployment")

@@ -103,6 +103,19 @@ class Variant:
         m[decision].inc()
         return decision
 
+    def observe_many(self, scores: list[float], seconds: float) -> list[str]:
+        """:meth:`observe` of many predictions that took ``seconds`` each; their decisions."""
+        m, names, threshold = self._m, self.decisions, self.threshold
+        decisions = [names[s >= threshold] for s in scores]
+        m["latency"].observe_n(seconds, len(scores))
+        m["score"].observe_many(scores)
+        n_positive = decisions.count(names[1])
+        if n_positive:
+            m[names[1]].inc(n_positive)
+        if len(scores) > n_positive:
+            m[names[0]].inc(len(scores) - n_positive)
+        return decisions
+
     def error(self) -> None:
         self._m["errors"].inc()
 

@@ -48,6 +48,31 @@ def test_batched_histogram_and_counter_equal_direct_observations_after_flush():
     assert counter._value.get() == 20_000
 
 
+def test_batched_observe_many_and_observe_n_equal_one_observation_each():
+    """A batch request's rows observed at once fill the same buckets, sum and count as one by one."""
+    import pytest
+
+    reg = CollectorRegistry()
+    one = Histogram("one_seconds", "o", buckets=STAGE_BUCKETS, registry=reg)
+    many = Histogram("many_seconds", "m", buckets=STAGE_BUCKETS, registry=reg)
+    values = [0.00005, 0.00004, 0.0001, 0.00025, 0.003, 0.0031, 0.25, 0.3, 7.0] * 3
+    a, b = Batched(one), Batched(many)
+    for v in values:
+        a.observe(v)
+    for _ in range(4):
+        a.observe(0.003)
+    b.observe_many(values)
+    b.observe_many([])
+    b.observe_n(0.003, 4)
+    a.flush()
+    b.flush()
+    got, want = _samples(many), _samples(one)
+    assert {(n.replace("many", "one"), lbl) for n, lbl in got} == set(want)
+    for (name, lbl), value in got.items():
+        assert value == pytest.approx(want[(name.replace("many", "one"), lbl)], rel=1e-12)
+    assert want[("one_seconds_count", ())] == len(values) + 4
+
+
 _PID_SCRIPT = r"""
 import os, sys
 from prometheus_client import Counter, values
@@ -87,3 +112,39 @@ def test_multiprocess_metrics_use_a_cached_pid_and_still_notice_a_fork(tmp_path)
     done = subprocess.run([sys.executable, "-c", _PID_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.strip().splitlines()[-1]) == 14.0
+
+
+def test_variant_observe_many_equals_observe_per_prediction():
+    """Decisions and the variant's metrics of a batch equal those of its predictions observed one by one."""
+    import pytest
+
+    from bentos.variants import Variant
+
+    def variant(prefix: str) -> tuple[Variant, CollectorRegistry]:
+        reg = CollectorRegistry()
+        v = Variant("production", "m:v1", None, ["x"], 0.5, [], "", {})
+        v.decisions = ("legit", "fraud")
+        v._m = {
+            "latency": Batched(Histogram(f"{prefix}_latency", "l", buckets=STAGE_BUCKETS, registry=reg)),
+            "score": Batched(Histogram(f"{prefix}_score", "s", buckets=[0.1, 0.5, 0.9], registry=reg)),
+            "legit": Batched(Counter(f"{prefix}_legit", "c", registry=reg)),
+            "fraud": Batched(Counter(f"{prefix}_fraud", "c", registry=reg)),
+        }
+        return v, reg
+
+    scores = [0.01, 0.5, 0.49999, 0.93, 0.2, 0.5, 1.0]
+    a, reg_a = variant("a")
+    b, reg_b = variant("b")
+    one = [a.observe(s, 0.0004) for s in scores]
+    assert b.observe_many(scores, 0.0004) == one == ["legit", "fraud", "legit", "fraud", "legit", "fraud", "fraud"]
+    for m in (*a._m.values(), *b._m.values()):
+        m.flush()
+
+    def samples(reg: CollectorRegistry, prefix: str) -> dict:
+        return {s.name.replace(prefix, "", 1): s.value for metric in reg.collect() for s in metric.samples
+                if not s.name.endswith("_created")}
+
+    want, got = samples(reg_a, "a"), samples(reg_b, "b")
+    assert got.keys() == want.keys() and want["_fraud_total"] == 4 and want["_legit_total"] == 3
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name

@@ -1,0 +1,100 @@
+"""The prediction log's child process: records built from the wire equal those built in the worker, every
+entry handed over is delivered or counted, a child that dies is replaced and its records counted."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+from bentos.prediction_log import PredictionLog
+from bentos.prediction_log_process import PredictionLogProcess, Receiver, frame, read_frame, variant_key
+
+FAKE_CHILD = str(Path(__file__).with_name("fake_log_child.py"))
+
+
+def _variant(name: str = "production", tag: str = "fraud_model:v7") -> SimpleNamespace:
+    return SimpleNamespace(name=name, tag=tag, model_version=tag.split(":", 1)[1], features=["a", "b"])
+
+
+def _entry(i: int, variant: SimpleNamespace, timestamp=None) -> tuple:
+    req = {"transaction_id": f"t{i}", "user_id": i, "amount": 1.5 * i, "timestamp": timestamp}
+    return (f"r{i}", req, 1_764_500_000.25 + i, 0.25, "legit", [float(i), math.nan], ["b"], 3.5, variant, True, 0.001)
+
+
+def test_records_from_the_wire_equal_the_records_built_in_the_worker():
+    """msgpack carries every field: aware and naive (UTC) datetimes, a missing timestamp, NaN features."""
+    prod, chal = _variant(), _variant("challenger", "fraud_model:v8")
+    stamps = [datetime(2025, 11, 28, 3, 15, 0, 500_000, tzinfo=UTC), datetime(2025, 11, 28, 3, 15, 0, 500_000), None]
+    entries = [_entry(i, prod if i % 2 else chal, stamps[i % 3]) for i in range(6)]
+    wire = [(*e[:8], variant_key(e[8]), *e[9:]) for e in entries]
+    stream = io.BytesIO(b"".join([frame(["v", variant_key(v), v.tag, v.name, v.features]) for v in (prod, chal)]
+                                 + [frame(["e", wire])]))
+    receiver, received = Receiver(), []
+    while (body := read_frame(stream)) is not None:
+        received += receiver.entries(body)
+    log = PredictionLog("transaction_id", ("user_id",))
+    for sent, got in zip(entries, received, strict=True):
+        want, have = log.record(sent), log.record(got)
+        assert math.isnan(want["features"].pop("b")) and math.isnan(have["features"].pop("b"))
+        assert have == want
+        assert log.event_seconds(got) == log.event_seconds(sent)
+    assert len(received) == 6
+
+
+def test_every_entry_handed_over_is_delivered_in_order(tmp_path):
+    out = tmp_path / "ids.txt"
+    drops = []
+    plog = PredictionLogProcess("transaction_id", ["user_id"], on_drop=lambda r, n: drops.append((r, n)),
+                                flush_interval_s=0.01, command=[sys.executable, FAKE_CHILD, "deliver", str(out)])
+    v = _variant()
+    plog.start()
+    for i in range(3000):
+        plog.put(_entry(i, v))
+        if i % 500 == 0:
+            time.sleep(0.02)  # several frames
+    plog.stop()
+    assert out.read_text().split() == [f"r{i}" for i in range(3000)]
+    assert plog.delivered == 3000 and plog.dropped == 0 and drops == [] and plog.restarts == 0
+
+
+def test_a_child_that_dies_is_replaced_and_its_records_counted(tmp_path):
+    out = tmp_path / "ids.txt"
+    drops = []
+    plog = PredictionLogProcess("transaction_id", ["user_id"], on_drop=lambda r, n: drops.append((r, n)),
+                                flush_interval_s=0.01, restart_s=0.05,
+                                command=[sys.executable, FAKE_CHILD, "crash-once", str(out)])
+    v = _variant()
+    for i in range(100):
+        plog.put(_entry(i, v))
+    plog.start()
+    deadline = time.monotonic() + 30
+    while plog.restarts == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert plog.restarts == 1
+    for i in range(100, 150):
+        plog.put(_entry(i, v))
+    plog.stop()
+    assert drops == [("send_failed", 100)]  # what the dead child took: counted, not lost silently
+    assert out.read_text().split() == [f"r{i}" for i in range(100, 150)]
+    assert plog.delivered == 50 and plog.dropped == 100
+
+
+def test_the_real_child_counts_what_it_could_not_send_at_shutdown(monkeypatch):
+    """No broker: the real child keeps the records queued and reports them dropped at shutdown."""
+    monkeypatch.setenv("RTML_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    drops = []
+    plog = PredictionLogProcess("transaction_id", ["user_id"], on_drop=lambda r, n: drops.append((r, n)),
+                                flush_interval_s=0.01, drain_s=1.0)
+    v = _variant()
+    for i in range(40):
+        plog.put(_entry(i, v))
+    plog.start()
+    time.sleep(0.5)
+    plog.stop()
+    assert sum(n for _, n in drops) == 40 and {r for r, _ in drops} == {"shutdown"}
+    assert plog.delivered == 0 and plog.dropped == 40
