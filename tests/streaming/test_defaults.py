@@ -33,3 +33,6 @@ def test_max_offsets_per_trigger_is_bounded_everywhere():
     conf = app["spec"]["sparkConf"]
     assert conf["spark.sql.streaming.stateStore.providerClass"].endswith("RocksDBStateStoreProvider")
     assert conf["spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled"] == "true"
+    from streaming.spark_session import STATE_STORE_CONF
+
+    assert {k: conf.get(k) for k in STATE_STORE_CONF} == STATE_STORE_CONF  # the manifest runs the session's state store
