@@ -395,15 +395,15 @@ class PredictionService:
         for v in {id(v): v for v in picked}.values():
             idx = [i for i, p in enumerate(picked) if p is v]
             try:
-                out = v.predictor.predict_rows([v.row(rows[i]) for i in idx])
+                raw = v.predictor.predict_rows([v.row(rows[i]) for i in idx])
             except Exception as exc:
                 if v is d.production:
                     raise
                 for i in idx:
                     picked[i] = self._challenger_failed(d, v, reqs[i], rows[i], _now(), exc)
                 v = d.production
-                out = v.predictor.predict_rows([v.row(rows[i]) for i in idx])
-            scored.append((v, idx, [float(s) for s in out]))
+                raw = v.predictor.predict_rows([v.row(rows[i]) for i in idx])
+            scored.append((v, idx, [float(s) for s in raw]))
         t3 = _perf()
         self._m_fetch.observe(t1 - t0)
         self._m_on_demand.observe(t2 - t1)
@@ -412,8 +412,8 @@ class PredictionService:
         # the metrics of the whole batch at once: one lock per metric, not one per row
         scores: list[float] = [0.0] * n
         decisions: list[str] = [""] * n
-        for v, idx, out in scored:
-            for i, s, dec in zip(idx, out, v.observe_many(out, per_row), strict=True):
+        for v, idx, variant_scores in scored:
+            for i, s, dec in zip(idx, variant_scores, v.observe_many(variant_scores, per_row), strict=True):
                 scores[i], decisions[i] = s, dec
         self._m_score.observe_many(scores)
         now = _now()
@@ -421,13 +421,14 @@ class PredictionService:
         self._m_age.observe_many([a for a in ages if a is not None])
         ids = request_ids(n)
         answer = self._answer
-        out = []
+        answers = []
         for i in range(n):
             v, m = picked[i], missing[i]
             if m:
                 self._count_missing(m)
-            out.append(answer(d, v, reqs[i], rows[i], v.row(rows[i]), m, scores[i], decisions[i], per_row, now, ids[i], ages[i]))
-        return _json({"predictions": out, "model_version": d.production.model_version})
+            answers.append(answer(d, v, reqs[i], rows[i], v.row(rows[i]), m, scores[i], decisions[i], per_row, now, ids[i],
+                                  ages[i]))
+        return _json({"predictions": answers, "model_version": d.production.model_version})
 
     @bentoml.api(route="/deployment")
     async def deployment_info(self) -> dict:
