@@ -180,8 +180,7 @@ class PredictionLogProcess:
         env = dict(os.environ)  # the child imports this package from where the worker does
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
         try:
-            child = subprocess.Popen([*self.command, args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-                                     env=env)
+            child = subprocess.Popen([*self.command, args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         except OSError as exc:
             log.warning("prediction log: cannot start its process (%s); retrying in %.0f s", exc, self.restart_s)
             return False
@@ -218,8 +217,9 @@ class PredictionLogProcess:
         self.connected = False
 
     def _write(self, data: bytes) -> bool:
-        try:
+        try:  # buffered: a large frame is written whole, then flushed to the child at once
             self._child.stdin.write(data)
+            self._child.stdin.flush()
             return True
         except (OSError, ValueError):  # the child is gone (broken pipe) or its stdin closed
             return False
@@ -227,20 +227,21 @@ class PredictionLogProcess:
     def _hand_over(self, entries: list[Entry]) -> bool:
         """Write ``entries`` (shadows scored) to the child; False when it is gone (they count as lost)."""
         wire = []
-        parts: list[bytes] = []
+        new: dict[str, Any] = {}  # variants the child does not know yet: sent before the entries
         for e in PredictionLog.score_shadow(entries):
             v = e[8]
             key = variant_key(v)
-            if key not in self._variants:
-                self._variants.add(key)
-                parts.append(frame(["v", key, v.tag, v.name, list(v.features)]))
+            if key not in self._variants and key not in new:
+                new[key] = v
             wire.append((*e[:8], key, *e[9:]))
         try:
+            parts = [frame(["v", key, v.tag, v.name, list(v.features)]) for key, v in new.items()]
             parts.append(frame(["e", wire]))
         except (TypeError, msgspec.EncodeError) as exc:  # a value msgpack cannot carry: counted, not lost silently
             log.warning("prediction log: %d records cannot be encoded (%s)", len(wire), exc)
             self._drop("send_failed", len(wire))
             return True
+        self._variants.update(new)
         with self._lock:
             self._handed += len(wire)
         return self._write(b"".join(parts))

@@ -98,3 +98,22 @@ def test_the_real_child_counts_what_it_could_not_send_at_shutdown(monkeypatch):
     plog.stop()
     assert sum(n for _, n in drops) == 40 and {r for r, _ in drops} == {"shutdown"}
     assert plog.delivered == 0 and plog.dropped == 40
+
+
+def test_a_batch_that_cannot_be_encoded_is_counted_and_the_next_one_still_names_its_variant(tmp_path):
+    out = tmp_path / "ids.txt"
+    drops = []
+    plog = PredictionLogProcess("transaction_id", ["user_id"], on_drop=lambda r, n: drops.append((r, n)),
+                                flush_interval_s=0.01, command=[sys.executable, FAKE_CHILD, "deliver", str(out)])
+    v = _variant()
+    bad = _entry(0, v)
+    bad[1]["amount"] = object()  # msgpack cannot carry it
+    plog.put(bad)
+    plog.start()
+    deadline = time.monotonic() + 30
+    while not drops and time.monotonic() < deadline:
+        time.sleep(0.01)
+    plog.put(_entry(1, v))
+    plog.stop()
+    assert drops == [("send_failed", 1)] and plog.restarts == 0
+    assert out.read_text().split() == ["r1"] and plog.delivered == 1
