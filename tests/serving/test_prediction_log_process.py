@@ -26,6 +26,16 @@ def _entry(i: int, variant: SimpleNamespace, timestamp=None) -> tuple:
     return (f"r{i}", req, 1_764_500_000.25 + i, 0.25, "legit", [float(i), math.nan], ["b"], 3.5, variant, True, 0.001)
 
 
+def _log(mode: str | None, out=None, **options) -> tuple[PredictionLogProcess, list[tuple[str, int]]]:
+    """A prediction log whose child is the fake one in ``mode`` writing to ``out`` (None: the real child), and
+    the list its drops go to."""
+    drops: list[tuple[str, int]] = []
+    command = None if mode is None else [sys.executable, FAKE_CHILD, mode, str(out)]
+    plog = PredictionLogProcess("transaction_id", ["user_id"], on_drop=lambda r, n: drops.append((r, n)),
+                                flush_interval_s=0.01, command=command, **options)
+    return plog, drops
+
+
 def test_records_from_the_wire_equal_the_records_built_in_the_worker():
     """msgpack carries every field: aware and naive (UTC) datetimes, a missing timestamp, NaN features."""
     prod, chal = _variant(), _variant("challenger", "fraud_model:v8")
@@ -48,9 +58,7 @@ def test_records_from_the_wire_equal_the_records_built_in_the_worker():
 
 def test_every_entry_handed_over_is_delivered_in_order(tmp_path):
     out = tmp_path / "ids.txt"
-    drops = []
-    plog = PredictionLogProcess("transaction_id", ["user_id"], on_drop=lambda r, n: drops.append((r, n)),
-                                flush_interval_s=0.01, command=[sys.executable, FAKE_CHILD, "deliver", str(out)])
+    plog, drops = _log("deliver", out)
     v = _variant()
     plog.start()
     for i in range(3000):
@@ -64,10 +72,7 @@ def test_every_entry_handed_over_is_delivered_in_order(tmp_path):
 
 def test_a_child_that_dies_is_replaced_and_its_records_counted(tmp_path):
     out = tmp_path / "ids.txt"
-    drops = []
-    plog = PredictionLogProcess("transaction_id", ["user_id"], on_drop=lambda r, n: drops.append((r, n)),
-                                flush_interval_s=0.01, restart_s=0.05,
-                                command=[sys.executable, FAKE_CHILD, "crash-once", str(out)])
+    plog, drops = _log("crash-once", out, restart_s=0.05)
     v = _variant()
     for i in range(100):
         plog.put(_entry(i, v))
@@ -87,9 +92,7 @@ def test_a_child_that_dies_is_replaced_and_its_records_counted(tmp_path):
 def test_the_real_child_counts_what_it_could_not_send_at_shutdown(monkeypatch):
     """No broker: the real child keeps the records queued and reports them dropped at shutdown."""
     monkeypatch.setenv("RTML_KAFKA_BOOTSTRAP", "127.0.0.1:1")
-    drops = []
-    plog = PredictionLogProcess("transaction_id", ["user_id"], on_drop=lambda r, n: drops.append((r, n)),
-                                flush_interval_s=0.01, drain_s=1.0)
+    plog, drops = _log(None, drain_s=1.0)
     v = _variant()
     for i in range(40):
         plog.put(_entry(i, v))
@@ -102,9 +105,7 @@ def test_the_real_child_counts_what_it_could_not_send_at_shutdown(monkeypatch):
 
 def test_a_batch_that_cannot_be_encoded_is_counted_and_the_next_one_still_names_its_variant(tmp_path):
     out = tmp_path / "ids.txt"
-    drops = []
-    plog = PredictionLogProcess("transaction_id", ["user_id"], on_drop=lambda r, n: drops.append((r, n)),
-                                flush_interval_s=0.01, command=[sys.executable, FAKE_CHILD, "deliver", str(out)])
+    plog, drops = _log("deliver", out)
     v = _variant()
     bad = _entry(0, v)
     bad[1]["amount"] = object()  # msgpack cannot carry it
