@@ -374,7 +374,9 @@ class PredictionService:
         self._m_fetch.observe(t1 - t0)
         self._m_on_demand.observe(t2 - t1)
         self._m_predict.observe(t3 - t2)
-        return _json(self._finish(d, v, req, fetched[0], plan_row, row, missing[0], score, t3 - t2, _now(), request_ids(1)[0]))
+        out = self._finish(d, v, req, fetched[0], plan_row, row, missing[0], score, t3 - t2, _now(), request_ids(1)[0])
+        self.prediction_log.request_done()
+        return _json(out)
 
     @bentoml.api(input_spec=RequestBatch, route="/predict_batch")
     async def predict_batch(self, requests: list) -> dict:
@@ -428,6 +430,7 @@ class PredictionService:
                 self._count_missing(m)
             answers.append(answer(d, v, reqs[i], rows[i], v.row(rows[i]), m, scores[i], decisions[i], per_row, now, ids[i],
                                   ages[i]))
+        self.prediction_log.request_done()  # a batch's log entries go over right after it
         return _json({"predictions": answers, "model_version": d.production.model_version})
 
     @bentoml.api(route="/deployment")

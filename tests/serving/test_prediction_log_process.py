@@ -70,6 +70,32 @@ def test_every_entry_handed_over_is_delivered_in_order(tmp_path):
     assert plog.delivered == 3000 and plog.dropped == 0 and drops == [] and plog.restarts == 0
 
 
+def test_a_batch_is_handed_over_right_after_its_request_and_a_few_entries_wait_for_the_interval(tmp_path):
+    """``request_done`` wakes the hand-over once ``wake_at`` entries are queued; fewer wait (here 30 s)."""
+    out = tmp_path / "ids.txt"
+    plog, drops = _log("deliver", out, wake_at=64)
+    plog.flush_interval_s = 30.0
+    v = _variant()
+    plog.start()
+    deadline = time.monotonic() + 30
+    while plog._child is None and time.monotonic() < deadline:  # the thread is waiting once its child runs
+        time.sleep(0.01)
+    for i in range(10):
+        plog.put(_entry(i, v))
+    plog.request_done()
+    time.sleep(1.0)
+    assert plog.delivered == 0 and not out.exists()  # 10 < wake_at: still queued
+    for i in range(10, 100):
+        plog.put(_entry(i, v))
+    plog.request_done()
+    deadline = time.monotonic() + 10
+    while plog.delivered < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert plog.delivered == 100 and out.read_text().split() == [f"r{i}" for i in range(100)]
+    plog.stop()
+    assert drops == [] and plog.dropped == 0
+
+
 def test_a_child_that_dies_is_replaced_and_its_records_counted(tmp_path):
     out = tmp_path / "ids.txt"
     plog, drops = _log("crash-once", out, restart_s=0.05)
