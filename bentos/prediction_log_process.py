@@ -9,8 +9,8 @@ has queued ``wake_at`` entries or more (:meth:`PredictionLogProcess.request_done
 or else every ``flush_interval_s``, scores shadow predictions (as before, many rows per XGBoost call),
 and writes the queued entries to the child's stdin as one msgpack frame (~25 us per 100 entries).
 Handing a batch's entries over right after it, instead of ~15 batches' every 50 ms, spreads that work
-evenly over requests: the periodic burst had made every ~15th 100-row request 3-6 ms slower (its p99
-8.2-9.7 ms against 6.0-6.4 ms handed over per request, same machine and run). The child
+evenly over requests: the periodic burst had made every ~15th 100-row request 3-6 ms slower (p99 at
+concurrency 1: 8.2-9.7 ms, against 6.4-7.1 ms woken after each batch, same machine and session). The child
 (``python -m bentos.prediction_log_process``) runs :class:`~bentos.prediction_log.PredictionLog`
 unchanged: same records, same Kafka producer, same reconnects.
 
