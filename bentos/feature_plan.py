@@ -14,6 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from core.online_columns import Columns
+from core.online_format import as_number
 from core.online_store import FetchResult, OnlineStore, ReadPlan
 
 
@@ -54,6 +58,33 @@ class FeaturePlan:
             missing_rows.append(f.missing)
         return rows, missing_rows
 
+    def matrix(self, columns: Columns, requests: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, list[list[str]]]:
+        """:meth:`rows` of a batch read column by column: the model input matrix (float64, one row per
+        request, the same numbers as :meth:`rows`) and the missing model features per row."""
+        on_demand: dict[str, list] = {}
+        if self.compute_on_demand is not None:
+            inputs: dict[str, list] = {k: [r[k] for r in requests] for k in self.request_fields}
+            for name in self.odfv_inputs:
+                inputs[name] = columns.values(name)
+            on_demand = self.compute_on_demand(inputs)
+        X = np.empty((columns.n_rows, len(self.model_features)), dtype=np.float64)
+        stored, fill = self._stored_columns()
+        if stored:
+            X[:, stored] = columns.matrix([self.model_features[j] for j in stored], fill)
+        for j, (name, is_stored) in enumerate(self._layout()):
+            if not is_stored:
+                X[:, j] = _numbers(on_demand[name])
+        return X, columns.missing
+
+    def _stored_columns(self) -> tuple[list[int], np.ndarray]:
+        """The model columns read from the store, and the value each takes when its view has no row."""
+        cached = self.__dict__.get("_stored_cache")
+        if cached is None:
+            stored = [j for j, (_, is_stored) in enumerate(self._layout()) if is_stored]
+            fill = np.array([self.defaults.get(self.model_features[j], math.nan) for j in stored], dtype=np.float64)
+            cached = self.__dict__["_stored_cache"] = (stored, fill)
+        return cached
+
     def _layout(self) -> list[tuple[str, bool]]:
         """(model feature, read from the store?): every feature of the read plan is in each fetch's values."""
         layout = self.__dict__.get("_layout_cache")
@@ -73,17 +104,17 @@ class FeaturePlan:
                 if v is None:
                     row.append(defaults.get(name, nan) if name in missing_features else nan)
                 else:
-                    row.append(_num(v))
+                    row.append(as_number(v))
             else:
-                row.append(_num(on_demand[name][i]))
+                row.append(as_number(on_demand[name][i]))
         return row
 
 
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
+def _numbers(values: list) -> np.ndarray:
+    """``[float(v) ...]`` (NaN for what is not a number) as an array; plain numbers converted at once."""
+    if set(map(type, values)) <= {float, int}:
+        return np.array(values, dtype=np.float64)
+    return np.fromiter(map(as_number, values), np.float64, len(values))
 
 
 class _RecordingDict(dict):

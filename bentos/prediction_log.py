@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from core.settings import settings
 
@@ -44,16 +45,15 @@ log = logging.getLogger(__name__)
 # when not zero), both in C
 _encode = msgspec.json.Encoder().encode
 
-# uuid4: 122 random bits, version 4 and the RFC 4122 variant (the bits ``uuid.UUID(version=4)`` sets)
-_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-_UUID4_SET = (0x8000 << 48) | (4 << 76)
-
-
 def request_ids(n: int) -> list[str]:
-    """``n`` request ids, each ``uuid.uuid4().hex``, from one ``os.urandom`` call (one syscall per batch, not
-    one per row, and no ``UUID`` objects)."""
-    raw = os.urandom(16 * n)
-    return ["%032x" % (int.from_bytes(raw[j : j + 16], "big") & _UUID4_CLEAR | _UUID4_SET) for j in range(0, 16 * n, 16)]
+    """``n`` request ids, each ``uuid.uuid4().hex``: 122 random bits from one ``os.urandom`` call (one syscall
+    per batch, not one per row), with the version (4) and RFC 4122 variant bits ``uuid4`` sets, set on all
+    ids at once."""
+    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    text = raw.tobytes().hex()
+    return [text[j : j + 32] for j in range(0, 32 * n, 32)]
 
 
 # (request_id, request dict, epoch seconds, score | None, decision | None, row, missing, age, variant,

@@ -34,7 +34,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -125,6 +124,7 @@ class PredictionService:
         self.pinned = bool(_SERVING.model_tag)
         self._readiness = Readiness(_SERVING.ready_grace_s)
         self._key, self.deployment = self._deployment(*self._wanted())
+        self.deployment.plan.read.columns([], 0)  # the batch decoder compiled (or loaded) now, not on a request
         # per-request observations are added up in the worker and written every 0.25 s (bentos.metrics)
         self._m_fetch = metrics.batched(metrics.stage_seconds.labels(stage="feature_fetch"))
         self._m_on_demand = metrics.batched(metrics.stage_seconds.labels(stage="on_demand"))
@@ -286,11 +286,9 @@ class PredictionService:
         return self.deployment is not None and self._readiness.observe(await self.redis.ping(), time.monotonic())
 
     # ---- hot path -------------------------------------------------------------------------------
-    async def _fetch(self, d: Deployment, reqs: Sequence[dict]) -> list[FetchResult]:
-        """Online features of ``reqs``: the one place that reads the online store (one pipelined round trip)."""
-        if len(reqs) == 1:
-            return [await self.redis.read(d.plan.read, reqs[0])]
-        return await self.redis.read_many(d.plan.read, reqs)
+    async def _fetch(self, d: Deployment, req: dict) -> list[FetchResult]:
+        """Online features of one request: one pipelined round trip (per node holding a key)."""
+        return [await self.redis.read(d.plan.read, req)]
 
     def _redis_down(self, exc: RedisUnavailable) -> Response:
         metrics.redis_errors_total.inc()
@@ -353,7 +351,7 @@ class PredictionService:
         d = self.deployment
         t0 = _perf()
         try:
-            fetched = await self._fetch(d, (req,))
+            fetched = await self._fetch(d, req)
         except RedisUnavailable as exc:
             return self._redis_down(exc)
         t1 = _perf()
@@ -384,28 +382,30 @@ class PredictionService:
         d = self.deployment
         reqs = [r.__dict__ for r in requests]
         t0 = _perf()
-        try:
-            fetched = await self._fetch(d, reqs)
+        try:  # one pipelined round trip (per node), decoded column by column
+            columns = await self.redis.read_columns(d.plan.read, reqs)
         except RedisUnavailable as exc:
             return self._redis_down(exc)
         t1 = _perf()
-        rows, missing = d.plan.rows(fetched, reqs)
+        X, missing = d.plan.matrix(columns, reqs)
+        rows = X.tolist()
         t2 = _perf()
         n = len(reqs)
         picked = [d.pick(r) for r in reqs] if d.routes else [d.production] * n
         scored: list[tuple[Variant, list[int], list[float]]] = []
         for v in {id(v): v for v in picked}.values():
             idx = [i for i, p in enumerate(picked) if p is v]
+            Xv = X if len(idx) == n else X[idx]
             try:
-                raw = v.predictor.predict_rows([v.row(rows[i]) for i in idx])
+                raw = v.predictor.predict_rows(v.matrix(Xv))
             except Exception as exc:
                 if v is d.production:
                     raise
                 for i in idx:
                     picked[i] = self._challenger_failed(d, v, reqs[i], rows[i], _now(), exc)
                 v = d.production
-                raw = v.predictor.predict_rows([v.row(rows[i]) for i in idx])
-            scored.append((v, idx, [float(s) for s in raw]))
+                raw = v.predictor.predict_rows(v.matrix(Xv))
+            scored.append((v, idx, raw.tolist()))
         t3 = _perf()
         self._m_fetch.observe(t1 - t0)
         self._m_on_demand.observe(t2 - t1)
@@ -419,7 +419,7 @@ class PredictionService:
                 scores[i], decisions[i] = s, dec
         self._m_score.observe_many(scores)
         now = _now()
-        ages = [None if f.oldest_ts is None else max(0.0, now - f.oldest_ts) for f in fetched]
+        ages = [None if ts is None else max(0.0, now - ts) for ts in columns.oldest_ts]
         self._m_age.observe_many([a for a in ages if a is not None])
         ids = request_ids(n)
         answer = self._answer

@@ -91,6 +91,10 @@ class Variant:
         index = self.index
         return plan_row if index is None else [plan_row[i] for i in index]
 
+    def matrix(self, plan_matrix: np.ndarray) -> np.ndarray:
+        """:meth:`row` of every row of a plan's input matrix."""
+        return plan_matrix if self.index is None else plan_matrix[:, self.index]
+
     def decide(self, score: float) -> str:
         return self.decisions[score >= self.threshold]
 

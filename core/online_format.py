@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import length_hint as _length
 from typing import Any
 
 import numpy as np
@@ -67,11 +69,16 @@ def _key_head(join_key: str) -> bytes:
     return _U32.pack(1) + _U32.pack(STRING) + _U32.pack(len(jk)) + jk
 
 
+def int64_key_parts(join_key: str, project: str) -> tuple[bytes, bytes]:
+    """The bytes before and after the 8 value bytes (little-endian int64) of an int64 entity's Redis key."""
+    return _key_head(join_key) + _U32.pack(INT64) + _U32.pack(8), project.encode()
+
+
 def entity_key_encoder(join_key: str, value_type: int, project: str) -> Callable[[Any], bytes]:
     """A function ``value -> Redis key`` for a single-join-key entity (serialization v3)."""
     head, tail = _key_head(join_key), project.encode()
     if value_type == INT64:
-        prefix, pack = head + _U32.pack(INT64) + _U32.pack(8), _I64.pack
+        (prefix, _), pack = int64_key_parts(join_key, project), _I64.pack
         return lambda v: prefix + pack(v) + tail
     if value_type == INT32:
         prefix32, pack32 = head + _U32.pack(INT32) + _U32.pack(4), _I32.pack
@@ -90,7 +97,7 @@ def entity_key_encoder(join_key: str, value_type: int, project: str) -> Callable
 def entity_keys(join_key: str, value_type: int, values: Sequence[Any] | np.ndarray, project: str) -> list[bytes]:
     """Redis keys of many entities (vectorised for int64 ids)."""
     if value_type == INT64:
-        prefix, tail = _key_head(join_key) + _U32.pack(INT64) + _U32.pack(8), project.encode()
+        prefix, tail = int64_key_parts(join_key, project)
         raw = np.ascontiguousarray(values, dtype="<i8").tobytes()
         return [prefix + raw[i : i + 8] + tail for i in range(0, len(raw), 8)]
     encode = entity_key_encoder(join_key, value_type, project)
@@ -348,6 +355,115 @@ def decode_timestamp_us(b: bytes | None) -> int | None:
         return None
     seconds, nanos = _timestamp_parts(b)
     return seconds * 1_000_000 + nanos // 1000
+
+
+# ---- many fields at once (the batch read's decoder) ---------------------------------------------
+# What :func:`decode_fields` found in each field; ``FLOAT`` / ``INT`` / ``BOOL``: its number is exact
+# (``float(decode_value(b))``, or the ``decode_timestamp`` of a timestamp field).
+ABSENT, FLOAT_VALUE, INT_VALUE, BOOL_VALUE, NULL_VALUE, PYTHON_VALUE = 0, 1, 2, 3, 4, 5
+_FIELDS_KERNEL: list = []
+
+
+def _decode_fields(buf, lens, is_ts, out, status):  # pragma: no cover - compiled by numba
+    """The numbers of serialized fields laid end to end in ``buf`` (``lens[p]`` bytes each, -1: absent);
+    field ``p`` is a Timestamp when ``is_ts[p % len(is_ts)]``, else a ``Value``. Anything but the scalar
+    encodings :func:`decode_value` / :func:`decode_timestamp` read (a string, a truncated varint, another
+    type) is left to them: ``PYTHON_VALUE``."""
+    period = is_ts.size
+    pos = 0
+    for p in range(lens.size):
+        n = lens[p]
+        out[p] = np.nan
+        if n < 0:
+            status[p] = 0  # ABSENT
+            continue
+        s = pos
+        end = s + n
+        pos = end
+        ts = is_ts[p % period]  # google.protobuf.Timestamp: seconds (1), nanos (2), varints
+        if not ts:  # feast.types.Value: one field
+            if n == 0:  # an empty Value
+                status[p] = 4  # NULL_VALUE
+                continue
+            tag = buf[s]
+            if tag == 0x29 and n >= 9:  # double_val
+                out[p] = buf[s + 1 : s + 9].view(np.float64)[0]
+                status[p] = 1  # FLOAT_VALUE
+                continue
+            if tag == 0x35 and n >= 5:  # float_val
+                out[p] = buf[s + 1 : s + 5].view(np.float32)[0]
+                status[p] = 1
+                continue
+            if tag == 0x98:  # null_val
+                status[p] = 4 if n >= 2 and buf[s + 1] == 0x01 else 5
+                continue
+            if tag != 0x20 and tag != 0x40 and tag != 0x18 and tag != 0x38:
+                status[p] = 5  # a string or anything else: decode_value decides (PYTHON_VALUE)
+                continue
+        status[p] = 1
+        sec = np.int64(0)
+        nanos = np.uint64(0)
+        j = s
+        while j < end:  # (tag, varint) pairs: every field of a Timestamp, the one field of a Value
+            tag = buf[j]
+            j += 1
+            v = np.uint64(0)
+            shift = np.uint64(0)
+            complete = False
+            while j < end:
+                b = buf[j]
+                j += 1
+                v |= np.uint64(b & 0x7F) << shift
+                if b < 0x80:
+                    complete = True
+                    break
+                shift += np.uint64(7)
+            if not complete:  # truncated: decode_value / decode_timestamp raise
+                status[p] = 5
+                break
+            if not ts:
+                if tag == 0x38:  # bool_val
+                    out[p] = 1.0 if v != 0 else 0.0
+                    status[p] = 3  # BOOL_VALUE
+                elif tag == 0x18:  # int32_val
+                    w = np.int64(v & np.uint64(0xFFFFFFFF))
+                    out[p] = w - 4294967296 if w >= 2147483648 else w
+                    status[p] = 2  # INT_VALUE
+                else:  # int64_val, unix_timestamp_val
+                    out[p] = np.int64(v)
+                    status[p] = 2
+                break
+            if tag == 0x08:
+                sec = np.int64(v)
+            elif tag == 0x10:
+                nanos = v
+        if ts and status[p] == 1:
+            out[p] = sec + nanos / 1e9
+
+
+def decode_fields(fields: list, is_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The numbers of many serialized fields at once (a compiled loop; a batch read's replies, flattened):
+    ``float(decode_value(f))`` of a ``Value``, ``decode_timestamp(f)`` of a Timestamp (``is_ts`` repeats
+    over the fields), NaN otherwise, and what each field held (``ABSENT`` .. ``PYTHON_VALUE``)."""
+    if not _FIELDS_KERNEL:
+        from core.compiled import compile_nogil
+
+        _FIELDS_KERNEL.append(compile_nogil(_decode_fields))
+    n = len(fields)
+    lens = np.fromiter(map(_length, fields, repeat(-1)), np.int64, n)  # None (absent): -1
+    buf = np.frombuffer(b"".join(filter(None, fields)), np.uint8)
+    out = np.empty(n, dtype=np.float64)
+    status = np.empty(n, dtype=np.int8)
+    _FIELDS_KERNEL[0](buf, lens, is_ts, out, status)
+    return out, status
+
+
+def as_number(value: Any) -> float:
+    """A value as a model reads it: ``float(value)``, NaN when it is not a number (None, a word)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 # The event time of a stored row, for the writers' server-side upsert script (Redis Lua): the same

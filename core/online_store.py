@@ -13,7 +13,8 @@ connection loss) is replayed on the node that owns the keys now, for up to ``ret
 
 Read (serving hot path): :meth:`OnlineStore.read_plan` precomputes per entity key the RESP ``HMGET``
 of every needed field; :meth:`OnlineStore.read` sends a request's commands in one pipelined round
-trip (per node on a cluster) and decodes them without protobuf objects.
+trip (per node on a cluster) and decodes them without protobuf objects; :meth:`OnlineStore.read_columns`
+reads many rows at once and decodes them column by column (:mod:`core.online_columns`).
 
 The store pickles without its connections (``from_settings`` on the driver, ``write`` on executors).
 """
@@ -25,11 +26,13 @@ import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from core import online_format as fmt
+from core.online_columns import ColumnLayout, Columns
 from core.redis_client import AsyncRouter, RedisTarget, RedisUnavailable, SyncRouter
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ class ViewRead:
     double_fields: Callable[[Sequence], tuple] | None = None  # reply -> their raw values
     double_decode: Callable[[Sequence], tuple | None] | None = None
     others: list[tuple[str, int]] = field(default_factory=list)  # decoded one by one
+    floats: tuple[str, ...] = ()  # features typed DOUBLE / FLOAT
 
 
 @dataclass
@@ -103,6 +107,7 @@ class EntityRead:
     encode_key: Callable[[Any], bytes]
     fields: list[bytes]
     views: list[ViewRead]
+    int64_key: tuple[bytes, bytes] | None = None  # an int64 key's bytes around its value (fmt.int64_key_parts)
 
     def __post_init__(self) -> None:
         self.finish()
@@ -110,6 +115,18 @@ class EntityRead:
     def finish(self) -> None:
         self._tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in self.fields)
         self._head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(self.fields) + 2)
+        self._template: tuple[np.ndarray, int] | None = None
+        if self.int64_key is not None:  # the command of every int64 value: one template, 8 bytes set per value
+            before, after = self.int64_key
+            head = b"%s$%d\r\n%s" % (self._head, len(before) + 8 + len(after), before)
+            self._template = (np.frombuffer(head + bytes(8) + after + b"\r\n" + self._tail, np.uint8), len(head))
+
+    def commands_of(self, values: np.ndarray) -> np.ndarray:
+        """:meth:`command` of many int64 values, one per row of a uint8 matrix (int64 keys only)."""
+        template, at = self._template
+        out = np.tile(template, (len(values), 1))
+        out[:, at : at + 8] = values.astype("<i8", copy=False).view(np.uint8).reshape(-1, 8)
+        return out
 
     def command(self, entity_value: Any) -> bytes:
         key = self.encode_key(entity_value)
@@ -142,6 +159,22 @@ class ReadPlan:
     def commands(self, entity_values: Mapping[str, Any]) -> bytes:
         return b"".join(r.command(entity_values[r.join_key]) for r in self.reads)
 
+    def commands_many(self, rows: Sequence[Mapping[str, Any]]) -> bytes:
+        """:meth:`commands` of many rows, in order. Int64 keys (Python ints) are written into each read's
+        command template at once; anything else is encoded row by row."""
+        if not rows or any(r._template is None for r in self.reads):
+            return b"".join(self.commands(row) for row in rows)
+        parts = []
+        for r in self.reads:
+            values = [row[r.join_key] for row in rows]
+            if set(map(type, values)) != {int}:
+                return b"".join(self.commands(row) for row in rows)
+            try:
+                parts.append(r.commands_of(np.array(values, dtype=np.int64)))
+            except OverflowError:  # beyond int64: the row-by-row encoder raises its own error
+                return b"".join(self.commands(row) for row in rows)
+        return (parts[0] if len(parts) == 1 else np.hstack(parts)).tobytes()
+
     def decode(self, replies: Sequence[list]) -> FetchResult:
         values: dict[str, Any] = {}
         missing: list[str] = []
@@ -168,38 +201,17 @@ class ReadPlan:
                     values[name] = decode_value(reply[idx])
         return FetchResult(values, missing, oldest)
 
-    def decode_many(self, replies: Sequence[list], n_rows: int) -> list[FetchResult]:
-        """:meth:`decode` of ``n_rows`` rows' replies (``n`` per row, in order), view by view: the same values,
-        in the same order, without per-row lookups of the plan."""
-        k = self.n
-        out = [FetchResult({}, [], None) for _ in range(n_rows)]
-        decode_ts, decode_value = fmt.decode_timestamp, fmt.decode_value
-        for j, read in enumerate(self.reads):
-            for view in read.views:
-                ts_index, features, others = view.ts_index, view.features, view.others
-                double_names, double_fields, double_decode = view.double_names, view.double_fields, view.double_decode
-                for i in range(n_rows):
-                    reply = replies[i * k + j]
-                    res = out[i]
-                    values = res.values
-                    ts = decode_ts(reply[ts_index])
-                    if ts is None:
-                        for name, _ in features:
-                            values[name] = None
-                            res.missing.append(name)
-                        continue
-                    if res.oldest_ts is None or ts < res.oldest_ts:
-                        res.oldest_ts = ts
-                    rest = others
-                    if double_names:
-                        doubles = double_decode(double_fields(reply))
-                        if doubles is None:
-                            rest = features
-                        else:
-                            values.update(zip(double_names, doubles, strict=True))
-                    for name, idx in rest:
-                        values[name] = decode_value(reply[idx])
-        return out
+    @property
+    def layout(self) -> ColumnLayout:
+        layout = self.__dict__.get("_layout")
+        if layout is None:
+            layout = self.__dict__["_layout"] = ColumnLayout.of(self.reads)
+        return layout
+
+    def columns(self, replies: Sequence[list], n_rows: int) -> Columns:
+        """``n_rows`` rows' replies (``n`` per row, in order) decoded column by column: the same values as
+        :meth:`decode` of each row, in one compiled pass."""
+        return Columns(self.layout, list(chain.from_iterable(replies)), n_rows)
 
 
 # ---- the store ------------------------------------------------------------------------------------
@@ -407,7 +419,8 @@ class OnlineStore:
             read = groups.get(v.join_key)
             if read is None:
                 read = groups[v.join_key] = EntityRead(
-                    v.join_key, fmt.entity_key_encoder(v.join_key, v.key_type, self.project), [], []
+                    v.join_key, fmt.entity_key_encoder(v.join_key, v.key_type, self.project), [], [],
+                    fmt.int64_key_parts(v.join_key, self.project) if v.key_type == fmt.INT64 else None,
                 )
             types = dict(v.features)
             features = []
@@ -417,7 +430,8 @@ class OnlineStore:
                 read.fields.append(v.field(feat))
                 features.append((feat, len(read.fields) - 1))
             read.fields.append(v.ts_field)
-            view_read = ViewRead(v.name, len(read.fields) - 1, features)
+            view_read = ViewRead(v.name, len(read.fields) - 1, features,
+                                 floats=tuple(f for f, _ in features if types[f] in (fmt.DOUBLE, fmt.FLOAT)))
             doubles = [(f, i) for f, i in features if types[f] == fmt.DOUBLE]
             if len(doubles) >= 2:
                 view_read.double_names = tuple(f for f, _ in doubles)
@@ -446,16 +460,23 @@ class OnlineStore:
         keyed = [r.keyed(entity_values[r.join_key]) for r in plan.reads]
         return plan.decode(await router.execute_keyed([c for _, c in keyed], [k for k, _ in keyed]))
 
-    async def read_many(self, plan: ReadPlan, rows: Sequence[Mapping[str, Any]]) -> list[FetchResult]:
-        """Many entity rows in one pipelined round trip (per node)."""
+    async def _replies(self, plan: ReadPlan, rows: Sequence[Mapping[str, Any]]) -> list:
         router = self.reader
-        k = plan.n
         if not router.cluster:
-            replies = await router.execute(b"".join(plan.commands(r) for r in rows), k * len(rows))
-        else:
-            keyed = [r.keyed(row[r.join_key]) for row in rows for r in plan.reads]
-            replies = await router.execute_keyed([c for _, c in keyed], [key for key, _ in keyed])
-        return plan.decode_many(replies, len(rows))
+            return await router.execute(plan.commands_many(rows), plan.n * len(rows))
+        keyed = [r.keyed(row[r.join_key]) for row in rows for r in plan.reads]
+        return await router.execute_keyed([c for _, c in keyed], [key for key, _ in keyed])
+
+    async def read_many(self, plan: ReadPlan, rows: Sequence[Mapping[str, Any]]) -> list[FetchResult]:
+        """Many entity rows in one pipelined round trip (per node), decoded row by row."""
+        replies = await self._replies(plan, rows)
+        k = plan.n
+        return [plan.decode(replies[i * k : (i + 1) * k]) for i in range(len(rows))]
+
+    async def read_columns(self, plan: ReadPlan, rows: Sequence[Mapping[str, Any]]) -> Columns:
+        """Many entity rows in one pipelined round trip (per node), decoded column by column (the batch
+        hot path: :class:`core.online_columns.Columns`)."""
+        return plan.columns(await self._replies(plan, rows), len(rows))
 
     async def ping(self) -> bool:
         return await self.reader.ping()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import uuid
 
+import numpy as np
+
 from bentos.feature_plan import FeaturePlan
 from core.online_store import EntityRead, FetchResult, ReadPlan, ViewRead
 
@@ -19,7 +21,8 @@ def _ratio(amount, total):
 
 def _plan() -> FeaturePlan:
     user = EntityRead("user_id", lambda v: b"u%d" % v, [b"a", b"b", b"_ts"],
-                      [ViewRead("user_aggs", 2, [("txn_count", 0), ("txn_sum", 1)])])
+                      [ViewRead("user_aggs", 2, [("txn_count", 0), ("txn_sum", 1)], others=[("txn_count", 0), ("txn_sum", 1)],
+                                floats=("txn_sum",))])
     return FeaturePlan(
         model_features=["txn_sum", "amount_ratio", "txn_count"],
         read=ReadPlan([user]),
@@ -54,6 +57,29 @@ def test_rows_equal_the_feature_by_feature_path():
     on_demand = {"amount_ratio": [_ratio(r["amount"], f.values["txn_sum"]) for r, f in zip(reqs, fetched, strict=True)]}
     for i, f in enumerate(fetched):  # the feature-by-feature path gives the same rows
         assert _same(plan._row(f.values, f.missing, on_demand, i), rows[i])
+
+
+def test_the_batch_matrix_equals_the_rows_of_the_row_by_row_decoder():
+    from feast.protos.feast.types.Value_pb2 import Value
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    plan = _plan()
+    ts = Timestamp(seconds=1_700_000_000, nanos=5000).SerializeToString()
+    replies = [
+        [Value(int64_val=3).SerializeToString(), Value(double_val=50.0).SerializeToString(), ts],  # all present
+        [None, None, None],  # no row: defaults
+        [None, Value(double_val=20.0).SerializeToString(), ts],  # a null value (not missing): NaN
+        [Value(string_val="7").SerializeToString(), Value(string_val="x").SerializeToString(), ts],  # not numbers
+        [Value(int64_val=-2).SerializeToString(), Value(int64_val=8).SerializeToString(), ts],  # an int sum
+    ]
+    reqs = [{"amount": 10.0}, {"amount": 5.0}, {"amount": 4.0}, {"amount": 1.0}, {"amount": 2.0}]
+    X, missing = plan.matrix(plan.read.columns(replies, len(reqs)), reqs)
+    rows, missing_rows = plan.rows([plan.read.decode([r]) for r in replies], reqs)
+    assert missing == missing_rows == [[], ["txn_count", "txn_sum"], [], [], []]
+    assert X.dtype == np.float64 and X.shape == (5, 3)
+    for got, want in zip(X.tolist(), rows, strict=True):
+        assert _same(got, want), (got, want)
+    assert rows[0] == [50.0, 0.2, 3.0] and rows[1][0] == -1.0 and rows[1][2] == 0.0 and rows[4] == [8.0, 0.25, -2.0]
 
 
 def test_request_ids_are_uuid4_hex_and_unique():

@@ -1,0 +1,110 @@
+"""Online features of many entity rows, decoded column by column: the batch read's form.
+
+A batch read's replies (per entity row, one ``HMGET`` reply per entity key of the read plan) are
+flattened and decoded in one compiled pass (:func:`core.online_format.decode_fields`). :class:`Columns`
+then answers per feature: the model's numbers (:meth:`Columns.matrix`), the Python values an on-demand
+view reads (:meth:`Columns.values`), and per row the features whose view has no row and the oldest
+feature time. Every answer equals what :meth:`core.online_store.ReadPlan.decode` gives row by row
+(``tests/core/test_online_columns.py``); what the compiled pass leaves (strings, anything unusual) is
+decoded by the same Python functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from core import online_format as fmt
+
+
+@dataclass(frozen=True)
+class ColumnLayout:
+    """Where each feature sits in one entity row's flattened replies."""
+
+    period: int  # fields per entity row: every read's HMGET fields, in order
+    is_ts: np.ndarray  # per field: a Timestamp (``_ts:<view>``)?
+    column: dict[str, int]  # feature -> field
+    view_of: dict[str, int]  # feature -> index into ``views``
+    views: tuple[tuple[int, tuple[str, ...]], ...]  # per view: (its Timestamp field, its features)
+    floats: frozenset[str]  # features typed DOUBLE / FLOAT
+
+    @classmethod
+    def of(cls, reads: Sequence[Any]) -> ColumnLayout:
+        """The layout of a read plan's ``EntityRead`` list."""
+        column: dict[str, int] = {}
+        view_of: dict[str, int] = {}
+        views: list[tuple[int, tuple[str, ...]]] = []
+        is_ts: list[bool] = []
+        floats: set[str] = set()
+        base = 0
+        for read in reads:
+            flags = [False] * len(read.fields)
+            for view in read.views:
+                flags[view.ts_index] = True
+                for name, idx in view.features:
+                    column[name] = base + idx
+                    view_of[name] = len(views)
+                views.append((base + view.ts_index, tuple(name for name, _ in view.features)))
+                floats.update(view.floats)
+            is_ts += flags
+            base += len(read.fields)
+        return cls(base, np.array(is_ts, dtype=bool), column, view_of, tuple(views), frozenset(floats))
+
+
+class Columns:
+    """The decoded features of ``n_rows`` entity rows (``fields``: their replies' fields, row after row)."""
+
+    def __init__(self, layout: ColumnLayout, fields: list, n_rows: int):
+        self.layout = layout
+        self.fields = fields
+        self.n_rows = n_rows
+        numbers, status = fmt.decode_fields(fields, layout.is_ts)
+        self.numbers = numbers.reshape(n_rows, layout.period)
+        self.status = status.reshape(n_rows, layout.period)
+        ts_fields = [ts for ts, _ in layout.views]
+        self.absent = self.status[:, ts_fields] == fmt.ABSENT  # (rows, views): the view has no row
+        ts = self.numbers[:, ts_fields]
+        for i, v in zip(*np.nonzero(self.status[:, ts_fields] == fmt.PYTHON_VALUE), strict=True):
+            ts[i, v] = fmt.decode_timestamp(self._field(int(i), ts_fields[v]))
+        oldest = np.where(self.absent, np.inf, ts).min(axis=1) if ts_fields else np.full(n_rows, np.inf)
+        self.oldest_ts: list[float | None] = [None if t == math.inf else t for t in oldest.tolist()]
+        self.missing: list[list[str]] = [[] for _ in range(n_rows)]
+        if self.absent.any():
+            for i in np.flatnonzero(self.absent.any(axis=1)).tolist():
+                self.missing[i] = [name for v in np.flatnonzero(self.absent[i]).tolist() for name in layout.views[v][1]]
+
+    def _field(self, row: int, column: int) -> bytes | None:
+        return self.fields[row * self.layout.period + column]
+
+    def absent_rows(self, name: str) -> np.ndarray:
+        """Per row: the feature's view has no row for the entity (its value is missing)."""
+        return self.absent[:, self.layout.view_of[name]]
+
+    def matrix(self, names: Sequence[str], fill: np.ndarray) -> np.ndarray:
+        """The named features as a model reads them, one column each: ``float(value)``, NaN when null or not a
+        number, and ``fill[j]`` where feature ``j``'s view has no row for the entity."""
+        layout = self.layout
+        cols = [layout.column[name] for name in names]
+        absent = self.absent[:, [layout.view_of[name] for name in names]]
+        out = np.where(absent, fill, self.numbers[:, cols])
+        for i, j in zip(*np.nonzero((self.status[:, cols] == fmt.PYTHON_VALUE) & ~absent), strict=True):
+            out[i, j] = fmt.as_number(fmt.decode_value(self._field(int(i), cols[j])))
+        return out
+
+    def values(self, name: str) -> list:
+        """The feature's Python values per row (``None`` when missing or null), as ``decode`` gives them."""
+        c = self.layout.column[name]
+        absent = self.absent_rows(name)
+        if name in self.layout.floats:  # floats decoded exactly by the compiled pass
+            out = self.numbers[:, c].tolist()
+            redo = np.flatnonzero((self.status[:, c] != fmt.FLOAT_VALUE) | absent).tolist()
+        else:
+            out = [None] * self.n_rows
+            redo = range(self.n_rows)
+        for i in redo:
+            out[i] = None if absent[i] else fmt.decode_value(self._field(i, c))
+        return out
