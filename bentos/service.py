@@ -34,6 +34,9 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterable
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -294,12 +297,13 @@ class PredictionService:
         metrics.redis_errors_total.inc()
         return _json({"error": "online feature store unavailable", "detail": str(exc)}, 503)
 
-    def _count_missing(self, missing: list[str]) -> None:
-        for name in missing:
+    def _count_missing(self, missing: Iterable[str]) -> None:
+        """Count missing features: one metric update per feature name, however often it is missing."""
+        for name, n in Counter(missing).items():
             child = self._m_missing.get(name)
             if child is None:
                 child = self._m_missing[name] = metrics.missing_features_total.labels(feature=name)
-            child.inc()
+            child.inc(n)
 
     def _challenger_failed(self, d: Deployment, v: Variant, req: dict, plan_row: list[float], now: float, exc: Exception) -> Variant:
         """A challenger that cannot score: counted and logged; production answers instead."""
@@ -424,12 +428,11 @@ class PredictionService:
         ids = request_ids(n)
         answer = self._answer
         answers = []
+        self._count_missing(chain.from_iterable(missing))
         for i in range(n):
-            v, m = picked[i], missing[i]
-            if m:
-                self._count_missing(m)
-            answers.append(answer(d, v, reqs[i], rows[i], v.row(rows[i]), m, scores[i], decisions[i], per_row, now, ids[i],
-                                  ages[i]))
+            v = picked[i]
+            answers.append(answer(d, v, reqs[i], rows[i], v.row(rows[i]), missing[i], scores[i], decisions[i], per_row, now,
+                                  ids[i], ages[i]))
         self.prediction_log.request_done()  # a batch's log entries go over right after it
         return _json({"predictions": answers, "model_version": d.production.model_version})
 

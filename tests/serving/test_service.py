@@ -225,6 +225,25 @@ def test_health_readiness_and_metrics(serving):
         assert name in text, name
 
 
+def _metric(text: str, sample: str) -> float:
+    """The value of one sample line of a /metrics page (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_batch_counts_each_missing_feature_once_per_row(serving):
+    sample = 'rtml_serving_missing_features_total{feature="account_age_days"}'
+    before = _metric(httpx.get(f"{serving.url}/metrics", timeout=5, headers=api_headers()).text, sample)
+    known = txn(USER_BASE + 1, MERCHANT_BASE + 1, 10.0, "DE")
+    unknown = txn(UNKNOWN_USER, MERCHANT_BASE + 1, 12.0, "DE")
+    body = post(serving.url, "/predict_batch", {"transactions": [unknown, known, unknown, unknown]}).json()
+    assert ["account_age_days" in p["missing_features"] for p in body["predictions"]] == [True, False, True, True]
+    after = _metric(httpx.get(f"{serving.url}/metrics", timeout=5, headers=api_headers()).text, sample)
+    assert after - before == 3
+
+
 def read_predictions(request_ids: set[str], timeout_s: float = 30.0, expect_per_key: int = 1,
                      timestamps: dict[str, int] | None = None) -> dict:
     """Messages of the ``predictions`` topic with these request ids (key = request id): one record per id,
