@@ -121,7 +121,7 @@ class BatchWriter:
         if self.fault_hook is not None:
             self.fault_hook(batch_id, "after_write")
         counts: dict[str, int] = {}
-        max_ts = 0
+        newest: dict[str, int] = {}  # per view, the newest event time (us) of the tiles written
         for r in result:
             if r["vid"] == -1:
                 counts[f"dlq_{r['reason']}"] = counts.get(f"dlq_{r['reason']}", 0) + int(r["n"])
@@ -131,7 +131,10 @@ class BatchWriter:
                 counts[f"tiles_{view}"] = counts.get(f"tiles_{view}", 0) + int(r["tiles"])
                 counts[f"online_{view}"] = counts.get(f"online_{view}", 0) + int(r["rows"])
                 self.metrics.rows_written.labels(view=view, store="online").inc(int(r["rows"]))
-                max_ts = max(max_ts, int(r["max_ts"]))
+                newest[view] = max(newest.get(view, 0), int(r["max_ts"]))
+        for view, ts in newest.items():  # the view's age (rtml_feature_view_age_seconds) restarts from it
+            self.metrics.view_freshness.observe(view, ts / 1e6)
+        max_ts = max(newest.values(), default=0)
         seconds = time.perf_counter() - started
         self.metrics.batch_duration.observe(seconds)
         if max_ts:

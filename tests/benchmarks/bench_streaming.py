@@ -1,6 +1,6 @@
 """Stream job benchmark: sustained throughput, freshness at 1k/5k/20k events/s, backfill rows/s, state size
 and small-batch cost after many events, state bytes per entity, the standalone cluster run; side by side
-with the former driver-side job (``streaming.driver_job``) and the plain Feast path (a Kafka consumer
+with the former driver-side job (``tests.benchmarks.baseline.driver_job``) and the plain Feast path (a Kafka consumer
 computing the same aggregates and calling ``store.push`` per event).
 
 Freshness of the tiled job: Spark reports, per micro-batch, its input rows and the write time; the events
@@ -158,8 +158,8 @@ def _job(spark, store, topic, workdir: Path, trigger: float, max_offsets: int | 
     from prometheus_client import CollectorRegistry
 
     from core.kafka_io import ensure_topics
-    from streaming.driver_job import StreamJob, StreamOptions
     from streaming.metrics import StreamMetrics
+    from tests.benchmarks.baseline.driver_job import StreamJob, StreamOptions
 
     name = f"bench{uuid.uuid4().hex[:6]}"
     ensure_topics([f"{topic}-dlq"], partitions=1, role="admin")  # the job itself may not create topics
@@ -505,7 +505,7 @@ def state_after_many_events(spark, store, bootstrap, workdir, n: int, n_users: i
     time.sleep(3)
     ckpt = job.options.checkpoint()
     if driver:
-        from streaming.state_store import StateStore
+        from tests.benchmarks.baseline.state_store import StateStore
 
         versions = StateStore(ckpt, ()).versions()
         state_bytes = _dir_bytes(ckpt / "state" / f"v{versions[-1]:012d}")
@@ -552,7 +552,7 @@ def state_per_entity(spark, store, bootstrap, workdir, per_entity: int, entities
         job, query, rec = _job(spark, store, topic, workdir, trigger=1.0, max_offsets=200_000)
         rec.wait_for(n, timeout=900)
         time.sleep(2)
-        from streaming.state_store import StateStore
+        from tests.benchmarks.baseline.state_store import StateStore
 
         ckpt = job.options.checkpoint()
         versions = StateStore(ckpt, ()).versions()
@@ -877,7 +877,7 @@ def _result(r: dict, t_all: float, load_start, complete: bool) -> dict:
         "notes": (
             "2-core machine shared with other workloads (see load averages); Spark local[2]; the load generator runs "
             "in a separate process on the same cores. Tiled job = streaming.stream_job (tiles in the RocksDB state "
-            "store, merged into Feast rows on executors); driver job = streaming.driver_job (the former design, "
+            "store, merged into Feast rows on executors); driver job = tests.benchmarks.baseline.driver_job (the former design, "
             f"baseline). Sustained: {SUSTAINED_EVENTS:,} events preloaded, both jobs at the stream job's default "
             "maxOffsetsPerTrigger, throughput after the first batch. Rates: after an unmeasured warm-up of "
             f"{RATE_WARMUP_SECONDS:g} s at the same rate (a new query's first batches run before the JIT), "

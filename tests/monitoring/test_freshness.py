@@ -54,35 +54,6 @@ def test_materialize_marks_are_exported_by_another_process(tmp_path):
     assert registry.get_sample_value("rtml_feature_view_newest_event_timestamp_seconds", labels) == 5_000.0
 
 
-def test_the_stream_job_reports_the_newest_event_it_wrote_per_view(tmp_path):
-    """One micro-batch through the stream job's processor: its metrics then carry the view's age."""
-    import pandas as pd
-
-    from streaming.feature_specs import AggSpec, StreamSpec, ViewSpec
-    from streaming.metrics import StreamMetrics
-    from streaming.processor import BatchProcessor
-    from streaming.state_store import StateStore
-
-    class Memory:
-        def write(self, spec, rows):
-            return len(rows)
-
-    view = ViewSpec("v", "user_id", (AggSpec("n", "count", "amount", 600_000_000),), str(tmp_path / "v"), ("n",))
-    spec = StreamSpec(views=(view,), topic="t", bootstrap="x:1", watermark_delay_us=300_000_000)
-    metrics = StreamMetrics(CollectorRegistry())
-    now_us = 1_764_000_000_000_000
-    rows = pd.DataFrame({
-        "source_topic": ["t", "t"], "partition": [0, 0], "offset": [0, 1], "user_id": [1, 2], "amount": [1.0, 2.0],
-        "event_us": [now_us - 5_000_000, now_us], "batch_us": now_us, "dlq_reason": [None, None], "dlq_field": None,
-        "raw_base64": [None, None],
-    })
-    BatchProcessor(spec, StateStore(tmp_path / "ck", spec.views), Memory(), "m", lambda _: None, metrics).process(rows, 0)
-    assert metrics.view_freshness.newest() == {"v": now_us / 1e6}
-    metrics.view_freshness.clock = lambda: now_us / 1e6 + 42.0
-    labels = {"view": "v", "source": "stream"}
-    assert metrics.registry.get_sample_value("rtml_feature_view_age_seconds", labels) == pytest.approx(42.0)
-
-
 def test_batch_materialization_marks_the_newest_source_event(tmp_path):
     from types import SimpleNamespace
 

