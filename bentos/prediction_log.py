@@ -10,6 +10,11 @@ background (short ``check_broker``, retry), so a missing broker neither blocks s
 Every record that is not delivered (queue full, delivery failed or timed out, left at shutdown) is
 counted by reason in ``rtml_serving_prediction_log_dropped_total``.
 
+Messages: the entries of one variant taken together (a ``/predict_batch``'s, or requests queued within
+one flush interval) go out as one *batch message* in columns (:mod:`core.prediction_messages`: one
+produce call and delivery report, and no record dict, per batch instead of per prediction); a lone
+entry as a one-record message. Consumers read both through :func:`core.prediction_messages.expand`.
+
 Shadow predictions are queued unscored (score ``None``): this thread scores them, many rows per
 XGBoost call (which releases the GIL), so a shadow challenger adds almost nothing to a request.
 
@@ -19,8 +24,8 @@ model's scoring time ``latency_ms``.
 
 Event time: ``event_timestamp`` and the Kafka message timestamp are the request's event time (its
 ``timestamp`` / ``event_timestamp``; a stamp later than the prediction is capped at the prediction
-time), else the prediction time. The monitor windows and matches its seasonal reference (hour of the
-week) on the message timestamp, so a replayed or delayed request is compared with the hours it
+time), else the prediction time (a batch message carries each record's in ``event_ms``). The monitor
+windows and matches its seasonal reference (hour of the week) on it, so a replayed or delayed request is compared with the hours it
 happened in, not with the hour it was scored. ``prediction_timestamp`` stays the wall-clock time.
 """
 
@@ -32,12 +37,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import numpy as np
 
+from core.prediction_messages import MAX_BATCH_BYTES, encode_batch
 from core.settings import settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,52 @@ def request_ids(n: int) -> list[str]:
 Entry = tuple
 
 
+@dataclass
+class Batch:
+    """Scored predictions of one variant in columns: one queue entry for ``n`` records (a ``/predict_batch``'s,
+    handed over as such, or a run of :data:`Entry` s of one variant, :meth:`of_entries`)."""
+
+    ids: list[str]
+    keys: dict[str, list]  # the id field and the entity keys: one value per record
+    times: list  # each request's ``timestamp`` (datetime, ISO string or None)
+    predicted: list[float]  # prediction times, epoch s
+    scores: list
+    decisions: list
+    rows: Any  # the variant's feature values per record: a float64 matrix or a list of rows
+    missing: list
+    ages: list
+    variant: Any
+    served: list[bool]
+    seconds: list  # scoring time per record, s (or None)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of_entries(cls, entries: list[Entry], fields: Sequence[str]) -> Batch:
+        reqs = [e[1] for e in entries]
+        return cls([e[0] for e in entries], {f: [r[f] for r in reqs] for f in fields},
+                   [r.get("timestamp") for r in reqs], [e[2] for e in entries], [e[3] for e in entries],
+                   [e[4] for e in entries], [e[5] for e in entries], [e[6] for e in entries], [e[7] for e in entries],
+                   entries[0][8], [e[9] for e in entries], [e[10] for e in entries])
+
+    def halves(self) -> tuple[Batch, Batch]:
+        h = self.n // 2
+
+        def part(sl: slice) -> Batch:
+            return Batch(self.ids[sl], {f: v[sl] for f, v in self.keys.items()}, self.times[sl], self.predicted[sl],
+                         self.scores[sl], self.decisions[sl], self.rows[sl], self.missing[sl], self.ages[sl],
+                         self.variant, self.served[sl], self.seconds[sl])
+
+        return part(slice(0, h)), part(slice(h, None))
+
+
+def records(entries) -> int:
+    """Predictions held by queued entries (a :class:`Batch` holds many)."""
+    return sum(e.n if e.__class__ is Batch else 1 for e in entries)
+
+
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -68,7 +121,10 @@ def _utc(ts: float) -> datetime:
 def event_seconds(req: dict[str, Any], now: float) -> float:
     """Epoch seconds of the request's event time (``timestamp``; naive = UTC), capped at ``now`` (the
     prediction time), or ``now`` when the request has none."""
-    t = req.get("timestamp")
+    return _event_time(req.get("timestamp"), now)
+
+
+def _event_time(t: Any, now: float) -> float:
     if t is None:
         return now
     if isinstance(t, str):  # requests that did not pass the pydantic model (tests, batch callers)
@@ -101,7 +157,8 @@ class PredictionLog:
         self.id_field = id_field
         self.entity_keys = tuple(entity_keys)
         self.maxsize = maxsize
-        self.queue: collections.deque[Entry] = collections.deque()
+        self.queue: collections.deque[Entry | Batch] = collections.deque()
+        self.put_count = self.taken = 0  # predictions queued / taken off the queue (one writer each)
         self.flush_interval_s = flush_interval_s
         self.chunk = chunk
         self.drain_s = drain_s
@@ -124,13 +181,15 @@ class PredictionLog:
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, entry: Entry) -> None:
-        """Enqueue one prediction; never blocks (drops and counts when the queue is full)."""
-        if len(self.queue) >= self.maxsize:
-            self.dropped += 1
-            self.on_drop("queue_full", 1)
+    def put(self, entry: Entry | Batch) -> None:
+        """Enqueue one prediction (or a :class:`Batch`); never blocks (drops and counts when the queue is full)."""
+        n = entry.n if entry.__class__ is Batch else 1
+        if self.put_count - self.taken + n > self.maxsize:
+            self.dropped += n
+            self.on_drop("queue_full", n)
         else:
             self.queue.append(entry)
+            self.put_count += n
 
     @staticmethod
     def event_seconds(e: Entry) -> float:
@@ -228,10 +287,10 @@ class PredictionLog:
             self._fatal = True
         log.debug("prediction log producer: %s", err)
 
-    def _failed(self, _exc: Any) -> None:
-        self.dropped += 1
+    def _failed(self, _exc: Any, n: int = 1) -> None:
+        self.dropped += n
         self._last_fail = time.monotonic()
-        self.on_drop("send_failed", 1)
+        self.on_drop("send_failed", n)
 
     def _stuck(self) -> bool:
         """A fatal producer error, or only failures for longer than ``recover_s``: the producer is replaced."""
@@ -249,20 +308,114 @@ class PredictionLog:
         self.reconnects += 1
         self._connect()
 
+    def batch_message(self, batch: Batch) -> tuple[bytes, int] | None:
+        """The batch message (:mod:`core.prediction_messages`) of ``batch`` and its Kafka timestamp (the newest
+        event time, ms); None when a row does not match the variant's features (the one-record path then fails
+        those records, counted)."""
+        variant, n = batch.variant, batch.n
+        names = list(variant.features)
+        rows = batch.rows.tolist() if isinstance(batch.rows, np.ndarray) else batch.rows
+        if any(len(r) != len(names) for r in rows):
+            return None
+        event_s = [_event_time(t, p) for t, p in zip(batch.times, batch.predicted, strict=True)]
+        event_ms = [int(t * 1000) for t in event_s]
+        stamps: dict[float, datetime] = {}  # a request batch shares one prediction time
+        columns: dict[str, list] = {"request_id": batch.ids, **batch.keys}
+        columns["prediction_timestamp"] = [stamps[p] if p in stamps else stamps.setdefault(p, _utc(p))
+                                           for p in batch.predicted]
+        columns["event_timestamp"] = [_utc(t) for t in event_s]
+        columns["model_name"] = [variant.tag.split(":", 1)[0]] * n
+        columns["model_version"] = [variant.model_version] * n
+        columns["variant"] = [variant.name] * n
+        columns["served"] = batch.served
+        columns["score"] = batch.scores
+        columns["decision"] = batch.decisions
+        columns["latency_ms"] = [None if s is None else 1000.0 * s for s in batch.seconds]
+        columns["missing_features"] = [list(m) for m in batch.missing]
+        columns["feature_age_seconds"] = batch.ages
+        return encode_batch(self._fields, columns, names, rows, event_ms), max(event_ms)
+
+    @property
+    def _fields(self) -> list[str]:
+        """A record's fields, in record order (:meth:`record`)."""
+        return [*dict.fromkeys(("request_id", self.id_field, *self.entity_keys)), "prediction_timestamp",
+                "event_timestamp", "model_name", "model_version", "variant", "served", "score", "decision",
+                "latency_ms", "features", "missing_features", "feature_age_seconds"]
+
+    def _send_batch(self, batch: Batch) -> bool:
+        """Send ``batch`` as batch messages, halved until each fits a Kafka message; False when it cannot be
+        encoded as one (the caller sends its records one by one)."""
+        try:
+            built = self.batch_message(batch)
+        except (TypeError, ValueError, AttributeError, KeyError, msgspec.EncodeError):
+            return False
+        if built is None:
+            return False
+        value, ts = built
+        if len(value) > MAX_BATCH_BYTES and batch.n > 1:
+            first, second = batch.halves()
+            return self._send_batch(first) and self._send_batch(second)
+        n = batch.n
+        try:
+            self._producer.produce(self.topic, value, batch.ids[0].encode(), timestamp=ts,
+                                   on_delivery=lambda err, _msg: self._delivered_many(err, n))
+            self.sent += n
+        except Exception as exc:  # noqa: BLE001 - local queue full (broker gone for long): counted per record
+            self._failed(exc, n)
+        return True
+
+    def entries(self, batch: Batch) -> list[Entry]:
+        """The one-record entries of ``batch`` (its requests reduced to the fields a record carries)."""
+        rows = batch.rows.tolist() if isinstance(batch.rows, np.ndarray) else batch.rows
+        reqs = [{**{f: v[i] for f, v in batch.keys.items()}, "timestamp": batch.times[i]} for i in range(batch.n)]
+        return [(batch.ids[i], reqs[i], batch.predicted[i], batch.scores[i], batch.decisions[i], rows[i],
+                 batch.missing[i], batch.ages[i], batch.variant, batch.served[i], batch.seconds[i]) for i in range(batch.n)]
+
+    @staticmethod
+    def variant_runs(entries: list[Entry]) -> list[list[Entry]]:
+        """The entries of each variant, in order (first variant first): one batch message each."""
+        by_variant: dict[int, list[Entry]] = {}
+        for e in entries:
+            by_variant.setdefault(id(e[8]), []).append(e)
+        return list(by_variant.values())
+
+    def _delivered_many(self, err: Any, n: int) -> None:
+        if err is None:
+            self.delivered += n
+            self._last_ok = time.monotonic()
+        else:
+            self._failed(err, n)
+
     def _send_chunk(self) -> None:
         q = self.queue
-        entries = [q.popleft() for _ in range(min(self.chunk, len(q)))]
+        taken = [q.popleft() for _ in range(min(self.chunk, len(q)))]
+        self.taken += records(taken)
         produce = self._producer.produce
         topic = self.topic
-        for entry in self.score_shadow(entries):
-            try:
-                event_s = self.event_seconds(entry)
-                record = self.record(entry, event_s)
-                # event time as the message timestamp: what the monitor windows by
-                produce(topic, _encode(record), record["request_id"].encode(), timestamp=int(event_s * 1000))
-                self.sent += 1
-            except Exception as exc:  # local queue full (broker gone for long) or a record that cannot be sent
-                self._failed(exc)
+        fields = (self.id_field, *self.entity_keys)
+        runs: list[list[Entry] | Batch] = [e for e in taken if e.__class__ is Batch]
+        runs += self.variant_runs(self.score_shadow([e for e in taken if e.__class__ is not Batch]))
+        for run in runs:
+            if run.__class__ is Batch:
+                if self._send_batch(run):
+                    continue
+                run = self.entries(run)
+            elif len(run) > 1:
+                try:
+                    batch = Batch.of_entries(run, fields)
+                except (KeyError, TypeError, IndexError, AttributeError):
+                    batch = None  # the one-record path raises and counts per record
+                if batch is not None and self._send_batch(batch):
+                    continue
+            for entry in run:
+                try:
+                    event_s = self.event_seconds(entry)
+                    record = self.record(entry, event_s)
+                    # event time as the message timestamp: what the monitor windows by
+                    produce(topic, _encode(record), record["request_id"].encode(), timestamp=int(event_s * 1000))
+                    self.sent += 1
+                except Exception as exc:  # local queue full (broker gone for long) or a record that cannot be sent
+                    self._failed(exc)
         self._producer.poll(0)  # delivery reports of earlier records
 
     def _run(self) -> None:
@@ -283,8 +436,10 @@ class PredictionLog:
         while q and self._producer is not None and time.monotonic() < deadline:
             self._send_chunk()
         if q:
-            self.on_drop("shutdown", len(q))
-            self.dropped += len(q)
+            left = records(q)
+            self.on_drop("shutdown", left)
+            self.dropped += left
+            self.taken += left
             q.clear()
         if self._producer is not None:
             try:

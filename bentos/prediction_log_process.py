@@ -42,8 +42,9 @@ from types import SimpleNamespace
 from typing import IO, Any
 
 import msgspec
+import numpy as np
 
-from bentos.prediction_log import Entry, PredictionLog
+from bentos.prediction_log import Batch, Entry, PredictionLog, records
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +76,32 @@ def read_frame(stream: IO[bytes]) -> Any | None:
     return _unpack(raw) if len(raw) == n else None
 
 
+def batch_frame(b: Batch) -> list:
+    """The wire body of a :class:`~bentos.prediction_log.Batch`: its columns, the feature matrix as float64 bytes."""
+    rows = b.rows if isinstance(b.rows, np.ndarray) else np.asarray(b.rows, dtype=np.float64).reshape(b.n, -1)
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    return ["b", variant_key(b.variant), b.ids, b.keys, b.times, b.predicted, b.scores, b.decisions, rows.tobytes(),
+            rows.shape[1], b.missing, b.ages, b.served, b.seconds]
+
+
 class Receiver:
     """The child's side of the wire: turns frames back into :class:`PredictionLog` entries."""
 
     def __init__(self) -> None:
         self.variants: dict[str, SimpleNamespace] = {}
 
-    def entries(self, body: Sequence) -> list[Entry]:
+    def entries(self, body: Sequence) -> list[Entry | Batch]:
         """The entries of one frame (none for a variant frame, which is remembered)."""
         if body[0] == "v":
             _, key, tag, name, features = body
             self.variants[key] = SimpleNamespace(tag=tag, name=name, features=list(features),
                                                  model_version=tag.split(":", 1)[1])
             return []
+        if body[0] == "b":
+            _, key, ids, keys, times, predicted, scores, decisions, raw, width, missing, ages, served, seconds = body
+            rows = np.frombuffer(raw, dtype=np.float64).reshape(len(ids), width)
+            return [Batch(ids, keys, times, predicted, scores, decisions, rows, missing, ages, self.variants[key], served,
+                          seconds)]
         variants = self.variants
         return [(*e[:8], variants[e[8]], *e[9:]) for e in body[1]]
 
@@ -112,7 +126,8 @@ class PredictionLogProcess:
         self.id_field = id_field
         self.entity_keys = list(entity_keys)
         self.maxsize = maxsize
-        self.queue: collections.deque[Entry] = collections.deque()
+        self.queue: collections.deque[Entry | Batch] = collections.deque()
+        self.put_count = self.taken = 0  # predictions queued / taken off the queue (one writer each)
         self.on_drop = on_drop or (lambda reason, n: None)
         self.flush_interval_s = flush_interval_s
         self.wake_at = wake_at
@@ -137,17 +152,29 @@ class PredictionLogProcess:
         self._variants: set[str] = set()  # variant keys the current child knows
 
     # ---- the request path -------------------------------------------------------------------------
-    def put(self, entry: Entry) -> None:
-        """Enqueue one prediction; never blocks (drops and counts when the queue is full)."""
-        if len(self.queue) >= self.maxsize:
-            self._drop("queue_full", 1)
+    def put(self, entry: Entry | Batch) -> None:
+        """Enqueue one prediction (or a :class:`~bentos.prediction_log.Batch`); never blocks (drops and counts
+        when the queue is full)."""
+        n = entry.n if entry.__class__ is Batch else 1
+        if self.put_count - self.taken + n > self.maxsize:
+            self._drop("queue_full", n)
         else:
             self.queue.append(entry)
+            self.put_count += n
+
+    def put_batch(self, ids: list[str], reqs: list[dict], now: float, scores: list[float], decisions: list[str],
+                  rows, missing: list[list[str]], ages: list, variant: Any, seconds: float | None) -> None:
+        """Enqueue the served predictions of one request batch (one variant; ``rows``: its float64 input
+        matrix) as one :class:`~bentos.prediction_log.Batch`: handed over in columns, sent as one message."""
+        n = len(ids)
+        keys = {f: [r[f] for r in reqs] for f in dict.fromkeys((self.id_field, *self.entity_keys))}
+        self.put(Batch(ids, keys, [r.get("timestamp") for r in reqs], [now] * n, scores, decisions, rows, missing,
+                       ages, variant, [True] * n, [seconds] * n))
 
     def request_done(self) -> None:
-        """End of a request's puts: wake the hand-over thread now if ``wake_at`` entries or more are queued
+        """End of a request's puts: wake the hand-over thread now if ``wake_at`` predictions or more are queued
         (a batch's), so they go over right after it instead of in a burst with many other requests'."""
-        if len(self.queue) >= self.wake_at:
+        if self.put_count - self.taken >= self.wake_at:
             self._wake.set()
 
     def start(self) -> None:
@@ -238,26 +265,35 @@ class PredictionLogProcess:
         except (OSError, ValueError):  # the child is gone (broken pipe) or its stdin closed
             return False
 
-    def _hand_over(self, entries: list[Entry]) -> bool:
+    def _hand_over(self, entries: list[Entry | Batch]) -> bool:
         """Write ``entries`` (shadows scored) to the child; False when it is gone (they count as lost)."""
         wire = []
+        batches = []
         new: dict[str, Any] = {}  # variants the child does not know yet: sent before the entries
-        for e in PredictionLog.score_shadow(entries):
+        for e in PredictionLog.score_shadow([e for e in entries if e.__class__ is not Batch]):
             v = e[8]
             key = variant_key(v)
             if key not in self._variants and key not in new:
                 new[key] = v
             wire.append((*e[:8], key, *e[9:]))
+        for b in (e for e in entries if e.__class__ is Batch):
+            key = variant_key(b.variant)
+            if key not in self._variants and key not in new:
+                new[key] = b.variant
+            batches.append(b)
+        n = len(wire) + records(batches)
         try:
             parts = [frame(["v", key, v.tag, v.name, list(v.features)]) for key, v in new.items()]
-            parts.append(frame(["e", wire]))
-        except (TypeError, msgspec.EncodeError) as exc:  # a value msgpack cannot carry: counted, not lost silently
-            log.warning("prediction log: %d records cannot be encoded (%s)", len(wire), exc)
-            self._drop("send_failed", len(wire))
+            if wire:
+                parts.append(frame(["e", wire]))
+            parts += [frame(batch_frame(b)) for b in batches]
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:  # a value msgpack cannot carry: counted
+            log.warning("prediction log: %d records cannot be encoded (%s)", n, exc)
+            self._drop("send_failed", n)
             return True
         self._variants.update(new)
         with self._lock:
-            self._handed += len(wire)
+            self._handed += n
         return self._write(b"".join(parts))
 
     def _run(self) -> None:
@@ -280,12 +316,15 @@ class PredictionLogProcess:
                 self._wake.clear()  # before taking the queue: a later request_done wakes the next round
                 continue
             entries = [q.popleft() for _ in range(len(q))]
+            self.taken += records(entries)
             if not self._hand_over(entries):
                 self._reap("send_failed")
                 self.restarts += 1
         self._reap("shutdown")
         if q:
-            self._drop("shutdown", len(q))
+            left = records(q)
+            self.taken += left
+            self._drop("shutdown", left)
             q.clear()
 
 
@@ -304,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         drops[reason] = drops.get(reason, 0) + n
 
     plog = PredictionLog(args["id_field"], args["entity_keys"], maxsize=args["maxsize"], on_drop=on_drop,
-                         drain_s=args["drain_s"])
+                         drain_s=args["drain_s"], chunk=1024)  # its own process: no event loop to yield the GIL to
     last: list[Any] = [None]
 
     def report() -> None:

@@ -327,14 +327,16 @@ class PredictionService:
 
     def _answer(
         self, d: Deployment, v: Variant, req: dict, plan_row: list[float], row: list[float], missing: list[str],
-        score: float, decision: str, seconds: float, now: float, request_id: str, age: float | None,
+        score: float, decision: str, seconds: float, now: float, request_id: str, age: float | None, log: bool = True,
     ) -> dict:
-        """Log one observed prediction (and its shadow) and build its response."""
-        log_put = self.prediction_log.put
-        log_put((request_id, req, now, score, decision, row, missing, age, v, True, seconds))
-        shadow = d.shadow
-        if shadow is not None:  # scored in the prediction log's thread
-            log_put((request_id, req, now, None, None, shadow.row(plan_row), missing, age, shadow, False, None))
+        """Log one observed prediction (and its shadow; not with ``log=False``: the caller logs a whole batch)
+        and build its response."""
+        if log:
+            log_put = self.prediction_log.put
+            log_put((request_id, req, now, score, decision, row, missing, age, v, True, seconds))
+            shadow = d.shadow
+            if shadow is not None:  # scored in the prediction log's thread
+                log_put((request_id, req, now, None, None, shadow.row(plan_row), missing, age, shadow, False, None))
         out = {
             "request_id": request_id,
             d.id_field: req[d.id_field],
@@ -429,10 +431,15 @@ class PredictionService:
         answer = self._answer
         answers = []
         self._count_missing(chain.from_iterable(missing))
+        # production only, no shadow: the batch goes to the log as one entry in columns (one message)
+        whole = d.shadow is None and all(v is d.production for v in picked)
         for i in range(n):
             v = picked[i]
             answers.append(answer(d, v, reqs[i], rows[i], v.row(rows[i]), missing[i], scores[i], decisions[i], per_row, now,
-                                  ids[i], ages[i]))
+                                  ids[i], ages[i], log=not whole))
+        if whole:
+            self.prediction_log.put_batch(ids, reqs, now, scores, decisions, d.production.matrix(X), missing, ages,
+                                          d.production, per_row)
         self.prediction_log.request_done()  # a batch's log entries go over right after it
         return _json({"predictions": answers, "model_version": d.production.model_version})
 

@@ -5,7 +5,8 @@ events (domain_topics().events)  -> TRANSACTION_FIELDS: the feature repo's Kafka
 labels (key: the event id)       -> LABEL_FIELDS: event id, the service's entity keys, event time, label time and
                                     label, from the feature repo's LabelView (label_timestamp: when it became known)
 predictions (key: request_id)    -> PREDICTION_FIELDS: request id, event id and entity keys (from the feature repo),
-                                    then rtml's fields (features: {name: value}, in the model's order)
+                                    then rtml's fields (features: {name: value}, in the model's order); one
+                                    record or a batch of them per message (core/prediction_messages.py)
 alerts (key: alert name)         -> ALERT_FIELDS
 """
 

@@ -33,6 +33,8 @@ import pandas as pd
 import pyarrow as pa
 from prometheus_client import CollectorRegistry, Gauge
 
+from core.prediction_messages import expand
+
 log = logging.getLogger(__name__)
 
 ENTITY_TS = "event_timestamp"
@@ -225,7 +227,7 @@ def sample_predictions(consumer, topic: str, settle_s: float, max_rows: int, eve
         if not batch:
             break
         for records in batch.values():
-            for rec in records:
+            for rec in expand(records, on_malformed=lambda _msg, _exc: None):  # one per prediction; unreadable: skipped
                 if rec.timestamp > cutoff_ms:
                     continue  # not final yet offline
                 seen += 1

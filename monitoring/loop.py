@@ -18,6 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from core.prediction_messages import expand
 from monitoring.decode import MalformedMessage, decode_label
 from monitoring.windows import Window, Windower
 
@@ -104,6 +105,12 @@ def consume(
         batch = consumer.poll(timeout_ms=500, max_records=5000)
         now = time.monotonic()
         for tp, records in batch.items():
+            if tp.topic == predictions_topic:  # one record per prediction, batch messages included
+                def bad_batch(msg, exc, tp=tp) -> None:
+                    malformed(mon, tp.topic, msg, exc)
+                    processed[tp] = msg.offset + 1
+
+                records = expand(records, on_malformed=bad_batch)
             # Rollout comparison (monitoring/rollout.py): sees every record; drift and performance keep the served ones.
             records = rollout_feed.observe(tp.topic, records)
             if done():
@@ -115,13 +122,13 @@ def consume(
                     try:
                         row, txn, model, variant = decode(rec.value)
                         if variant == CHALLENGER:  # served by a rollout's challenger: the rollout compares it
-                            processed[tp] = rec.offset + 1
+                            processed[tp] = rec.resume_offset
                             continue
                         if model and model != mon.reference.model and switch_model(model):
                             row, txn, model, variant = decode(rec.value)  # in the new model's feature order
                     except MalformedMessage as exc:
                         malformed(mon, tp.topic, rec, exc)
-                        processed[tp] = rec.offset + 1
+                        processed[tp] = rec.resume_offset
                         continue
                     ts = rec.timestamp / 1000.0  # the request's event time (bentos.prediction_log)
                     if timed:
@@ -129,7 +136,7 @@ def consume(
                         if early is not None:
                             close(early)
                     mon.performance.add_prediction(txn, row[-1])
-                    processed[tp] = rec.offset + 1
+                    processed[tp] = rec.resume_offset  # a batch message: once its last record is in
                     window = windower.add(row, ts)
                     if window is not None:
                         close(window)

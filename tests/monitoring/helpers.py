@@ -16,6 +16,7 @@ class FakeRecord:
     offset: int
     timestamp: int  # ms
     value: bytes
+    key: bytes | None = None
 
 
 @dataclass

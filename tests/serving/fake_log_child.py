@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from bentos.prediction_log import Batch
 from bentos.prediction_log_process import Receiver, read_frame
 
 
@@ -21,9 +22,10 @@ def main() -> None:
         if crash and entries:
             marker.touch()
             sys.exit(3)
+        ids = [i for e in entries for i in (e.ids if isinstance(e, Batch) else [e[0]])]
         with out_path.open("a") as f:
-            f.writelines(f"{e[0]}\n" for e in entries)
-        delivered += len(entries)
+            f.writelines(f"{i}\n" for i in ids)
+        delivered += len(ids)
         status = {"delivered": delivered, "drops": {}, "connected": True}
         sys.stdout.buffer.write(json.dumps(status).encode() + b"\n")
         sys.stdout.buffer.flush()

@@ -26,21 +26,23 @@ class _Producer:
         self.sent: list[bytes] = []
         self.timestamps: list[int | None] = []
         self.values: list[bytes] = []
+        self.callbacks: list = []  # each message's delivery report callback
         self.flushed = False
         self.on_delivery = on_delivery
         self.pending = 0
 
-    def produce(self, topic, value, key, timestamp=None):
+    def produce(self, topic, value, key, timestamp=None, on_delivery=None):
         self.sent.append(key)
         self.timestamps.append(timestamp)
         self.values.append(value)
+        self.callbacks.append(on_delivery or self.on_delivery)
         self.pending += 1
 
     def poll(self, _timeout=0):
         n, self.pending = self.pending, 0
-        for _ in range(n):
-            if self.on_delivery is not None:
-                self.on_delivery(None, None)
+        for callback in self.callbacks[len(self.callbacks) - n:] if n else []:
+            if callback is not None:
+                callback(None, None)
         return n
 
     def flush(self, timeout=None):
@@ -58,6 +60,7 @@ def _log_on(producer, monkeypatch, **options) -> tuple[PredictionLog, list[tuple
     monkeypatch.setattr(log, "event_seconds", lambda e: 0.0)
     monkeypatch.setattr(log, "record", lambda e, event_s: {"request_id": e})
     monkeypatch.setattr(log, "score_shadow", lambda entries: entries)
+    monkeypatch.setattr(log, "variant_runs", lambda entries: [[e] for e in entries])  # opaque: one record each
     return log, drops
 
 
@@ -77,8 +80,8 @@ class _FailingProducer(_Producer):
 
     def poll(self, _timeout=0):
         n, self.pending = self.pending, 0
-        for _ in range(n):
-            self.on_delivery(RuntimeError("OutOfOrderSequenceNumber"), None)
+        for callback in self.callbacks[len(self.callbacks) - n:] if n else []:
+            callback(RuntimeError("OutOfOrderSequenceNumber"), None)
         return n
 
     def flush(self, timeout=None):
@@ -103,6 +106,7 @@ def test_prediction_log_replaces_a_producer_that_only_fails(monkeypatch):
     monkeypatch.setattr(log, "event_seconds", lambda e: 0.0)
     monkeypatch.setattr(log, "record", lambda e, event_s: {"request_id": e})
     monkeypatch.setattr(log, "score_shadow", lambda entries: entries)
+    monkeypatch.setattr(log, "variant_runs", lambda entries: [[e] for e in entries])  # opaque: one record each
     log.start()
     deadline, i = time.monotonic() + 10, 0
     while not healthy.sent and time.monotonic() < deadline:
@@ -122,6 +126,8 @@ def test_prediction_log_stamps_records_and_messages_with_the_requests_event_time
     from datetime import UTC, datetime
     from types import SimpleNamespace
 
+    from core.prediction_messages import expand
+
     producer = _Producer()
     log = PredictionLog("transaction_id", ("user_id",), maxsize=100, chunk=64)
     monkeypatch.setattr(log, "_connect", lambda: setattr(log, "_producer", producer))
@@ -138,10 +144,16 @@ def test_prediction_log_stamps_records_and_messages_with_the_requests_event_time
         log.put((f"r{i}", req, now, 0.5, "legit", [1.0], [], 1.0, variant, True, 0.001))
     log.start()
     log.stop()
-    records = [json.loads(v) for v in producer.values]
+    # one batch message (one variant), read as consumers read it: one record per prediction
+    assert len(producer.values) == 1 and producer.timestamps == [1_764_500_000_250]  # the newest event time
+    messages = [SimpleNamespace(topic="predictions", partition=0, offset=0, timestamp=t, key=k, value=v)
+                for k, t, v in zip(producer.sent, producer.timestamps, producer.values, strict=True)]
+    got = expand(messages)
+    records = [json.loads(r.value) for r in got]
     assert [r["transaction_id"] for r in records] == ["t-past", "t-naive", "t-none", "t-future"]
+    assert [r.key for r in got] == [b"r0", b"r1", b"r2", b"r3"]
     past_ms = 1_764_299_700_500
-    assert producer.timestamps == [past_ms, past_ms, 1_764_500_000_250, 1_764_500_000_250]
+    assert [r.timestamp for r in got] == [past_ms, past_ms, 1_764_500_000_250, 1_764_500_000_250]
     assert [r["event_timestamp"] for r in records] == [
         "2025-11-28T03:15:00.500000Z", "2025-11-28T03:15:00.500000Z",
         "2025-11-30T10:53:20.250000Z", "2025-11-30T10:53:20.250000Z",

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from core.contracts import domain_topics
+from core.prediction_messages import expand
 from tests.serving.conftest import MERCHANT_BASE, N_MERCHANTS, N_USERS, USER_BASE, api_headers
 from tests.serving.test_service import known_transactions, model_and_booster, post, read_predictions, score_rows, txn
 
@@ -287,6 +288,8 @@ class Watcher:
         while not self.stop.is_set():
             batch = self.consumer.poll(timeout_ms=200)
             for tp, records in batch.items():
+                if tp.topic == self.feed.predictions_topic:  # as the monitor loop: one record per prediction
+                    records = expand(records, on_malformed=lambda _m, _exc: None)
                 self.feed.observe(tp.topic, records)
             self.feed.observe("", [])  # let the policy step while idle
 

@@ -250,6 +250,7 @@ def read_predictions(request_ids: set[str], timeout_s: float = 30.0, expect_per_
     or with ``expect_per_key`` > 1 a list of that many (a shadow rollout logs two per request).
     ``timestamps``: filled with each id's Kafka message timestamp (ms)."""
     from core.kafka_io import make_consumer
+    from core.prediction_messages import expand
     from core.settings import settings
 
     consumer = make_consumer([settings().topics.predictions], group_id=None, consumer_timeout_ms=500, role="admin")
@@ -257,7 +258,7 @@ def read_predictions(request_ids: set[str], timeout_s: float = 30.0, expect_per_
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline and sum(len(v) >= expect_per_key for v in found.values()) < len(request_ids):
-            for msg in consumer:
+            for msg in expand(consumer):  # one per prediction, batch messages included
                 key = msg.key.decode() if msg.key else None
                 if key in request_ids:
                     found.setdefault(key, []).append(json.loads(msg.value))
@@ -307,6 +308,34 @@ def test_prediction_log_messages_arrive_complete(serving):
     assert unknown["features"]["account_age_days"] is None  # NaN default is logged as null
     assert not any(isinstance(v, float) and math.isnan(v) for r in found.values() for v in r["features"].values())
 
+
+def test_a_batchs_predictions_arrive_as_the_records_single_requests_would_log(serving):
+    """A ``/predict_batch`` is logged as one batch message; read through ``expand`` each of its predictions is a
+    complete record (fields, values, event time as key and timestamp) equal to the batch's answers."""
+    meta, _ = model_and_booster(serving.model_tag)
+    txns = known_transactions(7, seed=21) + [txn(UNKNOWN_USER, UNKNOWN_MERCHANT, 99.0, "FR")]
+    txns[1]["timestamp"] = "2025-11-28T03:15:00.5Z"
+    body = post(serving.url, "/predict_batch", {"transactions": txns}).json()
+    answers = {p["request_id"]: (t, p) for t, p in zip(txns, body["predictions"], strict=True)}
+    kafka_ms: dict[str, int] = {}
+    found = read_predictions(set(answers), timestamps=kafka_ms)
+    assert set(found) == set(answers)
+    prediction_times = {r["prediction_timestamp"] for r in found.values()}
+    assert len(prediction_times) == 1  # one batch, one prediction time
+    for rid, record in found.items():
+        t, answer = answers[rid]
+        assert list(record) == list(PREDICTION_FIELDS)
+        assert record["transaction_id"] == t["transaction_id"] and record["user_id"] == t["user_id"]
+        assert record["score"] == answer["score"] and record["decision"] == answer["decision"]
+        assert record["missing_features"] == answer["missing_features"]
+        assert record["feature_age_seconds"] == answer["feature_age_seconds"]
+        assert record["served"] is True and record["variant"] == "production"
+        assert list(record["features"]) == list(meta["features"])
+        assert record["features"]["txn_amount"] == pytest.approx(t["amount"])
+        assert abs(kafka_ms[rid] - pd.Timestamp(record["event_timestamp"]).value / 1e6) <= 1.0
+    assert found[body["predictions"][1]["request_id"]]["event_timestamp"] == "2025-11-28T03:15:00.500000Z"
+    unknown = found[body["predictions"][-1]["request_id"]]
+    assert unknown["features"]["account_age_days"] is None and unknown["missing_features"]
 
 def test_batch_score_equals_the_online_score_for_the_same_events(serving, tmp_path):
     """`rtml score` over events stamped after the feature rows sees the feature values the service read
