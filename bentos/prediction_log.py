@@ -353,8 +353,9 @@ class PredictionLog:
             return False
         value, ts = built
         if len(value) > MAX_BATCH_BYTES and batch.n > 1:
-            first, second = batch.halves()
-            return self._send_batch(first) and self._send_batch(second)
+            for half in batch.halves():  # encodable as a whole, so each half is: never sent twice
+                self._send_batch(half)
+            return True
         n = batch.n
         try:
             self._producer.produce(self.topic, value, batch.ids[0].encode(), timestamp=ts,
