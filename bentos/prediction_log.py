@@ -44,7 +44,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from core.prediction_messages import MAX_BATCH_BYTES, encode_batch
+from core.prediction_messages import MAX_BATCH_BYTES, encode_batch, record_fields
 from core.settings import settings
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ class PredictionLog:
         self.bootstrap = bootstrap or s.kafka_bootstrap
         self.id_field = id_field
         self.entity_keys = tuple(entity_keys)
+        self.fields = record_fields(id_field, self.entity_keys)  # a record's, in order (:meth:`record`)
         self.maxsize = maxsize
         self.queue: collections.deque[Entry | Batch] = collections.deque()
         self.put_count = self.taken = 0  # predictions queued / taken off the queue (one writer each)
@@ -333,14 +334,7 @@ class PredictionLog:
         columns["latency_ms"] = [None if s is None else 1000.0 * s for s in batch.seconds]
         columns["missing_features"] = [list(m) for m in batch.missing]
         columns["feature_age_seconds"] = batch.ages
-        return encode_batch(self._fields, columns, names, rows, event_ms), max(event_ms)
-
-    @property
-    def _fields(self) -> list[str]:
-        """A record's fields, in record order (:meth:`record`)."""
-        return [*dict.fromkeys(("request_id", self.id_field, *self.entity_keys)), "prediction_timestamp",
-                "event_timestamp", "model_name", "model_version", "variant", "served", "score", "decision",
-                "latency_ms", "features", "missing_features", "feature_age_seconds"]
+        return encode_batch(self.fields, columns, names, rows, event_ms), max(event_ms)
 
     def _send_batch(self, batch: Batch) -> bool:
         """Send ``batch`` as batch messages, halved until each fits a Kafka message; False when it cannot be

@@ -19,25 +19,11 @@ from typing import Any
 from core.errors import UserFacingError
 from core.feature_repo import repo_contents, repo_path
 from core.offline_sources import data_relative
+from core.prediction_messages import RECORD_FIELDS
 
 _DDL_TYPES = {"string": str, "bigint": int, "int": int, "long": int, "double": float, "float": float,
               "timestamp": str, "boolean": bool}
 
-
-_PREDICTION_REST: dict[str, type] = {  # after request_id, the event id and the service's entity keys
-    "prediction_timestamp": str,  # when the model scored (wall clock)
-    "event_timestamp": str,  # the request's event time (else the prediction time); also the Kafka message timestamp
-    "model_name": str,
-    "model_version": str,
-    "variant": str,  # production | challenger (during a rollout)
-    "served": bool,  # the caller got this score (false: a shadow prediction, or a failed challenger)
-    "score": float,
-    "decision": str,
-    "latency_ms": float,  # model scoring time
-    "features": dict,
-    "missing_features": list,
-    "feature_age_seconds": float,
-}
 
 ALERT_FIELDS: dict[str, type] = {
     "alert": str,
@@ -251,7 +237,7 @@ def prediction_fields(service_name: str | None = None) -> dict[str, type]:
     fields[event_key] = events.fields.get(event_key, str)
     for key in service_definition(service_name).join_keys:
         fields[key] = events.fields.get(key, int)
-    return {**fields, **_PREDICTION_REST}
+    return {**fields, **RECORD_FIELDS}
 
 
 def __getattr__(name: str):

@@ -32,6 +32,28 @@ MAX_BATCH_BYTES = 800_000  # under Kafka's default 1 MB message limit
 
 _encode = msgspec.json.Encoder().encode
 
+# rtml's fields of a record, after ``request_id``, the event id and the service's entity keys (named by the feature
+# repo: :func:`core.contracts.prediction_fields` puts them together)
+RECORD_FIELDS: dict[str, type] = {
+    "prediction_timestamp": str,  # when the model scored (wall clock)
+    "event_timestamp": str,  # the request's event time (else the prediction time); also the Kafka message timestamp
+    "model_name": str,
+    "model_version": str,
+    "variant": str,  # production | challenger (during a rollout)
+    "served": bool,  # the caller got this score (false: a shadow prediction, or a failed challenger)
+    "score": float,
+    "decision": str,
+    "latency_ms": float,  # model scoring time
+    "features": dict,
+    "missing_features": list,
+    "feature_age_seconds": float,
+}
+
+
+def record_fields(id_field: str, entity_keys: Sequence[str]) -> list[str]:
+    """A record's field names in order, for a service with this id field and these entity keys."""
+    return [*dict.fromkeys(("request_id", id_field, *entity_keys)), *RECORD_FIELDS]
+
 
 class _Batch(msgspec.Struct):
     fields: list[str]
