@@ -25,8 +25,8 @@ model's scoring time ``latency_ms``.
 Event time: ``event_timestamp`` and the Kafka message timestamp are the request's event time (its
 ``timestamp`` / ``event_timestamp``; a stamp later than the prediction is capped at the prediction
 time), else the prediction time (a batch message carries each record's in ``event_ms``). The monitor
-windows and matches its seasonal reference (hour of the week) on it, so a replayed or delayed request is compared with the hours it
-happened in, not with the hour it was scored. ``prediction_timestamp`` stays the wall-clock time.
+windows and matches its seasonal reference (hour of the week) on it, so a replayed or delayed request
+is compared with the hours it happened in, not with the hour it was scored. ``prediction_timestamp`` stays the wall-clock time.
 """
 
 from __future__ import annotations
@@ -364,7 +364,8 @@ class PredictionLog:
         rows = batch.rows.tolist() if isinstance(batch.rows, np.ndarray) else batch.rows
         reqs = [{**{f: v[i] for f, v in batch.keys.items()}, "timestamp": batch.times[i]} for i in range(batch.n)]
         return [(batch.ids[i], reqs[i], batch.predicted[i], batch.scores[i], batch.decisions[i], rows[i],
-                 batch.missing[i], batch.ages[i], batch.variant, batch.served[i], batch.seconds[i]) for i in range(batch.n)]
+                 batch.missing[i], batch.ages[i], batch.variant, batch.served[i], batch.seconds[i])
+                for i in range(batch.n)]
 
     @staticmethod
     def variant_runs(entries: list[Entry]) -> list[list[Entry]]:

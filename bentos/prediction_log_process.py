@@ -100,8 +100,8 @@ class Receiver:
         if body[0] == "b":
             _, key, ids, keys, times, predicted, scores, decisions, raw, width, missing, ages, served, seconds = body
             rows = np.frombuffer(raw, dtype=np.float64).reshape(len(ids), width)
-            return [Batch(ids, keys, times, predicted, scores, decisions, rows, missing, ages, self.variants[key], served,
-                          seconds)]
+            return [Batch(ids, keys, times, predicted, scores, decisions, rows, missing, ages, self.variants[key],
+                          served, seconds)]
         variants = self.variants
         return [(*e[:8], variants[e[8]], *e[9:]) for e in body[1]]
 

@@ -432,7 +432,7 @@ class PredictionService:
         answers = []
         self._count_missing(chain.from_iterable(missing))
         # production only, no shadow: the batch goes to the log as one entry in columns (one message)
-        whole = d.shadow is None and all(v is d.production for v in picked)
+        whole = d.shadow is None and (not d.routes or all(v is d.production for v in picked))
         for i in range(n):
             v = picked[i]
             answers.append(answer(d, v, reqs[i], rows[i], v.row(rows[i]), missing[i], scores[i], decisions[i], per_row, now,

@@ -107,7 +107,8 @@ def batch_records(value: bytes) -> list[tuple[bytes, int, bytes]]:
     cols = b.columns
     if n == 0:
         raise MalformedBatch("empty prediction batch")
-    if "features" not in b.fields or len(b.features) != n or any(len(cols.get(f, ())) != n for f in b.fields if f != "features"):
+    short = any(len(cols.get(f, ())) != n for f in b.fields if f != "features")
+    if "features" not in b.fields or len(b.features) != n or short:
         raise MalformedBatch(f"prediction batch columns differ in length from its {n} event times")
     names = b.feature_names
     if any(len(row) != len(names) for row in b.features):
