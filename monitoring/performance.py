@@ -44,8 +44,9 @@ class PerformanceTracker:
             self._joined.popitem(last=False)
 
     def to_state(self) -> dict:
-        """What waits for its other half, and the ids joined recently (JSON-ready)."""
-        return {"scores": dict(self._scores), "early_labels": dict(self._early_labels), "joined": list(self._joined)}
+        """What waits for its other half, and the ids joined recently, ready to encode as JSON right away (the
+        mappings are the tracker's own, not copies: up to ``max_pending`` entries each, saved after every window)."""
+        return {"scores": self._scores, "early_labels": self._early_labels, "joined": list(self._joined)}
 
     def load_state(self, state: dict) -> None:
         self._scores.update((str(k), float(v)) for k, v in (state.get("scores") or {}).items())

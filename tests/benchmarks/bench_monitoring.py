@@ -5,6 +5,8 @@ One run, side by side:
 - consume: ``Monitor.run`` (kafka-python fetch + JSON decode + validation + windowing + drift per 5k window,
   HTML reports off) vs a plain kafka-python consumer that only ``json.loads`` each message, with and
   without CRC checks (kafka-python verifies CRCs in pure Python; the monitor turns that off by default);
+  and ``Monitor.run`` on the same records sent as batch messages of 100 (:mod:`core.prediction_messages`,
+  the shape the prediction log writes for ``/predict_batch``);
 - window evaluation of a 5000-row window (24 features + score vs 5000 reference rows): the monitor's path
   (Evidently drift functions per column) vs Evidently's full ``Report`` with ``DataDriftPreset`` (and its HTML);
 - the stream: 20 no-drift windows then amounts x3 from the middle of window 21 (1 partition, in order):
@@ -60,6 +62,78 @@ def _produce(topic: str, messages: list[dict]) -> float:
     elapsed = time.perf_counter() - t0
     producer.close(timeout=5)
     return len(messages) / elapsed
+
+
+BATCH = 100  # records per batch message, as the prediction log writes a 100-row /predict_batch
+
+
+def _produce_batched(topic: str, messages: list[dict], size: int = BATCH) -> float:
+    """Send ``messages`` as batch messages of ``size`` records (the prediction log's shape); records/s."""
+    from core.kafka_io import make_producer
+    from core.prediction_messages import encode_batch
+
+    fields = list(messages[0])
+    names = list(messages[0]["features"])
+    producer = make_producer(role="admin", value_serializer=None)
+    start_ms = int(time.time() * 1000)
+    t0 = time.perf_counter()
+    for lo in range(0, len(messages), size):
+        part = messages[lo : lo + size]
+        columns = {f: [m[f] for m in part] for f in fields if f != "features"}
+        rows = [[m["features"][f] for f in names] for m in part]
+        value = encode_batch(fields, columns, names, rows, [start_ms + lo + i for i in range(len(part))])
+        producer.send(topic, key=part[0]["request_id"], value=value, timestamp_ms=start_ms + lo + len(part) - 1)
+    producer.flush(timeout=120)
+    elapsed = time.perf_counter() - t0
+    producer.close(timeout=5)
+    return len(messages) / elapsed
+
+
+def _monitor_consume(topic: str, n: int, reference: pd.DataFrame, features: list[str]):
+    """``Monitor.run`` over the ``n`` records of ``topic`` from the start: (monitor, records/s, CPU s, windows)."""
+    from core.kafka_io import make_consumer
+    from monitoring.alerts import AlertSink
+    from monitoring.metrics import MonitorMetrics
+    from monitoring.monitor import Monitor, MonitorConfig
+    from monitoring.reference import Reference
+    from monitoring.retrain import RetrainConfig
+    from monitoring.windows import WindowSpec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = MonitorMetrics()
+        config = MonitorConfig(window=WindowSpec(size=WINDOW), render_reports=False, retrain=RetrainConfig(enabled=False))
+        mon = Monitor(config, lambda: Reference(reference, features, "bench"), Path(tmp), metrics,
+                      AlertSink(metrics=metrics))
+        consumer = make_consumer(
+            [topic],
+            f"bench-{uuid.uuid4().hex[:8]}",
+            role="admin",
+            check_crcs=False,
+            max_poll_records=5000,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        consumer.poll(timeout_ms=2000, max_records=1)  # join the group, fetch metadata
+        consumer.seek_to_beginning()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        windows = mon.run(consumer, topic, None, max_windows=n // WINDOW, idle_exit_s=5)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        consumer.close(autocommit=False)
+    return mon, n / elapsed, cpu, windows
+
+
+def _batched_consume(messages: list[dict], reference: pd.DataFrame, features: list[str]) -> dict:
+    """The monitor on batch messages: same records, same drift verdicts expected."""
+    from core.kafka_io import ensure_topics
+
+    topic = f"bench-batches-{uuid.uuid4().hex[:8]}"
+    ensure_topics([topic], partitions=1, role="admin")
+    _produce_batched(topic, messages)
+    mon, rate, cpu, windows = _monitor_consume(topic, len(messages), reference, features)
+    return {"consume_batched_events_per_s": rate, "consume_batched_cpu_s": cpu, "consume_batched_windows": windows,
+            "consume_batched_drift_windows": [r.window_id for r in mon.results if r.any_drift],
+            "consume_batched_note": f"the same records as batch messages of {BATCH} (prediction log shape), "
+                                    "Monitor.run as in consume"}
 
 
 def _plain_consume(topic: str, n: int, check_crcs: bool) -> float:
@@ -200,16 +274,11 @@ def _consistency(redis_client) -> dict:
 
 
 def main() -> dict:
-    from core.kafka_io import ensure_topics, make_consumer
+    from core.kafka_io import ensure_topics
     from core.settings import settings
     from infra import kafka_broker, redis_server
     from infra.stack import up
-    from monitoring.alerts import AlertSink
-    from monitoring.metrics import MonitorMetrics
-    from monitoring.monitor import FEATURE_DRIFT, Monitor, MonitorConfig
-    from monitoring.reference import Reference
-    from monitoring.retrain import RetrainConfig
-    from monitoring.windows import WindowSpec
+    from monitoring.monitor import FEATURE_DRIFT
     from tests.fixtures.predictions import DEFAULT_FEATURES, feature_frame
 
     features = list(DEFAULT_FEATURES)
@@ -226,29 +295,8 @@ def main() -> dict:
         plain_crc = _plain_consume(topic, n, check_crcs=True)
         plain = _plain_consume(topic, n, check_crcs=False)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            metrics = MonitorMetrics()
-            config = MonitorConfig(
-                window=WindowSpec(size=WINDOW), render_reports=False, retrain=RetrainConfig(enabled=False)
-            )
-            mon = Monitor(
-                config, lambda: Reference(reference, features, "bench"), Path(tmp), metrics, AlertSink(metrics=metrics)
-            )
-            consumer = make_consumer(
-                [topic],
-                f"bench-{uuid.uuid4().hex[:8]}",
-                role="admin",
-                check_crcs=False,
-                max_poll_records=5000,
-                fetch_max_bytes=64 * 1024 * 1024,
-                max_partition_fetch_bytes=16 * 1024 * 1024,
-            )
-            consumer.poll(timeout_ms=2000, max_records=1)  # join the group, fetch metadata
-            consumer.seek_to_beginning()
-            cpu0, t0 = time.process_time(), time.perf_counter()
-            windows = mon.run(consumer, topic, None, max_windows=n // WINDOW, idle_exit_s=5)
-            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-            consumer.close(autocommit=False)
+        mon, rate, cpu, windows = _monitor_consume(topic, n, reference, features)
+        batched = _batched_consume(messages, reference, features)
         eval_total = sum(r.eval_seconds for r in mon.results)
         first_alert = next((a for a in mon.sink.sent if a.alert == FEATURE_DRIFT), None)
         drift_window = drift_start // WINDOW + 1
@@ -274,12 +322,14 @@ def main() -> dict:
 
     deployment = evaluate()  # no services needed: after the stack is stopped
     result = {
-        "consume_events_per_s": n / elapsed,
+        "consume_events_per_s": rate,
         "consume_events": n,
         "consume_windows": windows,
         "consume_cpu_s": cpu,
         "consume_window_eval_s_total": eval_total,
         "consume_note": "Monitor.run incl. drift per 5k window, reports off, 1 partition, check_crcs=False",
+        "consume_drift_windows": [r.window_id for r in mon.results if r.any_drift],
+        **batched,
         "plain_kafka_json_events_per_s": plain,
         "plain_kafka_json_crc_events_per_s": plain_crc,
         "produce_events_per_s": produce_rate,
@@ -303,6 +353,7 @@ def main() -> dict:
     print(f"wrote {path}")
     for key in (
         "consume_events_per_s",
+        "consume_batched_events_per_s",
         "plain_kafka_json_events_per_s",
         "plain_kafka_json_crc_events_per_s",
         "window_eval_s_5k",
@@ -368,8 +419,41 @@ def window_eval_only() -> dict:
     return out
 
 
+def consume_only() -> dict:
+    """Re-measure only the consume rates (the monitor on one-record and on batch messages, the plain consumer)
+    and update those keys."""
+    import json
+
+    from core.kafka_io import ensure_topics
+    from infra.stack import up
+    from tests.benchmarks.common import RESULTS_DIR
+    from tests.fixtures.predictions import DEFAULT_FEATURES, feature_frame
+
+    features = list(DEFAULT_FEATURES)
+    reference = feature_frame(WINDOW, seed=1)[[*features, "score"]]
+    up(progress=False, spark_jars=False)
+    messages, _ = _messages(features)
+    topic = f"bench-predictions-{uuid.uuid4().hex[:8]}"
+    ensure_topics([topic], partitions=1, role="admin")
+    _produce(topic, messages)
+    plain = _plain_consume(topic, len(messages), check_crcs=False)
+    mon, rate, cpu, windows = _monitor_consume(topic, len(messages), reference, features)
+    out = {"plain_kafka_json_events_per_s": plain, "consume_events_per_s": rate, "consume_cpu_s": cpu, "consume_windows": windows,
+           "consume_window_eval_s_total": sum(r.eval_seconds for r in mon.results),
+           "consume_drift_windows": [r.window_id for r in mon.results if r.any_drift],
+           **_batched_consume(messages, reference, features), "consume_load_avg_1m": os.getloadavg()[0]}
+    path = RESULTS_DIR / "monitoring.json"
+    data = json.loads(path.read_text())
+    data.update(out)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print({k: v for k, v in out.items() if not isinstance(v, list)})
+    return out
+
+
 if __name__ == "__main__":
     if "--window-eval-only" in sys.argv:
         window_eval_only()
+    elif "--consume-only" in sys.argv:
+        consume_only()
     else:
         main()

@@ -75,6 +75,8 @@ HEADLINES: dict[str, list[tuple[str, str, str | None, str]]] = {
     ],
     "monitoring": [
         ("events/s consumed (monitor loop)", "consume_events_per_s", "plain_kafka_json_events_per_s", ">= 20,000"),
+        ("events/s consumed, batch messages of 100 (monitor loop)", "consume_batched_events_per_s",
+         "plain_kafka_json_events_per_s", ""),
         ("5k-row window evaluation (s)", "window_eval_s_5k", None, "<= 1"),
         ("detection delay (windows)", "detection_delay_windows", None, "<= 2"),
         ("false alarms in 20 clean windows", "false_alarms_in_20_windows", None, "0"),

@@ -31,3 +31,24 @@ def test_waiting_joins_survive_a_restart_and_replays_join_once(tmp_path):
     after.add_prediction("t12", 0.9)
     assert len(after.pairs) == 11 and after.labelled == 6
     assert sorted(after.pairs)[-1] == (0.9, 1)
+
+
+def test_state_with_numpy_numbers_and_many_pending_joins_round_trips(tmp_path):
+    import numpy as np
+
+    tracker = PerformanceTracker(window=10)
+    scores = np.linspace(0.0, 1.0, 5000)
+    for i, s in enumerate(scores):  # numpy scores, as a batch of predictions gives them
+        tracker.add_prediction(f"t{i}", s)
+    tracker.add_label("t7", np.int64(1))
+    tracker.add_label("early", 0)
+    f = StateFile(tmp_path / "state.json")
+    f.save(MonitorState(window_id=3, feature_streak_start=np.float64(12.5), pairs=list(tracker.pairs),
+                        pending=tracker.to_state()))
+    saved = f.load()
+    assert saved.window_id == 3 and saved.feature_streak_start == 12.5
+    assert saved.pairs == [(float(scores[7]), 1)]
+    after = PerformanceTracker(window=10)
+    after.load_state(saved.pending)
+    assert after.to_state()["scores"] == {f"t{i}": float(s) for i, s in enumerate(scores) if i != 7}
+    assert dict(after.to_state()["early_labels"]) == {"early": 0} and after.to_state()["joined"] == ["t7"]
