@@ -45,6 +45,7 @@ from pathlib import Path
 
 from core.contracts import domain_topics, event_id_field, stream_rules
 from core.settings import settings
+from streaming import batch_log
 from streaming.feature_specs import StreamSpec, load_stream_spec
 from streaming.metrics import StreamMetrics
 from streaming.parsing import parse_events
@@ -75,14 +76,9 @@ class StreamOptions:
 
 
 def job_counters(checkpoint_dir: Path) -> dict[str, int]:
-    """Cumulative counters of the job (events read, dropped late, DLQ per reason, tiles, online rows),
-    one file per micro-batch so a replayed batch is counted once."""
-    out: dict[str, int] = {}
-    folder = Path(checkpoint_dir) / "batches"
-    for f in sorted(folder.glob("*.json")) if folder.exists() else []:
-        for key, value in json.loads(f.read_text()).items():
-            out[key] = out.get(key, 0) + int(value)
-    return out
+    """Cumulative counters of the job (events read, dropped late, DLQ per reason, tiles, online rows), from
+    its bounded per-batch log (:mod:`streaming.batch_log`: a replayed batch is counted once)."""
+    return batch_log.counters(Path(checkpoint_dir) / "batches")
 
 
 class StreamJob:
@@ -232,12 +228,8 @@ class StreamJob:
                          for op in progress.get("stateOperators", []))
         self.metrics.events_read.inc(events)
         self.metrics.late.labels(kind="dropped").inc(dropped)
-        folder = self.options.checkpoint() / "batches"
-        path = folder / f"{batch:012d}.json"
-        if path.exists():
-            data = json.loads(path.read_text())
-            data.update({"events_read": events, "late_dropped": dropped, "duplicates_dropped": duplicates})
-            path.write_text(json.dumps(data))
+        batch_log.add(self.options.checkpoint() / "batches", batch,
+                      {"events_read": events, "late_dropped": dropped, "duplicates_dropped": duplicates})
         for source in progress.get("sources", []):
             try:
                 latest = json.loads(source.get("latestOffset") or "{}") or {}

@@ -7,7 +7,6 @@ per view and partition; every event-derived byte is handled by the executors.
 from __future__ import annotations
 
 import base64
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from streaming import batch_log
 from streaming.feature_specs import ViewSpec
 from streaming.metrics import StreamMetrics
 
@@ -99,7 +99,7 @@ class BatchWriter:
     bootstrap: str
     dlq_topic: str
     partitions: int
-    batches_dir: Path
+    batches_dir: Path  # the per-batch counters (streaming.batch_log)
     metrics: StreamMetrics
     epoch: bytes = b""  # the state schema id of this query
     epochs: dict | None = None  # view -> allowed epochs (see streaming.evolution)
@@ -141,10 +141,7 @@ class BatchWriter:
             freshness = write_time - max_ts / 1e6
             self.metrics.freshness.set(freshness)
             self.metrics.freshness_hist.observe(max(freshness, 0.0))
-        self.batches_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.batches_dir / f".{batch_id:012d}.tmp"
-        tmp.write_text(json.dumps(counts))
-        tmp.replace(self.batches_dir / f"{batch_id:012d}.json")
+        batch_log.record(self.batches_dir, batch_id, counts)
         if self.fault_hook is not None:
             self.fault_hook(batch_id, "after_record")
         self.last = {"batch_id": batch_id, "seconds": seconds, "write_time": write_time, "max_ts": max_ts, **counts}
