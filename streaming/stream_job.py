@@ -75,6 +75,9 @@ class StreamOptions:
         return Path(self.checkpoint_dir or settings().state_dir / "checkpoints" / self.job_name)
 
 
+SEEN_BATCHES_KEPT = 1_000  # batch ids remembered to count each batch's progress once (recentProgress holds 100)
+
+
 def job_counters(checkpoint_dir: Path) -> dict[str, int]:
     """Cumulative counters of the job (events read, dropped late, DLQ per reason, tiles, online rows), from
     its bounded per-batch log (:mod:`streaming.batch_log`: a replayed batch is counted once)."""
@@ -218,6 +221,8 @@ class StreamJob:
         if batch in self._seen_batches:
             return
         self._seen_batches.add(batch)
+        if len(self._seen_batches) > 2 * SEEN_BATCHES_KEPT:  # bounded: Spark lists only its last 100 progresses
+            self._seen_batches = {b for b in self._seen_batches if b > batch - SEEN_BATCHES_KEPT}
         events = int(progress.get("numInputRows") or 0)
         # Late events are dropped by the first stateful operator, the duplicate drop (one row per event; the
         # tile aggregation after it, one row per view, sees none late in the same batch).

@@ -64,3 +64,22 @@ def test_metrics_served_and_counted_once_per_batch(tmp_path):
     assert 'rtml_stream_late_events_total{kind="dropped"} 2.0' in text
     assert 'rtml_stream_consumer_lag{partition="0"} 5.0' in text
     assert job_counters(tmp_path / "ck") == {"online_v": 3, "events_read": 5, "late_dropped": 2, "duplicates_dropped": 3}
+
+
+def test_progress_of_a_long_running_job_is_counted_once_per_batch_with_bounded_memory(tmp_path):
+    from streaming.stream_job import SEEN_BATCHES_KEPT, StreamJob, StreamOptions
+
+    view = ViewSpec("v", "user_id", (AggSpec("n", "count", "amount", 600_000_000),), str(tmp_path / "v"), ("n",))
+    job = StreamJob.__new__(StreamJob)
+    job.options = StreamOptions(checkpoint_dir=tmp_path / "ck")
+    job.spec = StreamSpec(views=(view,), topic="t", bootstrap="x:1", watermark_delay_us=300_000_000)
+    registry = CollectorRegistry()
+    job.metrics = StreamMetrics(registry)
+    job._seen_batches = set()
+    n = 5 * SEEN_BATCHES_KEPT
+    for b in range(n):
+        for listed in (b - 1, b, b - 1):  # each poll of recentProgress lists earlier batches again
+            if listed >= 0:
+                job.observe_progress({"batchId": listed, "numInputRows": 2})
+    assert registry.get_sample_value("rtml_stream_events_read_total") == 2 * n
+    assert len(job._seen_batches) <= 2 * SEEN_BATCHES_KEPT
