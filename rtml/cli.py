@@ -42,7 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def quiet_third_parties() -> None:
     """One line per step for users: no library INFO spam, no known third-party warnings."""
-    for noisy in ("kafka", "py4j", "urllib3", "httpx", "feast", "bentoml", "evidently", "mlflow", "great_expectations"):
+    for noisy in ("kafka", "py4j", "urllib3", "httpx", "feast", "bentoml", "_bentoml_impl", "evidently", "mlflow",
+                  "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Stream feature views are experimental", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")

@@ -29,6 +29,7 @@ def connector_jars() -> list[str]:
 
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 # The state store of every stateful job (also in infra/k8s/stream-job.yaml's sparkConf, checked by a test).
+LOG4J_CONF = Path(__file__).with_name("log4j2.properties")  # the driver's log: warnings, minus known noise
 STATE_STORE_CONF = {
     "spark.sql.streaming.stateStore.providerClass": ROCKSDB_PROVIDER,
     "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
@@ -61,7 +62,7 @@ def build_session(app_name: str, master: str | None = None, shuffle_partitions: 
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.memory", settings().spark_driver_memory)
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
-        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONF}")
     )
     jars = []
     if kafka:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,11 +37,51 @@ def run(args: argparse.Namespace) -> int:
         os.environ["RTML_DATA_DIR"] = "s3://rtml-demo/data"
     from rtml.demo import Demo, DemoOptions, fresh_state
 
+    root = logging.getLogger()
+    if root.level == logging.INFO:  # the demo prints one line per step; the stages' INFO logs would repeat them
+        root.setLevel(logging.WARNING)
+
     if not args.keep_state:
         fresh_state()
+    _own_ports()
     options = DemoOptions(
         days=args.days, users=args.users, merchants=args.merchants, seed=args.seed, scenario=args.scenario,
         scenario_strength=args.scenario_strength, window_size=args.window_size, replay_rate=args.replay_rate,
         port=args.port, keep_running=args.keep_running, s3=args.s3,
     )
     return Demo(options).run()
+
+
+def _free_port(pair: bool = False) -> int:
+    """A free local TCP port (and the one after it, with ``pair``)."""
+    from infra.proc import port_open
+
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < 65535 and not (pair and port_open("127.0.0.1", port + 1)):
+            return port
+    raise RuntimeError("no free local port pair found")
+
+
+def _own_ports() -> None:
+    """The demo starts a Kafka broker and a Redis of its own. When their default ports are taken by something
+    else (typically your `rtml up` stack, whose credentials live in another state dir), it moves them to free
+    ports instead of failing on, or writing into, that stack. Ports you set yourself are kept."""
+    from core.settings import settings
+    from infra.proc import port_open
+
+    s = settings()
+    if not os.environ.get("RTML_KAFKA_PORT") and not os.environ.get("RTML_KAFKA_BOOTSTRAP"):
+        host, port = s.kafka_host_port
+        if port_open(host, port) or port_open(host, port + 1):
+            port = _free_port(pair=True)
+            os.environ["RTML_KAFKA_PORT"] = str(port)
+            os.environ["RTML_KAFKA_CONTROLLER_PORT"] = str(port + 1)
+            print(f"demo: Kafka's default port is taken (another stack?): the demo's broker uses {port}")
+    if not os.environ.get("RTML_REDIS_PORT") and not os.environ.get("RTML_REDIS_URL"):
+        if port_open("127.0.0.1", 6379):
+            port = _free_port()
+            os.environ["RTML_REDIS_PORT"] = str(port)
+            print(f"demo: Redis's default port is taken (another stack?): the demo's Redis uses {port}")
