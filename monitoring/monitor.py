@@ -66,6 +66,9 @@ class MonitorConfig:
     perf_min_positives: int = 10
     min_pr_auc: float | None = None  # None: 0.7 x the model's offline PR-AUC, or 0.2
     min_recall: float | None = None  # None: no recall floor
+    # A firing PerformanceDecay resolves only once PR-AUC (and recall) clear their floors by this fraction: a
+    # rolling PR-AUC hovering at the floor does not fire and resolve over and over.
+    perf_resolve_margin: float = 0.05
     decision_threshold: float | None = None  # None: the model's threshold, or 0.5
     reports_keep: int = 20
     latest_report_every_s: float = 300.0
@@ -333,10 +336,12 @@ class Monitor:
         if perf.n < cfg.perf_min_labels or perf.positives < cfg.perf_min_positives:
             return False, ""
         problems = []
+        state = self.policy.tracker.states.get(PERFORMANCE_DECAY)
+        clear = 1.0 + cfg.perf_resolve_margin if state is not None and state.active else 1.0  # hysteresis
         floor = self.pr_auc_floor()
-        if perf.pr_auc < floor:
-            problems.append(f"PR-AUC {perf.pr_auc:.3f} < {floor:.3f}")
-        if cfg.min_recall is not None and perf.recall < cfg.min_recall:
+        if perf.pr_auc < floor * clear:
+            problems.append(f"PR-AUC {perf.pr_auc:.3f} < {floor:.3f}" + ("" if clear == 1.0 else f" (+{cfg.perf_resolve_margin:.0%} to resolve)"))
+        if cfg.min_recall is not None and perf.recall < cfg.min_recall * clear:
             problems.append(f"recall {perf.recall:.3f} < {cfg.min_recall:.3f}")
         return bool(problems), "; ".join(problems)
 

@@ -192,6 +192,25 @@ def test_performance_decay_with_labels_raises_its_alert(tmp_path, reference):
     assert mon.metrics.value("rtml_model_performance_low") == 1.0
 
 
+def test_performance_decay_hovering_at_its_floor_fires_once_and_resolves_once_clear_of_it(tmp_path, reference):
+    from monitoring.performance import Performance
+
+    mon = make_monitor(tmp_path, reference, render_reports=False)
+    floor = mon.pr_auc_floor()
+    # a rolling PR-AUC that wobbles around the floor, then recovers: below, just above, below, just above, clear
+    sequence = [0.99, 1.01, 0.98, 1.03, 1.04, 1.06, 1.07]
+    events = []
+    for ratio in sequence:
+        perf = Performance(precision=0.5, recall=0.5, pr_auc=ratio * floor, n=5000, positives=50)
+        mon.performance.metrics = lambda perf=perf: perf
+        low = mon.update_performance()
+        events.append((ratio, low))
+    sent = [a.severity for a in mon.sink.sent if a.alert == PERFORMANCE_DECAY]
+    assert sent == ["critical", "resolved"]  # without the 5% margin: fired, resolved, fired, resolved, ...
+    assert [low for _, low in events] == [True, True, True, True, True, False, False]
+    assert mon.metrics.value("rtml_model_performance_low") == 0.0
+
+
 def test_malformed_messages_are_counted_and_skipped(tmp_path, reference):
     mon = make_monitor(tmp_path, reference, render_reports=False)
     frame = feature_frame(WINDOW, seed=800)
