@@ -60,7 +60,10 @@ def quiet_third_parties() -> None:
     warnings.showwarning = show
 
 
-_KNOWN_WARNING = re.compile(r"Stream feature views are experimental|On demand feature view is an experimental")
+# the last: prometheus_client warns whenever Feast has set PROMETHEUS_MULTIPROC_DIR, but our processes keep in-process
+# values (core/__init__.py), where clearing labels works
+_KNOWN_WARNING = re.compile(r"Stream feature views are experimental|On demand feature view is an experimental"
+                            r"|Clearing labels has not been implemented in multi-process mode")
 
 
 def build_parser() -> argparse.ArgumentParser:
