@@ -119,8 +119,10 @@ class StreamJob:
         if self._spark is None:
             from streaming.spark_session import build_session
 
+            # a long-running service: no console progress bar per micro-batch in its log
             self._spark = build_session(f"rtml-{self.options.job_name}", self.options.master,
-                                        self.options.shuffle_partitions, ui_port=self.options.ui_port)
+                                        self.options.shuffle_partitions, ui_port=self.options.ui_port,
+                                        extra_conf={"spark.ui.showConsoleProgress": "false"})
         return self._spark
 
     def _online_store(self):
