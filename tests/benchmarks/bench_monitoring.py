@@ -89,9 +89,17 @@ def _produce_batched(topic: str, messages: list[dict], size: int = BATCH) -> flo
     return len(messages) / elapsed
 
 
+def _consumer(topic: str, group_prefix: str, check_crcs: bool):
+    """A consumer of ``topic`` in a new group, with large fetches (both consume benchmarks use the same)."""
+    from core.kafka_io import make_consumer
+
+    return make_consumer([topic], f"{group_prefix}-{uuid.uuid4().hex[:8]}", role="admin", check_crcs=check_crcs,
+                         max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
+                         max_partition_fetch_bytes=16 * 1024 * 1024)
+
+
 def _monitor_consume(topic: str, n: int, reference: pd.DataFrame, features: list[str]):
     """``Monitor.run`` over the ``n`` records of ``topic`` from the start: (monitor, records/s, CPU s, windows)."""
-    from core.kafka_io import make_consumer
     from monitoring.alerts import AlertSink
     from monitoring.metrics import MonitorMetrics
     from monitoring.monitor import Monitor, MonitorConfig
@@ -104,15 +112,7 @@ def _monitor_consume(topic: str, n: int, reference: pd.DataFrame, features: list
         config = MonitorConfig(window=WindowSpec(size=WINDOW), render_reports=False, retrain=RetrainConfig(enabled=False))
         mon = Monitor(config, lambda: Reference(reference, features, "bench"), Path(tmp), metrics,
                       AlertSink(metrics=metrics))
-        consumer = make_consumer(
-            [topic],
-            f"bench-{uuid.uuid4().hex[:8]}",
-            role="admin",
-            check_crcs=False,
-            max_poll_records=5000,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-        )
+        consumer = _consumer(topic, "bench", check_crcs=False)
         consumer.poll(timeout_ms=2000, max_records=1)  # join the group, fetch metadata
         consumer.seek_to_beginning()
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -139,17 +139,7 @@ def _batched_consume(messages: list[dict], reference: pd.DataFrame, features: li
 def _plain_consume(topic: str, n: int, check_crcs: bool) -> float:
     import json
 
-    from core.kafka_io import make_consumer
-
-    consumer = make_consumer(
-        [topic],
-        f"plain-{uuid.uuid4().hex[:8]}",
-        role="admin",
-        check_crcs=check_crcs,
-        max_poll_records=5000,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
+    consumer = _consumer(topic, "plain", check_crcs)
     seen = 0
     t0 = None
     deadline = time.monotonic() + 300
