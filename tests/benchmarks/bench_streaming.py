@@ -59,7 +59,7 @@ TILED_RATES = tuple(int(x) for x in os.environ.get("RTML_BENCH_TILED_RATES", "50
 # RTML_BENCH_PARTS=cluster,rates.5000,...: run only these sections; the others keep their committed figures
 # (each section records when it was measured and the load after it).
 PARTS = {p.strip() for p in os.environ.get("RTML_BENCH_PARTS", "").split(",") if p.strip()}
-PART_NAMES = ("sustained", "rates", "driver_sustained", "driver_rate_5k", "per_entity_tiled", "per_entity_driver",
+PART_NAMES = ("sustained", "rates", "steady_5k", "driver_sustained", "driver_rate_5k", "per_entity_tiled", "per_entity_driver",
               "baseline", "backfill", "state_tiled", "state_driver", "cluster")
 RATIO_ENTITIES = int(os.environ.get("RTML_BENCH_RATIO_ENTITIES", "200"))
 BASELINE_SECONDS = float(os.environ.get("RTML_BENCH_BASELINE_SECONDS", "20"))
@@ -328,30 +328,50 @@ def tiled_sustained(spark, store, bootstrap, workdir) -> dict:
             "max_offsets_per_trigger": DEFAULT_MAX_OFFSETS_PER_TRIGGER}
 
 
-def tiled_rate(spark, store, bootstrap, workdir, rate: int, seconds: float) -> dict:
+def tiled_rate(spark, store, bootstrap, workdir, rate: int, seconds: float, history_s: float = 0.0) -> dict:
+    """Freshness at a steady ``rate``: a warm-up at that rate, then ``seconds`` measured. With ``history_s``, first
+    that much event time of history at the same density (stamped ``now - history_s`` .. now, sent as fast as
+    possible), so the job's state is as full as after running that long (the steady state: see
+    :data:`STEADY_HISTORY_SECONDS`)."""
     from core.kafka_io import ensure_topics
+    from streaming.stream_job import job_counters
 
     topic = f"bench-trate{rate}-{uuid.uuid4().hex[:6]}"
     ensure_topics([topic], partitions=3, bootstrap=bootstrap, role="admin")
     job, query, rec = _tiled_job(spark, store, topic, workdir, trigger=0.25, max_offsets=None, starting="latest")
     time.sleep(8)
+    history = int(rate * history_s)
+    state_rows: dict = {}
+    if history:
+        t0 = time.time()
+        proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=history, rate=None, seed=rate,
+                                      start_us=int((t0 - history_s) * 1e6), step_us=1e6 / rate)
+        proc.join(timeout=history_s * 2 + 600)
+        deadline = time.time() + 900
+        while job_counters(job.options.checkpoint()).get("events_read", 0) < history and time.time() < deadline:
+            time.sleep(0.5)
+        state_rows = {"history_events": history, "history_seconds": round(time.time() - t0, 1),
+                      "history_late_dropped": job_counters(job.options.checkpoint()).get("late_dropped", 0)}
     # Warm-up at the same rate, not measured: a new query's first batches run in the JVM's interpreter and
     # start the Python workers (seconds each); freshness is a property of the running job.
     warm = int(rate * RATE_WARMUP_SECONDS)
     if warm:
-        proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=warm, rate=rate, seed=rate)
+        proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=history + warm, first=history, rate=rate,
+                                      seed=rate)
         proc.join(timeout=RATE_WARMUP_SECONDS * 4 + 60)
-        _wait_rows(query, warm, timeout=120)
+        _wait_events(job, history + warm, timeout=120)
         time.sleep(1.0)
     rec.batches.clear()
     n = int(rate * seconds)
-    proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=warm + n, first=warm, rate=rate, seed=rate)
+    proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=history + warm + n, first=history + warm,
+                                  rate=rate, seed=rate)
     t0 = time.time()
     proc.join(timeout=seconds * 4 + 60)
     produce_s = time.time() - t0
-    caught_up = _wait_rows(query, warm + n, timeout=90)
+    caught_up = _wait_events(job, history + warm + n, timeout=90)
     time.sleep(1.0)
     rows = {b: r for b, r in _input_rows(query).items() if b in rec.batches}
+    state_rows.update(_state_rows(query))
     job.close()
     fresh = []
     prev_max = None
@@ -371,7 +391,40 @@ def tiled_rate(spark, store, bootstrap, workdir, rate: int, seconds: float) -> d
             "freshness_p99_s": round(p["p99"], 3), "freshness_max_s": round(p["max"], 3),
             "batches": len(rec.batches), "warmup_seconds": RATE_WARMUP_SECONDS,
             "mean_batch_seconds": round(float(np.mean([b["seconds"] for b in rec.batches.values()])), 3)
-            if rec.batches else None}
+            if rec.batches else None, **state_rows}
+
+
+def steady_history_s(store) -> float:
+    """Event time after which the job's state stops growing at a steady rate: the duplicate filter keeps an event id
+    until the watermark passes its tile end plus the allowed lateness, 2 x (lateness + the coarsest tile), from the
+    feature repo (12 min for the fraud repo). The tile state is full after half of that."""
+    from streaming.feature_specs import load_stream_spec
+
+    spec = load_stream_spec(store)
+    return 2 * (spec.watermark_delay_us + max(v.tile_us for v in spec.views)) / 1e6
+
+
+def _wait_events(job, n: int, timeout: float) -> bool:
+    """Wait until the job has read ``n`` events in all (its bounded batch log's totals, any number of batches)."""
+    from streaming.stream_job import job_counters
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if job_counters(job.options.checkpoint()).get("events_read", 0) >= n:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _state_rows(query) -> dict:
+    """Rows held by each stateful operator and the time its watermark scan took, from the last progress."""
+    progress = query.lastProgress or {}
+    out = {}
+    for op in progress.get("stateOperators", []):
+        name = "dedup" if "dedup" in str(op.get("operatorName", "")).lower() else "tiles"
+        out[f"{name}_state_rows"] = int(op.get("numRowsTotal") or 0)
+        out[f"{name}_eviction_ms_per_batch"] = int(op.get("allRemovalsTimeMs") or 0)
+    return out
 
 
 def _dir_bytes(path: Path, newer_than: float | None = None) -> int:
@@ -810,6 +863,7 @@ def main() -> dict:
         part("sustained", tiled_sustained, spark, store, bootstrap, workdir)
         for rate in TILED_RATES:
             part(f"rates.{rate}", tiled_rate, spark, store, bootstrap, workdir, rate, RATE_SECONDS)
+        part("steady_5k", tiled_rate, spark, store, bootstrap, workdir, 5000, RATE_SECONDS, steady_history_s(store))
         part("driver_sustained", bench_sustained, spark, store, bootstrap, workdir)
         part("driver_rate_5k", bench_rate, spark, store, bootstrap, workdir, 5000, RATE_SECONDS)
         part("per_entity_tiled", ratio, "tiled", False)
@@ -853,6 +907,8 @@ def _result(r: dict, t_all: float, load_start, complete: bool) -> dict:
         "sustained_events_per_s": get("sustained", "events_per_s_steady"),
         "freshness_p50_s_at_5k": get("rates", "5000", "freshness_p50_s"),
         "freshness_p99_s_at_5k": get("rates", "5000", "freshness_p99_s"),
+        "freshness_p50_s_at_5k_steady_state": get("steady_5k", "freshness_p50_s"),
+        "freshness_p99_s_at_5k_steady_state": get("steady_5k", "freshness_p99_s"),
         "backfill_rows_per_s": get("backfill", "rows_per_s"),
         f"state_mb_at_{n_label}_events": st_mb,
         f"redis_tile_mb_at_{n_label}_events": tile_mb,
@@ -881,7 +937,8 @@ def _result(r: dict, t_all: float, load_start, complete: bool) -> dict:
             f"baseline). Sustained: {SUSTAINED_EVENTS:,} events preloaded, both jobs at the stream job's default "
             "maxOffsetsPerTrigger, throughput after the first batch. Rates: after an unmeasured warm-up of "
             f"{RATE_WARMUP_SECONDS:g} s at the same rate (a new query's first batches run before the JIT), "
-            f"{RATE_SECONDS:g} s measured. Freshness of the tiled job: per batch, events interpolated between the "
+            f"{RATE_SECONDS:g} s measured; the steady-state run first sends 2 x (lateness + one tile) of event time "
+            "at the same density as fast as possible, so the state is as full as in a job running for that long. Freshness of the tiled job: per batch, events interpolated between the "
             f"previous and this batch's newest event time (see module doc). State figures: {STATE_EVENTS:,} events over 24 h of event "
             f"time for {STATE_USERS:,} users; the tiled job's history older than its last {STATE_STREAM_MINUTES:g} "
             "minutes is bulk-loaded through the backfill path (same tile code, Redis tile hashes), the rest streamed "

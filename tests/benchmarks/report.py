@@ -25,6 +25,8 @@ HEADLINES: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("freshness p50 at 5k ev/s (s)", "freshness_p50_s_at_5k", "baseline_freshness_p50_s_at_5k", ""),
         ("freshness p99 at 5k ev/s (s)", "freshness_p99_s_at_5k", "baseline_freshness_p99_s_at_5k", "<= 1.5"),
         ("  former driver-side job, freshness p99 at 5k (s)", "driver_job_freshness_p99_s_at_5k", None, ""),
+        ("  steady state (full state), freshness p50 at 5k (s)", "freshness_p50_s_at_5k_steady_state", None, ""),
+        ("  steady state, freshness p99 at 5k (s)", "freshness_p99_s_at_5k_steady_state", None, ""),
         ("state MB of one version after N events (key names N)", "state_mb_at_*_events", "driver_job_state_mb_at_*_events", ""),
         ("  tiled job: Redis tile hashes MB after N events", "redis_tile_mb_at_*_events", None, ""),
         ("1,000-event batch: state MB written", "small_batch_state_mb_written_at_*_events",
