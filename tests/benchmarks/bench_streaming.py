@@ -332,7 +332,7 @@ def tiled_rate(spark, store, bootstrap, workdir, rate: int, seconds: float, hist
     """Freshness at a steady ``rate``: a warm-up at that rate, then ``seconds`` measured. With ``history_s``, first
     that much event time of history at the same density (stamped ``now - history_s`` .. now, sent as fast as
     possible), so the job's state is as full as after running that long (the steady state: see
-    :data:`STEADY_HISTORY_SECONDS`)."""
+    :func:`steady_history_s`)."""
     from core.kafka_io import ensure_topics
     from streaming.stream_job import job_counters
 
@@ -347,9 +347,7 @@ def tiled_rate(spark, store, bootstrap, workdir, rate: int, seconds: float, hist
         proc, _done = _spawn_producer(bootstrap=bootstrap, topic=topic, n=history, rate=None, seed=rate,
                                       start_us=int((t0 - history_s) * 1e6), step_us=1e6 / rate)
         proc.join(timeout=history_s * 2 + 600)
-        deadline = time.time() + 900
-        while job_counters(job.options.checkpoint()).get("events_read", 0) < history and time.time() < deadline:
-            time.sleep(0.5)
+        _wait_events(job, history, timeout=900)
         state_rows = {"history_events": history, "history_seconds": round(time.time() - t0, 1),
                       "history_late_dropped": job_counters(job.options.checkpoint()).get("late_dropped", 0)}
     # Warm-up at the same rate, not measured: a new query's first batches run in the JVM's interpreter and
