@@ -326,11 +326,13 @@ class PredictionService:
         return self._answer(d, v, req, plan_row, row, missing, score, decision, seconds, now, request_id, age)
 
     def _answer(
-        self, d: Deployment, v: Variant, req: dict, plan_row: list[float], row: list[float], missing: list[str],
-        score: float, decision: str, seconds: float, now: float, request_id: str, age: float | None, log: bool = True,
+        self, d: Deployment, v: Variant, req: dict, plan_row: list[float] | None, row: list[float] | None,
+        missing: list[str], score: float, decision: str, seconds: float, now: float, request_id: str,
+        age: float | None, log: bool = True,
     ) -> dict:
         """Log one observed prediction (and its shadow; not with ``log=False``: the caller logs a whole batch)
-        and build its response."""
+        and build its response. ``plan_row`` and ``row`` (the plan's and the variant's model input) are needed
+        only to log or explain it."""
         if log:
             log_put = self.prediction_log.put
             log_put((request_id, req, now, score, decision, row, missing, age, v, True, seconds))
@@ -394,7 +396,7 @@ class PredictionService:
             return self._redis_down(exc)
         t1 = _perf()
         X, missing = d.plan.matrix(columns, reqs)
-        rows = X.tolist()
+        rows: list[list[float]] = []  # X as lists, built only when a row is logged alone or explained
         t2 = _perf()
         n = len(reqs)
         picked = [d.pick(r) for r in reqs] if d.routes else [d.production] * n
@@ -407,6 +409,7 @@ class PredictionService:
             except Exception as exc:
                 if v is d.production:
                     raise
+                rows = rows or X.tolist()
                 for i in idx:
                     picked[i] = self._challenger_failed(d, v, reqs[i], rows[i], _now(), exc)
                 v = d.production
@@ -433,9 +436,13 @@ class PredictionService:
         self._count_missing(chain.from_iterable(missing))
         # production only, no shadow: the batch goes to the log as one entry in columns (one message)
         whole = d.shadow is None and (not d.routes or all(v is d.production for v in picked))
+        if not whole or any(r.get("explain") for r in reqs):
+            rows = rows or X.tolist()
         for i in range(n):
             v = picked[i]
-            answers.append(answer(d, v, reqs[i], rows[i], v.row(rows[i]), missing[i], scores[i], decisions[i], per_row, now,
+            plan_row = rows[i] if rows else None  # the model's input only where it is logged or explained
+            row = v.row(plan_row) if plan_row is not None else None
+            answers.append(answer(d, v, reqs[i], plan_row, row, missing[i], scores[i], decisions[i], per_row, now,
                                   ids[i], ages[i], log=not whole))
         if whole:
             self.prediction_log.put_batch(ids, reqs, now, scores, decisions, d.production.matrix(X), missing, ages,

@@ -85,13 +85,17 @@ def no_rollout(serving):
     wait_for(serving.url, production=serving.model_tag, challenger=None)
 
 
-def test_shadow_scores_every_request_logged_never_returned(serving, challenger):
+def start_shadow(serving, challenger: str) -> tuple[dict, object, dict, object]:
+    """Put ``challenger`` in shadow behind production; (production meta, booster, challenger meta, booster)."""
     from core import model_store
 
     model_store.start_rollout(challenger, "shadow")
     wait_for(serving.url, challenger=challenger, mode="shadow")
-    prod_meta, prod_booster = model_and_booster(serving.model_tag)
-    chal_meta, chal_booster = model_and_booster(challenger)
+    return (*model_and_booster(serving.model_tag), *model_and_booster(challenger))
+
+
+def test_shadow_scores_every_request_logged_never_returned(serving, challenger):
+    prod_meta, prod_booster, chal_meta, chal_booster = start_shadow(serving, challenger)
     txns = known_transactions(20, seed=21)
     bodies = [post(serving.url, "/predict", t).json() for t in txns]
     features = list(prod_meta["features"])
@@ -121,6 +125,43 @@ def test_shadow_scores_every_request_logged_never_returned(serving, challenger):
     decisions = variant_metric(serving.url, "rtml_serving_variant_decisions_total", **chal)
     assert decisions == variant_metric(serving.url, "rtml_serving_variant_score_count", **chal)
     assert variant_metric(serving.url, "rtml_serving_variant_latency_seconds_count", variant="production") >= 20
+
+
+def test_shadow_scores_each_request_of_a_batch_on_its_own_feature_vector(serving, challenger):
+    prod_meta, prod_booster, chal_meta, chal_booster = start_shadow(serving, challenger)
+    txns = known_transactions(12, seed=23)
+    batch = post(serving.url, "/predict_batch", {"transactions": txns})
+    assert batch.status_code == 200, batch.text
+    preds = batch.json()["predictions"]
+    X = online_frame(serving, txns, list(prod_meta["features"]), prod_meta["feature_service"])
+    np.testing.assert_allclose([p["score"] for p in preds], score_rows(prod_booster, list(prod_meta["features"]), X),
+                               atol=1e-6)
+    assert {p["variant"] for p in preds} == {"production"}
+    found = read_predictions({p["request_id"] for p in preds}, expect_per_key=2)
+    chal_expected = score_rows(chal_booster, list(chal_meta["features"]), X)
+    for p, expected in zip(preds, chal_expected, strict=True):
+        recs = {r["variant"]: r for r in found[p["request_id"]]}
+        prod, shadow = recs["production"], recs["challenger"]
+        assert prod["served"] is True and shadow["served"] is False and prod["score"] == p["score"]
+        assert shadow["features"] == prod["features"]
+        assert shadow["score"] == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_batch_explains_the_requests_that_ask_as_predict_does(serving):
+    txns = known_transactions(6, seed=51)
+    asks = [{**t, "explain": i % 2 == 0} for i, t in enumerate(txns)]
+    batch = post(serving.url, "/predict_batch", {"transactions": asks})
+    assert batch.status_code == 200, batch.text
+    preds = batch.json()["predictions"]
+    singles = [post(serving.url, "/predict", {**t, "explain": True}).json() for t in txns]
+    for i, (p, single) in enumerate(zip(preds, singles, strict=True)):
+        if i % 2:
+            assert "reasons" not in p
+            continue
+        assert [r["feature"] for r in p["reasons"]] == [r["feature"] for r in single["reasons"]]
+        for got, want in zip(p["reasons"], single["reasons"], strict=True):
+            assert got["contribution"] == pytest.approx(want["contribution"], abs=1e-5)
+            assert got["value"] == want["value"]
 
 
 def test_canary_share_is_a_deterministic_hash_of_the_request_id(serving, challenger):
