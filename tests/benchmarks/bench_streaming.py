@@ -479,7 +479,8 @@ def _delete_tiles(store, id_base: int, n_users: int) -> None:
 
 
 def _spark_state_bytes(checkpoint: Path) -> int:
-    """Bytes of the newest RocksDB snapshot/changelog files of every state partition (one state version)."""
+    """Bytes of the query's whole state folder (every RocksDB snapshot and changelog file it keeps, all
+    partitions): an upper bound of one state version."""
     state = next(checkpoint.glob("spark-*/state"), None)
     return _dir_bytes(state) if state else 0
 
