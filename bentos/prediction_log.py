@@ -56,6 +56,7 @@ _encode = msgspec.json.Encoder().encode
 # the batch p99 7-10%; a record reaches the topic at most ~0.25 s later (the monitor windows in minutes).
 LINGER_MS = 250
 
+
 def request_ids(n: int) -> list[str]:
     """``n`` request ids, each ``uuid.uuid4().hex``: 122 random bits from one ``os.urandom`` call (one syscall
     per batch, not one per row), with the version (4) and RFC 4122 variant bits ``uuid4`` sets, set on all

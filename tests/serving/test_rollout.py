@@ -133,9 +133,9 @@ def test_shadow_scores_each_request_of_a_batch_on_its_own_feature_vector(serving
     batch = post(serving.url, "/predict_batch", {"transactions": txns})
     assert batch.status_code == 200, batch.text
     preds = batch.json()["predictions"]
-    X = online_frame(serving, txns, list(prod_meta["features"]), prod_meta["feature_service"])
-    np.testing.assert_allclose([p["score"] for p in preds], score_rows(prod_booster, list(prod_meta["features"]), X),
-                               atol=1e-6)
+    features = list(prod_meta["features"])
+    X = online_frame(serving, txns, features, prod_meta["feature_service"])
+    np.testing.assert_allclose([p["score"] for p in preds], score_rows(prod_booster, features, X), atol=1e-6)
     assert {p["variant"] for p in preds} == {"production"}
     found = read_predictions({p["request_id"] for p in preds}, expect_per_key=2)
     chal_expected = score_rows(chal_booster, list(chal_meta["features"]), X)
