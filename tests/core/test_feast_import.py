@@ -9,7 +9,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
-import sys
 {first}
 from datetime import timedelta
 from feast import Entity, FeatureView, Field, FileSource
