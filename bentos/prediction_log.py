@@ -11,9 +11,11 @@ Every record that is not delivered (queue full, delivery failed or timed out, le
 counted by reason in ``rtml_serving_prediction_log_dropped_total``.
 
 Messages: the entries of one variant taken together (a ``/predict_batch``'s, or requests queued within
-one flush interval) go out as one *batch message* in columns (:mod:`core.prediction_messages`: one
-produce call and delivery report, and no record dict, per batch instead of per prediction); a lone
-entry as a one-record message. Consumers read both through :func:`core.prediction_messages.expand`.
+one flush interval) go out as one *batch message* in columns (:mod:`core.prediction_messages`' columns
+shape: one produce call and delivery report, and no record dict, per batch instead of per prediction);
+a lone entry as a one-record message. A :class:`Message` is a batch message encoded already (by the
+serving worker, :mod:`bentos.prediction_log_process`) and is produced as it is. Consumers read every
+shape through :func:`core.prediction_messages.expand`.
 
 Shadow predictions are queued unscored (score ``None``): this thread scores them, many rows per
 XGBoost call (which releases the GIL), so a shadow challenger adds almost nothing to a request.
@@ -39,17 +41,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 
-from core.prediction_messages import MAX_BATCH_BYTES, encode_batch, record_fields
+from core.prediction_messages import MAX_BATCH_BYTES, encode_columns, newest_event_ms, record_fields
+from core.prediction_messages import event_seconds as _event_time
 from core.settings import settings
 
 log = logging.getLogger(__name__)
 # compact JSON bytes; NaN and inf floats encode as null, aware datetimes as RFC 3339 with "Z" (microseconds
-# when not zero), both in C
+# when not zero), both in C (the same encoder as core.prediction_messages': records read back byte for byte)
 _encode = msgspec.json.Encoder().encode
 # librdkafka's linger: produce requests carry ~250 ms of messages. Against 50 ms, at 100-row /predict_batch
 # concurrency 1 on 2 cores the broker's CPU per batch fell 40-60% (1.30-1.46 -> 0.56-0.90 ms, same run) and
@@ -114,9 +117,35 @@ class Batch:
         return part(slice(0, h)), part(slice(h, None))
 
 
+class Message(NamedTuple):
+    """A batch message encoded already (:func:`batch_messages`), produced as it is."""
+
+    key: bytes
+    value: bytes
+    timestamp_ms: int  # the Kafka timestamp: the newest event time of its records
+    n: int  # records
+
+
+_MANY = (Batch, Message)
+
+
 def records(entries) -> int:
-    """Predictions held by queued entries (a :class:`Batch` holds many)."""
-    return sum(e.n if e.__class__ is Batch else 1 for e in entries)
+    """Predictions held by queued entries (a :class:`Batch` or :class:`Message` holds many)."""
+    return sum(e.n if e.__class__ in _MANY else 1 for e in entries)
+
+
+def batch_messages(batch: Batch) -> list[Message]:
+    """``batch`` as columns batch messages (:func:`core.prediction_messages.encode_columns`), halved until each
+    fits a Kafka message. Raises ``TypeError``/``ValueError``/``msgspec.EncodeError`` when a value cannot be
+    encoded or a row does not match the variant's features."""
+    v = batch.variant
+    rows = batch.rows if isinstance(batch.rows, np.ndarray) else np.asarray(batch.rows, dtype=np.float64)
+    value = encode_columns(batch.ids, batch.keys, batch.times, batch.predicted, v.tag, v.name, list(v.features), rows,
+                           batch.scores, batch.decisions, batch.missing, batch.ages, batch.served, batch.seconds)
+    if len(value) > MAX_BATCH_BYTES and batch.n > 1:
+        first, second = batch.halves()
+        return batch_messages(first) + batch_messages(second)
+    return [Message(batch.ids[0].encode(), value, newest_event_ms(batch.times, batch.predicted), batch.n)]
 
 
 def _utc(ts: float) -> datetime:
@@ -125,18 +154,8 @@ def _utc(ts: float) -> datetime:
 
 def event_seconds(req: dict[str, Any], now: float) -> float:
     """Epoch seconds of the request's event time (``timestamp``; naive = UTC), capped at ``now`` (the
-    prediction time), or ``now`` when the request has none."""
+    prediction time), or ``now`` when the request has none (:func:`core.prediction_messages.event_seconds`)."""
     return _event_time(req.get("timestamp"), now)
-
-
-def _event_time(t: Any, now: float) -> float:
-    if t is None:
-        return now
-    if isinstance(t, str):  # requests that did not pass the pydantic model (tests, batch callers)
-        t = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return min(t.timestamp(), now)
 
 
 class PredictionLog:
@@ -163,7 +182,7 @@ class PredictionLog:
         self.entity_keys = tuple(entity_keys)
         self.fields = record_fields(id_field, self.entity_keys)  # a record's, in order (:meth:`record`)
         self.maxsize = maxsize
-        self.queue: collections.deque[Entry | Batch] = collections.deque()
+        self.queue: collections.deque[Entry | Batch | Message] = collections.deque()
         self.put_count = self.taken = 0  # predictions queued / taken off the queue (one writer each)
         self.flush_interval_s = flush_interval_s
         self.chunk = chunk
@@ -187,9 +206,10 @@ class PredictionLog:
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, entry: Entry | Batch) -> None:
-        """Enqueue one prediction (or a :class:`Batch`); never blocks (drops and counts when the queue is full)."""
-        n = entry.n if entry.__class__ is Batch else 1
+    def put(self, entry: Entry | Batch | Message) -> None:
+        """Enqueue one prediction (or a :class:`Batch` or :class:`Message`); never blocks (drops and counts when
+        the queue is full)."""
+        n = entry.n if entry.__class__ in _MANY else 1
         if self.put_count - self.taken + n > self.maxsize:
             self.dropped += n
             self.on_drop("queue_full", n)
@@ -314,55 +334,25 @@ class PredictionLog:
         self.reconnects += 1
         self._connect()
 
-    def batch_message(self, batch: Batch) -> tuple[bytes, int] | None:
-        """The batch message (:mod:`core.prediction_messages`) of ``batch`` and its Kafka timestamp (the newest
-        event time, ms); None when a row does not match the variant's features (the one-record path then fails
-        those records, counted)."""
-        variant, n = batch.variant, batch.n
-        names = list(variant.features)
-        rows = batch.rows.tolist() if isinstance(batch.rows, np.ndarray) else batch.rows
-        if any(len(r) != len(names) for r in rows):
-            return None
-        event_s = [_event_time(t, p) for t, p in zip(batch.times, batch.predicted, strict=True)]
-        event_ms = [int(t * 1000) for t in event_s]
-        stamps: dict[float, datetime] = {}  # a request batch shares one prediction time
-        columns: dict[str, list] = {"request_id": batch.ids, **batch.keys}
-        columns["prediction_timestamp"] = [stamps[p] if p in stamps else stamps.setdefault(p, _utc(p))
-                                           for p in batch.predicted]
-        columns["event_timestamp"] = [_utc(t) for t in event_s]
-        columns["model_name"] = [variant.tag.split(":", 1)[0]] * n
-        columns["model_version"] = [variant.model_version] * n
-        columns["variant"] = [variant.name] * n
-        columns["served"] = batch.served
-        columns["score"] = batch.scores
-        columns["decision"] = batch.decisions
-        columns["latency_ms"] = [None if s is None else 1000.0 * s for s in batch.seconds]
-        columns["missing_features"] = [list(m) for m in batch.missing]
-        columns["feature_age_seconds"] = batch.ages
-        return encode_batch(self.fields, columns, names, rows, event_ms), max(event_ms)
-
     def _send_batch(self, batch: Batch) -> bool:
-        """Send ``batch`` as batch messages, halved until each fits a Kafka message; False when it cannot be
-        encoded as one (the caller sends its records one by one)."""
+        """Send ``batch`` as batch messages (:func:`batch_messages`); False when it cannot be encoded as one (the
+        caller sends its records one by one)."""
         try:
-            built = self.batch_message(batch)
+            messages = batch_messages(batch)
         except (TypeError, ValueError, AttributeError, KeyError, msgspec.EncodeError):
             return False
-        if built is None:
-            return False
-        value, ts = built
-        if len(value) > MAX_BATCH_BYTES and batch.n > 1:
-            for half in batch.halves():  # encodable as a whole, so each half is: never sent twice
-                self._send_batch(half)
-            return True
-        n = batch.n
+        for m in messages:
+            self._produce(m)
+        return True
+
+    def _produce(self, m: Message) -> None:
+        n = m.n
         try:
-            self._producer.produce(self.topic, value, batch.ids[0].encode(), timestamp=ts,
+            self._producer.produce(self.topic, m.value, m.key, timestamp=m.timestamp_ms,
                                    on_delivery=lambda err, _msg: self._delivered_many(err, n))
             self.sent += n
         except Exception as exc:  # noqa: BLE001 - local queue full (broker gone for long): counted per record
             self._failed(exc, n)
-        return True
 
     def entries(self, batch: Batch) -> list[Entry]:
         """The one-record entries of ``batch`` (its requests reduced to the fields a record carries)."""
@@ -394,8 +384,11 @@ class PredictionLog:
         produce = self._producer.produce
         topic = self.topic
         fields = (self.id_field, *self.entity_keys)
+        for m in taken:
+            if m.__class__ is Message:
+                self._produce(m)
         runs: list[list[Entry] | Batch] = [e for e in taken if e.__class__ is Batch]
-        runs += self.variant_runs(self.score_shadow([e for e in taken if e.__class__ is not Batch]))
+        runs += self.variant_runs(self.score_shadow([e for e in taken if e.__class__ not in _MANY]))
         for run in runs:
             if run.__class__ is Batch:
                 if self._send_batch(run):

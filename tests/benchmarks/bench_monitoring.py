@@ -29,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -68,21 +69,27 @@ BATCH = 100  # records per batch message, as the prediction log writes a 100-row
 
 
 def _produce_batched(topic: str, messages: list[dict], size: int = BATCH) -> float:
-    """Send ``messages`` as batch messages of ``size`` records (the prediction log's shape); records/s."""
-    from core.kafka_io import make_producer
-    from core.prediction_messages import encode_batch
+    """Send ``messages`` as batch messages of ``size`` records in the columns shape the prediction log writes
+    (:func:`core.prediction_messages.encode_columns`); records/s."""
+    from datetime import datetime
 
-    fields = list(messages[0])
+    from core.kafka_io import make_producer
+    from core.prediction_messages import encode_columns
+
     names = list(messages[0]["features"])
+    keys = ("transaction_id", "user_id", "merchant_id")
     producer = make_producer(role="admin", value_serializer=None)
-    start_ms = int(time.time() * 1000)
     t0 = time.perf_counter()
     for lo in range(0, len(messages), size):
         part = messages[lo : lo + size]
-        columns = {f: [m[f] for m in part] for f in fields if f != "features"}
-        rows = [[m["features"][f] for f in names] for m in part]
-        value = encode_batch(fields, columns, names, rows, [start_ms + lo + i for i in range(len(part))])
-        producer.send(topic, key=part[0]["request_id"], value=value, timestamp_ms=start_ms + lo + len(part) - 1)
+        predicted = [datetime.fromisoformat(m["prediction_timestamp"].replace("Z", "+00:00")).timestamp() for m in part]
+        rows = np.array([[np.nan if m["features"][f] is None else m["features"][f] for f in names] for m in part])
+        value = encode_columns([m["request_id"] for m in part], {k: [m[k] for m in part] for k in keys},
+                               [m["event_timestamp"] for m in part], predicted, f"{part[0]['model_name']}:{part[0]['model_version']}",
+                               "production", names, rows, [m["score"] for m in part], [m["decision"] for m in part],
+                               [m["missing_features"] for m in part], [m["feature_age_seconds"] for m in part],
+                               [True] * len(part), [None] * len(part))
+        producer.send(topic, key=part[0]["request_id"], value=value, timestamp_ms=int(max(predicted) * 1000))
     producer.flush(timeout=120)
     elapsed = time.perf_counter() - t0
     producer.close(timeout=5)
@@ -132,7 +139,7 @@ def _batched_consume(messages: list[dict], reference: pd.DataFrame, features: li
     mon, rate, cpu, windows = _monitor_consume(topic, len(messages), reference, features)
     return {"consume_batched_events_per_s": rate, "consume_batched_cpu_s": cpu, "consume_batched_windows": windows,
             "consume_batched_drift_windows": [r.window_id for r in mon.results if r.any_drift],
-            "consume_batched_note": f"the same records as batch messages of {BATCH} (prediction log shape), "
+            "consume_batched_note": f"the same records as batch messages of {BATCH} (the columns shape the prediction log writes), "
                                     "Monitor.run as in consume"}
 
 

@@ -8,8 +8,17 @@ import json
 import sys
 from pathlib import Path
 
-from bentos.prediction_log import Batch
+from bentos.prediction_log import Batch, Message
 from bentos.prediction_log_process import Receiver, read_frame
+from core.prediction_messages import batch_records
+
+
+def _ids(e) -> list[str]:
+    if isinstance(e, Batch):
+        return e.ids
+    if isinstance(e, Message):
+        return [rid.decode() for _, _, rid in batch_records(e.value)]
+    return [e[0]]
 
 
 def main() -> None:
@@ -22,7 +31,7 @@ def main() -> None:
         if crash and entries:
             marker.touch()
             sys.exit(3)
-        ids = [i for e in entries for i in (e.ids if isinstance(e, Batch) else [e[0]])]
+        ids = [i for e in entries for i in _ids(e)]
         with out_path.open("a") as f:
             f.writelines(f"{i}\n" for i in ids)
         delivered += len(ids)

@@ -8,11 +8,12 @@ import math
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from bentos import prediction_log
-from bentos.prediction_log import Batch, PredictionLog, _encode
-from core.prediction_messages import MalformedBatch, expand, is_batch
+from bentos.prediction_log import Batch, PredictionLog, _encode, batch_messages
+from core.prediction_messages import MalformedBatch, encode_batch, encode_columns, expand, is_batch
 
 PROD = SimpleNamespace(name="production", tag="fraud_model:v7", model_version="v7", features=["a", "b", "c"])
 SHADOW = SimpleNamespace(name="challenger", tag="fraud_model:v8", model_version="v8", features=["c", "a"])
@@ -39,8 +40,9 @@ def _log() -> PredictionLog:
 def test_a_batch_reads_back_as_the_one_record_messages_of_its_entries():
     log = _log()
     entries = [_entry(i) for i in range(40)]
-    value, newest = log.batch_message(Batch.of_entries(entries, ("transaction_id", "user_id", "merchant_id")))
-    assert is_batch(value)
+    (message,) = batch_messages(Batch.of_entries(entries, ("transaction_id", "user_id", "merchant_id")))
+    value, newest = message.value, message.timestamp_ms
+    assert is_batch(value) and message.n == 40 and message.key == b"r0"
     single = _message(_encode(log.record(_entry(99))), offset=6, timestamp=123, key=b"r99")
     got = expand([single, _message(value, offset=7, key=b"r0")])
     assert got[0] == (*single.__dict__.values(), 7)  # a one-record message passes unchanged
@@ -53,7 +55,40 @@ def test_a_batch_reads_back_as_the_one_record_messages_of_its_entries():
     assert [r.offset for r in records] == [7] * 40
 
 
+def test_a_json_batch_of_earlier_versions_reads_back_as_its_records():
+    """The JSON batch shape (written by earlier versions, or by producers outside rtml) still reads back."""
+    log = _log()
+    entries = [_entry(i) for i in range(12)]
+    records = [json.loads(_encode(log.record(e))) for e in entries]
+    fields = list(records[0])
+    names = list(records[0]["features"])
+    event_ms = [int(log.event_seconds(e) * 1000) for e in entries]
+    value = encode_batch(fields, {f: [r[f] for r in records] for f in fields if f != "features"}, names,
+                         [[r["features"][f] for f in names] for r in records], event_ms)
+    got = expand([_message(value, offset=4)])
+    assert [r.value for r in got] == [_encode(log.record(e)) for e in entries]
+    assert [r.timestamp for r in got] == event_ms and [r.key for r in got] == [e[0].encode() for e in entries]
+
+
+def _columns(n: int = 2, width: int = 2, **change) -> bytes:
+    values = {"request_ids": [f"r{i}" for i in range(n)], "keys": {"transaction_id": [f"t{i}" for i in range(n)]},
+              "times": [None] * n, "predicted": [1.0] * n, "model": "m:v1", "variant": "production",
+              "feature_names": [f"f{j}" for j in range(width)], "features": np.zeros((n, width)), "scores": [0.5] * n,
+              "decisions": ["legit"] * n, "missing": [[]] * n, "ages": [None] * n, "served": [True] * n,
+              "seconds": [None] * n}
+    values.update(change)
+    if "features" in change and isinstance(change["features"], bytes):  # raw bytes of the wrong size
+        good = encode_columns(**{**values, "features": np.zeros((n, width))})
+        return good.replace(np.zeros((n, width)).tobytes(), change["features"])
+    return encode_columns(**values)
+
+
 @pytest.mark.parametrize("value", [
+    _columns(scores=[0.5]),  # a column shorter than the request ids
+    _columns(keys={"transaction_id": ["t0"]}),
+    _columns(features=b"\x00" * 24),  # 3 values for 2 x 2 features
+    _columns(0, 2, features=np.zeros((0, 2))),  # empty
+    _columns()[:-5],  # cut short
     b'{"prediction_batch": {"fields": ["request_id", "features"], "columns": {"request_id": ["a", "b"]},'
     b' "feature_names": ["x"], "features": [[1.0]], "event_ms": [1, 2]}}',  # a row missing
     b'{"prediction_batch": {"fields": ["request_id", "features"], "columns": {"request_id": ["a"]},'
@@ -122,11 +157,11 @@ def test_a_failed_batch_counts_every_record_it_held(monkeypatch):
 
 
 def test_a_batch_too_large_for_one_message_is_split_in_order(monkeypatch):
-    monkeypatch.setattr(prediction_log, "MAX_BATCH_BYTES", 2_000)
+    monkeypatch.setattr(prediction_log, "MAX_BATCH_BYTES", 600)
     log, producer = PredictionLog("transaction_id", ("user_id", "merchant_id"), chunk=1024), _Producer()
     entries = [_entry(i) for i in range(37)]
     assert _run(log, producer, entries, monkeypatch) == []
-    assert len(producer.messages) > 4 and all(len(v) <= 2_000 for _, v, _ in producer.messages[:-1] if is_batch(v))
+    assert len(producer.messages) > 4 and all(len(v) <= 600 for _, v, _ in producer.messages if is_batch(v))
     records = expand([_message(v, i, t, k) for i, (k, v, t) in enumerate(producer.messages)])
     assert [r.value for r in records] == [_encode(log.record(e)) for e in entries]
     assert log.delivered == 37
@@ -166,9 +201,58 @@ def test_a_request_batch_crosses_to_the_child_in_columns_and_reads_back_as_its_r
         received += receiver.entries(body)
     assert len(received) == 1 and received[0].n == 25
     log = _log()
-    value, _ = log.batch_message(received[0])
+    (message,) = batch_messages(received[0])
     as_served = [(*e[:2], now, *e[3:9], True, per_row) for e in entries]  # what a one-by-one put would log
-    assert [r.value for r in expand([_message(value)])] == [_encode(log.record(e)) for e in as_served]
+    assert [r.value for r in expand([_message(message.value)])] == [_encode(log.record(e)) for e in as_served]
+
+
+def test_a_request_batch_crosses_to_the_child_as_its_finished_message():
+    """The worker's hand-over encodes a ``/predict_batch`` as its batch message; the child receives it as a
+    :class:`Message` to produce as it is, which reads back as the records of the same predictions one by one,
+    stamped with the newest event time (a future request time capped at the prediction time)."""
+    import io
+
+    import numpy as np
+
+    from bentos.prediction_log import Message
+    from bentos.prediction_log_process import PredictionLogProcess, Receiver, _batch_frames, read_frame
+
+    entries = [_entry(i) for i in range(25)]
+    plog = PredictionLogProcess("transaction_id", ["user_id", "merchant_id"])  # not started: nothing spawned
+    now = entries[0][2]
+    plog.put_batch([e[0] for e in entries], [e[1] for e in entries], now, [e[3] for e in entries],
+                   [e[4] for e in entries], np.array([e[5] for e in entries]), [e[6] for e in entries],
+                   [e[7] for e in entries], PROD, 0.002)
+    stream = io.BytesIO(b"".join(_batch_frames(plog.queue.popleft())))
+    received = []
+    while (body := read_frame(stream)) is not None:
+        received += Receiver().entries(body)
+    assert [m.__class__ for m in received] == [Message] and received[0].n == 25 and received[0].key == b"r0"
+    log = _log()
+    as_served = [(*e[:2], now, *e[3:9], True, 0.002) for e in entries]
+    got = expand([_message(received[0].value)])
+    assert [r.value for r in got] == [_encode(log.record(e)) for e in as_served]
+    assert received[0].timestamp_ms == max(r.timestamp for r in got) == int(now * 1000)  # 2031 capped at now
+
+
+def test_a_request_batch_that_cannot_be_encoded_crosses_in_columns_and_its_records_are_counted(monkeypatch):
+    """Rows that do not match the variant's features: the hand-over sends the batch's columns, the child's log
+    falls back to one record each, and every record that cannot be built is counted as failed."""
+    import io
+
+    from bentos.prediction_log_process import PredictionLogProcess, Receiver, _batch_frames, read_frame
+
+    plog = PredictionLogProcess("transaction_id", ["user_id", "merchant_id"])
+    entries = [_entry(i) for i in range(5)]
+    plog.put_batch([e[0] for e in entries], [e[1] for e in entries], 1.0, [0.5] * 5, ["legit"] * 5,
+                   [[1.0]] * 5, [[]] * 5, [None] * 5, PROD, None)  # one value per row for three features
+    frames = _batch_frames(plog.queue.popleft())
+    receiver = Receiver()
+    receiver.entries(["v", "production|fraud_model:v7", PROD.tag, PROD.name, PROD.features])
+    received = receiver.entries(read_frame(io.BytesIO(frames[0])))
+    assert len(frames) == 1 and [b.__class__ for b in received] == [Batch]
+    log, producer = PredictionLog("transaction_id", ("user_id", "merchant_id"), chunk=1024), _Producer()
+    assert _run(log, producer, received, monkeypatch) == [("send_failed", 1)] * 5 and producer.messages == []
 
 
 def _wire(batch) -> list:
