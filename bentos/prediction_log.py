@@ -136,8 +136,8 @@ def records(entries) -> int:
 
 def batch_messages(batch: Batch) -> list[Message]:
     """``batch`` as columns batch messages (:func:`core.prediction_messages.encode_columns`), halved until each
-    fits a Kafka message. Raises ``TypeError``/``ValueError``/``msgspec.EncodeError`` when a value cannot be
-    encoded or a row does not match the variant's features."""
+    fits a Kafka message. Raises ``TypeError``/``ValueError``/``OverflowError``/``msgspec.EncodeError`` when a
+    value cannot be encoded or a row does not match the variant's features."""
     v = batch.variant
     rows = batch.rows if isinstance(batch.rows, np.ndarray) else np.asarray(batch.rows, dtype=np.float64)
     value = encode_columns(batch.ids, batch.keys, batch.times, batch.predicted, v.tag, v.name, list(v.features), rows,
@@ -339,7 +339,7 @@ class PredictionLog:
         caller sends its records one by one)."""
         try:
             messages = batch_messages(batch)
-        except (TypeError, ValueError, AttributeError, KeyError, msgspec.EncodeError):
+        except (TypeError, ValueError, OverflowError, AttributeError, KeyError, msgspec.EncodeError):
             return False
         for m in messages:
             self._produce(m)

@@ -98,7 +98,7 @@ def _batch_frames(b: Batch) -> list[bytes]:
     columns (the child sends the records one by one or counts them)."""
     try:
         messages = batch_messages(b)
-    except (TypeError, ValueError, AttributeError, KeyError, msgspec.EncodeError):
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, msgspec.EncodeError):
         return [frame(batch_frame(b))]
     return [frame(["m", m.key, m.timestamp_ms, m.n, m.value]) for m in messages]
 
@@ -309,7 +309,7 @@ class PredictionLogProcess:
             if wire:
                 parts.append(frame(["e", wire]))
             parts += [f for b in batches for f in _batch_frames(b)]
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:  # a value msgpack cannot carry: counted
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:  # a value msgpack cannot carry: counted
             log.warning("prediction log: %d records cannot be encoded (%s)", n, exc)
             self._drop("send_failed", n)
             return True

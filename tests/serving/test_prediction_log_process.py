@@ -144,3 +144,25 @@ def test_a_batch_that_cannot_be_encoded_is_counted_and_the_next_one_still_names_
     plog.stop()
     assert drops == [("send_failed", 1)] and plog.restarts == 0
     assert out.read_text().split() == ["r1"] and plog.delivered == 1
+
+
+def test_a_request_batch_with_a_key_beyond_64_bits_is_counted_and_the_hand_over_goes_on(tmp_path):
+    """An integer msgpack cannot carry (OverflowError, neither its finished message nor its columns): the batch's
+    records are counted as failed and the next batch is still handed over and delivered."""
+    import numpy as np
+
+    out = tmp_path / "ids.txt"
+    plog, drops = _log("deliver", out)
+    v = _variant()
+    plog.start()
+    for lo, user in ((0, 2**70), (10, 7)):
+        reqs = [{"transaction_id": f"t{i}", "user_id": user} for i in range(lo, lo + 10)]
+        plog.put_batch([f"r{i}" for i in range(lo, lo + 10)], reqs, 1_764_500_000.0, [0.5] * 10, ["legit"] * 10,
+                       np.ones((10, 2)), [[]] * 10, [None] * 10, v, 0.001)
+        plog.request_done()
+        deadline = time.monotonic() + 30
+        while plog.dropped + plog.delivered < lo + 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    plog.stop()
+    assert drops == [("send_failed", 10)] and plog.dropped == 10 and plog.restarts == 0
+    assert out.read_text().split() == [f"r{i}" for i in range(10, 20)] and plog.delivered == 10
