@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import msgspec
 import numpy as np
 
-from core.prediction_messages import MAX_BATCH_BYTES, encode_columns, newest_event_ms, record_fields
+from core.prediction_messages import MAX_BATCH_BYTES, encode_columns, newest_event_ms
 from core.prediction_messages import event_seconds as _event_time
 from core.settings import settings
 
@@ -180,7 +180,6 @@ class PredictionLog:
         self.bootstrap = bootstrap or s.kafka_bootstrap
         self.id_field = id_field
         self.entity_keys = tuple(entity_keys)
-        self.fields = record_fields(id_field, self.entity_keys)  # a record's, in order (:meth:`record`)
         self.maxsize = maxsize
         self.queue: collections.deque[Entry | Batch | Message] = collections.deque()
         self.put_count = self.taken = 0  # predictions queued / taken off the queue (one writer each)

@@ -16,7 +16,7 @@ unchanged: same records, same Kafka producer, same reconnects.
 
 A ``/predict_batch``'s entries (a :class:`~bentos.prediction_log.Batch`) are handed over as the finished
 Kafka message: the hand-over thread encodes it in the columns shape of :mod:`core.prediction_messages`
-(~15 us for 100 records) and the child produces it as it is. Decoding the batch and re-encoding it as
+(~25 us for 100 records) and the child produces it as it is. Decoding the batch and re-encoding it as
 JSON in the child had cost ~0.7 ms of CPU per 100-row request on a 2-core machine, and that CPU, not the
 worker's, made the 100-row p99 at concurrency 1 7.0-7.4 ms against 4.3-4.8 ms (same machine and hour).
 A batch that cannot be encoded so goes over in columns as before (``"b"`` frames) and the child's log
@@ -32,7 +32,8 @@ queue, which drops and counts (``queue_full``) when full. At shutdown the child 
 Wire: frames of a 4-byte big-endian length and a msgpack body, either ``["v", key, tag, name,
 features]`` (a variant, once per child), ``["e", [entry, ...]]`` (entries with the variant replaced
 by its key), ``["m", kafka key, timestamp ms, records, value]`` (a batch message to produce as it is) or
-``["b", ...]`` (a :class:`~bentos.prediction_log.Batch` in columns, :func:`batch_frame`). Status lines: JSON ``{"delivered": n, "drops": {reason: n}, "connected": bool}``, totals.
+``["b", ...]`` (a :class:`~bentos.prediction_log.Batch` in columns, :func:`batch_frame`). Status lines:
+JSON ``{"delivered": n, "drops": {reason: n}, "connected": bool}``, totals.
 """
 
 from __future__ import annotations
