@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,6 @@ BATCH = 100  # records per batch message, as the prediction log writes a 100-row
 def _produce_batched(topic: str, messages: list[dict], size: int = BATCH) -> float:
     """Send ``messages`` as batch messages of ``size`` records in the columns shape the prediction log writes
     (:func:`core.prediction_messages.encode_columns`); records/s."""
-    from datetime import datetime
-
     from core.kafka_io import make_producer
     from core.prediction_messages import encode_columns
 
@@ -438,7 +437,8 @@ def consume_only() -> dict:
     out = {"plain_kafka_json_events_per_s": plain, "consume_events_per_s": rate, "consume_cpu_s": cpu, "consume_windows": windows,
            "consume_window_eval_s_total": sum(r.eval_seconds for r in mon.results),
            "consume_drift_windows": [r.window_id for r in mon.results if r.any_drift],
-           **_batched_consume(messages, reference, features), "consume_load_avg_1m": os.getloadavg()[0]}
+           **_batched_consume(messages, reference, features), "consume_load_avg_1m": os.getloadavg()[0],
+           "consume_measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
     path = RESULTS_DIR / "monitoring.json"
     data = json.loads(path.read_text())
     data.update(out)
