@@ -18,12 +18,17 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_port(consecutive: int = 1) -> int:
-    """A port p such that p .. p+consecutive-1 are all free on 127.0.0.1."""
+CLUSTER_BUS_OFFSET = 10000  # a Redis Cluster node also listens on its port + 10000 (the cluster bus)
+
+
+def free_port(consecutive: int = 1, cluster_bus: bool = False) -> int:
+    """A port p such that p .. p+consecutive-1 are all free on 127.0.0.1; with ``cluster_bus``, their cluster bus
+    ports (+10000) too, all below the kernel's ephemeral range (32768-), where a client socket could take one."""
     rng = random.Random()
+    offsets = (0, CLUSTER_BUS_OFFSET) if cluster_bus else (0,)
     for _ in range(200):
-        port = rng.randrange(20000, 29000)
-        if all(_bindable(port + i) for i in range(consecutive)):
+        port = rng.randrange(12000, 22000) if cluster_bus else rng.randrange(20000, 29000)
+        if all(_bindable(port + o + i) for o in offsets for i in range(consecutive)):
             return port
     raise RuntimeError("no free port found")
 

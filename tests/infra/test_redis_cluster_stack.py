@@ -43,7 +43,7 @@ def test_up_redis_cluster_then_status_then_down(own_env, stack, monkeypatch):
     if admin is not None:
         monkeypatch.setenv("RTML_KAFKA_USER", admin[0])
         monkeypatch.setenv("RTML_KAFKA_PASSWORD", admin[1])
-    monkeypatch.setenv("RTML_REDIS_CLUSTER_PORT", str(free_port(consecutive=6)))
+    monkeypatch.setenv("RTML_REDIS_CLUSTER_PORT", str(free_port(consecutive=6, cluster_bus=True)))
     up = rtml("up", "--redis-cluster", "--no-spark-jars", env=dict(os.environ))
     assert up.returncode == 0, up.stdout + up.stderr
     assert "cluster ready" in up.stdout and "export RTML_REDIS_CLUSTER=1" in up.stdout
