@@ -40,7 +40,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import msgspec
@@ -48,6 +47,7 @@ import numpy as np
 
 from core.prediction_messages import MAX_BATCH_BYTES, encode_columns, newest_event_ms
 from core.prediction_messages import event_seconds as _event_time
+from core.prediction_messages import utc_datetime as _utc
 from core.settings import settings
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,6 @@ def batch_messages(batch: Batch) -> list[Message]:
         first, second = batch.halves()
         return batch_messages(first) + batch_messages(second)
     return [Message(batch.ids[0].encode(), value, newest_event_ms(batch.times, batch.predicted), batch.n)]
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
 
 
 def event_seconds(req: dict[str, Any], now: float) -> float:

@@ -94,7 +94,8 @@ def newest_event_ms(times: Sequence[Any], predicted: Sequence[float]) -> int:
     return int(max(event_seconds(t, q) for t, q in zip(times, predicted, strict=True)) * 1000)
 
 
-def _utc(ts: float) -> datetime:
+def utc_datetime(ts: float) -> datetime:
+    """Epoch seconds as an aware UTC datetime (how a record's timestamps are written, one record or a batch)."""
     return datetime.fromtimestamp(ts, UTC)
 
 
@@ -163,8 +164,8 @@ def _columns_records(value: bytes) -> list[tuple[bytes, int, bytes]]:
         record: dict[str, Any] = {"request_id": rid}
         for f, col in keys:
             record[f] = col[i]
-        record["prediction_timestamp"] = stamps[p] if p in stamps else stamps.setdefault(p, _utc(p))
-        record["event_timestamp"] = _utc(event_s)
+        record["prediction_timestamp"] = stamps[p] if p in stamps else stamps.setdefault(p, utc_datetime(p))
+        record["event_timestamp"] = utc_datetime(event_s)
         record["model_name"] = model_name
         record["model_version"] = model_version
         record["variant"] = b.variant
