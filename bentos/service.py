@@ -57,6 +57,7 @@ from bentos.request_schema import RequestSpec, request_models, request_spec  # n
 from bentos.variants import CHALLENGER, PRODUCTION, Deployment, Variant, load_model  # noqa: E402
 from core.online_store import OnlineStore  # noqa: E402
 from core.redis_client import RedisUnavailable  # noqa: E402
+from core.resp import compile_kernels as compile_resp_kernels  # noqa: E402
 from core.settings import settings  # noqa: E402
 
 log = logging.getLogger("rtml.serving")
@@ -128,6 +129,7 @@ class PredictionService:
         self._readiness = Readiness(_SERVING.ready_grace_s)
         self._key, self.deployment = self._deployment(*self._wanted())
         self.deployment.plan.read.columns([], 0)  # the batch decoder compiled (or loaded) now, not on a request
+        compile_resp_kernels()  # and the raw replies' framing
         # per-request observations are added up in the worker and written every 0.25 s (bentos.metrics)
         self._m_fetch = metrics.batched(metrics.stage_seconds.labels(stage="feature_fetch"))
         self._m_on_demand = metrics.batched(metrics.stage_seconds.labels(stage="on_demand"))

@@ -1,7 +1,9 @@
 """Online features of many entity rows, decoded column by column: the batch read's form.
 
 A batch read's replies (per entity row, one ``HMGET`` reply per entity key of the read plan) are
-flattened and decoded in one compiled pass (:func:`core.online_format.decode_fields`). :class:`Columns`
+decoded in one compiled pass: straight from the raw replies (:meth:`Columns.from_resp`, the serving
+connection's :class:`core.resp.RespBatch`: no Python object per field) or from replies parsed into lists
+(:func:`core.online_format.decode_fields`, e.g. a Redis Cluster's, gathered from several nodes). :class:`Columns`
 then answers per feature: the model's numbers (:meth:`Columns.matrix`), the Python values an on-demand
 view reads (:meth:`Columns.values`), and per row the features whose view has no row and the oldest
 feature time. Every answer equals what :meth:`core.online_store.ReadPlan.decode` gives row by row
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from core import online_format as fmt
+from core import resp
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class ColumnLayout:
     """Where each feature sits in one entity row's flattened replies."""
 
     period: int  # fields per entity row: every read's HMGET fields, in order
+    counts: np.ndarray  # per read: its HMGET's number of fields
     is_ts: np.ndarray  # per field: a Timestamp (``_ts:<view>``)?
     column: dict[str, int]  # feature -> field
     view_of: dict[str, int]  # feature -> index into ``views``
@@ -52,17 +56,33 @@ class ColumnLayout:
                 floats.update(view.floats)
             is_ts += flags
             base += len(read.fields)
-        return cls(base, np.array(is_ts, dtype=bool), column, view_of, tuple(views), frozenset(floats))
+        return cls(base, np.array([len(r.fields) for r in reads], dtype=np.int64), np.array(is_ts, dtype=bool), column,
+                   view_of, tuple(views), frozenset(floats))
 
 
 class Columns:
     """The decoded features of ``n_rows`` entity rows (``fields``: their replies' fields, row after row)."""
 
     def __init__(self, layout: ColumnLayout, fields: list, n_rows: int):
+        self.fields: list | None = fields
+        self._decoded(layout, *fmt.decode_fields(fields, layout.is_ts), n_rows)
+
+    @classmethod
+    def from_resp(cls, layout: ColumnLayout, batch: resp.RespBatch, n_rows: int) -> Columns:
+        """The rows' raw replies (``layout.counts`` replies per row) decoded where they lie; replies shaped
+        otherwise are parsed and decoded as lists."""
+        located = resp.array_fields(batch.data, batch.n, layout.counts) if batch.n == n_rows * len(layout.counts) else None
+        if located is None:
+            return cls(layout, [f for reply in resp.parse(batch.data, batch.n) for f in reply], n_rows)
+        self = cls.__new__(cls)
+        self.fields = None
+        self._data, self._starts, self._lens = batch.data, *located
+        self._decoded(layout, *fmt.decode_resp(batch.data, *located, layout.is_ts), n_rows)
+        return self
+
+    def _decoded(self, layout: ColumnLayout, numbers: np.ndarray, status: np.ndarray, n_rows: int) -> None:
         self.layout = layout
-        self.fields = fields
         self.n_rows = n_rows
-        numbers, status = fmt.decode_fields(fields, layout.is_ts)
         self.numbers = numbers.reshape(n_rows, layout.period)
         self.status = status.reshape(n_rows, layout.period)
         ts_fields = [ts for ts, _ in layout.views]
@@ -78,7 +98,20 @@ class Columns:
                 self.missing[i] = [name for v in np.flatnonzero(self.absent[i]).tolist() for name in layout.views[v][1]]
 
     def _field(self, row: int, column: int) -> bytes | None:
-        return self.fields[row * self.layout.period + column]
+        p = row * self.layout.period + column
+        if self.fields is not None:
+            return self.fields[p]
+        n = int(self._lens[p])
+        return None if n < 0 else self._data[int(self._starts[p]) : int(self._starts[p]) + n]
+
+    def _column(self, column: int) -> list:
+        """The serialized field of ``column`` in every row (``None`` where absent)."""
+        if self.fields is not None:
+            return self.fields[column :: self.layout.period]
+        data = self._data
+        starts = self._starts[column :: self.layout.period].tolist()
+        lens = self._lens[column :: self.layout.period].tolist()
+        return [None if n < 0 else data[s : s + n] for s, n in zip(starts, lens, strict=True)]
 
     def absent_rows(self, name: str) -> np.ndarray:
         """Per row: the feature's view has no row for the entity (its value is missing)."""
@@ -99,12 +132,12 @@ class Columns:
         """The feature's Python values per row (``None`` when missing or null), as ``decode`` gives them."""
         c = self.layout.column[name]
         absent = self.absent_rows(name)
+        decode = fmt.decode_value
         if name in self.layout.floats:  # floats decoded exactly by the compiled pass
             out = self.numbers[:, c].tolist()
-            redo = np.flatnonzero((self.status[:, c] != fmt.FLOAT_VALUE) | absent).tolist()
-        else:
-            out = [None] * self.n_rows
-            redo = range(self.n_rows)
-        for i in redo:
-            out[i] = None if absent[i] else fmt.decode_value(self._field(i, c))
-        return out
+            for i in np.flatnonzero((self.status[:, c] != fmt.FLOAT_VALUE) | absent).tolist():
+                out[i] = None if absent[i] else decode(self._field(i, c))
+            return out
+        if absent.any():
+            return [None if a else decode(f) for a, f in zip(absent.tolist(), self._column(c), strict=True)]
+        return list(map(decode, self._column(c)))

@@ -364,22 +364,20 @@ ABSENT, FLOAT_VALUE, INT_VALUE, BOOL_VALUE, NULL_VALUE, PYTHON_VALUE = 0, 1, 2, 
 _FIELDS_KERNEL: list = []
 
 
-def _decode_fields(buf, lens, is_ts, out, status):  # pragma: no cover - compiled by numba
-    """The numbers of serialized fields laid end to end in ``buf`` (``lens[p]`` bytes each, -1: absent);
-    field ``p`` is a Timestamp when ``is_ts[p % len(is_ts)]``, else a ``Value``. Anything but the scalar
-    encodings :func:`decode_value` / :func:`decode_timestamp` read (a string, a truncated varint, another
-    type) is left to them: ``PYTHON_VALUE``."""
+def _decode_fields(buf, starts, lens, is_ts, out, status):  # pragma: no cover - compiled by numba
+    """The numbers of serialized fields in ``buf`` (field ``p``: ``lens[p]`` bytes from ``starts[p]``, -1:
+    absent); field ``p`` is a Timestamp when ``is_ts[p % len(is_ts)]``, else a ``Value``. Anything but the
+    scalar encodings :func:`decode_value` / :func:`decode_timestamp` read (a string, a truncated varint,
+    another type) is left to them: ``PYTHON_VALUE``."""
     period = is_ts.size
-    pos = 0
     for p in range(lens.size):
         n = lens[p]
         out[p] = np.nan
         if n < 0:
             status[p] = 0  # ABSENT
             continue
-        s = pos
+        s = starts[p]
         end = s + n
-        pos = end
         ts = is_ts[p % period]  # google.protobuf.Timestamp: seconds (1), nanos (2), varints
         if not ts:  # feast.types.Value: one field
             if n == 0:  # an empty Value
@@ -441,20 +439,35 @@ def _decode_fields(buf, lens, is_ts, out, status):  # pragma: no cover - compile
             out[p] = sec + nanos / 1e9
 
 
-def decode_fields(fields: list, is_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The numbers of many serialized fields at once (a compiled loop; a batch read's replies, flattened):
-    ``float(decode_value(f))`` of a ``Value``, ``decode_timestamp(f)`` of a Timestamp (``is_ts`` repeats
-    over the fields), NaN otherwise, and what each field held (``ABSENT`` .. ``PYTHON_VALUE``)."""
+def _fields_kernel():
     if not _FIELDS_KERNEL:
         from core.compiled import compile_nogil
 
         _FIELDS_KERNEL.append(compile_nogil(_decode_fields))
+    return _FIELDS_KERNEL[0]
+
+
+def decode_fields(fields: list, is_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The numbers of many serialized fields at once (a compiled loop; a batch read's replies, flattened):
+    ``float(decode_value(f))`` of a ``Value``, ``decode_timestamp(f)`` of a Timestamp (``is_ts`` repeats
+    over the fields), NaN otherwise, and what each field held (``ABSENT`` .. ``PYTHON_VALUE``)."""
     n = len(fields)
     lens = np.fromiter(map(_length, fields, repeat(-1)), np.int64, n)  # None (absent): -1
     buf = np.frombuffer(b"".join(filter(None, fields)), np.uint8)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(np.maximum(lens[:-1], 0), out=starts[1:])
     out = np.empty(n, dtype=np.float64)
     status = np.empty(n, dtype=np.int8)
-    _FIELDS_KERNEL[0](buf, lens, is_ts, out, status)
+    _fields_kernel()(buf, starts, lens, is_ts, out, status)
+    return out, status
+
+
+def decode_resp(data: bytes, starts: np.ndarray, lens: np.ndarray, is_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_fields` of fields located in raw replies (:func:`core.resp.array_fields`), not copied out."""
+    n = len(lens)
+    out = np.empty(n, dtype=np.float64)
+    status = np.empty(n, dtype=np.int8)
+    _fields_kernel()(np.frombuffer(data, np.uint8), starts, lens, is_ts, out, status)
     return out, status
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from core import online_format as fmt
 from core.online_columns import ColumnLayout, Columns
 from core.redis_client import AsyncRouter, RedisTarget, RedisUnavailable, SyncRouter
+from core.resp import RespBatch
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,11 @@ class ReadPlan:
             layout = self.__dict__["_layout"] = ColumnLayout.of(self.reads)
         return layout
 
-    def columns(self, replies: Sequence[list], n_rows: int) -> Columns:
-        """``n_rows`` rows' replies (``n`` per row, in order) decoded column by column: the same values as
-        :meth:`decode` of each row, in one compiled pass."""
+    def columns(self, replies: Sequence[list] | RespBatch, n_rows: int) -> Columns:
+        """``n_rows`` rows' replies (``n`` per row, in order; parsed, or raw as one :class:`core.resp.RespBatch`)
+        decoded column by column: the same values as :meth:`decode` of each row, in one compiled pass."""
+        if replies.__class__ is RespBatch:
+            return Columns.from_resp(self.layout, replies, n_rows)  # type: ignore[arg-type]
         return Columns(self.layout, list(chain.from_iterable(replies)), n_rows)
 
 
@@ -476,7 +479,11 @@ class OnlineStore:
     async def read_columns(self, plan: ReadPlan, rows: Sequence[Mapping[str, Any]]) -> Columns:
         """Many entity rows in one pipelined round trip (per node), decoded column by column (the batch
         hot path: :class:`core.online_columns.Columns`)."""
-        return plan.columns(await self._replies(plan, rows), len(rows))
+        router = self.reader
+        if router.cluster:  # replies gathered from several nodes: parsed
+            return plan.columns(await self._replies(plan, rows), len(rows))
+        got = await router.execute_resp(plan.commands_many(rows), plan.n * len(rows))
+        return plan.columns(got, len(rows))
 
     async def ping(self) -> bool:
         return await self.reader.ping()

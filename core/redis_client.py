@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import hiredis
 from redis.crc import key_slot
 
+from core.resp import RespBatch, parse, resp, scan
+
 SLOTS = 16384
 _ReplyError = hiredis.ReplyError
 Address = tuple[str, int]
@@ -86,11 +88,6 @@ def _ssl_context(cafile: str | None):
     return client_ssl_context(cafile)
 
 
-def resp(*parts: bytes) -> bytes:
-    """RESP encoding of one command."""
-    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-
-
 _PING = resp(b"PING")
 _ASKING = resp(b"ASKING")
 _CLUSTER_SLOTS = resp(b"CLUSTER", b"SLOTS")
@@ -98,13 +95,15 @@ _CLUSTER_SLOTS = resp(b"CLUSTER", b"SLOTS")
 
 # ---- one node, asyncio -------------------------------------------------------------------------------
 class _Pending:
-    __slots__ = ("future", "expected", "replies", "deadline")
+    __slots__ = ("future", "expected", "replies", "deadline", "done", "simple")
 
     def __init__(self, future: asyncio.Future, expected: int, deadline: float):
         self.future = future
         self.expected = expected
         self.replies: list = []
         self.deadline = deadline
+        self.done = 0  # replies framed so far (raw connection)
+        self.simple = True  # all of them arrays of bulk strings (raw connection)
 
 
 class _Protocol(asyncio.Protocol):
@@ -153,6 +152,37 @@ class _Protocol(asyncio.Protocol):
         self.owner._lost(self)
 
 
+class _RawProtocol(_Protocol):
+    """A connection that frames replies itself (:func:`core.resp.scan`, compiled): a request whose replies are
+    all arrays of bulk strings (``HMGET``) gets them as one :class:`core.resp.RespBatch`, any other request
+    the list hiredis parses (errors included), so nothing but the form of plain batch replies changes."""
+
+    def __init__(self, owner: FastRedis):
+        super().__init__(owner)
+        self.buf = b""  # bytes not yet handed out: the head request's framed replies, then a partial one
+        self.pos = 0  # where the head request's next reply starts in ``buf``
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        pos = self.pos
+        pending = self.pending
+        while pos < len(buf):
+            if not pending:  # reply nobody waits for: protocol out of sync
+                self.fail(RedisUnavailable("unexpected reply from Redis", self.owner.where))
+                return
+            head = pending[0]
+            got, pos, simple = scan(buf, pos, head.expected - head.done)
+            head.done += got
+            head.simple = head.simple and simple
+            if head.done < head.expected:
+                break
+            pending.popleft()
+            data, buf, pos = buf[:pos], buf[pos:], 0
+            if not head.future.done():
+                head.future.set_result(RespBatch(data, head.expected) if head.simple else parse(data, head.expected))
+        self.buf, self.pos = buf, pos
+
+
 class FastRedis:
     """Send pre-encoded RESP commands to one node, get their replies within ``timeout_s``."""
 
@@ -169,7 +199,8 @@ class FastRedis:
         self.connect_timeout_s = connect_timeout_s
         self.dead_after_s = max(1.0, 10 * timeout_s)  # no reply for this long past a deadline: reconnect
         self._proto: _Protocol | None = None
-        self._connecting: asyncio.Future | None = None
+        self._raw: _RawProtocol | None = None  # the batch reads' connection (replies framed, not parsed)
+        self._connecting: dict[bool, asyncio.Future] = {}
         self.errors = 0
         self.last_error: str | None = None
         self.last_error_at = 0.0
@@ -177,17 +208,22 @@ class FastRedis:
     def _lost(self, proto: _Protocol) -> None:
         if self._proto is proto:
             self._proto = None
+        if self._raw is proto:
+            self._raw = None
 
-    async def _connect(self) -> _Protocol:
+    async def _connect(self, raw: bool = False) -> _Protocol:
+        """A new connection (authenticated, its database selected): the hiredis one, or the raw one."""
         loop = asyncio.get_running_loop()
-        if self._connecting is not None:
-            return await asyncio.shield(self._connecting)
+        connecting = self._connecting.get(raw)
+        if connecting is not None:
+            return await asyncio.shield(connecting)
         fut = loop.create_future()
-        self._connecting = fut
+        self._connecting[raw] = fut
+        kind = _RawProtocol if raw else _Protocol
         try:
             try:
                 _, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(self), self.host, self.port, ssl=self._ssl,
+                    loop.create_connection(lambda: kind(self), self.host, self.port, ssl=self._ssl,
                                            server_hostname=self.host if self._ssl is not None else None),
                     self.connect_timeout_s,
                 )
@@ -198,7 +234,10 @@ class FastRedis:
             sock = proto.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._proto = proto
+            if raw:
+                self._raw = proto
+            else:
+                self._proto = proto
             if self._auth is not None:
                 reply = await self._submit(proto, self._auth, 1)
                 if isinstance(reply[0], hiredis.ReplyError):  # the reason names no secret (WRONGPASS, ...)
@@ -214,7 +253,7 @@ class FastRedis:
             fut.exception()  # mark retrieved
             raise
         finally:
-            self._connecting = None
+            del self._connecting[raw]
 
     def _watch(self, proto: _Protocol) -> None:
         """Fail the requests past their deadline, only those; re-arm for the next deadline.
@@ -285,6 +324,23 @@ class FastRedis:
                 raise RedisUnavailable(f"Redis error: {str(r).split(' ', 1)[0]}", f"{self.where}: {r}")
         return replies
 
+    async def execute_resp(self, payload: bytes, n_replies: int) -> RespBatch | list:
+        """:meth:`execute` on the raw connection: replies that are all arrays of bulk strings (``HMGET``) come
+        as one :class:`core.resp.RespBatch`, others as a list; any error reply raises."""
+        try:
+            proto = self._raw
+            if proto is None or proto.closed:
+                proto = await self._connect(raw=True)
+            replies = await self._submit(proto, payload, n_replies)
+        except RedisUnavailable as exc:
+            self._count(exc)
+            raise
+        if replies.__class__ is not RespBatch:
+            for r in replies:
+                if r.__class__ is _ReplyError:
+                    raise RedisUnavailable(f"Redis error: {str(r).split(' ', 1)[0]}", f"{self.where}: {r}")
+        return replies
+
     async def ping(self) -> bool:
         try:
             replies = await self.execute(_PING, 1)
@@ -293,13 +349,14 @@ class FastRedis:
         return replies[0] in (b"PONG", "PONG")
 
     def close(self) -> None:
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.closed = True
-            try:
-                self._proto.transport.close()
-            except RuntimeError:  # its event loop is already closed: nothing left to close
-                pass
-            self._proto = None
+        for proto in (self._proto, self._raw):
+            if proto is not None and proto.transport is not None:
+                proto.closed = True
+                try:
+                    proto.transport.close()
+                except RuntimeError:  # its event loop is already closed: nothing left to close
+                    pass
+        self._proto = self._raw = None
 
 
 # ---- cluster topology -------------------------------------------------------------------------------
@@ -440,12 +497,21 @@ class AsyncRouter:
             return self._primary.execute(payload, n_replies)  # type: ignore[union-attr]
         return self._execute_on_primary(payload, n_replies)
 
-    async def _execute_on_primary(self, payload: bytes, n_replies: int) -> list:
+    def execute_resp(self, payload: bytes, n_replies: int) -> Awaitable[RespBatch | list]:
+        """:meth:`execute` on the nodes' raw connections (:meth:`FastRedis.execute_resp`: plain ``HMGET``
+        replies as one :class:`core.resp.RespBatch`); not for a cluster."""
+        if self.target.mode == "standalone":
+            return self._primary.execute_resp(payload, n_replies)  # type: ignore[union-attr]
+        return self._execute_on_primary(payload, n_replies, raw=True)
+
+    async def _execute_on_primary(self, payload: bytes, n_replies: int, raw: bool = False) -> RespBatch | list:
         primary = self._primary
         if primary is None:
             await self.refresh(force=True)
             primary = self._primary
         try:
+            if raw:
+                return await primary.execute_resp(payload, n_replies)  # type: ignore[union-attr]
             return await primary.execute(payload, n_replies)  # type: ignore[union-attr]
         except RedisUnavailable:
             if self.target.mode == "sentinel":

@@ -1,6 +1,7 @@
 """The batch read's column-by-column decoding (core.online_columns, core.online_format.decode_fields) gives
-exactly what the row-by-row decoder (ReadPlan.decode) gives: values, numbers, missing views, oldest times.
-Fields are serialized by protobuf itself (Feast's Value and Timestamp messages)."""
+exactly what the row-by-row decoder (ReadPlan.decode) gives: values, numbers, missing views, oldest times,
+from parsed replies and from raw ones (core.resp.RespBatch) alike. Fields are serialized by protobuf itself
+(Feast's Value and Timestamp messages)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from core import online_format as fmt
 from core.online_store import EntityRead, ReadPlan, ViewRead
+from core.resp import RespBatch
 
 
 def _values(rng: random.Random) -> list[bytes | None]:
@@ -75,6 +77,19 @@ def _replies(plan: ReadPlan, n_rows: int, rng: random.Random) -> list[list]:
     return replies
 
 
+def _raw(replies: list[list]) -> RespBatch:
+    """The replies as Redis sends them."""
+    data = b"".join(b"*%d\r\n" % len(r) + b"".join(b"$-1\r\n" if f is None else b"$%d\r\n%s\r\n" % (len(f), f) for f in r)
+                    for r in replies)
+    return RespBatch(data, len(replies))
+
+
+def _columns(plan: ReadPlan, replies: list[list], n_rows: int, form: str):
+    columns = plan.columns(_raw(replies) if form == "raw" else replies, n_rows)
+    assert (columns.fields is None) == (form == "raw")  # raw replies are decoded where they lie
+    return columns
+
+
 def _decode(b):  # decode_value, or the exception it raises
     try:
         return fmt.decode_value(b)
@@ -100,13 +115,14 @@ def _safe_rows(plan: ReadPlan, replies: list[list], n_rows: int):
     return out
 
 
+@pytest.mark.parametrize("form", ["parsed", "raw"])
 @pytest.mark.parametrize("seed", range(6))
-def test_columns_equal_the_row_by_row_decoder(seed):
+def test_columns_equal_the_row_by_row_decoder(seed, form):
     rng = random.Random(seed)
     plan = _plan()
     n_rows = 400
     replies = _replies(plan, n_rows, rng)
-    columns = plan.columns(replies, n_rows)
+    columns = _columns(plan, replies, n_rows, form)
     expected = _safe_rows(plan, replies, n_rows)
     fine = [i for i, r in enumerate(expected) if r is not None]
     assert len(fine) > n_rows // 4
@@ -117,41 +133,25 @@ def test_columns_equal_the_row_by_row_decoder(seed):
         assert columns.missing[i] == expected[i].missing
         assert columns.oldest_ts[i] == expected[i].oldest_ts
     fill = np.array([-1.0, -2.0, math.nan, 4.0, math.nan, 6.0])
+    subset = _columns(plan, [r for i in fine for r in replies[i * plan.n : (i + 1) * plan.n]], len(fine), form)
     for name in names:
-        for i, v in _values_of(columns, name, fine).items():
+        for i, v in zip(fine, subset.values(name), strict=True):
             assert _same(v, expected[i].values[name]), (name, i, v, expected[i].values[name])
-    X = _matrix_of(columns, names, fill, fine)
+    X = dict(zip(fine, subset.matrix(names, fill).tolist(), strict=True))
     for i in fine:
         for j, name in enumerate(names):
             want = float(fill[j]) if name in expected[i].missing else fmt.as_number(expected[i].values[name])
             assert _same(float(X[i][j]), want), (name, i, X[i][j], want)
 
 
-def _values_of(columns, name, rows) -> dict:
-    """columns.values(name) of the decoding of only ``rows``, by row number."""
-    return dict(zip(rows, _subset(columns, rows).values(name), strict=True))
-
-
-def _matrix_of(columns, names, fill, rows) -> dict:
-    return dict(zip(rows, _subset(columns, rows).matrix(names, fill).tolist(), strict=True))
-
-
-def _subset(columns, rows):
-    """The same decoding of only ``rows`` (the rows decode accepts)."""
-    from core.online_columns import Columns
-
-    p = columns.layout.period
-    fields = [f for i in rows for f in columns.fields[i * p : (i + 1) * p]]
-    return Columns(columns.layout, fields, len(rows))
-
-
-def test_a_malformed_field_raises_as_the_row_decoder_does():
+@pytest.mark.parametrize("form", ["parsed", "raw"])
+def test_a_malformed_field_raises_as_the_row_decoder_does(form):
     plan = _plan()
     ts = Timestamp(seconds=1_700_000_000).SerializeToString()
     row = [[b"\x20\xff\xff", Value(string_val="US").SerializeToString(), ts, None, None, None, None], [None, None]]
     with pytest.raises(IndexError):
         plan.decode(row)
-    columns = plan.columns(row, 1)
+    columns = _columns(plan, row, 1, form)
     with pytest.raises(IndexError):
         columns.values("age")
     with pytest.raises(IndexError):
@@ -164,3 +164,11 @@ def test_no_rows_decode_to_empty_columns():
     columns = plan.columns([], 0)
     assert columns.missing == [] and columns.oldest_ts == []
     assert columns.matrix(["sum", "risk"], np.array([0.0, 0.0])).shape == (0, 2)
+
+
+@pytest.mark.parametrize("form", ["parsed", "raw"])
+def test_replies_of_another_length_than_the_plan_asks_for_are_refused(form):
+    plan = _plan()
+    replies = _replies(plan, 3, random.Random(1))
+    with pytest.raises(ValueError, match="reshape"):
+        _columns(plan, [*replies[:-1], replies[-1] + [None]], 3, form)

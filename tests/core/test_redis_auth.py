@@ -11,7 +11,8 @@ import time
 import pytest
 import redis
 
-from core.redis_client import FastRedis, RedisTarget, RedisUnavailable, SyncRouter, resp
+from core.redis_client import FastRedis, RedisTarget, RedisUnavailable, SyncRouter
+from core.resp import resp
 
 pytestmark = pytest.mark.integration
 

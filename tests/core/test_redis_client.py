@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from core.redis_client import FastRedis, RedisUnavailable, key_slot, redirect, resp, slot_table
+from core.redis_client import FastRedis, RedisUnavailable, key_slot, redirect, slot_table
+from core.resp import resp
 
 
 class _FakeRedis(asyncio.Protocol):

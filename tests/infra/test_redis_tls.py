@@ -18,7 +18,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core import online_format as fmt
-from core.redis_client import FastRedis, RedisTarget, RedisUnavailable, resp
+from core.redis_client import FastRedis, RedisTarget, RedisUnavailable
+from core.resp import resp
 from tests.fixtures.redis_tls import tls_redis
 
 pytestmark = pytest.mark.integration
