@@ -177,9 +177,9 @@ class _RawProtocol(_Protocol):
             if head.done < head.expected:
                 break
             pending.popleft()
-            data, buf, pos = buf[:pos], buf[pos:], 0
+            framed, buf, pos = buf[:pos], buf[pos:], 0
             if not head.future.done():
-                head.future.set_result(RespBatch(data, head.expected) if head.simple else parse(data, head.expected))
+                head.future.set_result(RespBatch(framed, head.expected) if head.simple else parse(framed, head.expected))
         self.buf, self.pos = buf, pos
 
 
