@@ -20,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 _INT_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 _FLOATS = {"float", "double", "float32", "float64"}
@@ -136,20 +137,27 @@ def _annotation(f: RequestField) -> Any:
 
 
 def request_models(spec: RequestSpec, max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
-    """Pydantic models of one request and of a batch (``{"requests": [...]}``, alias ``transactions``)."""
-    fields: dict[str, Any] = {f.name: (_annotation(f), ...) for f in spec.fields}
-    fields["timestamp"] = (
-        Annotated[datetime | None, Field(validation_alias=AliasChoices("timestamp", "event_timestamp"))],
-        None,
-    )
-    fields["explain"] = (Annotated[bool, Field(strict=True)], False)
-    one = create_model("PredictionRequest", __config__=ConfigDict(extra="ignore"), **fields)
+    """Pydantic models of one request and of a batch (``{"requests": [...]}``, alias ``transactions``).
+
+    A batch's requests are validated as plain dicts (a ``TypedDict`` with the same fields and rules, two
+    thirds of the validation time of model instances); ``timestamp`` and ``explain`` are keys only when sent."""
+    annotations: dict[str, Any] = {f.name: _annotation(f) for f in spec.fields}
+    timestamp = Annotated[datetime | None, Field(validation_alias=AliasChoices("timestamp", "event_timestamp"))]
+    explain = Annotated[bool, Field(strict=True)]
+    fields: dict[str, Any] = {name: (a, ...) for name, a in annotations.items()}
+    one = create_model("PredictionRequest", __config__=ConfigDict(extra="ignore"), **fields,
+                       timestamp=(timestamp, None), explain=(explain, False))
     one.__doc__ = f"One request to a model of feature service {spec.feature_service}."
+    item = TypedDict(  # type: ignore[misc]
+        "PredictionRequestItem", {**annotations, "timestamp": NotRequired[timestamp], "explain": NotRequired[explain]}
+    )
+    item.__doc__ = one.__doc__
+    item.__pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[attr-defined]
     batch = create_model(
         "PredictionBatch",
         requests=(
             Annotated[
-                list[one],  # type: ignore[valid-type]
+                list[item],  # type: ignore[valid-type]
                 Field(min_length=1, max_length=max_batch, validation_alias=AliasChoices("requests", "transactions")),
             ],
             ...,

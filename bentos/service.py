@@ -390,7 +390,7 @@ class PredictionService:
     async def predict_batch(self, requests: list) -> dict:
         """Score up to ``RTML_SERVING_MAX_BATCH`` requests with one Redis round trip and one predict call per variant."""
         d = self.deployment
-        reqs = [r.__dict__ for r in requests]
+        reqs = requests  # dicts (bentos.request_schema)
         t0 = _perf()
         try:  # one pipelined round trip (per node), decoded column by column
             columns = await self.redis.read_columns(d.plan.read, reqs)

