@@ -2,9 +2,9 @@
 
 Each view declares its freshness SLO (tag ``freshness_slo``: how old its newest data may get,
 core/freshness.py). Stream views declare their aggregations here; ``streaming/`` reads these declarations from the
-registry and computes exactly them (one source of truth). Windows are tiled: each stream view
-declares one tile size as the ``slide_interval`` of all its aggregations (every window a multiple of
-it). As of an event at time t, a window W covers the entity's events from the start of t's tile
+registry and computes exactly them (one source of truth). Windows are tiled: each aggregation
+declares its tile size as its ``slide_interval`` (its window a multiple of it; the views below use one
+tile size for all). As of an event at time t, a window W covers the entity's events from the start of t's tile
 plus one tile minus W, up to t: the current tile up to t and the W/tile - 1 whole tiles before it
 (between W - tile and W long; see streaming/tiles.py). ``seconds_since_previous`` is t minus the
 entity's previous event time inside that window (null if none).

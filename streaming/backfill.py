@@ -88,7 +88,8 @@ def offline_rows(spec: ViewSpec, frame: pd.DataFrame, start_us: int, end_us: int
     result = {}
     for agg in spec.aggs:
         col = agg.column
-        lo = (ts // spec.tile_us) * spec.tile_us + spec.tile_us - agg.window_us
+        tile = spec.tile_of(agg)
+        lo = (ts // tile) * tile + tile - agg.window_us
         # first row of the same entity with ts >= lo: binary search inside each entity's run
         j = seg_first.copy()
         hi = np.arange(n)

@@ -7,6 +7,7 @@ watermark delay come from the registry's KafkaSource ``transactions_stream``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -31,6 +32,7 @@ class AggSpec:
     function: str
     column: str
     window_us: int
+    tile_us: int = 0  # its own tile size (Feast's slide_interval; the window snaps to it); 0: the view's tile
 
     @property
     def is_int(self) -> bool:
@@ -46,7 +48,11 @@ class ViewSpec:
     aggs: tuple[AggSpec, ...]
     offline_path: str
     feature_names: tuple[str, ...]  # every feature Feast lists for the view, in Feast's order
-    tile_us: int = 60_000_000  # the view's tile size (its aggregations' slide_interval)
+    tile_us: int = 60_000_000  # the stored tile size: the greatest common divisor of its aggregations' tiles
+
+    def tile_of(self, agg: AggSpec) -> int:
+        """The tile size ``agg``'s window snaps to (a multiple of the stored tile)."""
+        return agg.tile_us or self.tile_us
 
     @property
     def max_window_us(self) -> int:
@@ -92,17 +98,16 @@ def view_spec(view) -> ViewSpec:
     for agg in view.aggregations:
         if agg.function not in SUPPORTED_FUNCTIONS:
             raise ValueError(f"{view.name}.{agg.name}: unsupported aggregation function {agg.function!r}")
-        spec = AggSpec(name=agg.name or f"{agg.function}_{agg.column}", function=agg.function,
-                       column=agg.column, window_us=_window_us(agg.time_window))
         tile = _window_us(agg.slide_interval or agg.time_window)
+        spec = AggSpec(name=agg.name or f"{agg.function}_{agg.column}", function=agg.function,
+                       column=agg.column, window_us=_window_us(agg.time_window), tile_us=tile)
         if spec.window_us % tile:
             raise ValueError(f"{view.name}.{spec.name}: window {agg.time_window} is not a multiple of its "
                              f"slide_interval (tile) {agg.slide_interval}")
         tiles.add(tile)
         aggs.append(spec)
-    if len(tiles) != 1:
-        raise ValueError(f"{view.name}: all aggregations of a stream view need the same slide_interval (its tile "
-                         f"size); found {sorted(t / 1e6 for t in tiles)} s")
+    if not aggs:
+        raise ValueError(f"{view.name}: a stream view needs at least one aggregation")
     path = getattr(view.batch_source, "path", None) or (data_root() / view.name).uri
     return ViewSpec(
         name=view.name,
@@ -110,7 +115,7 @@ def view_spec(view) -> ViewSpec:
         aggs=tuple(aggs),
         offline_path=path,
         feature_names=tuple(f.name for f in view.features),
-        tile_us=tiles.pop(),
+        tile_us=math.gcd(*tiles),  # every aggregation's tile is a whole number of stored tiles
     )
 
 

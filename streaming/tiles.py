@@ -1,7 +1,9 @@
 """Tiled window aggregation: what a tile holds, how tiles merge into feature values, and the semantics.
 
-A stream view declares one tile size ``s`` (Feast's ``Aggregation.slide_interval``, equal for all of
-its aggregations; every window ``W`` is a multiple of it). Tile ``T`` of an entity holds the
+Each aggregation declares its tile size ``S`` (Feast's ``Aggregation.slide_interval``; its window ``W``
+is a multiple of it), e.g. minute tiles for hour windows and hour tiles for day windows, as Chronon sizes its
+hops. A view stores tiles of size ``s``, the greatest common divisor of its aggregations' tiles
+(:attr:`streaming.feature_specs.ViewSpec.tile_us`). Stored tile ``T`` of an entity holds the
 *measures* of its events with event time in ``[T, T + s)``: counts, exact sums, exact sums of
 squares, min, max, distinct-value sets, the latest event time and (for ``seconds_since_previous``)
 the distinct event times (in Spark's state, which holds only tiles still open to late events; the tiles
@@ -9,12 +11,13 @@ kept in Redis for the whole window hold the two newest, :data:`streaming.tile_st
 tile is O(1) but for distinct-value sets). Measures depend only on the set of events, never on arrival order.
 
 Window semantics (the same in the stream job, the backfill and the oracle tests): the value of an
-aggregation with window ``W`` as of an event of an entity at time ``t`` covers the entity's events
-with ``T(t) + s - W <= time <= t`` where ``T(t) = floor(t / s) * s``: the current tile up to ``t``
-and the ``W/s - 1`` complete tiles before it. So a window is between ``W - s`` and ``W`` long; at a
-tile edge it jumps by one whole tile (an event exactly at a tile start opens a new tile and the
-oldest tile leaves the window). ``seconds_since_previous``: ``t`` minus the entity's latest event
-time strictly before ``t`` inside that window (null if none). Events sharing a time share values.
+aggregation with window ``W`` and tile ``S`` as of an event of an entity at time ``t`` covers the entity's
+events with ``T(t) + S - W <= time <= t`` where ``T(t) = floor(t / S) * S``: the current tile up to ``t``
+and the ``W/S - 1`` complete tiles before it (whole stored tiles, as ``S`` is a multiple of ``s``). So a
+window is between ``W - S`` and ``W`` long; at a tile edge it jumps by one whole tile (an event exactly at a
+tile start opens a new tile and the oldest tile leaves the window). ``seconds_since_previous``: ``t`` minus
+the entity's latest event time strictly before ``t`` inside that window (null if none). Events sharing a
+time share values.
 
 Sums are exact: each value is cast by Spark to ``decimal(38, 10)`` and summed as a decimal (an
 integer of 1e-10 units here), so tiles combine in any order to the same bits; the final division to
@@ -199,11 +202,6 @@ def finalize(agg: AggSpec, m: dict, t_us: int):
     return int(v) if agg.is_int else float(v)
 
 
-def window_start(agg: AggSpec, tile_us: int, t_us: int) -> int:
-    """First event time inside the window of ``agg`` as of ``t_us``: T(t) + s - W."""
-    return (t_us // tile_us) * tile_us + tile_us - agg.window_us
-
-
 @dataclass
 class TileColumns:
     """Many entities' tiles, flattened and sorted by (entity index, tile start): one array per measure."""
@@ -222,14 +220,15 @@ def merge_entities(spec: ViewSpec, tiles: TileColumns) -> tuple[np.ndarray, dict
     last = np.asarray(vals["last"], dtype=np.int64)
     latest = np.maximum.reduceat(last, seg_start)
     out: dict[str, np.ndarray] = {}
-    cache: dict[int, dict] = {}
+    cache: dict[tuple[int, int], dict] = {}
     for agg in spec.aggs:
-        lo = (latest // spec.tile_us) * spec.tile_us + spec.tile_us - agg.window_us
-        if agg.window_us not in cache:
+        tile = spec.tile_of(agg)
+        if (agg.window_us, tile) not in cache:
+            lo = (latest // tile) * tile + tile - agg.window_us
             inwin = start >= lo[ent]
             first = seg_end - np.bincount(ent[inwin], minlength=n)
-            cache[agg.window_us] = {"inwin": inwin, "first": first}
-        w = cache[agg.window_us]
+            cache[(agg.window_us, tile)] = {"inwin": inwin, "first": first}
+        w = cache[(agg.window_us, tile)]
         m = _window_measures(agg, vals, ent, w["inwin"], w["first"], seg_end, latest, n)
         out[agg.name] = finalize_arrays(agg, *m, latest)
     return latest, out

@@ -125,7 +125,7 @@ def oracle(events: list[dict], key: str, aggregations: list[tuple], as_of: str =
 
 
 def view_aggregations(spec) -> list[tuple[str, str, str, timedelta, timedelta]]:
-    return [(a.name, a.function, a.column, timedelta(microseconds=a.window_us), timedelta(microseconds=spec.tile_us))
+    return [(a.name, a.function, a.column, timedelta(microseconds=a.window_us), timedelta(microseconds=spec.tile_of(a)))
             for a in spec.aggs]
 
 

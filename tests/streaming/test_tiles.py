@@ -31,6 +31,18 @@ SPEC = ViewSpec(
     feature_names=(),
     tile_us=5 * MIN,
 )
+# The same aggregations, each with its own tile (5, 15, 60 and 20 minutes): stored tiles of 5 minutes.
+_MIXED_TILES = {10: 5, 60: 15, 1440: 60}
+MIXED = ViewSpec(
+    name="v",
+    join_key="user_id",
+    aggs=tuple(AggSpec(a.name, a.function, a.column, a.window_us,
+                       (20 if a.function == "count_distinct" else _MIXED_TILES[a.window_us // MIN]) * MIN)
+               for a in SPEC.aggs),
+    offline_path="/nonexistent",
+    feature_names=(),
+    tile_us=5 * MIN,
+)
 
 
 def python_tile(events: list[dict]) -> dict:
@@ -81,26 +93,28 @@ def test_every_function_is_covered():
     assert {"min", "max", "sum", "count", "mean", "avg", "std", "var", "count_distinct"} <= set(SUPPORTED_FUNCTIONS)
 
 
-def test_offline_rows_equal_oracle_for_every_event(events):
-    rows = offline_rows(SPEC, per_timestamp_frame(events), -(2**62), 2**62)
+@pytest.mark.parametrize("spec", [SPEC, MIXED], ids=["one-tile", "per-aggregation-tiles"])
+def test_offline_rows_equal_oracle_for_every_event(events, spec):
+    rows = offline_rows(spec, per_timestamp_frame(events), -(2**62), 2**62)
     assert len(rows) == len(events)
     assert rows["count_10"].dtype == np.int64 and rows["sum_10"].dtype == np.float64
-    assert_rows_equal(oracle(events, "user_id", view_aggregations(SPEC), as_of="every"), as_dict(rows), "rows")
+    assert_rows_equal(oracle(events, "user_id", view_aggregations(spec), as_of="every"), as_dict(rows), "rows")
 
 
-def test_online_merge_of_tiles_in_any_order_equals_oracle_and_offline(events):
+@pytest.mark.parametrize("spec", [SPEC, MIXED], ids=["one-tile", "per-aggregation-tiles"])
+def test_online_merge_of_tiles_in_any_order_equals_oracle_and_offline(events, spec):
     rng = np.random.default_rng(5)
-    offline = as_dict(offline_rows(SPEC, per_timestamp_frame(events), -(2**62), 2**62))
-    want = oracle(events, "user_id", view_aggregations(SPEC))
+    offline = as_dict(offline_rows(spec, per_timestamp_frame(events), -(2**62), 2**62))
+    want = oracle(events, "user_id", view_aggregations(spec))
     for k in sorted({e["user_id"] for e in events}):
         mine = [e for e in events if e["user_id"] == k]
         tiles: dict[int, dict] = {}
         for i in rng.permutation(len(mine)):  # events arrive in any order, a tile per event, merged
             e = mine[i]
-            start = (_us(e["event_timestamp"]) // SPEC.tile_us) * SPEC.tile_us
+            start = (_us(e["event_timestamp"]) // spec.tile_us) * spec.tile_us
             one = tile_measures(python_tile([e]), view_measures(SPEC))
             tiles[start] = combine(tiles.get(start, {}), one)
-        latest, feats = features_from_tiles(SPEC, tiles)
+        latest, feats = features_from_tiles(spec, tiles)
         t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=latest)
         got = {(k, t): {n: (None if isinstance(v, float) and np.isnan(v) else v) for n, v in feats.items()}}
         assert_rows_equal({(k, t): want[(k, t)]}, got, f"online {k}")
@@ -118,6 +132,19 @@ def test_window_edges_follow_tiles(events):
     assert at[15]["count_60"] == 5 and at[15]["ssp"] == 300.0
     assert at[10]["ssp"] == 300.0  # the other event at the same time is not "previous"
 
+
+
+def test_each_aggregation_snaps_its_window_to_its_own_tile(events):
+    """Per-aggregation tiles: a 1-hour window with 15-minute tiles starts at 06:15 as of 07:01, the same window
+    with the view's 5-minute tiles at 06:05; a 24-hour window with 1-hour tiles covers the whole day."""
+    t0 = datetime(2026, 1, 3, 6, tzinfo=UTC)
+    evs = [dict(events[0], user_id=9, event_timestamp=t0 + timedelta(minutes=m)) for m in (12, 44, 61)]
+    at = t0 + timedelta(minutes=61)
+    mixed = as_dict(offline_rows(MIXED, per_timestamp_frame(evs), -(2**62), 2**62))[(9, at)]
+    one = as_dict(offline_rows(SPEC, per_timestamp_frame(evs), -(2**62), 2**62))[(9, at)]
+    assert (mixed["count_60"], one["count_60"]) == (2, 3)  # 06:12 is before 06:15, after 06:05
+    assert mixed["count_1440"] == one["count_1440"] == 3
+    assert mixed["ssp"] == one["ssp"] == 17 * 60.0
 
 def test_offline_rows_of_a_range_equal_those_rows_of_the_whole_history(events):
     frame = per_timestamp_frame(events)
@@ -167,3 +194,26 @@ def test_stored_tiles_keep_two_event_times_and_still_equal_the_oracle():
             got = {(k, t): {n: (None if isinstance(v, float) and np.isnan(v) else v) for n, v in feats.items()}}
             assert_rows_equal({(k, t): want[(k, t)]}, got, f"stored {k} as of {t}")
     assert busiest > 3 * TS_KEPT  # the cut really dropped event times
+
+
+def test_view_spec_reads_each_aggregations_tile_and_stores_their_common_divisor():
+    """From a Feast definition: each aggregation keeps its slide_interval, the view stores tiles of their
+    greatest common divisor, and a window that is not a multiple of its own tile is refused."""
+    from types import SimpleNamespace
+
+    from feast.aggregation import Aggregation
+
+    from streaming.feature_specs import view_spec
+
+    def view(*aggs):
+        return SimpleNamespace(name="v", entity_columns=[SimpleNamespace(name="user_id")], aggregations=list(aggs),
+                               batch_source=SimpleNamespace(path="/nonexistent"), features=[])
+
+    h, m = timedelta(hours=1), timedelta(minutes=1)
+    spec = view_spec(view(Aggregation(column="amount", function="sum", time_window=h, slide_interval=15 * m, name="a"),
+                          Aggregation(column="amount", function="max", time_window=24 * h, slide_interval=h, name="b"),
+                          Aggregation(column="amount", function="count", time_window=h, slide_interval=6 * m, name="c")))
+    assert [spec.tile_of(a) for a in spec.aggs] == [15 * MIN, 60 * MIN, 6 * MIN]
+    assert spec.tile_us == 3 * MIN
+    with pytest.raises(ValueError, match="not a multiple"):
+        view_spec(view(Aggregation(column="amount", function="sum", time_window=h, slide_interval=7 * m, name="a")))
