@@ -13,7 +13,9 @@ for views that keep event times, else null), ``v__<column>`` (the event columns 
 columns it does not), ``dlq`` (dead letters only) and ``wend``, passed through so it keeps its watermark.
 
 The state schema id hashes everything the state layout depends on (format version, views, keys, tile
-sizes, measures). A change gives a new Spark checkpoint folder; see :mod:`streaming.stream_job`.
+sizes, measures), and each view's longest window, which bounds the tile history kept in Redis (a longer
+window needs older tiles: a seed, under a new id). A change gives a new Spark checkpoint folder; see
+:mod:`streaming.stream_job` and :mod:`streaming.evolution`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def schema_id(views: tuple[ViewSpec, ...], event_id: str | None = None) -> str:
         "format": STATE_FORMAT_VERSION,
         "event_id": event_id,
         "views": [[v.name, v.join_key, v.tile_us] for v in views],
+        "windows": {v.name: v.max_window_us for v in views},
         "measures": [m.name for m in all_measures(views)],
         "columns": list(value_columns(views)),
     }

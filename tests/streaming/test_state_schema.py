@@ -45,3 +45,36 @@ def test_tile_rows_per_view_keep_event_times_only_for_views_that_need_them(spark
     assert tiles[(1, 7, 900)]["c__amount"] == 2
     assert list(tiles[(1, 7, 900)]["ts"]) == []  # a merchant's tile collects no event times
     assert tiles[(1, 7, 900)]["last"] == 1010 * S
+
+
+def test_a_longer_window_alone_hands_over_and_seeds_the_view(tmp_path):
+    """A definition change that keeps the measures but lengthens the longest window needs tiles older than
+    Redis kept: a new state schema id, a hand-over at the committed offsets and a seed of that view only."""
+    from streaming.evolution import plan, save_lineage
+    from streaming.feature_specs import AggSpec, ViewSpec
+    from streaming.state_schema import schema_id
+
+    hour = 3_600_000_000
+    users = ViewSpec("users", "user_id", (AggSpec("n_1h", "count", "amount", hour),), "unused", ("n_1h",))
+    merchants = ViewSpec("merchants", "merchant_id", (AggSpec("m_1h", "count", "amount", hour),), "unused", ("m_1h",))
+    longer = ViewSpec("users", "user_id", (AggSpec("n_1h", "count", "amount", 2 * hour),), "unused", ("n_1h",))
+    before, after = (users, merchants), (longer, merchants)
+    sid = schema_id(before, "transaction_id")
+    first = plan(tmp_path, before, sid)
+    save_lineage(tmp_path, first.lineage)
+    offsets = '{"transactions":{"0":42}}'
+    run = tmp_path / f"spark-{sid}"
+    (run / "commits").mkdir(parents=True)
+    (run / "offsets").mkdir()
+    (run / "commits" / "0").write_text("v1\n{}\n")
+    (run / "offsets" / "0").write_text(f"v1\n{{}}\n{offsets}\n")
+    again = plan(tmp_path, before, sid)  # the same definitions: resume, nothing seeded
+    assert (again.starting_offsets, again.seed_views) == (None, ())
+
+    new_sid = schema_id(after, "transaction_id")
+    assert new_sid != sid
+    p = plan(tmp_path, after, new_sid)
+    assert p.starting_offsets == offsets
+    assert [v.name for v in p.seed_views] == ["users"]
+    assert p.epochs["users"] == {new_sid.encode(), b"seed-" + new_sid.encode()}  # the old tiles are not merged
+    assert p.epochs["merchants"] == {sid.encode(), new_sid.encode()}  # untouched: its state is kept
