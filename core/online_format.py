@@ -290,7 +290,6 @@ def decode_value(b: bytes | None) -> Any:
     return _slow_value(b)
 
 
-
 # Serialized strings, integers and booleans seen before, with their value: a batch's categorical columns
 # (countries, channels, small counts) repeat a few values, and a dict lookup is 6x cheaper than a decode.
 _SEEN: dict[bytes | None, Any] = {None: None, b"": None}
@@ -310,6 +309,7 @@ def decode_values(raw: Sequence[bytes | None]) -> list:
             if type(v) in (str, int, bool) and len(b) <= _SEEN_LEN and len(_SEEN) < _SEEN_MAX:  # type: ignore[arg-type]
                 _SEEN[b] = v
     return out
+
 
 def doubles_decoder(n: int) -> Callable[[Sequence[bytes | None]], tuple[float, ...] | None]:
     """A function decoding ``n`` serialized ``Value(double_val=...)`` at once (one ``struct`` call), or

@@ -7,8 +7,9 @@ id (:func:`streaming.state_schema.schema_id`) and its own checkpoint folder ``sp
 1. the new query starts at the Kafka offsets the previous query committed (no event read twice, none
    skipped) in a new checkpoint folder; nothing is deleted;
 2. views whose definition changed in a way tiles depend on (new view, new measure or column, tile size,
-   longest window: part of the state schema id) are *seeded*: the previous events still in Kafka are read as a batch (up to those
-   offsets) and turned into tiles with the backfill's tile code, written under epoch ``seed-<id>``;
+   longer window; each is part of the state schema id) are *seeded*: the previous events still in Kafka
+   are read as a batch (up to those offsets) and turned into tiles with the backfill's tile code, written
+   under epoch ``seed-<id>``;
 3. for those views the online merge then uses only the seed and the new query's tiles; untouched views
    keep combining the tiles of every earlier epoch with the new ones (disjoint offsets), so their
    state is kept and nothing is counted twice.
