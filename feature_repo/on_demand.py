@@ -41,7 +41,7 @@ def transaction_context(inputs: dict) -> dict:
     """
     # Missing inputs arrive as None online and as NaN offline: both mean "unknown" (x == x is False only
     # for NaN; NaN is not a str), so training and serving compute the same value. One comprehension per
-    # output: half the time of a loop appending to five lists.
+    # output: ~40% less time than one loop appending to five lists (53 -> 31 us per 100 rows).
     amounts = [float(a) for a in inputs["amount"]]
     countries = inputs["country"]
     return {
