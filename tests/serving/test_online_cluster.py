@@ -202,10 +202,13 @@ def test_stream_job_writes_the_cluster(loaded, cluster, kafka_topic, tmp_path):
 
     from prometheus_client import CollectorRegistry
 
+    from core.online_store import OnlineStore
+    from core.redis_client import key_slot
     from streaming.feature_specs import load_stream_spec
     from streaming.metrics import StreamMetrics
     from streaming.spark_session import build_session
     from streaming.stream_job import StreamJob, StreamOptions
+    from streaming.tile_store import tile_keys
     from tests.streaming.helpers import (
         assert_rows_equal,
         fresh_id_base,
@@ -218,9 +221,15 @@ def test_stream_job_writes_the_cluster(loaded, cluster, kafka_topic, tmp_path):
 
     store, _ = loaded
     spec = load_stream_spec(store)
+    writer = OnlineStore.from_settings(feast_store=store)
+    slot_owner = writer.sync.slot_owners()
     rng = np.random.default_rng(3)
     base = fresh_id_base()
     users, merchants = [base + i for i in range(6)], [base + 100 + i for i in range(4)]
+    user_view = next(v for v in spec.views if v.join_key == "user_id")
+    spare = iter(range(base + 200, base + 100_000, 7))
+    while len({slot_owner[key_slot(k)] for k in tile_keys(writer, user_view, np.array(users))}) < 2:
+        users[-1] = next(spare)  # consecutive ids often hash near each other: make sure two primaries own some
     events = make_events(rng, 200, users, merchants, datetime.now(UTC) - timedelta(hours=5), timedelta(hours=4))
     topic, dlq = kafka_topic("txns", partitions=2), kafka_topic("dlq", partitions=1)
     spark = build_session("rtml-test-cluster-stream", "local[2]", shuffle_partitions=2)
@@ -240,10 +249,6 @@ def test_stream_job_writes_the_cluster(loaded, cluster, kafka_topic, tmp_path):
         expected = {k: row for (k, _t), row in oracle(events, view.join_key, view_aggregations(view)).items()}
         assert_rows_equal(expected, online_values(store, view, keys), f"online {view.name} on the cluster")
     # the tile hashes live on the primaries that own their slots (not all on one node)
-    from core.online_store import OnlineStore
-    from streaming.tile_store import tile_keys
-
-    writer = OnlineStore.from_settings(feast_store=store)
     tiles = [k for v in spec.views for k in tile_keys(writer, v, np.array(sorted({e[v.join_key] for e in events})))]
     owners = writer.sync.owners(tiles)
     assert len(owners) >= 2

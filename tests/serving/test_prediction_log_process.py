@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,16 +71,27 @@ def test_every_entry_handed_over_is_delivered_in_order(tmp_path):
     assert plog.delivered == 3000 and plog.dropped == 0 and drops == [] and plog.restarts == 0
 
 
+class _WatchedEvent(threading.Event):
+    """An event that tells when somebody waits on it (the hand-over thread, once its queue is empty)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
 def test_a_batch_is_handed_over_right_after_its_request_and_a_few_entries_wait_for_the_interval(tmp_path):
     """``request_done`` wakes the hand-over once ``wake_at`` entries are queued; fewer wait (here 30 s)."""
     out = tmp_path / "ids.txt"
     plog, drops = _log("deliver", out, wake_at=64)
     plog.flush_interval_s = 30.0
+    plog._wake = wake = _WatchedEvent()
     v = _variant()
     plog.start()
-    deadline = time.monotonic() + 30
-    while plog._child is None and time.monotonic() < deadline:  # the thread is waiting once its child runs
-        time.sleep(0.01)
+    assert wake.waiting.wait(30)  # the hand-over thread has found the queue empty and sleeps until woken
     for i in range(10):
         plog.put(_entry(i, v))
     plog.request_done()
