@@ -335,13 +335,20 @@ class OnlineStore:
         self._keyed(keys, issue, done, chunk, _TILES_LUA, "tiles")
         return out
 
-    def delete_tile_fields(self, keys: Sequence[bytes], fields: Sequence[Sequence[bytes]]) -> None:
-        """HDEL ``fields[i]`` from ``keys[i]`` (tiles that left every window), routed like :meth:`write_tiles`."""
-        def issue(pipe, _sha, call: list[int]) -> None:
-            for i in call:
-                pipe.hdel(keys[i], *fields[i])
+    def update_tile_fields(self, keys: Sequence[bytes], sets: Sequence[Mapping[bytes, bytes]],
+                           deletes: Sequence[Sequence[bytes]]) -> None:
+        """HSET ``sets[i]`` (rolled-up tiles), then HDEL ``deletes[i]`` (tiles that left every window or were
+        rolled up) on ``keys[i]``, routed like :meth:`write_tiles`; idempotent, so a failed group is replayed."""
+        todo = [i for i in range(len(keys)) if sets[i] or deletes[i]]
 
-        self._keyed(keys, issue, None, 1, None, "tile deletions")
+        def issue(pipe, sha: str, call: list[int]) -> None:
+            (j,) = call
+            i = todo[j]
+            pairs = [x for kv in sets[i].items() for x in kv]
+            pipe.evalsha(sha, 1, keys[i], len(sets[i]), *pairs, *deletes[i])
+
+        if todo:
+            self._keyed([keys[i] for i in todo], issue, None, 1, _UPDATE_TILES_LUA, "tile updates")
 
     def _keyed(self, keys: Sequence[bytes], issue: Callable, done: Callable | None, chunk: int,
                script: str | None, what: str) -> None:
@@ -575,6 +582,13 @@ def _slot_calls(idx: list[int], keys: Sequence[bytes], chunk: int, cluster: bool
 
 # KEYS: tile hashes (one hash slot). ARGV[1]: TTL (s); then per key: number of fields n, followed by n
 # (field, value) pairs. Per key: HSET the fields, EXPIRE, and return the whole hash (HGETALL).
+# HSET the first ARGV[1] field/value pairs, then HDEL the remaining fields (one key; few fields).
+_UPDATE_TILES_LUA = """
+local n = tonumber(ARGV[1])
+for i = 2, 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 2 * n + 2, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+return 0
+"""
 _TILES_LUA = """
 local ttl = tonumber(ARGV[1])
 local pos = 2

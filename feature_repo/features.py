@@ -3,8 +3,8 @@
 Each view declares its freshness SLO (tag ``freshness_slo``: how old its newest data may get,
 core/freshness.py). Stream views declare their aggregations here; ``streaming/`` reads these declarations from the
 registry and computes exactly them (one source of truth). Windows are tiled: each aggregation
-declares its tile size as its ``slide_interval`` (its window a multiple of it; the views below use one
-tile size for all). As of an event at time t, a window W covers the entity's events from the start of t's tile
+declares its tile size as its ``slide_interval`` (its window a multiple of it; below, 1-minute tiles for
+windows up to an hour and 1-hour tiles for 24-hour windows). As of an event at time t, a window W covers the entity's events from the start of t's tile
 plus one tile minus W, up to t: the current tile up to t and the W/tile - 1 whole tiles before it
 (between W - tile and W long; see streaming/tiles.py). ``seconds_since_previous`` is t minus the
 entity's previous event time inside that window (null if none).
@@ -56,15 +56,17 @@ merchant_profile = FeatureView(
 )
 
 
-USER_TILE = timedelta(minutes=1)  # tile size of user_txn_aggregates (Chronon/Tecton-style tiles)
+USER_TILE = timedelta(minutes=1)  # tile size of user_txn_aggregates' windows up to an hour (Chronon/Tecton-style)
+USER_DAY_TILE = timedelta(hours=1)  # tile size of its 24-hour windows: an hour tile per hour of the day
 MERCHANT_TILE = timedelta(minutes=1)  # tile size of merchant_txn_aggregates
 
 
 def _user_aggregations() -> list[Aggregation]:
     aggs = []
     for label, window in (("10m", timedelta(minutes=10)), ("1h", timedelta(hours=1)), ("24h", timedelta(hours=24))):
+        tile = USER_DAY_TILE if window == timedelta(hours=24) else USER_TILE
         for function in ("count", "sum", "mean", "max"):
-            aggs.append(Aggregation(column="amount", function=function, time_window=window, slide_interval=USER_TILE,
+            aggs.append(Aggregation(column="amount", function=function, time_window=window, slide_interval=tile,
                                     name=f"txn_{function}_{label}"))
     aggs.append(
         Aggregation(column="merchant_id", function="count_distinct", time_window=timedelta(hours=1),
@@ -75,7 +77,7 @@ def _user_aggregations() -> list[Aggregation]:
             column="event_timestamp",
             function="seconds_since_previous",
             time_window=timedelta(hours=24),
-            slide_interval=USER_TILE,
+            slide_interval=USER_DAY_TILE,
             name="secs_since_prev_txn",
         )
     )

@@ -59,6 +59,12 @@ class ViewSpec:
         return max(a.window_us for a in self.aggs)
 
     @property
+    def rollup_us(self) -> int:
+        """The coarsest aggregation tile: stored tiles that only aggregations of this tile still read are rolled
+        up into one tile of this size (:mod:`streaming.tile_store`); equal to ``tile_us`` when all tiles are equal."""
+        return max(self.tile_of(a) for a in self.aggs)
+
+    @property
     def value_columns(self) -> tuple[str, ...]:
         """Event columns the aggregations read (besides the key and the event time)."""
         cols = []

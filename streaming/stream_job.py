@@ -143,12 +143,17 @@ class StreamJob:
         finally:
             online.close()
 
+    @property
+    def watermark_delay_us(self) -> int:
+        """The watermark's delay behind the newest ``wend``: the source's allowed lateness plus one tile."""
+        return self.spec.watermark_delay_us + max(v.tile_us for v in self.spec.views)
+
     def tiles(self, events):
         """The tile aggregation of parsed events (a streaming DataFrame of tile rows, update mode)."""
         from streaming.state_schema import drop_duplicate_events, event_rows, tile_aggregation, view_rows
 
         rows = event_rows(events, self.spec.views, event_id=self.event_id)
-        delay_ms = (self.spec.watermark_delay_us + max(v.tile_us for v in self.spec.views)) // 1000
+        delay_ms = self.watermark_delay_us // 1000
         rows = drop_duplicate_events(rows.withWatermark("wend", f"{delay_ms} milliseconds"))
         return tile_aggregation(view_rows(rows, self.spec.views), self.spec.views)
 
@@ -188,6 +193,7 @@ class StreamJob:
             bootstrap=self.spec.bootstrap, dlq_topic=self.dlq_topic, partitions=self.options.shuffle_partitions,
             batches_dir=checkpoint / "batches", metrics=self.metrics, epoch=sid.encode(), epochs=self.plan.epochs,
             fault_hook=self._fault_hook,
+            final_lag_us=self.watermark_delay_us + max(v.tile_us for v in self.spec.views),
         )
         self.writer = writer
         self.query = (

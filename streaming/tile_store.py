@@ -12,8 +12,18 @@ previous one stopped) and are combined; epochs from before a view's last definit
 
 After writing a partition's tiles, each touched entity's hash is read back, its features are merged
 with :func:`streaming.tiles.features_from_tiles` and written in Feast's format through the
-forward-only :meth:`core.online_store.OnlineStore.write`. Tiles older than the longest
-window are deleted; the hash expires if the entity goes quiet.
+forward-only :meth:`core.online_store.OnlineStore.write`. Tiles older than every window are deleted; the
+hash expires if the entity goes quiet.
+
+Roll-ups (a view whose aggregations use different tiles, e.g. minute tiles for hour windows and hour tiles
+for day windows): the stream job rolls an entity's stored tiles of one coarsest-tile span
+(:attr:`~streaming.feature_specs.ViewSpec.rollup_us`) into one field ``<span start>:r:<epoch>`` (their merged
+measures, :func:`_combined`) once the span is older than every finer aggregation's window as of the entity's
+latest event (only the coarsest aggregations read it, whole) and ends before the final horizon (no event
+that old can arrive any more: the next watermark is past it). A rolled-up field of an allowed epoch replaces
+every other field of its span: a replayed micro-batch rewriting an old minute tile changes nothing (the
+minute tile is ignored and deleted). A busy entity so keeps about one finer window of fine tiles plus one
+tile per coarse span of the longest window, not one per fine tile of the day.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import pandas as pd
 import ujson
 
 from streaming.feature_specs import ViewSpec
-from streaming.tiles import TileColumns, decimal_units, merge_entities, view_measures
+from streaming.tiles import TileColumns, decimal_units, merge_entities, oldest_start, view_measures
 
 PREFIX = b"rtml:tiles:"
 # Event times kept per stored tile: ``seconds_since_previous`` is read only as of the entity's latest event
@@ -35,6 +45,7 @@ PREFIX = b"rtml:tiles:"
 # newest distinct time; the union of two tiles' kept times keeps that true (epochs, the backfill).
 TS_KEPT = 2
 BACKFILL_EPOCH = b"bf"
+ROLLED = b"r"  # the middle part of a rolled-up tile's field (instead of its watermark tile end)
 MAX_ENTITIES_PER_WRITE = 2_000  # entities whose tiles are merged at once (all their stored tiles are read back)
 
 
@@ -105,27 +116,75 @@ def _columns(measures, ent: np.ndarray, start: np.ndarray, decoded: list[list], 
     return TileColumns(ent, start, values, n)
 
 
-def _read_back(stored: list[dict[bytes, bytes]], epochs: frozenset[bytes] | None):
-    """Every stored field of the entities' hashes: (entity index, tile start, field name) per field, and the indices
-    of the fields to merge, in (entity, start) order. A field is merged if its epoch is allowed (``epochs``; None:
-    any) or it is a backfill tile that no merged stream tile of the same start replaces."""
+def _read_back(stored: list[dict[bytes, bytes]], epochs: frozenset[bytes] | None, rollup_us: int):
+    """Every stored field of the entities' hashes: (entity index, tile start, field name, rolled-up?) per field,
+    the indices of the fields to merge, in (entity, start) order, and a mask of the fields a rolled-up tile
+    replaces. A field is merged if its epoch is allowed (``epochs``; None: any) or it is a backfill tile that no
+    merged stream tile of the same start replaces, and no merged rolled-up tile covers its start."""
     counts = [len(r) for r in stored]
     names = [f for r in stored for f in r]
     ent = np.repeat(np.arange(len(stored), dtype=np.int64), counts)
     parts = [f.split(b":", 2) for f in names]
     start = np.array([int(x[0]) for x in parts], dtype=np.int64)
+    rolled = np.fromiter((x[1] == ROLLED for x in parts), dtype=bool, count=len(parts))
     eps = [x[2] if len(x) > 2 else b"" for x in parts]
     is_bf = np.fromiter((e == BACKFILL_EPOCH for e in eps), dtype=bool, count=len(eps))
     stream = ~is_bf if epochs is None else np.fromiter((e in epochs for e in eps), dtype=bool, count=len(eps)) & ~is_bf
+    shadowed = np.zeros(len(names), dtype=bool)
+    if rolled.any():  # a merged rolled-up tile replaces every other field in its span
+        bucket = (ent << 32) | (start // rollup_us)
+        shadowed = ~rolled & np.isin(bucket, bucket[rolled & stream])
     order = np.lexsort((is_bf, start, ent))  # by entity, tile start, stream tiles before backfill tiles
     if not len(order):
-        return ent, start, names, order
+        return ent, start, names, rolled, order, shadowed
     s_ent, s_start = ent[order], start[order]
     group = np.cumsum(np.r_[True, (s_ent[1:] != s_ent[:-1]) | (s_start[1:] != s_start[:-1])]) - 1
     has_stream = np.zeros(int(group[-1]) + 1, dtype=bool)
     has_stream[group[stream[order]]] = True
-    merged = stream[order] | (is_bf[order] & ~has_stream[group])
-    return ent, start, names, order[merged]
+    merged = (stream[order] | (is_bf[order] & ~has_stream[group])) & ~shadowed[order]
+    return ent, start, names, rolled, order[merged], shadowed
+
+
+def _combined(measures, tiles: list[list]) -> list:
+    """The stored (JSON) measures of the union of the disjoint event sets of ``tiles`` (same layout)."""
+    out = []
+    for k, m in enumerate(measures):
+        vals = [t[k] for t in tiles if t[k] is not None]
+        if not vals:
+            out.append(None)
+        elif m.kind == "c":
+            out.append(sum(vals))
+        elif m.kind in ("s", "q"):
+            out.append(str(sum(int(v) for v in vals)))
+        elif m.kind == "mn":
+            out.append(min(vals))
+        elif m.kind in ("mx", "last"):
+            out.append(max(vals))
+        else:  # sets; of the event times only the newest TS_KEPT
+            union = sorted(set().union(*vals))
+            out.append(union[-TS_KEPT:] if m.kind == "ts" else union)
+    return out
+
+
+def _roll_up(spec: ViewSpec, measures, epoch: bytes, latest: np.ndarray, m_ent: np.ndarray, m_start: np.ndarray,
+             m_rolled: np.ndarray, decoded: list[list], final_before_us: int, keep: np.ndarray):
+    """Merged fine tiles (entity ``m_ent``, start ``m_start``, measures ``decoded``) that only the coarsest
+    aggregations still read, in spans of ``spec.rollup_us`` that no late event can reach any more (ending by
+    ``final_before_us``): {entity: {rolled-up field: value}} and the positions of the tiles they replace."""
+    span = spec.rollup_us
+    fine_oldest = oldest_start(spec, latest, finer_than=span)
+    bucket = (m_start // span) * span
+    ok = keep & ~m_rolled & (bucket + span <= np.minimum(fine_oldest[m_ent], final_before_us))
+    pos = np.flatnonzero(ok)
+    sets: dict[int, dict[bytes, bytes]] = {}
+    if not len(pos):
+        return sets, pos
+    e, b = m_ent[pos], bucket[pos]
+    cut = np.flatnonzero(np.r_[True, (e[1:] != e[:-1]) | (b[1:] != b[:-1]), True])
+    for lo, hi in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
+        value = _combined(measures, [decoded[p] for p in pos[lo:hi].tolist()])
+        sets.setdefault(int(e[lo]), {})[b"%d:%s:%s" % (b[lo], ROLLED, epoch)] = ujson.dumps(value).encode()
+    return sets, pos
 
 
 @contextmanager
@@ -143,20 +202,23 @@ def _gc_paused() -> Iterator[None]:
 
 
 def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,
-                         epochs: frozenset[bytes] | None = None) -> tuple[int, int]:
+                         epochs: frozenset[bytes] | None = None, final_before_us: int | None = None) -> tuple[int, int]:
     """Write the updated tiles of one view in ``rows`` (k, tile, wend_us, measure columns) under ``epoch``,
     merge each entity's tiles of the allowed ``epochs`` (vectorised over entities) and upsert its Feast row.
     ``writer`` is the :class:`core.online_store.OnlineStore`: one pipelined round trip per node writes the
     tiles and reads the hashes back (a Redis Cluster included: calls are grouped by hash slot).
 
+    A stream query (``final_before_us``: no event older than that can arrive any more) then rolls each entity's
+    fine tiles that only the coarsest aggregations still read up into one tile per ``spec.rollup_us`` span.
+
     Runs with the cyclic garbage collector paused. Returns (tiles written, feature rows written).
     """
     with _gc_paused():
-        return _write_view_partition(spec, rows, writer, ttl_s, epoch, epochs)
+        return _write_view_partition(spec, rows, writer, ttl_s, epoch, epochs, final_before_us)
 
 
 def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes,
-                          epochs: frozenset[bytes] | None) -> tuple[int, int]:
+                          epochs: frozenset[bytes] | None, final_before_us: int | None) -> tuple[int, int]:
     """The body of :func:`write_view_partition`."""
     if rows.empty:
         return 0, 0
@@ -170,7 +232,7 @@ def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int
         fields[inverse[i]][b"%d:%d:%s" % (tiles_[i], wends[i], epoch)] = ujson.dumps(encoded).encode()
     stored = write_and_read(writer, hkeys, fields, ttl_s)
     raw = [v for r in stored for v in r.values()]
-    ent, start, names, merged = _read_back(stored, epochs)
+    ent, start, names, rolled, merged, shadowed = _read_back(stored, epochs, spec.rollup_us)
     present = np.zeros(len(uniq), dtype=bool)
     present[ent[merged]] = True  # entities with no tile of an allowed epoch: nothing to merge
     remap = -np.ones(len(uniq), np.int64)
@@ -179,16 +241,24 @@ def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int
     if not len(uniq):
         return len(rows), 0
     decoded = ujson.loads(b"[" + b",".join([raw[i] for i in merged.tolist()]) + b"]")
-    cols = _columns(measures, remap[ent[merged]], start[merged], decoded, len(uniq))
+    m_ent = remap[ent[merged]]
+    cols = _columns(measures, m_ent, start[merged], decoded, len(uniq))
     latest, values = merge_entities(spec, cols)
-    horizon = (latest // spec.tile_us) * spec.tile_us + spec.tile_us - spec.max_window_us
-    at = remap[ent]  # every stored field of a merged entity older than its longest window: deleted
-    old = np.flatnonzero((at >= 0) & (start < horizon[np.maximum(at, 0)]))
-    if len(old):
-        stale: dict[int, list[bytes]] = {}
-        for i in old.tolist():
-            stale.setdefault(int(at[i]), []).append(names[i])
-        writer.delete_tile_fields([hkeys_present[j] for j in stale], list(stale.values()))
+    at = remap[ent]  # every stored field of a merged entity older than every window: deleted
+    old = (at >= 0) & (start < oldest_start(spec, latest)[np.maximum(at, 0)])
+    drop: dict[int, list[bytes]] = {}
+    for i in np.flatnonzero(old | (shadowed & (at >= 0))).tolist():
+        drop.setdefault(int(at[i]), []).append(names[i])
+    sets: dict[int, dict[bytes, bytes]] = {}
+    if final_before_us is not None and spec.rollup_us > spec.tile_us and epoch != BACKFILL_EPOCH:
+        sets, pos = _roll_up(spec, measures, epoch, latest, m_ent, start[merged], rolled[merged], decoded,
+                             final_before_us, keep=~old[merged])
+        for p_ in pos.tolist():
+            drop.setdefault(int(m_ent[p_]), []).append(names[merged[p_]])
+    if drop or sets:
+        touched = sorted(set(drop) | set(sets))
+        writer.update_tile_fields([hkeys_present[j] for j in touched], [sets.get(j, {}) for j in touched],
+                                  [drop.get(j, []) for j in touched])
     frame = pd.DataFrame({spec.join_key: uniq.astype(np.int64), "event_timestamp": latest.astype(np.int64)})
     for agg in spec.aggs:
         frame[agg.name] = values[agg.name].astype(np.int64) if agg.is_int else values[agg.name].astype(np.float64)
@@ -196,19 +266,20 @@ def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int
 
 
 def write_view_rows(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,
-                    epochs: frozenset[bytes] | None = None, max_entities: int = MAX_ENTITIES_PER_WRITE) -> tuple[int, int]:
+                    epochs: frozenset[bytes] | None = None, max_entities: int = MAX_ENTITIES_PER_WRITE,
+                    final_before_us: int | None = None) -> tuple[int, int]:
     """:func:`write_view_partition` over groups of at most ``max_entities`` entities (each entity whole). Every
     touched entity's stored tiles are read back and decoded, up to a day of tiles each: grouping bounds that
     memory (a micro-batch touching 90k entities of a 20 M-event day read 17 M tiles at once: 9 GB)."""
     keys = rows["k"].to_numpy(np.int64)
     uniq = np.unique(keys)
     if len(uniq) <= max_entities:
-        return write_view_partition(spec, rows, writer, ttl_s, epoch, epochs)
+        return write_view_partition(spec, rows, writer, ttl_s, epoch, epochs, final_before_us)
     group = np.searchsorted(uniq, keys) // max_entities
     order = np.argsort(group, kind="stable")
     bounds = np.searchsorted(group[order], np.arange(1, int(group.max()) + 1))
     tiles = written = 0
     for idx in np.split(order, bounds):
-        t, w = write_view_partition(spec, rows.iloc[idx], writer, ttl_s, epoch, epochs)
+        t, w = write_view_partition(spec, rows.iloc[idx], writer, ttl_s, epoch, epochs, final_before_us)
         tiles, written = tiles + t, written + w
     return tiles, written

@@ -202,6 +202,16 @@ def finalize(agg: AggSpec, m: dict, t_us: int):
     return int(v) if agg.is_int else float(v)
 
 
+def oldest_start(spec: ViewSpec, latest: np.ndarray, finer_than: int | None = None) -> np.ndarray | None:
+    """Per entity, the oldest tile start any aggregation's window reads as of its ``latest`` event (of the
+    aggregations whose tile is finer than ``finer_than`` if given; None if there are none). Tiles starting
+    before it are never read again, as an entity's latest event time only moves forward."""
+    latest = np.asarray(latest, dtype=np.int64)
+    tiles = [(a, spec.tile_of(a)) for a in spec.aggs]
+    starts = [(latest // t) * t + t - a.window_us for a, t in tiles if finer_than is None or t < finer_than]
+    return np.minimum.reduce(starts) if starts else None
+
+
 @dataclass
 class TileColumns:
     """Many entities' tiles, flattened and sorted by (entity index, tile start): one array per measure."""

@@ -49,9 +49,12 @@ def _dead_letters(rows: pd.DataFrame, batch_id: int) -> list[tuple[str, dict]]:
 
 
 def partition_writer(views: tuple[ViewSpec, ...], online, bootstrap: str, dlq_topic: str,
-                     batch_id: int, epoch: bytes, epochs: dict[str, frozenset[bytes]], max_entities: int):
+                     batch_id: int, epoch: bytes, epochs: dict[str, frozenset[bytes]], max_entities: int,
+                     final_lag_us: int | None = None):
     """The function run by ``mapInPandas`` on each entity partition of a micro-batch's tile rows (entities
-    merged ``max_entities`` at a time)."""
+    merged ``max_entities`` at a time). With ``final_lag_us`` (the query's watermark delay plus one tile), tiles
+    ending that long before the partition's newest watermark time are final: no later event reaches them
+    (the next watermark is at least that newest time minus the delay), so they may be rolled up."""
     from streaming.tile_store import tile_ttl_s
 
     ttl_s = tile_ttl_s(max(v.max_window_us for v in views))
@@ -78,11 +81,13 @@ def partition_writer(views: tuple[ViewSpec, ...], online, bootstrap: str, dlq_to
                     producer.close(timeout=5)
                 for reason, n in letters["dlq"].map(lambda d: d["reason"]).value_counts().items():
                     out.append((-1, 0, 0, reason, int(n), 0))
+            tile_rows = rows["wend_us"][rows["vid"] >= 0]
+            final_before = None if final_lag_us is None or not len(tile_rows) else int(tile_rows.max()) - final_lag_us
             for i, spec in enumerate(views):
                 mine = rows[rows["vid"] == i]
                 if len(mine):
                     tiles, written = write_view_rows(spec, mine, writer, ttl_s, epoch, epochs.get(spec.name),
-                                                     max_entities)
+                                                     max_entities, final_before)
                     out.append((i, tiles, written, None, 0, int(mine["last"].max())))
         finally:
             writer.close()
@@ -103,6 +108,7 @@ class BatchWriter:
     metrics: StreamMetrics
     epoch: bytes = b""  # the state schema id of this query
     epochs: dict | None = None  # view -> allowed epochs (see streaming.evolution)
+    final_lag_us: int | None = None  # tiles this long before a batch's newest watermark time are final (roll-ups)
     fault_hook: object = None  # tests: called with (batch_id, step) to simulate a crash
 
     def __call__(self, df, batch_id: int) -> None:
@@ -110,7 +116,7 @@ class BatchWriter:
         from streaming import tile_store
 
         run = partition_writer(self.views, self.online, self.bootstrap, self.dlq_topic, batch_id,
-                               self.epoch, self.epochs or {}, tile_store.MAX_ENTITIES_PER_WRITE)
+                               self.epoch, self.epochs or {}, tile_store.MAX_ENTITIES_PER_WRITE, self.final_lag_us)
         if self.fault_hook is not None:
             self.fault_hook(batch_id, "before_write")
         from pyspark.sql import functions as F

@@ -9,7 +9,7 @@ from streaming import tile_store
 def test_rows_go_out_in_groups_of_whole_entities(monkeypatch):
     calls: list[pd.DataFrame] = []
 
-    def fake(spec, rows, writer, ttl_s, epoch, epochs):
+    def fake(spec, rows, writer, ttl_s, epoch, epochs, final_before_us):
         calls.append(rows)
         return len(rows), rows["k"].nunique()
 

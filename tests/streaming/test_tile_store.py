@@ -18,8 +18,9 @@ def test_many_tile_fields_for_one_entity_are_written_and_read_back(redis_client,
         stored = write_and_read(online, keys, fields, 60)
         assert stored == fields
         assert 0 < redis_client.ttl(keys[0]) <= 60
-        online.delete_tile_fields(keys, [[b"f0", b"f1"], [b"a"]])
-        assert redis_client.hlen(keys[0]) == 19_998 and not redis_client.exists(keys[1])
+        online.update_tile_fields(keys, [{b"r": b"2"}, {}], [[b"f0", b"f1"], [b"a"]])
+        assert redis_client.hlen(keys[0]) == 19_999 and redis_client.hget(keys[0], b"r") == b"2"
+        assert not redis_client.exists(keys[1])
     finally:
         redis_client.delete(*keys)
         online.close()

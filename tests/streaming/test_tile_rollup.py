@@ -1,0 +1,143 @@
+"""Roll-ups: once no late event can reach them, an entity's fine tiles that only the coarsest aggregations
+still read become one tile per coarse span. The features stay equal to the oracle after every micro-batch
+(late events inside the allowed lateness included), a replayed micro-batch changes nothing, and an entity
+keeps O(fine window + coarse window) tiles however many events it has."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streaming.tile_store import ROLLED, write_view_partition
+from tests.streaming.helpers import _us, assert_rows_equal, make_events, oracle, view_aggregations
+from tests.streaming.test_tiles import MIN, MIXED, python_tile
+
+LAG_US = 20 * MIN  # the query's watermark delay plus one tile: events arrive at most 8 minutes late here
+
+
+class FakeOnline:
+    """The online store's tile and Feast-row calls on dicts (one hash per entity)."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[bytes, dict[bytes, bytes]] = {}
+        self.rows: dict[int, dict] = {}
+
+    def redis_keys(self, _view, keys) -> list[bytes]:
+        return [b"%d" % k for k in keys]
+
+    def write_tiles(self, keys, fields, _ttl_s) -> list[dict[bytes, bytes]]:
+        for k, f in zip(keys, fields, strict=True):
+            self.hashes.setdefault(k, {}).update(f)
+        return [dict(self.hashes[k]) for k in keys]
+
+    def update_tile_fields(self, keys, sets, deletes) -> None:
+        for k, s, d in zip(keys, sets, deletes, strict=True):
+            self.hashes[k].update(s)
+            for f in d:
+                self.hashes[k].pop(f, None)
+
+    def write(self, spec, frame: pd.DataFrame) -> int:
+        for r in frame.to_dict("records"):
+            self.rows[int(r[spec.join_key])] = r
+        return len(frame)
+
+
+def _tile_rows(spec, events: list[dict], touched: list[dict]) -> pd.DataFrame:
+    """What Spark's update-mode tile aggregation emits for a micro-batch: the absolute measures of every tile
+    the batch's events ``touched``, over all ``events`` so far."""
+    tile = spec.tile_us
+    keys = {(e["user_id"], _us(e["event_timestamp"]) // tile * tile) for e in touched}
+    recs = []
+    for k, start in sorted(keys):
+        mine = [e for e in events if e["user_id"] == k and _us(e["event_timestamp"]) // tile * tile == start]
+        recs.append({"k": k, "tile": start, "wend_us": start + tile, **python_tile(mine)})
+    return pd.DataFrame(recs)
+
+
+def _check(spec, online: FakeOnline, seen: list[dict]) -> None:
+    want = oracle(seen, "user_id", view_aggregations(spec))
+    for (k, t), values in want.items():
+        row = online.rows[k]
+        got_t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(row["event_timestamp"]))
+        got = {a.name: (None if isinstance(row[a.name], float) and np.isnan(row[a.name]) else row[a.name])
+               for a in spec.aggs}
+        assert_rows_equal({(k, t): values}, {(k, got_t): got}, f"entity {k}")
+
+
+@pytest.fixture(scope="module")
+def late_events():
+    """40 hours of events of 3 users, arriving up to 8 minutes out of event-time order."""
+    rng = np.random.default_rng(11)
+    evs = make_events(rng, 900, [1, 2, 3], [10, 11, 12, 13], datetime(2026, 1, 1, tzinfo=UTC), timedelta(hours=40))
+    arrival = np.array([_us(e["event_timestamp"]) for e in evs]) + rng.integers(0, 8 * MIN, len(evs))
+    return [evs[i] for i in np.argsort(arrival, kind="stable")]
+
+
+def _run(spec, events: list[dict], online: FakeOnline, batch: int, final: bool, check: bool) -> list[pd.DataFrame]:
+    seen: list[dict] = []
+    emitted = []
+    for i in range(0, len(events), batch):
+        seen += events[i : i + batch]
+        rows = _tile_rows(spec, seen, events[i : i + batch])
+        final_before = int(rows["wend_us"].max()) - LAG_US if final else None
+        write_view_partition(spec, rows, online, 3600, b"e1", frozenset({b"e1"}), final_before)
+        emitted.append((rows, final_before))
+        if check:
+            _check(spec, online, seen)
+    return emitted
+
+
+def _fields(online: FakeOnline) -> dict[bytes, tuple[int, int]]:
+    """Per entity: (fine tiles, rolled-up tiles) stored."""
+    return {k: (sum(f.split(b":")[1] != ROLLED for f in h), sum(f.split(b":")[1] == ROLLED for f in h))
+            for k, h in online.hashes.items()}
+
+
+def test_rolled_up_tiles_keep_every_feature_equal_to_the_oracle(late_events):
+    assert MIXED.rollup_us == 60 * MIN and MIXED.tile_us == 5 * MIN
+    online = FakeOnline()
+    emitted = _run(MIXED, late_events, online, batch=30, final=True, check=True)
+    stored = _fields(online)
+    # fine tiles only for the fine windows (1 h) plus the lateness and the current hour; an hour tile per
+    # hour of the longest window (24 h)
+    assert all(fine <= (60 + 20 + 60) // 5 and 1 <= rolled <= 24 for fine, rolled in stored.values()), stored
+    # a replayed micro-batch (old, now rolled-up tiles written again with the same absolute values) changes
+    # nothing and its tiles inside rolled-up hours are dropped again
+    before = {k: dict(r) for k, r in online.rows.items()}
+    for rows, final_before in (emitted[5], emitted[-1]):
+        write_view_partition(MIXED, rows, online, 3600, b"e1", frozenset({b"e1"}), final_before)
+    _check(MIXED, online, late_events)
+    assert _fields(online) == stored
+    assert {k: r["event_timestamp"] for k, r in online.rows.items()} == {k: r["event_timestamp"] for k, r in before.items()}
+
+
+def test_without_a_final_horizon_nothing_is_rolled_up(late_events):
+    online = FakeOnline()
+    _run(MIXED, late_events[:300], online, batch=100, final=False, check=False)
+    _check(MIXED, online, late_events[:300])
+    assert all(rolled == 0 for _, rolled in _fields(online).values())
+
+
+def test_a_late_event_inside_the_lateness_is_never_lost_to_a_roll_up(late_events):
+    """A tile a roll-up could have taken too early (its span ending after the final horizon) stays fine."""
+    online = FakeOnline()
+    seen = sorted(late_events[:200], key=lambda e: e["event_timestamp"])
+    rows = _tile_rows(MIXED, seen, seen)
+    final_before = int(rows["wend_us"].max()) - LAG_US
+    write_view_partition(MIXED, rows, online, 3600, b"e1", frozenset({b"e1"}), final_before)
+    span = MIXED.rollup_us
+    for h in online.hashes.values():
+        for f in h:
+            start, mid, _ = f.split(b":")
+            if mid == ROLLED:
+                assert int(start) + span <= final_before
+    # an event just after the horizon, in a span not rolled up yet, lands and counts
+    late = dict(seen[-1], user_id=seen[-1]["user_id"],
+                event_timestamp=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=final_before + 1))
+    seen.append(late)
+    write_view_partition(MIXED, _tile_rows(MIXED, seen, [late]), online, 3600, b"e1", frozenset({b"e1"}), final_before)
+    _check(MIXED, online, seen)
+
