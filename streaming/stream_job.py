@@ -11,7 +11,8 @@ One streaming query (Spark SQL end to end, nothing collected to the driver but p
    micro-batch emits the absolute value of every tile it touched.
 4. ``foreachBatch`` repartitions those tile rows by entity and, on the executors
    (:mod:`streaming.tile_store`), writes them to Redis, merges each touched entity's tiles into its
-   features and upserts them in Feast's format; dead letters go to the DLQ topic.
+   features and upserts them in Feast's format, then rolls the entity's final fine tiles that only the
+   coarsest aggregations still read up into coarse tiles; dead letters go to the DLQ topic.
 
 Event time and lateness: the watermark column ``wend`` is the end of the (coarsest view) tile of
 ``min(event time, processing time)``, so an event stamped in the future (inside the DLQ tolerance)

@@ -37,7 +37,7 @@ import pandas as pd
 import ujson
 
 from streaming.feature_specs import ViewSpec
-from streaming.tiles import TileColumns, decimal_units, merge_entities, oldest_start, view_measures
+from streaming.tiles import LAST, TileColumns, decimal_units, measures_of, merge_entities, oldest_start, view_measures
 
 PREFIX = b"rtml:tiles:"
 # Event times kept per stored tile: ``seconds_since_previous`` is read only as of the entity's latest event
@@ -145,11 +145,12 @@ def _read_back(stored: list[dict[bytes, bytes]], epochs: frozenset[bytes] | None
     return ent, start, names, rolled, order[merged], shadowed
 
 
-def _combined(measures, tiles: list[list]) -> list:
-    """The stored (JSON) measures of the union of the disjoint event sets of ``tiles`` (same layout)."""
+def _combined(measures, tiles: list[list], wanted: frozenset) -> list:
+    """The stored (JSON) measures of the union of the disjoint event sets of ``tiles`` (same layout); measures
+    not in ``wanted`` are left out (null)."""
     out = []
     for k, m in enumerate(measures):
-        vals = [t[k] for t in tiles if t[k] is not None]
+        vals = [t[k] for t in tiles if t[k] is not None] if m in wanted else None
         if not vals:
             out.append(None)
         elif m.kind == "c":
@@ -170,8 +171,11 @@ def _roll_up(spec: ViewSpec, measures, epoch: bytes, latest: np.ndarray, m_ent: 
              m_rolled: np.ndarray, decoded: list[list], final_before_us: int, keep: np.ndarray):
     """Merged fine tiles (entity ``m_ent``, start ``m_start``, measures ``decoded``) that only the coarsest
     aggregations still read, in spans of ``spec.rollup_us`` that no late event can reach any more (ending by
-    ``final_before_us``): {entity: {rolled-up field: value}} and the positions of the tiles they replace."""
+    ``final_before_us``): {entity: {rolled-up field: value}} and the positions of the tiles they replace. A
+    rolled-up tile keeps only the measures the coarsest aggregations read (no distinct-value set of a finer
+    window's ``count_distinct``)."""
     span = spec.rollup_us
+    wanted = frozenset({LAST, *(m for a in spec.aggs if spec.tile_of(a) == span for m in measures_of(a))})
     fine_oldest = oldest_start(spec, latest, finer_than=span)
     bucket = (m_start // span) * span
     ok = keep & ~m_rolled & (bucket + span <= np.minimum(fine_oldest[m_ent], final_before_us))
@@ -182,7 +186,7 @@ def _roll_up(spec: ViewSpec, measures, epoch: bytes, latest: np.ndarray, m_ent: 
     e, b = m_ent[pos], bucket[pos]
     cut = np.flatnonzero(np.r_[True, (e[1:] != e[:-1]) | (b[1:] != b[:-1]), True])
     for lo, hi in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
-        value = _combined(measures, [decoded[p] for p in pos[lo:hi].tolist()])
+        value = _combined(measures, [decoded[p] for p in pos[lo:hi].tolist()], wanted)
         sets.setdefault(int(e[lo]), {})[b"%d:%s:%s" % (b[lo], ROLLED, epoch)] = ujson.dumps(value).encode()
     return sets, pos
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from core.redis_auth import connect
-from tests.benchmarks.common import percentiles, write_result
+from tests.benchmarks.common import percentiles, read_result, write_result
 
 log = logging.getLogger("bench_streaming")
 N_USERS, N_MERCHANTS = 20_000, 2_000
@@ -478,6 +478,41 @@ def _delete_tiles(store, id_base: int, n_users: int) -> None:
     client.close()
 
 
+def _spark_live_state_bytes(spark, checkpoint: Path, sample: int = 5000) -> int:
+    """Bytes of one state version: the rows of every stateful operator in the query's latest committed version
+    (Spark's state data source), times the mean size of a row's key and value as the state store holds them
+    (UnsafeRow bytes, measured on up to ``sample`` rows per operator)."""
+    root = next(checkpoint.glob("spark-*"), None)
+    if root is None or not (root / "state").exists():
+        return 0
+    total = 0.0
+    for op in sorted(int(d.name) for d in (root / "state").iterdir() if d.name.isdigit()):
+        df = spark.read.format("statestore").option("operatorId", op).load(str(root)).select("key", "value")
+        rows = df.count()
+        if not rows:
+            continue
+        n_key, n_value = len(df.schema["key"].dataType.fields), len(df.schema["value"].dataType.fields)
+        sizes = []
+        for row in df.limit(sample)._jdf.queryExecution().executedPlan().executeCollect():  # copies, in the JVM
+            size = row.getStruct(0, n_key).getSizeInBytes()
+            sizes.append(size + (0 if row.isNullAt(1) else row.getStruct(1, n_value).getSizeInBytes()))
+        total += rows * sum(sizes) / len(sizes)
+    return int(total)
+
+
+def _wait_no_data_batch(query, timeout: float = 60) -> bool:
+    """Wait for a micro-batch without input after the last one with input: Spark's no-data batch, which evicts
+    the state rows the watermark has passed (so the state holds what a running job keeps)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = _input_rows(query)
+        last_data = max((b for b, (n, _) in rows.items() if n), default=-1)
+        if any(b > last_data and n == 0 for b, (n, _) in rows.items()):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def _spark_state_bytes(checkpoint: Path) -> int:
     """Bytes of the query's whole state folder (every RocksDB snapshot and changelog file it keeps, all
     partitions): an upper bound of one state version."""
@@ -616,8 +651,10 @@ def state_per_entity(spark, store, bootstrap, workdir, per_entity: int, entities
 
     job, query, trec = _tiled_job(spark, store, topic, workdir, trigger=1.0, max_offsets=200_000)
     _wait_rows(query, n, timeout=900)
+    evicted = _wait_no_data_batch(query)
     time.sleep(2)
-    spark_bytes = _spark_state_bytes(job.options.checkpoint())
+    spark_folder = _spark_state_bytes(job.options.checkpoint())
+    spark_bytes = _spark_live_state_bytes(spark, job.options.checkpoint())
     job.close()
     from streaming.tile_store import tile_keys
 
@@ -630,9 +667,13 @@ def state_per_entity(spark, store, bootstrap, workdir, per_entity: int, entities
         ids = np.arange(1, (entities if v.join_key == "user_id" else min(entities, N_MERCHANTS)) + 1) + id_base
         for k in tile_keys(writer, v, ids):
             pipe.memory_usage(k, samples=0)
-    redis_bytes = sum(x or 0 for x in pipe.execute())
+            pipe.hlen(k)
+    sizes = pipe.execute()
+    redis_bytes, redis_fields = sum(x or 0 for x in sizes[0::2]), sum(sizes[1::2])
     client.close()
-    return {"events": n, "entities": entities, "spark_state_bytes": spark_bytes, "redis_tile_bytes": redis_bytes,
+    return {"events": n, "entities": entities, "spark_state_bytes": spark_bytes,
+            "spark_state_folder_bytes": spark_folder, "redis_tile_bytes": redis_bytes,
+            "redis_tile_fields": redis_fields, "spark_state_after_eviction_batch": evicted,
             "state_bytes_per_entity": round((spark_bytes + redis_bytes) / entities, 1)}
 
 
@@ -850,7 +891,7 @@ def main() -> dict:
         else:
             r[name] = value
         log.info("%s: %s", name, {k: v for k, v in value.items() if not isinstance(v, dict)})
-        write_result("streaming", _result(r, t_all, load_start, complete=False))  # a stopped run keeps its parts
+        _write(_result(r, t_all, load_start, complete=False))  # a stopped run keeps its parts
         return value
 
     def ratio(kind: str, driver: bool) -> dict:
@@ -883,10 +924,21 @@ def main() -> dict:
     complete = all(isinstance(r.get(k), dict) and "error" not in r[k] for k in PART_NAMES if k != "rates") and all(
         "error" not in r["rates"].get(str(rate), {"error": "absent"}) for rate in TILED_RATES)
     result = _result(r, t_all, load_start, complete=complete)
-    path = write_result("streaming", result)
+    path = _write(result)
     log.info("wrote %s", path)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
     return result
+
+
+def _write(result: dict) -> Path:
+    """Write the result file; a run of some parts (RTML_BENCH_PARTS) keeps the whole run's machine, time and
+    load figures and records its own under ``parts``."""
+    if not PARTS:
+        return write_result("streaming", result)
+    old = read_result("streaming")
+    kept = ("machine", "measured_at", "parts", "total_seconds", "load_average_at_start", "load_average_at_end",
+            "uptime_at_end")
+    return write_result("streaming", {**result, **{k: old[k] for k in kept if k in old}}, part=",".join(sorted(PARTS)))
 
 
 def _result(r: dict, t_all: float, load_start, complete: bool) -> dict:
@@ -945,8 +997,10 @@ def _result(r: dict, t_all: float, load_start, complete: bool) -> dict:
             "bound of one version), Redis tile hashes of the run's entities separately (redis_tile_mb, MEMORY USAGE). "
             f"Driver job: {DRIVER_STATE_EVENTS:,} events through Kafka (its 24 h raw-event state is rewritten per "
             "batch; 20 M would take hours here), one state version. Per-entity "
-            f"ratio: {RATIO_ENTITIES} entities with 1,000 vs 10 events each in 24 h; tiled bytes = Spark state + Redis "
-            "tile hashes. Baseline = plain Feast store.push per event."
+            f"ratio: {RATIO_ENTITIES} entities with 1,000 vs 10 events each in 24 h; tiled bytes = Spark state (one "
+            "version: the rows of every stateful operator after the eviction batch, state data source, UnsafeRow "
+            "bytes; the whole folder in spark_state_folder_bytes) + Redis tile hashes (MEMORY USAGE). Baseline = "
+            "plain Feast store.push per event."
         ),
         "total_seconds": round(time.time() - t_all, 1),
         "complete": complete,

@@ -5,6 +5,7 @@ keeps O(fine window + coarse window) tiles however many events it has."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 from streaming.tile_store import ROLLED, write_view_partition
+from streaming.tiles import view_measures
 from tests.streaming.helpers import _us, assert_rows_equal, make_events, oracle, view_aggregations
 from tests.streaming.test_tiles import MIN, MIXED, python_tile
 
@@ -104,6 +106,10 @@ def test_rolled_up_tiles_keep_every_feature_equal_to_the_oracle(late_events):
     # fine tiles only for the fine windows (1 h) plus the lateness and the current hour; an hour tile per
     # hour of the longest window (24 h)
     assert all(fine <= (60 + 20 + 60) // 5 and 1 <= rolled <= 24 for fine, rolled in stored.values()), stored
+    # an hour tile holds no distinct-value set: only a 20-minute-tiled count_distinct reads them
+    d = [m.name for m in view_measures(MIXED)].index("d__merchant_id")
+    rolled_values = [json.loads(v) for h in online.hashes.values() for f, v in h.items() if f.split(b":")[1] == ROLLED]
+    assert rolled_values and all(v[d] is None for v in rolled_values)
     # a replayed micro-batch (old, now rolled-up tiles written again with the same absolute values) changes
     # nothing and its tiles inside rolled-up hours are dropped again
     before = {k: dict(r) for k, r in online.rows.items()}
