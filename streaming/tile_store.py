@@ -16,14 +16,16 @@ forward-only :meth:`core.online_store.OnlineStore.write`. Tiles older than every
 hash expires if the entity goes quiet.
 
 Roll-ups (a view whose aggregations use different tiles, e.g. minute tiles for hour windows and hour tiles
-for day windows): the stream job rolls an entity's stored tiles of one coarsest-tile span
-(:attr:`~streaming.feature_specs.ViewSpec.rollup_us`) into one field ``<span start>:r:<epoch>`` (their merged
-measures, :func:`_combined`) once the span is older than every finer aggregation's window as of the entity's
-latest event (only the coarsest aggregations read it, whole) and ends before the final horizon (no event
-that old can arrive any more: the next watermark is past it). A rolled-up field of an allowed epoch replaces
-every other field of its span: a replayed micro-batch rewriting an old minute tile changes nothing (the
-minute tile is ignored and deleted). A busy entity so keeps about one finer window of fine tiles plus one
-tile per coarse span of the longest window, not one per fine tile of the day.
+for day windows): the stream job folds an entity's stored tiles that are older than every finer aggregation's
+window as of its latest event (only the coarsest aggregations still read them) and final (no event that old
+can arrive any more: the next watermark is past them) into one field per coarsest-tile span
+(:attr:`~streaming.feature_specs.ViewSpec.rollup_us`): ``<span start>:r<until>:<epoch>``, the merged measures
+(:func:`_combined`) of the span's tiles before ``until``. As minutes age out, the span's field is rewritten
+under a later ``until`` with them folded in. The rolled-up field of an allowed epoch covering the most
+replaces the span's other rolled-up fields and every tile before its ``until``: a replayed micro-batch
+rewriting an old minute tile changes nothing (the tile is ignored and deleted), and a crash between writing a
+new rolled-up field and deleting what it replaces counts nothing twice. A busy entity so keeps one finer
+window of fine tiles plus one tile per coarse span of the longest window, not one per fine tile of the day.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ PREFIX = b"rtml:tiles:"
 # newest distinct time; the union of two tiles' kept times keeps that true (epochs, the backfill).
 TS_KEPT = 2
 BACKFILL_EPOCH = b"bf"
-ROLLED = b"r"  # the middle part of a rolled-up tile's field (instead of its watermark tile end)
+ROLLED = b"r"  # a rolled-up tile's field: ``r<until>`` in the middle (instead of its watermark tile end)
 MAX_ENTITIES_PER_WRITE = 2_000  # entities whose tiles are merged at once (all their stored tiles are read back)
 
 
@@ -120,29 +122,48 @@ def _read_back(stored: list[dict[bytes, bytes]], epochs: frozenset[bytes] | None
     """Every stored field of the entities' hashes: (entity index, tile start, field name, rolled-up?) per field,
     the indices of the fields to merge, in (entity, start) order, and a mask of the fields a rolled-up tile
     replaces. A field is merged if its epoch is allowed (``epochs``; None: any) or it is a backfill tile that no
-    merged stream tile of the same start replaces, and no merged rolled-up tile covers its start."""
+    merged stream tile of the same start replaces, and no merged rolled-up tile covers its start. Of a span's
+    rolled-up tiles of allowed epochs, the one covering the most replaces the others (it holds them)."""
     counts = [len(r) for r in stored]
     names = [f for r in stored for f in r]
     ent = np.repeat(np.arange(len(stored), dtype=np.int64), counts)
     parts = [f.split(b":", 2) for f in names]
     start = np.array([int(x[0]) for x in parts], dtype=np.int64)
-    rolled = np.fromiter((x[1] == ROLLED for x in parts), dtype=bool, count=len(parts))
+    rolled = np.fromiter((x[1][:1] == ROLLED for x in parts), dtype=bool, count=len(parts))
     eps = [x[2] if len(x) > 2 else b"" for x in parts]
     is_bf = np.fromiter((e == BACKFILL_EPOCH for e in eps), dtype=bool, count=len(eps))
     stream = ~is_bf if epochs is None else np.fromiter((e in epochs for e in eps), dtype=bool, count=len(eps)) & ~is_bf
     shadowed = np.zeros(len(names), dtype=bool)
-    if rolled.any():  # a merged rolled-up tile replaces every other field in its span
+    if rolled.any():
+        idx = np.flatnonzero(rolled)
+        until = np.array([_rolled_until(parts[i][1], start[i], rollup_us) for i in idx.tolist()], dtype=np.int64)
         bucket = (ent << 32) | (start // rollup_us)
-        shadowed = ~rolled & np.isin(bucket, bucket[rolled & stream])
+        live = stream[idx]
+        cand, cand_until = idx[live], until[live]
+        if len(cand):  # per span, the allowed rolled-up tile covering the most
+            o = np.lexsort((cand_until, bucket[cand]))
+            cand, cand_until = cand[o], cand_until[o]
+            last = np.r_[bucket[cand][1:] != bucket[cand][:-1], True]
+            win, win_until, win_key = cand[last], cand_until[last], bucket[cand][last]
+            at = np.minimum(np.searchsorted(win_key, bucket), len(win_key) - 1)
+            covered = win_key[at] == bucket
+            is_win = np.zeros(len(names), dtype=bool)
+            is_win[win] = True
+            shadowed = covered & np.where(rolled, ~is_win, start < win_until[at])
     order = np.lexsort((is_bf, start, ent))  # by entity, tile start, stream tiles before backfill tiles
     if not len(order):
         return ent, start, names, rolled, order, shadowed
     s_ent, s_start = ent[order], start[order]
     group = np.cumsum(np.r_[True, (s_ent[1:] != s_ent[:-1]) | (s_start[1:] != s_start[:-1])]) - 1
     has_stream = np.zeros(int(group[-1]) + 1, dtype=bool)
-    has_stream[group[stream[order]]] = True
+    has_stream[group[(stream & ~shadowed)[order]]] = True
     merged = (stream[order] | (is_bf[order] & ~has_stream[group])) & ~shadowed[order]
     return ent, start, names, rolled, order[merged], shadowed
+
+
+def _rolled_until(middle: bytes, start: int, rollup_us: int) -> int:
+    """The end of what a rolled-up field covers: ``r<until>`` (part of its span), ``r`` the whole span."""
+    return int(middle[1:]) if len(middle) > 1 else start + rollup_us
 
 
 def _combined(measures, tiles: list[list], wanted: frozenset) -> list:
@@ -170,25 +191,34 @@ def _combined(measures, tiles: list[list], wanted: frozenset) -> list:
 def _roll_up(spec: ViewSpec, measures, epoch: bytes, latest: np.ndarray, m_ent: np.ndarray, m_start: np.ndarray,
              m_rolled: np.ndarray, decoded: list[list], final_before_us: int, keep: np.ndarray):
     """Merged fine tiles (entity ``m_ent``, start ``m_start``, measures ``decoded``) that only the coarsest
-    aggregations still read, in spans of ``spec.rollup_us`` that no late event can reach any more (ending by
-    ``final_before_us``): {entity: {rolled-up field: value}} and the positions of the tiles they replace. A
-    rolled-up tile keeps only the measures the coarsest aggregations read (no distinct-value set of a finer
-    window's ``count_distinct``)."""
-    span = spec.rollup_us
+    aggregations still read (older than every finer window) and no late event can reach any more (ending by
+    ``final_before_us``), folded per span of ``spec.rollup_us`` into one rolled-up tile ``<span start>:r<until>:
+    <epoch>`` together with the span's rolled-up tile so far: {entity: {field: value}} and the positions of the
+    tiles it replaces. A rolled-up tile keeps only the measures the coarsest aggregations read (no
+    distinct-value set of a finer window's ``count_distinct``)."""
+    span, tile = spec.rollup_us, spec.tile_us
     wanted = frozenset({LAST, *(m for a in spec.aggs if spec.tile_of(a) == span for m in measures_of(a))})
-    fine_oldest = oldest_start(spec, latest, finer_than=span)
+    limit = (np.minimum(oldest_start(spec, latest, finer_than=span), final_before_us) // tile) * tile
     bucket = (m_start // span) * span
-    ok = keep & ~m_rolled & (bucket + span <= np.minimum(fine_oldest[m_ent], final_before_us))
-    pos = np.flatnonzero(ok)
+    until = np.minimum(limit[m_ent], bucket + span)  # per tile: its span is covered up to here
+    pos = np.flatnonzero(keep & ~m_rolled & (m_start < until))
     sets: dict[int, dict[bytes, bytes]] = {}
     if not len(pos):
         return sets, pos
+    so_far = {(int(m_ent[p]), int(bucket[p])): p for p in np.flatnonzero(keep & m_rolled).tolist()}
+    replaced = []
     e, b = m_ent[pos], bucket[pos]
     cut = np.flatnonzero(np.r_[True, (e[1:] != e[:-1]) | (b[1:] != b[:-1]), True])
     for lo, hi in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
-        value = _combined(measures, [decoded[p] for p in pos[lo:hi].tolist()], wanted)
-        sets.setdefault(int(e[lo]), {})[b"%d:%s:%s" % (b[lo], ROLLED, epoch)] = ujson.dumps(value).encode()
-    return sets, pos
+        group = pos[lo:hi].tolist()
+        prev = so_far.get((int(e[lo]), int(b[lo])))
+        if prev is not None:
+            group.append(prev)
+            replaced.append(prev)
+        value = _combined(measures, [decoded[p] for p in group], wanted)
+        name = b"%d:%s%d:%s" % (b[lo], ROLLED, until[pos[lo]], epoch)
+        sets.setdefault(int(e[lo]), {})[name] = ujson.dumps(value).encode()
+    return sets, np.concatenate([pos, np.array(replaced, dtype=np.int64)])
 
 
 @contextmanager

@@ -94,8 +94,11 @@ def _run(spec, events: list[dict], online: FakeOnline, batch: int, final: bool, 
 
 def _fields(online: FakeOnline) -> dict[bytes, tuple[int, int]]:
     """Per entity: (fine tiles, rolled-up tiles) stored."""
-    return {k: (sum(f.split(b":")[1] != ROLLED for f in h), sum(f.split(b":")[1] == ROLLED for f in h))
-            for k, h in online.hashes.items()}
+    return {k: (sum(not _rolled(f) for f in h), sum(_rolled(f) for f in h)) for k, h in online.hashes.items()}
+
+
+def _rolled(field: bytes) -> bool:
+    return field.split(b":")[1].startswith(ROLLED)
 
 
 def test_rolled_up_tiles_keep_every_feature_equal_to_the_oracle(late_events):
@@ -108,7 +111,7 @@ def test_rolled_up_tiles_keep_every_feature_equal_to_the_oracle(late_events):
     assert all(fine <= (60 + 20 + 60) // 5 and 1 <= rolled <= 24 for fine, rolled in stored.values()), stored
     # an hour tile holds no distinct-value set: only a 20-minute-tiled count_distinct reads them
     d = [m.name for m in view_measures(MIXED)].index("d__merchant_id")
-    rolled_values = [json.loads(v) for h in online.hashes.values() for f, v in h.items() if f.split(b":")[1] == ROLLED]
+    rolled_values = [json.loads(v) for h in online.hashes.values() for f, v in h.items() if _rolled(f)]
     assert rolled_values and all(v[d] is None for v in rolled_values)
     # a replayed micro-batch (old, now rolled-up tiles written again with the same absolute values) changes
     # nothing and its tiles inside rolled-up hours are dropped again
@@ -138,8 +141,8 @@ def test_a_late_event_inside_the_lateness_is_never_lost_to_a_roll_up(late_events
     for h in online.hashes.values():
         for f in h:
             start, mid, _ = f.split(b":")
-            if mid == ROLLED:
-                assert int(start) + span <= final_before
+            if mid.startswith(ROLLED):
+                assert int(mid[1:]) <= final_before and int(start) < int(mid[1:]) <= int(start) + span
     # an event just after the horizon, in a span not rolled up yet, lands and counts
     late = dict(seen[-1], user_id=seen[-1]["user_id"],
                 event_timestamp=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=final_before + 1))
@@ -147,3 +150,26 @@ def test_a_late_event_inside_the_lateness_is_never_lost_to_a_roll_up(late_events
     write_view_partition(MIXED, _tile_rows(MIXED, seen, [late]), online, 3600, b"e1", frozenset({b"e1"}), final_before)
     _check(MIXED, online, seen)
 
+
+
+def test_a_busy_entity_keeps_only_its_finer_window_of_fine_tiles():
+    """Minutes leave for the open hour's rolled-up tile as soon as they are older than every finer window
+    and final: 1 h of 5-minute tiles (at most 13), not up to 2 h (the finer window plus the open hour)."""
+    rng = np.random.default_rng(7)
+    evs = make_events(rng, 400, [7], [10, 11, 12], datetime(2026, 1, 1, tzinfo=UTC), timedelta(hours=6))
+    online = FakeOnline()
+    update = online.update_tile_fields
+    fine_seen = []
+    seen: list[dict] = []
+    for n, i in enumerate(range(0, len(evs), 20)):
+        seen += evs[i : i + 20]
+        rows = _tile_rows(MIXED, seen, evs[i : i + 20])
+        if n in (8, 12):  # a crash between the new rolled-up tile's HSET and the HDEL of what it replaces
+            online.update_tile_fields = lambda keys, sets, deletes: update(keys, sets, [[] for _ in keys])
+        write_view_partition(MIXED, rows, online, 3600, b"e1", frozenset({b"e1"}), int(rows["wend_us"].max()) - LAG_US)
+        online.update_tile_fields = update
+        _check(MIXED, online, seen)  # the rolled-up tile covering the most wins over a leftover one
+        if n not in (8, 12):  # a crashed write leaves its replaced tiles until the next one deletes them
+            fine_seen.append(_fields(online)[b"rtml:tiles:v:7"][0])
+    assert max(fine_seen[6:]) <= 60 // 5 + 1 and max(fine_seen[6:]) >= 60 // 5 - 1, fine_seen  # full, never more
+    assert _fields(online)[b"rtml:tiles:v:7"][1] <= 6  # leftovers of the crashes were deleted
