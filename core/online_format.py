@@ -104,6 +104,16 @@ def entity_keys(join_key: str, value_type: int, values: Sequence[Any] | np.ndarr
     return [encode(v.item() if isinstance(v, np.generic) else v) for v in values]
 
 
+def int64_entity_values(join_key: str, keys: Sequence[bytes], project: str) -> np.ndarray:
+    """The int64 entity ids of Redis keys built by :func:`entity_keys` (the inverse, for one join key)."""
+    prefix, tail = int64_key_parts(join_key, project)
+    width = len(prefix) + 8 + len(tail)
+    for k in keys:
+        if len(k) != width or not k.startswith(prefix) or not k.endswith(tail):
+            raise ValueError(f"not an int64 {join_key!r} key of project {project!r}: {k!r}")
+    return np.frombuffer(b"".join(k[len(prefix) : len(prefix) + 8] for k in keys), dtype="<i8").astype(np.int64)
+
+
 # ---- values: encode (columns) ----------------------------------------------------------------------
 def _tagged_varints(tag: int, values: np.ndarray) -> list[bytes]:
     """Protobuf ``tag + varint(value)`` for every value (two's complement, 64 bit), vectorised."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -263,6 +263,25 @@ class OnlineStore:
     def redis_keys(self, view: Any, entity_values: Sequence[Any] | np.ndarray) -> list[bytes]:
         v = self.view(view)
         return fmt.entity_keys(v.join_key, v.key_type, entity_values, self.project)
+
+    def entity_values(self, view: Any, keys: Sequence[bytes]) -> np.ndarray:
+        """The int64 entity ids of a view's Redis keys (the inverse of :meth:`redis_keys`)."""
+        v = self.view(view)
+        if v.key_type != fmt.INT64:
+            raise ValueError(f"{v.name}: only int64 entity keys can be listed back (key type {v.key_type})")
+        return fmt.int64_entity_values(v.join_key, keys, self.project)
+
+    def scan_keys(self, match: bytes, count: int = 2000) -> Iterator[list[bytes]]:
+        """Keys matching the glob ``match`` on every primary, a SCAN page at a time (non-blocking; a key may
+        come twice, and keys written meanwhile may be missed)."""
+        for client in self.sync.nodes():
+            cursor = 0
+            while True:
+                cursor, keys = client.scan(cursor, match=match, count=count)
+                if keys:
+                    yield list(keys)
+                if not cursor:
+                    break
 
     # ---- write ----------------------------------------------------------------------------------
     @property

@@ -24,7 +24,7 @@ import hashlib
 import json
 
 from streaming.feature_specs import ViewSpec
-from streaming.tiles import EVENT_TIMES_COLUMN, Measure, spark_measure, view_measures
+from streaming.tiles import EVENT_TIMES_COLUMN, Measure, rollup_layout, spark_measure, view_measures
 
 STATE_FORMAT_VERSION = 3  # 2: duplicate events dropped by event id before the tile aggregation; 3: once per
 # event (not per view), the watermark column the end of the coarsest view tile
@@ -53,6 +53,9 @@ def schema_id(views: tuple[ViewSpec, ...], event_id: str | None = None) -> str:
         "measures": [m.name for m in all_measures(views)],
         "columns": list(value_columns(views)),
     }
+    rollups = {v.name: rollup_layout(v) for v in views if rollup_layout(v)}
+    if rollups:  # only then: the ids of layouts without roll-ups stay as they were
+        layout["rollups"] = rollups
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:12]
 
 

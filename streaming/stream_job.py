@@ -161,7 +161,7 @@ class StreamJob:
     def start(self):
         """Start the streaming query (returns the StreamingQuery)."""
         from core.kafka_io import ensure_topics, spark_kafka_options
-        from streaming.evolution import plan, save_lineage, seed
+        from streaming.evolution import plan, remerge, save_lineage, seed
         from streaming.state_schema import schema_id
         from streaming.writer import BatchWriter
 
@@ -174,6 +174,8 @@ class StreamJob:
         self.plan = plan(checkpoint, self.spec.views, sid)
         if self.plan.seed_views:
             seed(spark, self.plan, self.spec.topic, self.spec.bootstrap, self.spec.rules, self._online_store())
+        if self.plan.remerge_views:
+            remerge(spark, self.plan, self._online_store())
         reader = (
             spark.readStream.format("kafka")
             .options(**spark_kafka_options("stream", self.spec.bootstrap))

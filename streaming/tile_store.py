@@ -39,7 +39,7 @@ import pandas as pd
 import ujson
 
 from streaming.feature_specs import ViewSpec
-from streaming.tiles import LAST, TileColumns, decimal_units, measures_of, merge_entities, oldest_start, view_measures
+from streaming.tiles import TileColumns, decimal_units, merge_entities, oldest_start, rolled_measures, view_measures
 
 PREFIX = b"rtml:tiles:"
 # Event times kept per stored tile: ``seconds_since_previous`` is read only as of the entity's latest event
@@ -197,7 +197,7 @@ def _roll_up(spec: ViewSpec, measures, epoch: bytes, latest: np.ndarray, m_ent: 
     tiles it replaces. A rolled-up tile keeps only the measures the coarsest aggregations read (no
     distinct-value set of a finer window's ``count_distinct``)."""
     span, tile = spec.rollup_us, spec.tile_us
-    wanted = frozenset({LAST, *(m for a in spec.aggs if spec.tile_of(a) == span for m in measures_of(a))})
+    wanted = rolled_measures(spec)
     limit = (np.minimum(oldest_start(spec, latest, finer_than=span), final_before_us) // tile) * tile
     bucket = (m_start // span) * span
     until = np.minimum(limit[m_ent], bucket + span)  # per tile: its span is covered up to here
@@ -265,6 +265,15 @@ def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int
     for i, encoded in enumerate(zip(*_encoded_columns(rows, measures), strict=True)):
         fields[inverse[i]][b"%d:%d:%s" % (tiles_[i], wends[i], epoch)] = ujson.dumps(encoded).encode()
     stored = write_and_read(writer, hkeys, fields, ttl_s)
+    return len(rows), _merge_stored(spec, measures, uniq, hkeys, stored, writer, epoch, epochs, final_before_us)
+
+
+def _merge_stored(spec: ViewSpec, measures, uniq: np.ndarray, hkeys: list[bytes], stored: list[dict[bytes, bytes]],
+                  writer, epoch: bytes, epochs: frozenset[bytes] | None, final_before_us: int | None,
+                  not_before_us: int | None = None) -> int:
+    """Merge the entities' ``stored`` hashes (entity ``uniq[i]`` at ``hkeys[i]``), delete what no window reads
+    any more, roll up (a stream write) and upsert each entity's Feast row, unless its latest event is older than
+    ``not_before_us``. Returns the feature rows written."""
     raw = [v for r in stored for v in r.values()]
     ent, start, names, rolled, merged, shadowed = _read_back(stored, epochs, spec.rollup_us)
     present = np.zeros(len(uniq), dtype=bool)
@@ -273,7 +282,7 @@ def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int
     remap[present] = np.arange(int(present.sum()))
     uniq, hkeys_present = uniq[present], [k for k, p in zip(hkeys, present, strict=True) if p]
     if not len(uniq):
-        return len(rows), 0
+        return 0
     decoded = ujson.loads(b"[" + b",".join([raw[i] for i in merged.tolist()]) + b"]")
     m_ent = remap[ent[merged]]
     cols = _columns(measures, m_ent, start[merged], decoded, len(uniq))
@@ -296,7 +305,32 @@ def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int
     frame = pd.DataFrame({spec.join_key: uniq.astype(np.int64), "event_timestamp": latest.astype(np.int64)})
     for agg in spec.aggs:
         frame[agg.name] = values[agg.name].astype(np.int64) if agg.is_int else values[agg.name].astype(np.float64)
-    return len(rows), writer.write(spec, frame)
+    if not_before_us is not None:
+        frame = frame[latest >= not_before_us]
+    return writer.write(spec, frame)
+
+
+def remerge_entities(spec: ViewSpec, ids: np.ndarray, writer, ttl_s: int, epochs: frozenset[bytes] | None,
+                     not_before_us: int | None = None) -> int:
+    """Merge the stored tiles of entities ``ids`` again under ``spec`` and upsert their Feast rows as of each
+    one's latest event, writing no tile (after ``feast apply`` changed features that read existing measures:
+    quiet entities get the new values now, not at their next event). Entities whose latest event is older than
+    ``not_before_us`` (outside the view's TTL) are left alone. Returns the feature rows written."""
+    with _gc_paused():
+        uniq = np.unique(np.asarray(ids, dtype=np.int64))
+        if not len(uniq):
+            return 0
+        hkeys = tile_keys(writer, spec, uniq)
+        stored = write_and_read(writer, hkeys, [{} for _ in range(len(uniq))], ttl_s)
+        return _merge_stored(spec, view_measures(spec), uniq, hkeys, stored, writer, BACKFILL_EPOCH, epochs, None,
+                             not_before_us)
+
+
+def stored_entities(writer, spec: ViewSpec, batch: int = MAX_ENTITIES_PER_WRITE) -> Iterator[np.ndarray]:
+    """The ids of the entities with a tile hash of ``spec``, a SCAN page at a time (an id may come twice)."""
+    prefix = PREFIX + spec.name.encode() + b":"
+    for keys in writer.scan_keys(prefix + b"*", count=batch):
+        yield writer.entity_values(spec.name, [k[len(prefix) :] for k in keys])
 
 
 def write_view_rows(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,

@@ -212,6 +212,24 @@ def oldest_start(spec: ViewSpec, latest: np.ndarray, finer_than: int | None = No
     return np.minimum.reduce(starts) if starts else None
 
 
+def rolled_measures(spec: ViewSpec) -> frozenset[Measure]:
+    """The measures a rolled-up tile keeps (:mod:`streaming.tile_store`): those the coarsest aggregations read."""
+    span = spec.rollup_us
+    return frozenset({LAST, *(m for a in spec.aggs if spec.tile_of(a) == span for m in measures_of(a))})
+
+
+def rollup_layout(spec: ViewSpec) -> list | None:
+    """What a view's rolled-up tiles depend on (None without roll-ups): the span, the longest window of the finer
+    aggregations (fine tiles are kept that long), their (window, tile) pairs and the measures kept. Rolled-up tiles of one layout cannot
+    serve another (a longer fine window needs minutes already folded away, a new coarse aggregation a measure
+    not kept), so a change seeds the view (:mod:`streaming.evolution`)."""
+    if spec.rollup_us == spec.tile_us:
+        return None
+    fine = sorted({(a.window_us, spec.tile_of(a)) for a in spec.aggs if spec.tile_of(a) < spec.rollup_us})
+    return [spec.rollup_us, max(w for w, _ in fine), [list(f) for f in fine],
+            sorted(f"{m.kind}__{m.column}" for m in rolled_measures(spec))]
+
+
 @dataclass
 class TileColumns:
     """Many entities' tiles, flattened and sorted by (entity index, tile start): one array per measure."""

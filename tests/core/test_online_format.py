@@ -26,6 +26,16 @@ def test_int64_entity_key_equals_feast(value):
     assert fmt.entity_keys("user_id", fmt.INT64, np.array([value], dtype=np.int64), "rtml_fraud") == [expected]
 
 
+def test_int64_entity_values_invert_feast_keys_and_refuse_other_keys():
+    values = [0, 1, 9_100_001, 2**63 - 1, -1, -(2**63)]
+    keys = [serialize_entity_key(EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=v)]), 3) + b"rtml_fraud"
+            for v in values]
+    assert fmt.int64_entity_values("user_id", keys, "rtml_fraud").tolist() == values
+    for other in (keys[1] + b"x", keys[1].replace(b"user_id", b"user_ix"), fmt.entity_keys("user_id", fmt.STRING, ["1"], "rtml_fraud")[0]):
+        with pytest.raises(ValueError, match="not an int64 'user_id' key"):
+            fmt.int64_entity_values("user_id", [keys[0], other], "rtml_fraud")
+
+
 @pytest.mark.parametrize("value", [0, -5, 2**31 - 1])
 def test_int32_entity_key_equals_feast(value):
     expected = serialize_entity_key(EntityKey(join_keys=["k"], entity_values=[Value(int32_val=value)]), 3) + b"p"

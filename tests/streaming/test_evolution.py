@@ -53,6 +53,19 @@ def _changed_definitions(store):
     return user, changed, added
 
 
+def _with_aggregation(view, entity, agg, dtype):
+    """``view`` with one more aggregation (and its schema field)."""
+    from feast import StreamFeatureView
+    from feast.field import Field
+
+    return StreamFeatureView(
+        name=view.name, entities=[entity], ttl=view.ttl, source=view.stream_source, timestamp_field="event_timestamp",
+        aggregations=[*view.aggregations, agg], schema=[*(Field(name=f.name, dtype=f.dtype) for f in view.features),
+                                                        Field(name=agg.name, dtype=dtype)],
+        online=True, offline=True, owner=view.owner, tags=view.tags, description=view.description,
+    )
+
+
 def test_apply_new_aggregations_and_view_while_events_flow(stream_job, feast_store):
     rng = np.random.default_rng(41)
     base = fresh_id_base()
@@ -87,5 +100,25 @@ def test_apply_new_aggregations_and_view_while_events_flow(stream_job, feast_sto
             keys = sorted({e[spec.join_key] for e in events})
             want = {k: row for (k, _t), row in oracle(events, spec.join_key, view_aggregations(spec)).items()}
             assert_rows_equal(want, online_values(feast_store, spec, keys), f"online {spec.name}")
+
+        # A feature over tiles the job already keeps (min over the hour's minute tiles): the same state schema, no
+        # seed; the restart re-merges every stored user, so the new feature is served before any new event.
+        from feast.aggregation import Aggregation
+        from feast.types import Float64
+
+        tile = changed.aggregations[0].slide_interval
+        feast_store.apply([_with_aggregation(changed, feast_store.get_entity("user"), Aggregation(
+            column="amount", function="min", time_window=timedelta(hours=1), slide_interval=tile,
+            name="txn_min_1h"), Float64)])
+        again = stream_job(job_name="evolve")
+        again.start().processAllAvailable()
+        again.stop()
+        assert again.plan.sid == restarted.plan.sid and again.plan.seed_views == ()
+        assert [v.name for v in again.plan.remerge_views] == ["user_txn_aggregates"]
+        spec = next(v for v in again.spec.views if v.name == "user_txn_aggregates")
+        assert "txn_min_1h" in spec.feature_names
+        want = {k: row for (k, _t), row in oracle(events, "user_id", view_aggregations(spec)).items()}
+        assert all(want[u]["txn_min_1h"] is not None for u in users)
+        assert_rows_equal(want, online_values(feast_store, spec, users), "online after the re-merge")
     finally:
         feast_store.apply([original], objects_to_delete=[added], partial=False)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from streaming.tile_store import ROLLED, write_view_partition
-from streaming.tiles import view_measures
+from streaming.tiles import rollup_layout, view_measures
 from tests.streaming.helpers import _us, assert_rows_equal, make_events, oracle, view_aggregations
 from tests.streaming.test_tiles import MIN, MIXED, python_tile
 
@@ -173,3 +173,65 @@ def test_a_busy_entity_keeps_only_its_finer_window_of_fine_tiles():
             fine_seen.append(_fields(online)[b"rtml:tiles:v:7"][0])
     assert max(fine_seen[6:]) <= 60 // 5 + 1 and max(fine_seen[6:]) >= 60 // 5 - 1, fine_seen  # full, never more
     assert _fields(online)[b"rtml:tiles:v:7"][1] <= 6  # leftovers of the crashes were deleted
+
+
+def test_changed_features_over_the_same_tiles_are_remerged_for_every_stored_entity(late_events):
+    """`feast apply` adds an aggregation that reads existing measures (same tiles, same state schema id): the
+    start-up re-merge gives every stored entity, rolled-up tiles included, the oracle's values as of its latest
+    event without a new event; an entity whose latest event is outside the view's TTL is left alone."""
+    from dataclasses import replace
+
+    from streaming.evolution import features_fingerprint, view_fingerprint
+    from streaming.feature_specs import AggSpec
+    from streaming.state_schema import schema_id
+    from streaming.tile_store import remerge_entities
+
+    online = FakeOnline()
+    _run(MIXED, late_events, online, batch=60, final=True, check=False)
+    assert any(_fields(online)[k][1] for k in online.hashes)  # rolled-up tiles among the stored ones
+    changed = replace(MIXED, aggs=(*MIXED.aggs, AggSpec("distinct_m_10", "count_distinct", "merchant_id", 10 * MIN, 5 * MIN),
+                                   AggSpec("max_2h", "max", "amount", 120 * MIN, 60 * MIN)))
+    assert view_measures(changed) == view_measures(MIXED) and rollup_layout(changed) == rollup_layout(MIXED)
+    assert schema_id((changed,)) == schema_id((MIXED,)) and view_fingerprint(changed) == view_fingerprint(MIXED)
+    assert features_fingerprint(changed) != features_fingerprint(MIXED)
+    assert all("distinct_m_10" not in r for r in online.rows.values())
+
+    latest = {k: int(r["event_timestamp"]) for k, r in online.rows.items()}
+    quiet = min(latest, key=latest.get)
+    cutoff = latest[quiet] + 1  # only the quietest entity is older than the TTL
+    written = remerge_entities(changed, np.array([3, 1, 2, 1]), online, 3600, frozenset({b"e1"}), cutoff)
+    assert written == 2 and "distinct_m_10" not in online.rows[quiet]
+    remerge_entities(changed, np.array([quiet]), online, 3600, frozenset({b"e1"}))
+    _check(changed, online, late_events)
+    assert {k: int(r["event_timestamp"]) for k, r in online.rows.items()} == latest
+
+
+def test_the_plan_re_merges_a_view_whose_features_changed_and_seeds_one_whose_roll_ups_changed(tmp_path):
+    from dataclasses import replace
+
+    from streaming.evolution import plan, save_lineage
+    from streaming.feature_specs import AggSpec
+    from streaming.state_schema import schema_id
+
+    before = (MIXED,)
+    sid = schema_id(before)
+    save_lineage(tmp_path, plan(tmp_path, before, sid).lineage)
+    assert plan(tmp_path, before, sid).remerge_views == ()
+    more = (replace(MIXED, aggs=(*MIXED.aggs, AggSpec("max_2h", "max", "amount", 120 * MIN, 60 * MIN))),)
+    p = plan(tmp_path, more, sid)
+    assert [v.name for v in p.remerge_views] == ["v"] and p.seed_views == () and p.starting_offsets is None
+    save_lineage(tmp_path, p.lineage)
+    assert plan(tmp_path, more, sid).remerge_views == ()  # recorded: the next start resumes as usual
+
+    # a finer window longer than the fine tiles kept so far needs minutes already rolled up: a new id and a seed
+    longer_fine = (replace(MIXED, aggs=(*MIXED.aggs, AggSpec("count_3h", "count", "amount", 180 * MIN, 15 * MIN))),)
+    assert rollup_layout(longer_fine[0])[:2] == [60 * MIN, 180 * MIN] and rollup_layout(MIXED)[:2] == [60 * MIN, 60 * MIN]
+    new_sid = schema_id(longer_fine)
+    assert new_sid != sid
+    run = tmp_path / f"spark-{sid}"
+    (run / "commits").mkdir(parents=True)
+    (run / "offsets").mkdir()
+    (run / "commits" / "0").write_text("v1\n{}\n")
+    (run / "offsets" / "0").write_text('v1\n{}\n{"t":{"0":5}}\n')
+    p = plan(tmp_path, longer_fine, new_sid)
+    assert [v.name for v in p.seed_views] == ["v"] and p.remerge_views == ()
