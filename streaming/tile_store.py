@@ -4,7 +4,7 @@ Key: ``rtml:tiles:<view>:`` + the entity's Feast Redis key (built by the online 
 Field: ``<tile start us>:<watermark tile end us>:<epoch>`` (the second part only differs for an event
 stamped in the future, whose watermark time is clamped to processing time; the epoch is the state
 schema id of the query that wrote it, ``seed-<id>`` for tiles seeded from history when that schema
-started, ``bf`` for a backfill). Value: the tile's measures as a JSON list (one value per measure, in :func:`streaming.tiles.view_measures` order), the *absolute* value Spark's state
+started, ``bf-<layout>`` for a backfill: :func:`backfill_epoch`, so a backfill under other definitions is ignored). Value: the tile's measures as a JSON list (one value per measure, in :func:`streaming.tiles.view_measures` order), the *absolute* value Spark's state
 store holds for that tile (of its distinct event times only the two newest, :data:`TS_KEPT`), so writing it
 again (a replayed micro-batch) changes nothing. Fields of
 different epochs of a view hold disjoint events (a new schema's query starts at the offsets where the
@@ -31,6 +31,8 @@ window of fine tiles plus one tile per coarse span of the longest window, not on
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -46,9 +48,20 @@ PREFIX = b"rtml:tiles:"
 # ``t`` (the maximum over its tiles), and in any tile the latest time before ``t`` is its newest or its second
 # newest distinct time; the union of two tiles' kept times keeps that true (epochs, the backfill).
 TS_KEPT = 2
-BACKFILL_EPOCH = b"bf"
+BACKFILL = b"bf"  # a backfill's tiles: epoch ``bf-<layout>`` (:func:`backfill_epoch`); a bare ``bf`` is from before layouts
 ROLLED = b"r"  # a rolled-up tile's field: ``r<until>`` in the middle (instead of its watermark tile end)
 MAX_ENTITIES_PER_WRITE = 2_000  # entities whose tiles are merged at once (all their stored tiles are read back)
+
+
+def backfill_epoch(spec: ViewSpec) -> bytes:
+    """The epoch of a view's backfill tiles, ``bf-<layout>`` (stored tile size and measures): tiles a backfill wrote
+    under other definitions are never decoded as this layout (they are ignored until they age out)."""
+    layout = [spec.tile_us, [m.name for m in view_measures(spec)]]
+    return BACKFILL + b"-" + hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:8].encode()
+
+
+def _is_backfill(epoch: bytes) -> bool:
+    return epoch == BACKFILL or epoch.startswith(BACKFILL + b"-")  # stream epochs are hex ids, seeds ``seed-<id>``
 
 
 def tile_ttl_s(max_window_us: int) -> int:
@@ -118,12 +131,13 @@ def _columns(measures, ent: np.ndarray, start: np.ndarray, decoded: list[list], 
     return TileColumns(ent, start, values, n)
 
 
-def _read_back(stored: list[dict[bytes, bytes]], epochs: frozenset[bytes] | None, rollup_us: int):
+def _read_back(stored: list[dict[bytes, bytes]], epochs: frozenset[bytes] | None, rollup_us: int, bf_epoch: bytes):
     """Every stored field of the entities' hashes: (entity index, tile start, field name, rolled-up?) per field,
     the indices of the fields to merge, in (entity, start) order, and a mask of the fields a rolled-up tile
-    replaces. A field is merged if its epoch is allowed (``epochs``; None: any) or it is a backfill tile that no
-    merged stream tile of the same start replaces, and no merged rolled-up tile covers its start. Of a span's
-    rolled-up tiles of allowed epochs, the one covering the most replaces the others (it holds them)."""
+    replaces. A field is merged if its epoch is allowed (``epochs``; None: any but a backfill's) or it is a tile of
+    the view's current backfill layout (``bf_epoch``) that no merged stream tile of the same start replaces, and no
+    merged rolled-up tile covers its start. Of a span's rolled-up tiles of allowed epochs, the one covering the
+    most replaces the others (it holds them)."""
     counts = [len(r) for r in stored]
     names = [f for r in stored for f in r]
     ent = np.repeat(np.arange(len(stored), dtype=np.int64), counts)
@@ -131,8 +145,9 @@ def _read_back(stored: list[dict[bytes, bytes]], epochs: frozenset[bytes] | None
     start = np.array([int(x[0]) for x in parts], dtype=np.int64)
     rolled = np.fromiter((x[1][:1] == ROLLED for x in parts), dtype=bool, count=len(parts))
     eps = [x[2] if len(x) > 2 else b"" for x in parts]
-    is_bf = np.fromiter((e == BACKFILL_EPOCH for e in eps), dtype=bool, count=len(eps))
-    stream = ~is_bf if epochs is None else np.fromiter((e in epochs for e in eps), dtype=bool, count=len(eps)) & ~is_bf
+    is_bf = np.fromiter((e == bf_epoch for e in eps), dtype=bool, count=len(eps))
+    any_bf = np.fromiter((_is_backfill(e) for e in eps), dtype=bool, count=len(eps))
+    stream = ~any_bf if epochs is None else np.fromiter((e in epochs for e in eps), dtype=bool, count=len(eps)) & ~any_bf
     shadowed = np.zeros(len(names), dtype=bool)
     if rolled.any():
         idx = np.flatnonzero(rolled)
@@ -235,9 +250,10 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,
+def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes | None = None,
                          epochs: frozenset[bytes] | None = None, final_before_us: int | None = None) -> tuple[int, int]:
-    """Write the updated tiles of one view in ``rows`` (k, tile, wend_us, measure columns) under ``epoch``,
+    """Write the updated tiles of one view in ``rows`` (k, tile, wend_us, measure columns) under ``epoch`` (None:
+    the view's backfill epoch),
     merge each entity's tiles of the allowed ``epochs`` (vectorised over entities) and upsert its Feast row.
     ``writer`` is the :class:`core.online_store.OnlineStore`: one pipelined round trip per node writes the
     tiles and reads the hashes back (a Redis Cluster included: calls are grouped by hash slot).
@@ -251,11 +267,12 @@ def write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int,
         return _write_view_partition(spec, rows, writer, ttl_s, epoch, epochs, final_before_us)
 
 
-def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes,
+def _write_view_partition(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes | None,
                           epochs: frozenset[bytes] | None, final_before_us: int | None) -> tuple[int, int]:
     """The body of :func:`write_view_partition`."""
     if rows.empty:
         return 0, 0
+    epoch = epoch or backfill_epoch(spec)
     measures = view_measures(spec)
     keys = rows["k"].to_numpy(np.int64)
     uniq, inverse = np.unique(keys, return_inverse=True)
@@ -275,7 +292,7 @@ def _merge_stored(spec: ViewSpec, measures, uniq: np.ndarray, hkeys: list[bytes]
     any more, roll up (a stream write) and upsert each entity's Feast row, unless its latest event is older than
     ``not_before_us``. Returns the feature rows written."""
     raw = [v for r in stored for v in r.values()]
-    ent, start, names, rolled, merged, shadowed = _read_back(stored, epochs, spec.rollup_us)
+    ent, start, names, rolled, merged, shadowed = _read_back(stored, epochs, spec.rollup_us, backfill_epoch(spec))
     present = np.zeros(len(uniq), dtype=bool)
     present[ent[merged]] = True  # entities with no tile of an allowed epoch: nothing to merge
     remap = -np.ones(len(uniq), np.int64)
@@ -293,7 +310,7 @@ def _merge_stored(spec: ViewSpec, measures, uniq: np.ndarray, hkeys: list[bytes]
     for i in np.flatnonzero(old | (shadowed & (at >= 0))).tolist():
         drop.setdefault(int(at[i]), []).append(names[i])
     sets: dict[int, dict[bytes, bytes]] = {}
-    if final_before_us is not None and spec.rollup_us > spec.tile_us and epoch != BACKFILL_EPOCH:
+    if final_before_us is not None and spec.rollup_us > spec.tile_us and not _is_backfill(epoch):
         sets, pos = _roll_up(spec, measures, epoch, latest, m_ent, start[merged], rolled[merged], decoded,
                              final_before_us, keep=~old[merged])
         for p_ in pos.tolist():
@@ -322,7 +339,7 @@ def remerge_entities(spec: ViewSpec, ids: np.ndarray, writer, ttl_s: int, epochs
             return 0
         hkeys = tile_keys(writer, spec, uniq)
         stored = write_and_read(writer, hkeys, [{} for _ in range(len(uniq))], ttl_s)
-        return _merge_stored(spec, view_measures(spec), uniq, hkeys, stored, writer, BACKFILL_EPOCH, epochs, None,
+        return _merge_stored(spec, view_measures(spec), uniq, hkeys, stored, writer, backfill_epoch(spec), epochs, None,
                              not_before_us)
 
 
@@ -333,7 +350,7 @@ def stored_entities(writer, spec: ViewSpec, batch: int = MAX_ENTITIES_PER_WRITE)
         yield writer.entity_values(spec.name, [k[len(prefix) :] for k in keys])
 
 
-def write_view_rows(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes = BACKFILL_EPOCH,
+def write_view_rows(spec: ViewSpec, rows: pd.DataFrame, writer, ttl_s: int, epoch: bytes | None = None,
                     epochs: frozenset[bytes] | None = None, max_entities: int = MAX_ENTITIES_PER_WRITE,
                     final_before_us: int | None = None) -> tuple[int, int]:
     """:func:`write_view_partition` over groups of at most ``max_entities`` entities (each entity whole). Every

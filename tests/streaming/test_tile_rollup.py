@@ -235,3 +235,26 @@ def test_the_plan_re_merges_a_view_whose_features_changed_and_seeds_one_whose_ro
     (run / "offsets" / "0").write_text('v1\n{}\n{"t":{"0":5}}\n')
     p = plan(tmp_path, longer_fine, new_sid)
     assert [v.name for v in p.seed_views] == ["v"] and p.remerge_views == ()
+
+
+def test_backfill_tiles_of_other_definitions_are_ignored_and_those_of_the_current_ones_merged(late_events):
+    """A backfill's tiles carry their layout (``bf-<layout>``): after the definitions changed, tiles a backfill
+    wrote under the old ones are left out of the merge (they cannot be decoded as the new layout), while tiles of
+    a backfill under the current definitions are merged with the stream's."""
+    from dataclasses import replace
+
+    from streaming.tile_store import backfill_epoch
+
+    small = replace(MIXED, aggs=tuple(a for a in MIXED.aggs if a.function in ("count", "sum")))
+    assert len(view_measures(small)) < len(view_measures(MIXED)) and backfill_epoch(small) != backfill_epoch(MIXED)
+    evs = sorted(late_events, key=lambda e: e["event_timestamp"])
+    boundary = _us(evs[600]["event_timestamp"]) // MIXED.tile_us * MIXED.tile_us
+    early = [e for e in evs if _us(e["event_timestamp"]) < boundary]
+    late = [e for e in evs if _us(e["event_timestamp"]) >= boundary]
+    for backfilled, counted in ((small, late), (MIXED, evs)):
+        online = FakeOnline()
+        write_view_partition(backfilled, _tile_rows(backfilled, early, early), online, 3600)
+        assert {f.split(b":")[2] for h in online.hashes.values() for f in h} == {backfill_epoch(backfilled)}
+        for i in range(0, len(late), 100):
+            write_view_partition(MIXED, _tile_rows(MIXED, late, late[i : i + 100]), online, 3600, b"e1", frozenset({b"e1"}))
+        _check(MIXED, online, counted)
