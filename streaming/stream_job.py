@@ -145,9 +145,14 @@ class StreamJob:
             online.close()
 
     @property
+    def _tile_us(self) -> int:
+        """The coarsest stored tile of the views (the unit of the watermark column ``wend``)."""
+        return max(v.tile_us for v in self.spec.views)
+
+    @property
     def watermark_delay_us(self) -> int:
         """The watermark's delay behind the newest ``wend``: the source's allowed lateness plus one tile."""
-        return self.spec.watermark_delay_us + max(v.tile_us for v in self.spec.views)
+        return self.spec.watermark_delay_us + self._tile_us
 
     def tiles(self, events):
         """The tile aggregation of parsed events (a streaming DataFrame of tile rows, update mode)."""
@@ -196,7 +201,7 @@ class StreamJob:
             bootstrap=self.spec.bootstrap, dlq_topic=self.dlq_topic, partitions=self.options.shuffle_partitions,
             batches_dir=checkpoint / "batches", metrics=self.metrics, epoch=sid.encode(), epochs=self.plan.epochs,
             fault_hook=self._fault_hook,
-            final_lag_us=self.watermark_delay_us + max(v.tile_us for v in self.spec.views),
+            final_lag_us=self.watermark_delay_us + self._tile_us,
         )
         self.writer = writer
         self.query = (
