@@ -114,6 +114,18 @@ def int64_entity_values(join_key: str, keys: Sequence[bytes], project: str) -> n
     return np.frombuffer(b"".join(k[len(prefix) : len(prefix) + 8] for k in keys), dtype="<i8").astype(np.int64)
 
 
+def string_entity_values(join_key: str, keys: Sequence[bytes], project: str) -> np.ndarray:
+    """The string entity values (an object array) of Redis keys built by :func:`entity_keys` (the inverse)."""
+    prefix, tail = _key_head(join_key) + _U32.pack(STRING), project.encode()
+    out = []
+    for k in keys:
+        n = _U32.unpack_from(k, len(prefix))[0] if len(k) >= len(prefix) + 4 else -1
+        if not k.startswith(prefix) or not k.endswith(tail) or len(k) != len(prefix) + 4 + n + len(tail):
+            raise ValueError(f"not a string {join_key!r} key of project {project!r}: {k!r}")
+        out.append(k[len(prefix) + 4 : len(prefix) + 4 + n].decode())
+    return np.array(out, dtype=object)
+
+
 # ---- values: encode (columns) ----------------------------------------------------------------------
 def _tagged_varints(tag: int, values: np.ndarray) -> list[bytes]:
     """Protobuf ``tag + varint(value)`` for every value (two's complement, 64 bit), vectorised."""

@@ -73,11 +73,12 @@ def offline_rows(spec: ViewSpec, frame: pd.DataFrame, start_us: int, end_us: int
     """
     from collections import Counter
 
+    from streaming.state_schema import entity_values
     from streaming.tiles import decimal_units, finalize_arrays
 
-    frame = frame.sort_values(["k", "ts_us"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["ks" if spec.string_key else "k", "ts_us"], kind="stable").reset_index(drop=True)
     n = len(frame)
-    keys = frame["k"].to_numpy(np.int64)
+    keys = entity_values(spec, frame)
     ts = frame["ts_us"].to_numpy(np.int64)
     seg_first = np.zeros(n, np.int64)
     if n:

@@ -192,7 +192,8 @@ def remerge(spark, p: Plan, online) -> dict[str, int]:
 
     out = {}
     for view in p.remerge_views:
-        ids = np.unique(np.concatenate([np.zeros(0, np.int64), *stored_entities(online, view)]))
+        ids = np.unique(np.concatenate([np.zeros(0, object if view.string_key else np.int64),
+                                        *stored_entities(online, view)]))
         ttl = online.view(view.name).ttl_s
         not_before = int((time.time() - ttl) * 1e6) if ttl else None
         allowed, ttl_s = p.epochs[view.name], tile_ttl_s(view.max_window_us)
@@ -201,7 +202,7 @@ def remerge(spark, p: Plan, online) -> dict[str, int]:
             rows = 0
             try:
                 for frame in frames:
-                    ks = frame["k"].to_numpy(np.int64)
+                    ks = frame["k"].to_numpy(object if view.string_key else np.int64)
                     for lo in range(0, len(ks), MAX_ENTITIES_PER_WRITE):
                         rows += remerge_entities(view, ks[lo : lo + MAX_ENTITIES_PER_WRITE], online, ttl_s, allowed,
                                                  not_before)

@@ -49,6 +49,7 @@ class ViewSpec:
     offline_path: str
     feature_names: tuple[str, ...]  # every feature Feast lists for the view, in Feast's order
     tile_us: int = 60_000_000  # the stored tile size: the greatest common divisor of its aggregations' tiles
+    string_key: bool = False  # a string join key (else an integer one); see streaming.state_schema.view_rows
 
     def tile_of(self, agg: AggSpec) -> int:
         """The tile size ``agg``'s window snaps to (a multiple of the stored tile)."""
@@ -99,6 +100,7 @@ def view_spec(view) -> ViewSpec:
     if len(view.entity_columns) != 1:
         raise ValueError(f"{view.name}: exactly one entity join key supported")
     join_key = view.entity_columns[0].name
+    string_key = _is_string_key(view)
     aggs = []
     tiles = set()
     for agg in view.aggregations:
@@ -122,7 +124,21 @@ def view_spec(view) -> ViewSpec:
         offline_path=path,
         feature_names=tuple(f.name for f in view.features),
         tile_us=math.gcd(*tiles),  # every aggregation's tile is a whole number of stored tiles
+        string_key=string_key,
     )
+
+
+def _is_string_key(view) -> bool:
+    """True for a string join key, False for an integer one; any other type is refused with a clear error."""
+    from feast.types import Int32, Int64, String
+
+    dtype = view.entity_columns[0].dtype
+    if dtype in (Int64, Int32):
+        return False
+    if dtype == String:
+        return True
+    raise ValueError(f"{view.name}: join key {view.entity_columns[0].name!r} has type {dtype}; stream views support "
+                     "integer (Int32, Int64) and String join keys")
 
 
 def stream_source(store, feast_views=None):

@@ -18,7 +18,8 @@ from streaming.feature_specs import ViewSpec
 
 
 def arrow_schema(spec: ViewSpec) -> pa.Schema:
-    fields = [pa.field(spec.join_key, pa.int64(), nullable=False), pa.field(TS, pa.timestamp("us", tz="UTC"))]
+    key = pa.string() if spec.string_key else pa.int64()
+    fields = [pa.field(spec.join_key, key, nullable=False), pa.field(TS, pa.timestamp("us", tz="UTC"))]
     fields += [pa.field(a.name, pa.int64() if a.is_int else pa.float64()) for a in spec.aggs]
     return pa.schema(fields)
 

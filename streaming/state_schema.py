@@ -8,7 +8,8 @@ watermark column, the end of the coarsest view tile holding min(event time, proc
 the event's id, ``dlq:<partition>:<offset>`` for a dead letter), where :func:`drop_duplicate_events` drops
 a second copy of an event once, before anything is per view. :func:`view_rows` then splits each into the
 tile rows (one per view and valid event; one per dead letter): ``vid`` (view index, -1 for a dead letter),
-``k`` (entity key), ``tile`` (tile start, us), ``ts_us`` (event time), ``ts_times`` (the event time again
+``k`` (entity key; of a string key its 64-bit hash), ``ks`` (a string key itself, null for other views; the
+column exists only if some view has a string key, so integer-keyed layouts keep their schema), ``tile`` (tile start, us), ``ts_us`` (event time), ``ts_times`` (the event time again
 for views that keep event times, else null), ``v__<column>`` (the event columns a view reads, null for
 columns it does not), ``dlq`` (dead letters only) and ``wend``, passed through so it keeps its watermark.
 
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+
+import numpy as np
 
 from streaming.feature_specs import ViewSpec
 from streaming.tiles import EVENT_TIMES_COLUMN, Measure, rollup_layout, spark_measure, view_measures
@@ -53,6 +56,9 @@ def schema_id(views: tuple[ViewSpec, ...], event_id: str | None = None) -> str:
         "measures": [m.name for m in all_measures(views)],
         "columns": list(value_columns(views)),
     }
+    strings = [v.name for v in views if v.string_key]
+    if strings:  # only then (the ``ks`` column)
+        layout["string_keys"] = strings
     rollups = {v.name: rollup_layout(v) for v in views if rollup_layout(v)}
     if rollups:  # only then: the ids of layouts without roll-ups stay as they were
         layout["rollups"] = rollups
@@ -100,11 +106,14 @@ def view_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = Tru
     cols = value_columns(views)
     types = {c: events.schema[c].dataType for c in cols}
     dlq_type = "struct<reason:string,field:string,raw_base64:string,source_topic:string,partition:int,offset:bigint>"
+    strings = any(v.string_key for v in views)
     elements = []
     for i, v in enumerate(views):
+        key = F.col(v.join_key)
         fields = [
             F.lit(i).alias("vid"),
-            F.col(v.join_key).cast("bigint").alias("k"),
+            (F.xxhash64(key.cast("string")) if v.string_key else key.cast("bigint")).alias("k"),
+            *([(key.cast("string") if v.string_key else F.lit(None).cast("string")).alias("ks")] if strings else []),
             (F.floor(F.col("event_us") / F.lit(v.tile_us)) * F.lit(v.tile_us)).cast("bigint").alias("tile"),
             F.col("event_us").alias("ts_us"),
             (F.col("event_us") if any(m.kind == "ts" for m in view_measures(v)) else F.lit(None).cast("bigint")
@@ -117,7 +126,8 @@ def view_rows(events, views: tuple[ViewSpec, ...], with_dead_letters: bool = Tru
     if not with_dead_letters:
         return events.select("wend", F.explode(F.array(*elements)).alias("r")).select("r.*", "wend")
     letter = F.struct(
-        F.lit(-1).alias("vid"), F.col("offset").cast("bigint").alias("k"), F.col("partition").cast("bigint").alias("tile"),
+        F.lit(-1).alias("vid"), F.col("offset").cast("bigint").alias("k"),
+        *([F.lit(None).cast("string").alias("ks")] if strings else []), F.col("partition").cast("bigint").alias("tile"),
         _letter_us(events).alias("ts_us"), F.lit(None).cast("bigint").alias(EVENT_TIMES_COLUMN),
         *[F.lit(None).cast(types[c]).alias(VALUE_PREFIX + c) for c in cols],
         F.struct(F.col("dlq_reason").alias("reason"), F.col("dlq_field").alias("field"),
@@ -154,10 +164,21 @@ def drop_duplicate_history(events, event_id: str):
 
 def tile_aggregation(rows, views: tuple[ViewSpec, ...], keys: tuple[str, ...] = ("vid", "k", "tile", "wend"),
                      extra: list | None = None):
-    """``groupBy(keys).agg(measures)``: the tile measures of every view (and the dead letter, if any)."""
+    """``groupBy(keys).agg(measures)``: the tile measures of every view (and the dead letter, if any); rows with
+    string keys (``ks``) are grouped by it too."""
     from pyspark.sql import functions as F
+
+    if "ks" in rows.columns and "ks" not in keys:
+        keys = (*keys, "ks")
 
     aggs = [spark_measure(m, VALUE_PREFIX) for m in all_measures(views)] + list(extra or [])
     if "dlq" in rows.columns:
         aggs.append(F.first("dlq", ignorenulls=True).alias("dlq"))
     return rows.groupBy(*keys).agg(*aggs)
+
+
+def entity_values(spec: ViewSpec, rows) -> np.ndarray:
+    """The entity of each tile row of ``spec`` (pandas): int64 ids, or the strings of a string-keyed view."""
+    if spec.string_key:
+        return rows["ks"].to_numpy(object)
+    return rows["k"].to_numpy(np.int64)

@@ -36,6 +36,17 @@ def test_int64_entity_values_invert_feast_keys_and_refuse_other_keys():
             fmt.int64_entity_values("user_id", [keys[0], other], "rtml_fraud")
 
 
+def test_string_entity_values_invert_feast_keys_and_refuse_other_keys():
+    values = ["", "DE", "ünïcode-7", "x" * 300]
+    keys = [serialize_entity_key(EntityKey(join_keys=["country"], entity_values=[Value(string_val=v)]), 3) + b"rtml_fraud"
+            for v in values]
+    assert fmt.string_entity_values("country", keys, "rtml_fraud").tolist() == values
+    for other in (keys[1] + b"x", keys[1][:-1], keys[1].replace(b"country", b"countrx"),
+                  fmt.entity_keys("country", fmt.INT64, [1], "rtml_fraud")[0]):
+        with pytest.raises(ValueError, match="not a string 'country' key"):
+            fmt.string_entity_values("country", [keys[0], other], "rtml_fraud")
+
+
 @pytest.mark.parametrize("value", [0, -5, 2**31 - 1])
 def test_int32_entity_key_equals_feast(value):
     expected = serialize_entity_key(EntityKey(join_keys=["k"], entity_values=[Value(int32_val=value)]), 3) + b"p"

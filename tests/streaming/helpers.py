@@ -159,7 +159,7 @@ def assert_offline_equals_oracle(files: list[str], spec, events: list[dict]) -> 
     names = [a.name for a in spec.aggs]
     rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     assert len(rows) == len(events), f"{spec.name}: one offline row per event"
-    got = {(int(r[spec.join_key]), r["event_timestamp"].to_pydatetime()): {n: (None if pd.isna(r[n]) else r[n])
+    got = {(r[spec.join_key] if spec.string_key else int(r[spec.join_key]), r["event_timestamp"].to_pydatetime()): {n: (None if pd.isna(r[n]) else r[n])
                                                                            for n in names}
            for _, r in rows.iterrows()}
     assert_rows_equal(oracle(events, spec.join_key, view_aggregations(spec), as_of="every"), got, f"offline {spec.name}")

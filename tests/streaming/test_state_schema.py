@@ -78,3 +78,29 @@ def test_a_longer_window_alone_hands_over_and_seeds_the_view(tmp_path):
     assert [v.name for v in p.seed_views] == ["users"]
     assert p.epochs["users"] == {new_sid.encode(), b"seed-" + new_sid.encode()}  # the old tiles are not merged
     assert p.epochs["merchants"] == {sid.encode(), new_sid.encode()}  # untouched: its state is kept
+
+
+def test_string_keys_are_kept_beside_their_hash_and_integer_layouts_keep_their_schema(spark):
+    """A string-keyed view's rows carry the key itself (``ks``) beside its 64-bit hash (``k``) and its tiles
+    are grouped by it; other views' rows of the same job carry a null ``ks``. Without a string-keyed view
+    there is no ``ks`` column and the state schema id is what it was."""
+    from dataclasses import replace
+
+    from pyspark.sql import functions as F
+
+    from streaming.state_schema import schema_id
+
+    by_id = replace(MERCHANTS, name="by_id", join_key="transaction_id", string_key=True)
+    views = (USERS, by_id)
+    rows = view_rows(event_rows(_events(spark), views, with_dead_letters=False), views, with_dead_letters=False)
+    rows = rows.withColumn("hash", F.xxhash64(F.col("ks")))
+    got = sorted((r["vid"], r["ks"], r["k"] == r["hash"] if r["ks"] else r["k"]) for r in rows.collect())
+    assert got == [(0, None, 1), (0, None, 1), (0, None, 2), (1, "a", True), (1, "b", True), (1, "c", True)]
+    tiles = tile_aggregation(rows.drop("hash"), views)
+    assert "ks" in tiles.columns and sorted(r["ks"] for r in tiles.where("vid = 1").collect()) == ["a", "b", "c"]
+
+    plain = view_rows(event_rows(_events(spark), (USERS, MERCHANTS), with_dead_letters=False), (USERS, MERCHANTS),
+                      with_dead_letters=False)
+    assert "ks" not in plain.columns
+    assert schema_id((USERS, MERCHANTS)) != schema_id((USERS, replace(MERCHANTS, string_key=True)))
+    assert schema_id((USERS, MERCHANTS), "transaction_id") == "61dfff3fe312"  # the id before string keys existed

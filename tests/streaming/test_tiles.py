@@ -198,16 +198,18 @@ def test_stored_tiles_keep_two_event_times_and_still_equal_the_oracle():
 
 def test_view_spec_reads_each_aggregations_tile_and_stores_their_common_divisor():
     """From a Feast definition: each aggregation keeps its slide_interval, the view stores tiles of their
-    greatest common divisor, and a window that is not a multiple of its own tile is refused."""
+    greatest common divisor, and a window that is not a multiple of its own tile is refused; integer and string
+    join keys are read, any other key type is refused."""
     from types import SimpleNamespace
 
     from feast.aggregation import Aggregation
+    from feast.types import Float64, Int64, String
 
     from streaming.feature_specs import view_spec
 
-    def view(*aggs):
-        return SimpleNamespace(name="v", entity_columns=[SimpleNamespace(name="user_id")], aggregations=list(aggs),
-                               batch_source=SimpleNamespace(path="/nonexistent"), features=[])
+    def view(*aggs, key_type=Int64):
+        return SimpleNamespace(name="v", entity_columns=[SimpleNamespace(name="user_id", dtype=key_type)],
+                               aggregations=list(aggs), batch_source=SimpleNamespace(path="/nonexistent"), features=[])
 
     h, m = timedelta(hours=1), timedelta(minutes=1)
     spec = view_spec(view(Aggregation(column="amount", function="sum", time_window=h, slide_interval=15 * m, name="a"),
@@ -217,3 +219,7 @@ def test_view_spec_reads_each_aggregations_tile_and_stores_their_common_divisor(
     assert spec.tile_us == 3 * MIN
     with pytest.raises(ValueError, match="not a multiple"):
         view_spec(view(Aggregation(column="amount", function="sum", time_window=h, slide_interval=7 * m, name="a")))
+    one = Aggregation(column="amount", function="sum", time_window=h, slide_interval=m, name="a")
+    assert not spec.string_key and view_spec(view(one, key_type=String)).string_key
+    with pytest.raises(ValueError, match="join key 'user_id' has type Float64; stream views support integer"):
+        view_spec(view(one, key_type=Float64))
