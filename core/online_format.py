@@ -114,6 +114,16 @@ def int64_entity_values(join_key: str, keys: Sequence[bytes], project: str) -> n
     return np.frombuffer(b"".join(k[len(prefix) : len(prefix) + 8] for k in keys), dtype="<i8").astype(np.int64)
 
 
+def int32_entity_values(join_key: str, keys: Sequence[bytes], project: str) -> np.ndarray:
+    """The ids (as int64) of int32 entities' Redis keys built by :func:`entity_keys` (the inverse)."""
+    prefix, tail = _key_head(join_key) + _U32.pack(INT32) + _U32.pack(4), project.encode()
+    width = len(prefix) + 4 + len(tail)
+    for k in keys:
+        if len(k) != width or not k.startswith(prefix) or not k.endswith(tail):
+            raise ValueError(f"not an int32 {join_key!r} key of project {project!r}: {k!r}")
+    return np.frombuffer(b"".join(k[len(prefix) : len(prefix) + 4] for k in keys), dtype="<i4").astype(np.int64)
+
+
 def string_entity_values(join_key: str, keys: Sequence[bytes], project: str) -> np.ndarray:
     """The string entity values (an object array) of Redis keys built by :func:`entity_keys` (the inverse)."""
     prefix, tail = _key_head(join_key) + _U32.pack(STRING), project.encode()

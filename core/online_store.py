@@ -265,14 +265,16 @@ class OnlineStore:
         return fmt.entity_keys(v.join_key, v.key_type, entity_values, self.project)
 
     def entity_values(self, view: Any, keys: Sequence[bytes]) -> np.ndarray:
-        """The entity values of a view's Redis keys (the inverse of :meth:`redis_keys`): int64 ids, or strings
-        (an object array)."""
+        """The entity values of a view's Redis keys (the inverse of :meth:`redis_keys`): integer ids (int64), or
+        strings (an object array)."""
         v = self.view(view)
         if v.key_type == fmt.INT64:
             return fmt.int64_entity_values(v.join_key, keys, self.project)
+        if v.key_type == fmt.INT32:
+            return fmt.int32_entity_values(v.join_key, keys, self.project)
         if v.key_type == fmt.STRING:
             return fmt.string_entity_values(v.join_key, keys, self.project)
-        raise ValueError(f"{v.name}: only int64 and string entity keys can be listed back (key type {v.key_type})")
+        raise ValueError(f"{v.name}: only integer and string entity keys can be listed back (key type {v.key_type})")
 
     def scan_keys(self, match: bytes, count: int = 2000) -> Iterator[list[bytes]]:
         """Keys matching the glob ``match`` on every primary, a SCAN page at a time (non-blocking; a key may

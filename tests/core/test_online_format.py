@@ -36,6 +36,16 @@ def test_int64_entity_values_invert_feast_keys_and_refuse_other_keys():
             fmt.int64_entity_values("user_id", [keys[0], other], "rtml_fraud")
 
 
+def test_int32_entity_values_invert_feast_keys_and_refuse_other_keys():
+    values = [0, 7, 2**31 - 1, -(2**31)]
+    keys = [serialize_entity_key(EntityKey(join_keys=["store_id"], entity_values=[Value(int32_val=v)]), 3) + b"p"
+            for v in values]
+    assert fmt.int32_entity_values("store_id", keys, "p").tolist() == values
+    for other in (keys[1] + b"x", fmt.entity_keys("store_id", fmt.INT64, [7], "p")[0]):
+        with pytest.raises(ValueError, match="not an int32 'store_id' key"):
+            fmt.int32_entity_values("store_id", [keys[0], other], "p")
+
+
 def test_string_entity_values_invert_feast_keys_and_refuse_other_keys():
     values = ["", "DE", "ünïcode-7", "x" * 300]
     keys = [serialize_entity_key(EntityKey(join_keys=["country"], entity_values=[Value(string_val=v)]), 3) + b"rtml_fraud"
